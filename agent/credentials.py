@@ -1,0 +1,127 @@
+"""ServiceNow credentials from the Greengrass secret resource, cached.
+
+In the manner of the Powertools parameters utility: a small provider with a
+cache and ``max_age``, and a ``force_fetch`` for the one refetch a 401 earns.
+The secret's JSON is the value as stored in Secrets Manager:
+
+* basic auth: ``{"username": ..., "password": ...}``
+* OAuth: ``{"client_id": ..., "client_secret": ...}`` (client-credentials
+  grant), plus ``username``/``password`` for the password grant. An optional
+  ``"auth": "basic" | "oauth"`` picks explicitly when both are present.
+
+Values never appear in ``repr``, logs or exception texts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable, Optional
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import SecretError
+
+log = logging.getLogger(__name__)
+
+
+class Credentials:
+    """Parsed credentials. ``repr`` shows the kind and user, never a secret."""
+
+    __slots__ = ("kind", "username", "password", "client_id", "client_secret")
+
+    def __init__(
+        self,
+        kind: str,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        client_id: Optional[str] = None,
+        client_secret: Optional[str] = None,
+    ) -> None:
+        self.kind = kind
+        self.username = username
+        self.password = password
+        self.client_id = client_id
+        self.client_secret = client_secret
+
+    def __repr__(self) -> str:
+        return f"Credentials(kind={self.kind!r}, username={self.username!r}, secrets=***)"
+
+    def secret_values(self) -> tuple:
+        """Every secret string here, for scrubbing; never log the result."""
+        return tuple(v for v in (self.password, self.client_secret) if v)
+
+    @classmethod
+    def from_secret_string(cls, text: str, secret_id: str = "the secret") -> Credentials:
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            raise SecretError(f"{secret_id} is not a JSON object")
+        if not isinstance(data, dict):
+            raise SecretError(f"{secret_id} is not a JSON object")
+
+        def field(name: str) -> Optional[str]:
+            value = data.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                raise SecretError(f"{secret_id}: field {name!r} must be a non-empty string")
+            return value
+
+        kind = data.get("auth")
+        username, password = field("username"), field("password")
+        client_id, client_secret = field("client_id"), field("client_secret")
+        if kind is None:
+            kind = "oauth" if client_id else "basic"
+        if kind == "basic":
+            if not (username and password):
+                raise SecretError(f"{secret_id} needs 'username' and 'password' for basic auth")
+        elif kind == "oauth":
+            if not (client_id and client_secret):
+                raise SecretError(f"{secret_id} needs 'client_id' and 'client_secret' for OAuth")
+            if bool(username) != bool(password):
+                raise SecretError(
+                    f"{secret_id}: the OAuth password grant needs both 'username' and 'password'"
+                )
+        else:
+            raise SecretError(f"{secret_id}: 'auth' must be 'basic' or 'oauth'")
+        return cls(kind, username, password, client_id, client_secret)
+
+
+class CredentialsProvider:
+    """Fetches the secret through the Greengrass shim and caches it for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str], str],
+        secret_id: str,
+        ttl: float = 3600.0,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self._fetch = fetch
+        self.secret_id = secret_id
+        self.ttl = ttl
+        self.clock = clock or SYSTEM_CLOCK
+        self._cached: Optional[Credentials] = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def get(self, force_fetch: bool = False) -> Credentials:
+        """The credentials, from the cache unless expired or ``force_fetch``."""
+        with self._lock:
+            now = self.clock.monotonic()
+            if self._cached is not None and not force_fetch and now - self._fetched_at < self.ttl:
+                return self._cached
+            self.fetches += 1
+            raw = self._fetch(self.secret_id)  # raises SecretError, which never holds the value
+            creds = Credentials.from_secret_string(raw, self.secret_id)
+            self._cached, self._fetched_at = creds, now
+            log.info("fetched ServiceNow credentials from %s (%s auth)", self.secret_id, creds.kind)
+            return creds
+
+    def age(self) -> float:
+        """Seconds since the last fetch (infinite if never fetched)."""
+        if self._cached is None:
+            return float("inf")
+        return self.clock.monotonic() - self._fetched_at

@@ -1,0 +1,146 @@
+"""Message payloads on the IoT topics: a documented, versioned schema.
+
+Readings (``readingsTopic``)::
+
+    {"schema": "edge-agent/reading/1", "device": "pi-kitchen", "seq": 42,
+     "ts": 1790000000.0, "temperature": 23.41, "humidity": 48.2, "pressure": 1012.9}
+
+A metric the sensor could not read is ``null``.
+
+Episode events (``anomalyTopic``), one per change of an episode, never one per sample::
+
+    {"schema": "edge-agent/anomaly/1", "event": "breach" | "update" | "recovered",
+     "episode_id": "pi-kitchen:humidity:upper:1790000000", "seq": 0,
+     "device": "pi-kitchen", "metric": "humidity", "bound": "upper" | "lower",
+     "unit": "%RH", "limit": 50.0, "value": 63.0, "peak": 64.1,
+     "started_at": 1790000000.0, "ts": 1790000015.0, "title": "Humidity above limit"}
+
+``seq`` counts the events of one episode (0 for the breach), so a consumer can
+drop a repeated event. Within a major version fields are only ever added;
+consumers ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Dict, Mapping
+
+from .errors import MessageError
+
+READING_SCHEMA = "edge-agent/reading/1"
+ANOMALY_SCHEMA = "edge-agent/anomaly/1"
+EVENTS = ("breach", "update", "recovered")
+BOUNDS = ("upper", "lower")
+METRIC_RANGES = {
+    # What the Sense HAT's chips can physically report, with margin; a value
+    # outside is garbage, not an anomaly.
+    "temperature": (-60.0, 150.0),
+    "humidity": (0.0, 100.0),
+    "pressure": (200.0, 1300.0),
+}
+MAX_MESSAGE_BYTES = 8192
+_MAX_TEXT = 200
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def decode(payload: Any) -> Dict[str, Any]:
+    """Turn what a core hands a handler (dict, bytes or str) into a dict, or raise MessageError."""
+    if isinstance(payload, Mapping):
+        if len(encode_lenient(payload)) > MAX_MESSAGE_BYTES:
+            raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        return dict(payload)
+    if isinstance(payload, (bytes, bytearray)):
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MessageError("message is not UTF-8")
+    if isinstance(payload, str):
+        if len(payload.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES:
+            raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise MessageError(f"message is not JSON: {exc.args[0][:80]}")
+        if not isinstance(value, dict):
+            raise MessageError(f"message must be a JSON object, got {type(value).__name__}")
+        return value
+    raise MessageError(f"message must be a JSON object, got {type(payload).__name__}")
+
+
+def encode_lenient(message: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(message, default=str).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        raise MessageError("message cannot be serialised as JSON")
+
+
+def validate_anomaly(message: Mapping[str, Any]) -> Dict[str, Any]:
+    """Check an episode event against ``edge-agent/anomaly/1``; return a clean copy.
+
+    Raises :class:`MessageError` with a reason a person can act on.
+    """
+    if message.get("schema") != ANOMALY_SCHEMA:
+        raise MessageError(
+            "schema must be {!r}, got {!r}".format(ANOMALY_SCHEMA, _short(message.get("schema")))
+        )
+    out: Dict[str, Any] = {"schema": ANOMALY_SCHEMA}
+    out["event"] = _choice(message, "event", EVENTS)
+    out["bound"] = _choice(message, "bound", BOUNDS)
+    out["metric"] = _choice(message, "metric", tuple(METRIC_RANGES))
+    out["device"] = _text(message, "device")
+    out["episode_id"] = _text(message, "episode_id", limit=90)
+    out["title"] = _text(message, "title")
+    out["unit"] = _text(message, "unit", limit=16)
+    seq = message.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10**9:
+        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)!r}")
+    out["seq"] = seq
+    low, high = METRIC_RANGES[out["metric"]]
+    for key in ("limit", "value", "peak"):
+        out[key] = _number(message, key, low, high)
+    for key in ("ts", "started_at"):
+        out[key] = _number(message, key, 0.0, 1e11)
+    if out["started_at"] > out["ts"]:
+        raise MessageError("started_at is after ts")
+    return out
+
+
+def _short(value: Any) -> Any:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _choice(message: Mapping[str, Any], key: str, choices: tuple) -> str:
+    value = message.get(key)
+    if value not in choices:
+        raise MessageError(
+            "{} must be one of {}, got {}".format(key, ", ".join(choices), _short(value))
+        )
+    return value
+
+
+def _text(message: Mapping[str, Any], key: str, limit: int = _MAX_TEXT) -> str:
+    value = message.get(key)
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise MessageError(
+            f"{key} must be a non-empty string of at most {limit} characters, got {_short(value)}"
+        )
+    if any(ord(c) < 32 for c in value):
+        raise MessageError(f"{key} contains control characters")
+    return value
+
+
+def _number(message: Mapping[str, Any], key: str, low: float, high: float) -> float:
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MessageError(f"{key} must be a number, got {_short(value)}")
+    value = float(value)
+    if not math.isfinite(value) or not low <= value <= high:
+        raise MessageError(f"{key} must be between {low} and {high}, got {value}")
+    return value

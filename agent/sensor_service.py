@@ -1,0 +1,154 @@
+"""The sensor function's work: read, publish the reading, judge, publish episode events.
+
+Reading and publishing happen in the same tick, with no sleep between them, and
+the loop keeps a fixed cadence on the sensor's clock (so ``simulate --fast``
+runs it in virtual time). A failed read or publish is logged and the loop goes
+on; episode events that could not be published are kept and sent first on the
+next tick.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from .clock import Clock
+from .config import SensorSettings
+from .errors import SensorError
+from .greengrass.base import Runtime
+from .judge import EpisodeEvent, Judge
+from .schema import READING_SCHEMA
+from .sensors.base import Reading, Sensor
+
+log = logging.getLogger(__name__)
+
+MAX_HELD_EVENTS = 1000
+
+
+class SensorService:
+    def __init__(
+        self,
+        sensor: Sensor,
+        runtime: Runtime,
+        settings: SensorSettings,
+        judge: Optional[Judge] = None,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self.sensor = sensor
+        self.runtime = runtime
+        self.settings = settings
+        self.clock = clock or sensor.clock
+        self.judge = judge or Judge(
+            settings.device_id,
+            settings.limits,
+            debounce_samples=settings.debounce_samples,
+            debounce_seconds=settings.debounce_seconds,
+            renotify_seconds=settings.renotify_seconds,
+            state_path=os.path.join(
+                settings.state_dir, f"episodes-{_safe(settings.device_id)}.json"
+            ),
+        )
+        self.seq = 0
+        self.counts: Dict[str, int] = collections.Counter()
+        self._held: Deque[Dict[str, Any]] = collections.deque(maxlen=MAX_HELD_EVENTS)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        # Observers (the simulation's console) see readings and events as they happen.
+        self.on_reading: List[Callable[[Reading], None]] = []
+        self.on_event: List[Callable[[EpisodeEvent], None]] = []
+
+    def tick(self) -> List[EpisodeEvent]:
+        """One sample: read, publish, judge, publish events. Never raises for bad input."""
+        self.counts["samples"] += 1
+        try:
+            reading = self.sensor.read()
+        except EOFError:
+            raise
+        except SensorError as exc:
+            self.counts["sensor_errors"] += 1
+            log.warning("sensor read failed: %s", exc)
+            return []
+        self.seq += 1
+        self._publish(self.settings.readings_topic, self._reading_message(reading), "readings")
+        for callback in self.on_reading:
+            callback(reading)
+        events = self.judge.observe(reading)
+        for event in events:
+            self.counts[event.event] += 1
+            self._held.append(event.to_message())
+            for callback in self.on_event:
+                callback(event)
+        self._flush_events()
+        return events
+
+    def _flush_events(self) -> None:
+        while self._held:
+            if not self._publish(self.settings.anomaly_topic, self._held[0], "anomalies"):
+                return  # keep order: try again next tick
+            self._held.popleft()
+
+    def _publish(self, topic: str, message: Dict[str, Any], counter: str) -> bool:
+        try:
+            self.runtime.publish(topic, message)
+        except OSError as exc:
+            self.counts["publish_errors"] += 1
+            log.warning("publish to %s failed: %s", topic, exc)
+            return False
+        self.counts[counter] += 1
+        return True
+
+    def _reading_message(self, reading: Reading) -> Dict[str, Any]:
+        return {
+            "schema": READING_SCHEMA,
+            "device": self.settings.device_id,
+            "seq": self.seq,
+            "ts": reading.ts,
+            "temperature": _round(reading.temperature),
+            "humidity": _round(reading.humidity),
+            "pressure": _round(reading.pressure),
+        }
+
+    # -- the loop -------------------------------------------------------------
+    def run(self, max_ticks: Optional[int] = None) -> None:
+        """Tick every ``period`` seconds on the clock until stopped or the sensor runs out."""
+        period = self.settings.period
+        next_at = self.clock.monotonic()
+        ticks = 0
+        while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
+            try:
+                self.tick()
+            except EOFError:
+                log.info("sensor has no more readings; stopping")
+                return
+            except Exception:  # the loop must outlive any bug in one tick
+                log.exception("unexpected error in a sensor tick")
+            ticks += 1
+            next_at += period
+            delay = next_at - self.clock.monotonic()
+            if delay < 0:  # fell behind (slow read): skip, don't burst
+                next_at = self.clock.monotonic()
+                delay = 0
+            if self.clock.wait(self._stop, delay):
+                return
+
+    def start(self) -> threading.Thread:
+        """Run the loop in a daemon thread (what a pinned function does at load)."""
+        self._thread = threading.Thread(target=self.run, name="sensor-loop", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

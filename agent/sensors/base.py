@@ -1,0 +1,65 @@
+"""The sensor interface every backend implements."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from ..clock import SYSTEM_CLOCK, Clock
+
+METRICS = ("temperature", "humidity", "pressure")
+UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sample. A metric the chip did not deliver, or marked invalid, is ``None``."""
+
+    ts: float
+    temperature: Optional[float]
+    humidity: Optional[float]
+    pressure: Optional[float] = None
+
+    def value(self, metric: str) -> Optional[float]:
+        return getattr(self, metric)
+
+
+def valid_or_none(value: object, low: float, high: float) -> Optional[float]:
+    """The value as a float when it is a finite number in ``[low, high]``, else ``None``.
+
+    The Sense HAT reports an invalid reading as exactly 0; callers pass a
+    range that excludes it where 0 is impossible (pressure) and check the
+    chip's status themselves where it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    if not math.isfinite(value) or not low <= value <= high:
+        return None
+    return value
+
+
+class Sensor:
+    """An environmental sensor: temperature °C, humidity %RH, pressure hPa where available.
+
+    ``read()`` returns a :class:`Reading` stamped with the sensor's clock and
+    raises :class:`agent.errors.SensorError` when the device cannot be read.
+    """
+
+    name = "abstract"
+
+    def __init__(self, clock: Optional[Clock] = None) -> None:
+        self.clock = clock or SYSTEM_CLOCK
+
+    def read(self) -> Reading:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device. Reading after ``close()`` is an error."""
+
+    def __enter__(self) -> Sensor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

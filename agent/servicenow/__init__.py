@@ -1,0 +1,1 @@
+"""Where incidents are sent: the ServiceNow Table API client, incident decisions, the outbox."""

@@ -1,0 +1,247 @@
+"""A small ServiceNow Table API client for the ``incident`` table.
+
+One ``requests.Session`` is reused for every call. Failures are sorted into
+what the delivery worker must do about them:
+
+* :class:`Unavailable` (connection errors, timeouts, 5xx, 408, 409): retry later;
+* :class:`RateLimited` (429): retry after ``Retry-After``;
+* :class:`AuthFailed` (401): refetch the credentials once, then wait;
+* :class:`Rejected` (any other 4xx): do not retry, dead-letter.
+
+Exception texts name the operation and status, never credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import quote
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..credentials import Credentials
+
+log = logging.getLogger(__name__)
+
+TABLE_PATH = "/api/now/table/incident"
+TOKEN_PATH = "/oauth_token.do"
+RETRYABLE_4XX = (408, 409)
+
+
+class ServiceNowError(Exception):
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unavailable(ServiceNowError, ConnectionError):
+    """ServiceNow could not be reached or failed; the call may be retried."""
+
+
+class RateLimited(ServiceNowError):
+    def __init__(self, message: str, retry_after: Optional[float]) -> None:
+        super().__init__(message, 429)
+        self.retry_after = retry_after
+
+
+class AuthFailed(ServiceNowError, PermissionError):
+    """401: the credentials were refused."""
+
+
+class Rejected(ServiceNowError, ValueError):
+    """A 4xx that retrying will not fix (bad request, ACL, data policy, not found)."""
+
+
+class TableClient:
+    """Create, find and update incidents."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Callable[[], Credentials],
+        timeout: float = 10.0,
+        verify: Any = True,
+        clock: Optional[Clock] = None,
+        session: Any = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self.timeout = timeout
+        self.verify = verify
+        self.clock = clock or SYSTEM_CLOCK
+        self._session = session
+        self._token: Optional[str] = None
+        self._token_expires = 0.0
+        self._token_for: Optional[str] = None
+        self.calls: Dict[str, int] = {"GET": 0, "POST": 0, "PATCH": 0, "TOKEN": 0}
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import requests  # deferred: the sensor function never pays for it
+
+            self._session = requests.Session()
+            self._session.headers.update(
+                {
+                    "Accept": "application/json",
+                    "Content-Type": "application/json",
+                    "User-Agent": "edge-agent/0.1",
+                }
+            )
+        return self._session
+
+    def forget_auth(self) -> None:
+        """Drop a cached OAuth token, e.g. after the credentials were refetched."""
+        self._token = None
+
+    # -- table operations -------------------------------------------------------
+    def find_by_correlation(self, correlation_id: str) -> Optional[Dict[str, str]]:
+        """The newest incident with this ``correlation_id``, or ``None``."""
+        params = {
+            "sysparm_query": f"correlation_id={correlation_id}^ORDERBYDESCsys_created_on",
+            "sysparm_limit": "1",
+            "sysparm_fields": "sys_id,number,state,correlation_id",
+        }
+        response = self._request("GET", TABLE_PATH, params=params, not_found_ok=True)
+        if response is None:
+            return None
+        results = _result(response)
+        if not isinstance(results, list):
+            raise Unavailable("ServiceNow answered a query with an unexpected body")
+        for record in results:
+            # ServiceNow silently ignores query terms it does not understand, so
+            # a bad query can return unrelated incidents: check what came back.
+            if isinstance(record, dict) and record.get("correlation_id") == correlation_id:
+                return record
+        return None
+
+    def create(self, fields: Dict[str, str]) -> Dict[str, str]:
+        response = self._request("POST", TABLE_PATH, json=fields)
+        return _record(response)
+
+    def update(self, sys_id: str, fields: Dict[str, str]) -> Dict[str, str]:
+        response = self._request("PATCH", f"{TABLE_PATH}/{quote(sys_id)}", json=fields)
+        return _record(response)
+
+    # -- plumbing --------------------------------------------------------------
+    def _auth(self) -> Dict[str, Any]:
+        creds = self._credentials()
+        if creds.kind == "basic":
+            return {"auth": (creds.username, creds.password)}
+        return {"headers": {"Authorization": "Bearer " + self._bearer(creds)}}
+
+    def _bearer(self, creds: Credentials) -> str:
+        identity = f"{creds.client_id}/{creds.username}"
+        if self._token and self._token_for == identity and self.clock.time() < self._token_expires:
+            return self._token
+        data = {"client_id": creds.client_id, "client_secret": creds.client_secret}
+        if creds.username:
+            data.update(grant_type="password", username=creds.username, password=creds.password)
+        else:
+            data["grant_type"] = "client_credentials"
+        self.calls["TOKEN"] += 1
+        response = self._send(
+            "POST",
+            TOKEN_PATH,
+            data=data,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if response.status_code in (400, 401):
+            raise AuthFailed(
+                f"ServiceNow refused the OAuth client or user ({response.status_code})",
+                response.status_code,
+            )
+        self._raise_for(response, "token request")
+        try:
+            body = response.json()
+            token = body["access_token"]
+            lifetime = float(body.get("expires_in", 1800))
+        except (ValueError, KeyError, TypeError):
+            raise Unavailable("ServiceNow's token endpoint answered without a token")
+        # Renew a minute early so a token never expires mid-request.
+        self._token, self._token_for = token, identity
+        self._token_expires = self.clock.time() + max(0.0, lifetime - 60)
+        return token
+
+    def _request(self, method: str, path: str, not_found_ok: bool = False, **kwargs: Any) -> Any:
+        extra = self._auth()
+        if "headers" in extra:
+            kwargs["headers"] = extra["headers"]
+        else:
+            kwargs["auth"] = extra["auth"]
+        self.calls[method] = self.calls.get(method, 0) + 1
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 401 and self._token is not None:
+            self._token = None  # an expired or revoked token: the caller's retry gets a new one
+        if not_found_ok and response.status_code == 404:
+            return None  # the v1 Table API answers a query with no match with 404
+        self._raise_for(response, f"{method} {path}")
+        return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return self.session.request(
+                method, self.base_url + path, timeout=self.timeout, verify=self.verify, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            raise Unavailable(f"TLS verification of {self.base_url} failed: {type(exc).__name__}")
+        except requests.exceptions.Timeout:
+            raise Unavailable(f"ServiceNow did not answer {method} within {self.timeout}s")
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable(f"ServiceNow unreachable at {self.base_url} ({type(exc).__name__})")
+
+    @staticmethod
+    def _raise_for(response: Any, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = _error_message(response)
+        message = "{} answered {}{}".format(what, status, ": " + detail if detail else "")
+        if status == 401:
+            raise AuthFailed(message, status)
+        if status == 429:
+            raise RateLimited(message, _retry_after(response.headers.get("Retry-After")))
+        if status >= 500 or status in RETRYABLE_4XX:
+            raise Unavailable(message, status)
+        raise Rejected(message, status)
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        import time
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _error_message(response: Any) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(error, dict):
+        parts = [str(error.get("message") or ""), str(error.get("detail") or "")]
+        return " - ".join(p for p in parts if p)[:200]
+    return str(error)[:200] if error else ""
+
+
+def _result(response: Any) -> Any:
+    try:
+        return response.json()["result"]
+    except (ValueError, KeyError, TypeError):
+        raise Unavailable("ServiceNow answered with a body that is not a Table API result")
+
+
+def _record(response: Any) -> Dict[str, str]:
+    record = _result(response)
+    if not isinstance(record, dict) or not record.get("sys_id"):
+        raise Unavailable("ServiceNow answered without a record")
+    return record

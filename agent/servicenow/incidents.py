@@ -1,0 +1,153 @@
+"""Incident decisions: what an episode event means for ServiceNow. Pure logic, no I/O.
+
+One episode is one incident, keyed by ``correlation_id``:
+
+* ``breach``    → ``open``: find the incident by correlation id, else create it;
+* ``update``    → ``note``: append a work note (the service throttles these);
+* ``recovered`` → ``resolve`` (state 6 with close code and notes), or a ``note``
+  when the site prefers to close incidents by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Mapping
+
+from ..config import AnomalySettings
+
+CORRELATION_PREFIX = "edge-agent:"
+RESOLVED_STATES = ("6", "7", "8")  # resolved, closed, canceled
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to do in ServiceNow, as stored in the outbox."""
+
+    kind: str  # "open" | "note" | "resolve"
+    key: str  # unique per event: repeated messages enqueue once
+    correlation_id: str
+    fields: Dict[str, str]
+
+
+def correlation_id(episode_id: str) -> str:
+    # ServiceNow's correlation_id column is 100 characters; episode ids are capped at 90.
+    return (CORRELATION_PREFIX + episode_id)[:100]
+
+
+def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:
+    """The action for a validated ``edge-agent/anomaly/1`` event."""
+    corr = correlation_id(event["episode_id"])
+    key = "{}#{}:{}".format(corr, event["seq"], event["event"])
+    kind = event["event"]
+    if kind == "breach":
+        return Action("open", key, corr, open_fields(event, settings))
+    if kind == "update":
+        return Action("note", key, corr, {"work_notes": update_note(event)})
+    if settings.recovery_action == "resolve":
+        return Action(
+            "resolve",
+            key,
+            corr,
+            {
+                "state": "6",
+                "close_code": settings.close_code,
+                "close_notes": settings.close_notes,
+                "work_notes": recovery_note(event),
+            },
+        )
+    return Action("note", key, corr, {"work_notes": recovery_note(event)})
+
+
+def excess(event: Mapping[str, Any]) -> float:
+    """How far past its limit the episode went (at its peak), in the metric's unit."""
+    if event["bound"] == "upper":
+        return max(0.0, event["peak"] - event["limit"])
+    return max(0.0, event["limit"] - event["peak"])
+
+
+def urgency(event: Mapping[str, Any], settings: AnomalySettings) -> int:
+    """3, 2 or 1 as the excess crosses the configured percentages of the limit."""
+    limit = abs(event["limit"]) or 1.0
+    percent = 100.0 * excess(event) / limit
+    low, high = settings.urgency_bands
+    if percent >= high:
+        return 1
+    if percent >= low:
+        return 2
+    return 3
+
+
+def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str, str]:
+    unit = event["unit"]
+    over = excess(event)
+    direction = "above" if event["bound"] == "upper" else "below"
+    short = (
+        "{metric} {direction} limit on {device}: {value:g} {unit} (limit {limit:g} {unit})".format(
+            metric=event["metric"].capitalize(),
+            direction=direction,
+            device=event["device"],
+            value=event["value"],
+            unit=unit,
+            limit=event["limit"],
+        )
+    )
+    description = "\n".join(
+        [
+            "The edge agent on device {} detected a {} breach.".format(
+                event["device"], event["metric"]
+            ),
+            "Metric: {}".format(event["metric"]),
+            "Limit: {:g} {} ({} limit)".format(event["limit"], unit, event["bound"]),
+            "Reading: {:g} {}".format(event["value"], unit),
+            "Peak so far: {:g} {}, {:.2f} {} {} the limit".format(
+                event["peak"], unit, over, unit, direction
+            ),
+            "Episode started: {}".format(_iso(event["started_at"])),
+            "Device: {}".format(event["device"]),
+            "Episode: {}".format(event["episode_id"]),
+        ]
+    )
+    fields = {
+        "short_description": short[:160],
+        "description": description,
+        "category": settings.category,
+        "impact": str(settings.impact.get(event["metric"], 3)),
+        "urgency": str(urgency(event, settings)),
+        "correlation_id": correlation_id(event["episode_id"]),
+        "correlation_display": "edge-agent",
+    }
+    if settings.assignment_group:
+        fields["assignment_group"] = settings.assignment_group
+    if settings.caller_id:
+        fields["caller_id"] = settings.caller_id
+    return fields
+
+
+def update_note(event: Mapping[str, Any]) -> str:
+    return "Still breaching at {}: {} is {:g} {} (limit {:g}, peak {:g}).".format(
+        _iso(event["ts"]),
+        event["metric"],
+        event["value"],
+        event["unit"],
+        event["limit"],
+        event["peak"],
+    )
+
+
+def recovery_note(event: Mapping[str, Any]) -> str:
+    minutes = (event["ts"] - event["started_at"]) / 60.0
+    return "Back within limit at {}: {} is {:g} {} (limit {:g}); peak {:g} {}; lasted {:.1f} min.".format(
+        _iso(event["ts"]),
+        event["metric"],
+        event["value"],
+        event["unit"],
+        event["limit"],
+        event["peak"],
+        event["unit"],
+        minutes,
+    )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

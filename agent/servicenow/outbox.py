@@ -1,0 +1,242 @@
+"""The durable outbox: every ServiceNow action is written here before it is attempted.
+
+SQLite in WAL mode, one connection guarded by a lock (the handler thread
+enqueues, the delivery worker takes). An action leaves ``pending`` only when
+ServiceNow has confirmed it (→ ``delivered``) or has refused it for good
+(→ ``dead_letter``). Keys are unique across all three tables, so a repeated
+anomaly message never queues its action twice.
+
+Actions of one incident are delivered in order: only the oldest pending action
+per ``correlation_id`` is ever due.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from .incidents import Action
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    correlation_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS pending_corr ON pending (correlation_id, id);
+CREATE TABLE IF NOT EXISTS delivered (
+    key TEXT PRIMARY KEY,
+    delivered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    correlation_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    correlation_id TEXT PRIMARY KEY,
+    sys_id TEXT NOT NULL,
+    number TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_note_at REAL NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class QueuedAction:
+    id: int
+    action: Action
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True)
+class Incident:
+    correlation_id: str
+    sys_id: str
+    number: str
+    state: str
+    last_note_at: float
+
+
+class Outbox:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a confirmed delivery must survive power loss, or a restart re-sends it.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- queueing ---------------------------------------------------------------
+    def enqueue(self, action: Action, now: float) -> bool:
+        """Queue ``action``; ``False`` if its key was already queued, delivered or dead."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for table in ("delivered", "dead_letter"):
+                row = self._db.execute(
+                    f"SELECT 1 FROM {table} WHERE key = ?", (action.key,)
+                ).fetchone()
+                if row:
+                    return False
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, created_at,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    action.key,
+                    action.correlation_id,
+                    action.kind,
+                    json.dumps(action.fields),
+                    now,
+                    now,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def due(self, now: float, limit: int = 50) -> List[QueuedAction]:
+        """Head-of-line action per incident whose retry time has come, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.id, p.key, p.correlation_id, p.kind, p.fields, p.attempts,"
+                " p.next_attempt_at FROM pending p"
+                " WHERE p.id = (SELECT MIN(q.id) FROM pending q"
+                "               WHERE q.correlation_id = p.correlation_id)"
+                " AND p.next_attempt_at <= ? ORDER BY p.id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [_queued(row) for row in rows]
+
+    def next_attempt_at(self) -> Optional[float]:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt_at) FROM pending").fetchone()
+        return row[0]
+
+    # -- outcomes ----------------------------------------------------------------
+    def delivered(
+        self, queued: QueuedAction, now: float, incident: Optional[Incident] = None
+    ) -> None:
+        """ServiceNow confirmed the action: remove it, remember its key and the incident."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM pending WHERE id = ?", (queued.id,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO delivered (key, delivered_at) VALUES (?, ?)",
+                (queued.action.key, now),
+            )
+            if incident is not None:
+                self._db.execute(
+                    "INSERT INTO incidents (correlation_id, sys_id, number, state, last_note_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT(correlation_id) DO UPDATE SET"
+                    " sys_id = excluded.sys_id, number = excluded.number, state = excluded.state,"
+                    " last_note_at = MAX(incidents.last_note_at, excluded.last_note_at)",
+                    (
+                        incident.correlation_id,
+                        incident.sys_id,
+                        incident.number,
+                        incident.state,
+                        incident.last_note_at,
+                    ),
+                )
+
+    def retry_later(self, queued: QueuedAction, when: float, error: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE pending SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (when, error[:500], queued.id),
+            )
+
+    def postpone_all(self, when: float) -> None:
+        """Nothing is due before ``when`` (ServiceNow is down, limiting us or refusing us)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE pending SET next_attempt_at = ? WHERE next_attempt_at < ?", (when, when)
+            )
+
+    def dead_letter(
+        self, queued: QueuedAction, now: float, reason: str, status: Optional[int]
+    ) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM pending WHERE id = ?", (queued.id,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO dead_letter (key, correlation_id, kind, fields, status,"
+                " reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    queued.action.key,
+                    queued.action.correlation_id,
+                    queued.action.kind,
+                    json.dumps(queued.action.fields),
+                    status,
+                    reason[:500],
+                    now,
+                ),
+            )
+
+    # -- incidents we know about -------------------------------------------------------
+    def incident(self, correlation_id: str) -> Optional[Incident]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT correlation_id, sys_id, number, state, last_note_at FROM incidents"
+                " WHERE correlation_id = ?",
+                (correlation_id,),
+            ).fetchone()
+        return Incident(*row) if row else None
+
+    def note_sent(self, correlation_id: str, when: float) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE incidents SET last_note_at = ? WHERE correlation_id = ?",
+                (when, correlation_id),
+            )
+
+    # -- reporting ---------------------------------------------------------------
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return {
+                table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("pending", "delivered", "dead_letter", "incidents")
+            }
+
+    def dead_letters(self) -> List[Dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, kind, status, reason, dead_at FROM dead_letter ORDER BY id"
+            ).fetchall()
+        return [dict(zip(("key", "kind", "status", "reason", "dead_at"), r)) for r in rows]
+
+    def prune_delivered(self, older_than: float) -> int:
+        """Forget delivered keys older than ``older_than``; returns how many."""
+        with self._lock, self._db:
+            return self._db.execute(
+                "DELETE FROM delivered WHERE delivered_at < ?", (older_than,)
+            ).rowcount
+
+
+def _queued(row: tuple) -> QueuedAction:
+    id_, key, corr, kind, fields, attempts, next_at = row
+    return QueuedAction(id_, Action(kind, key, corr, json.loads(fields)), attempts, next_at)

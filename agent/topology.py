@@ -1,0 +1,182 @@
+"""Where the Greengrass group is described: functions, environment, resources, subscriptions.
+
+This is the one description of the group's topology. The local core emulation
+(``agent.greengrass.local``) routes by it, the V2 backend decides between
+local pub/sub and IoT Core by it, and the deploy scripts (``deploy/``) build
+the Greengrass definitions and V2 recipes from it. Function ids here are the
+Greengrass function-definition ``Id`` values; subscriptions name functions by
+id (or ``cloud``), and the deploy step turns ids into qualified Lambda ARNs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Mapping, Optional, Tuple
+
+CLOUD = "cloud"
+DEFAULT_SECRET_NAME = "greengrass-snow-creds"
+DEFAULT_READINGS_TOPIC = "IoTBlog/sensorData"
+DEFAULT_ANOMALY_TOPIC = "IoTBlog/anomaly"
+
+
+@dataclass(frozen=True)
+class SecretResource:
+    """A Secrets Manager secret the core downloads and serves to functions."""
+
+    id: str
+    secret_name: str
+    staging_labels: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceResource:
+    """A local device file (``/dev/...``) a containerised function may open."""
+
+    id: str
+    source_path: str
+
+
+@dataclass(frozen=True)
+class ResourceAccess:
+    resource_id: str
+    permission: str = "ro"  # "ro" or "rw"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Greengrass function: its code, how the core runs it, what it may touch."""
+
+    id: str
+    lambda_name: str
+    module: str  # importable module holding the handler, e.g. functions.sensor_function
+    handler: str = "function_handler"
+    pinned: bool = False
+    timeout_s: int = 10
+    memory_kb: int = 32 * 1024
+    environment: Mapping[str, str] = field(default_factory=dict)
+    resource_access: Tuple[ResourceAccess, ...] = ()
+    access_sysfs: bool = False
+    device_extras: Tuple[str, ...] = ()  # pyproject extras this function needs on the device
+
+    @property
+    def executable(self) -> str:
+        """The ``Executable`` Greengrass V1 and Lambda call: module.handler."""
+        return f"{self.module}.{self.handler}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Route messages on ``subject`` from ``source`` to ``target`` (function id or ``cloud``)."""
+
+    id: str
+    source: str
+    subject: str
+    target: str
+
+
+@dataclass(frozen=True)
+class GroupTopology:
+    name: str
+    functions: Tuple[FunctionSpec, ...]
+    subscriptions: Tuple[Subscription, ...]
+    secrets: Tuple[SecretResource, ...] = ()
+    devices: Tuple[DeviceResource, ...] = ()
+    run_as_uid: int = 1000
+    run_as_gid: int = 1000
+
+    def function(self, function_id: str) -> FunctionSpec:
+        for spec in self.functions:
+            if spec.id == function_id:
+                return spec
+        raise KeyError(f"no function with id {function_id!r} in group {self.name!r}")
+
+    def with_environment(self, function_id: str, **variables: str) -> GroupTopology:
+        """A copy with extra environment variables for one function."""
+        functions = tuple(
+            replace(f, environment={**f.environment, **variables}) if f.id == function_id else f
+            for f in self.functions
+        )
+        return replace(self, functions=functions)
+
+    def subscriptions_from(self, source: str) -> Tuple[Subscription, ...]:
+        return tuple(s for s in self.subscriptions if s.source == source)
+
+
+SENSOR_FUNCTION_ID = "sensor"
+ANOMALY_FUNCTION_ID = "anomaly"
+SNOW_SECRET_RESOURCE_ID = "snow-credentials"
+
+
+def default_topology(
+    secret_name: str = DEFAULT_SECRET_NAME,
+    framebuffer: str = "/dev/fb1",
+    joystick: str = "/dev/input/event0",
+    environment: Optional[Dict[str, Dict[str, str]]] = None,
+) -> GroupTopology:
+    """The group this project deploys: a pinned sensor function and a pinned anomaly function.
+
+    The anomaly function is pinned (unlike the source blog's on-demand one)
+    because it owns a delivery worker that retries queued ServiceNow actions;
+    an on-demand container may not live between messages to do that.
+    """
+    environment = environment or {}
+    sensor_env = {
+        "tempLimit": "30",
+        "humidLimit": "50",
+        "period": "5",
+        "readingsTopic": DEFAULT_READINGS_TOPIC,
+        "anomalyTopic": DEFAULT_ANOMALY_TOPIC,
+        "HOME": "/tmp",  # sense_hat writes ~/.config/sense_hat; a container HOME may be read-only
+    }
+    sensor_env.update(environment.get(SENSOR_FUNCTION_ID, {}))
+    anomaly_env = {
+        "snowUrl": "https://devXXXXX.service-now.com/api/now/table/incident",
+        "snowSecretId": secret_name,
+    }
+    anomaly_env.update(environment.get(ANOMALY_FUNCTION_ID, {}))
+    readings_topic = sensor_env["readingsTopic"]
+    anomaly_topic = sensor_env["anomalyTopic"]
+    devices = (
+        DeviceResource("i2c-bus", "/dev/i2c-1"),
+        DeviceResource("sense-hat-framebuffer", framebuffer),
+        DeviceResource("sense-hat-joystick", joystick),
+    )
+    return GroupTopology(
+        name="edge-agent",
+        functions=(
+            FunctionSpec(
+                id=SENSOR_FUNCTION_ID,
+                lambda_name="edge-agent-sensor",
+                module="functions.sensor_function",
+                pinned=True,
+                timeout_s=10,
+                memory_kb=48 * 1024,
+                environment=sensor_env,
+                resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices),
+                access_sysfs=True,
+                device_extras=("pi", "greengrass-v1"),
+            ),
+            FunctionSpec(
+                id=ANOMALY_FUNCTION_ID,
+                lambda_name="edge-agent-anomaly",
+                module="functions.anomaly_function",
+                pinned=True,
+                timeout_s=30,
+                memory_kb=64 * 1024,
+                environment=anomaly_env,
+                resource_access=(ResourceAccess(SNOW_SECRET_RESOURCE_ID, "ro"),),
+                device_extras=("greengrass-v1",),
+            ),
+        ),
+        subscriptions=(
+            # Subjects follow the sensor's topic variables, so renaming a topic
+            # in one place re-routes it everywhere.
+            Subscription("readings-to-cloud", SENSOR_FUNCTION_ID, readings_topic, CLOUD),
+            Subscription(
+                "anomaly-to-function", SENSOR_FUNCTION_ID, anomaly_topic, ANOMALY_FUNCTION_ID
+            ),
+            Subscription("anomaly-to-cloud", SENSOR_FUNCTION_ID, anomaly_topic, CLOUD),
+        ),
+        secrets=(SecretResource(SNOW_SECRET_RESOURCE_ID, secret_name),),
+        devices=devices,
+    )

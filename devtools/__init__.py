@@ -1,0 +1,1 @@
+"""Laptop tooling: the simulation, the ServiceNow stand-in and the command line."""

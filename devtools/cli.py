@@ -1,0 +1,143 @@
+"""The ``edge-agent`` command: simulate, run the ServiceNow stand-in, deploy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Subcommands with their own parsers get the rest of the line untouched.
+    if argv and argv[0] == "deploy":
+        from deploy.cli import main as deploy_main
+
+        return deploy_main(argv[1:])
+    if argv and argv[0] == "standin":
+        from devtools.servicenow_standin import main as standin_main
+
+        return standin_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from benchmarks.run import main as bench_main
+
+        return bench_main(argv[1:])
+
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="run both functions on this laptop")
+    from agent.sensors import SCENARIOS
+
+    source = sim.add_mutually_exclusive_group()
+    source.add_argument(
+        "--scenario",
+        default="humid-spell",
+        choices=sorted(SCENARIOS),
+        help="fake-sensor story (default: humid-spell)",
+    )
+    source.add_argument(
+        "--replay",
+        metavar="FILE.csv",
+        help="replay readings: timestamp,temperature,humidity[,pressure]",
+    )
+    sim.add_argument("--duration", type=float, help="seconds to run (default: the scenario's)")
+    sim.add_argument("--period", type=float, default=5.0, help="seconds between readings")
+    sim.add_argument(
+        "--fast", action="store_true", help="virtual time: ten simulated minutes in about a second"
+    )
+    sim.add_argument("--seed", type=int, default=1, help="fake-sensor random seed")
+    sim.add_argument("--snow-url", help="a real or other ServiceNow instance (default: stand-in)")
+    sim.add_argument(
+        "--secret-file",
+        help='the secret\'s value as stored in Secrets Manager: {"username": ..., "password": ...}',
+    )
+    sim.add_argument("--state-dir", help="where the outbox and episode state live")
+    sim.add_argument(
+        "--outage",
+        action="append",
+        default=[],
+        metavar="START:DURATION",
+        help="take the stand-in down for DURATION s, START s into the run",
+    )
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a function variable, e.g. --set humidLimit=55 (see README)",
+    )
+    sim.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="bridge messages for 'cloud' to an MQTT broker, e.g. mqtt://127.0.0.1",
+    )
+    sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
+    sub.add_parser("config-table", help="print the configuration table (markdown)")
+    sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
+    sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
+    sub.add_parser("bench", help="run the benchmark suite")
+    args = parser.parse_args(argv)
+
+    if args.command == "config-table":
+        from agent.config import markdown_table
+
+        print(markdown_table())
+        return 0
+    return _simulate(args, parser)
+
+
+def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from agent.errors import AgentError
+    from devtools.simulate import SimulationOptions, parse_outages, run
+
+    # The console shows the agent's warnings and ServiceNow outcomes; the full
+    # log goes to stderr only with --verbose.
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[stderr])
+    try:
+        outages = parse_outages(args.outage)
+        environment = dict(_pair(item) for item in args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.period <= 0:
+        parser.error("--period must be positive")
+    options = SimulationOptions(
+        scenario=args.scenario,
+        replay=args.replay,
+        duration=args.duration,
+        period=args.period,
+        fast=args.fast,
+        seed=args.seed,
+        snow_url=args.snow_url,
+        secret_file=args.secret_file,
+        state_dir=args.state_dir,
+        outages=outages,
+        environment=environment,
+        mqtt_url=args.mqtt,
+    )
+    try:
+        summary = run(options, out=sys.stderr if args.json else sys.stdout)
+    except (AgentError, OSError) as exc:
+        print(f"edge-agent simulate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0 if summary["drained"] else 1
+
+
+def _pair(item: str) -> tuple:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+    return name, value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The two Greengrass function entry points: thin shells over ``agent``."""

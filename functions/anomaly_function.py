@@ -1,0 +1,75 @@
+"""Anomaly function: turns episode events into ServiceNow incidents, through a durable outbox.
+
+Greengrass V1: pinned (see ``agent.anomaly_service`` for why); the delivery
+worker starts at module load and ``function_handler`` receives the subscribed
+anomaly messages. Greengrass V2: ``python3 -m functions.anomaly_function``
+subscribes through IPC. Laptop: ``edge-agent simulate`` calls :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+from agent.anomaly_service import AnomalyService
+from agent.clock import Clock
+from agent.config import AnomalySettings
+from agent.greengrass import detect_backend, open_runtime
+from agent.greengrass.base import Runtime
+from agent.topology import ANOMALY_FUNCTION_ID
+
+log = logging.getLogger("edge_agent.anomaly_function")
+
+app: Optional[AnomalyService] = None
+
+
+def create_app(
+    environ: Optional[Mapping[str, str]] = None,
+    runtime: Optional[Runtime] = None,
+    clock: Optional[Clock] = None,
+    **kwargs: Any,
+) -> AnomalyService:
+    """Build the service from configuration; explicit arguments beat the environment."""
+    import os
+
+    settings = AnomalySettings.from_mapping(os.environ if environ is None else environ)
+    runtime = runtime or open_runtime(ANOMALY_FUNCTION_ID)
+    return AnomalyService(settings, runtime, clock=clock, **kwargs)
+
+
+def function_handler(event: Any, context: Any) -> None:
+    """Greengrass V1 handler for messages on the anomaly topic."""
+    if app is None:
+        log.error("anomaly function is not configured; message dropped (see the load error)")
+        return
+    app.function_handler(event, context)
+
+
+def _start_on_core() -> None:
+    global app
+    try:
+        app = create_app()
+    except Exception:
+        log.exception("anomaly function could not start; fix the configuration and redeploy")
+        return
+    app.start()
+
+
+def main() -> int:
+    """Greengrass V2 component entry point: subscribe and deliver until stopped."""
+    import threading
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    service = create_app()
+    service.runtime.subscribe(service.settings.anomaly_topic, service.handle)
+    service.start()
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+elif detect_backend() == "v1":
+    _start_on_core()

@@ -1,0 +1,75 @@
+"""Sensor function: reads the Sense HAT, publishes readings and episode events.
+
+Greengrass V1: a pinned Lambda; the loop starts at module load (outside the
+handler, as the SDK's examples do) and the handler does nothing.
+Greengrass V2: run as a component with ``python3 -m functions.sensor_function``.
+Laptop: ``edge-agent simulate`` calls :func:`create_app` with a fake sensor and the
+local core; nothing starts on import outside a core.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+from agent.clock import Clock
+from agent.config import SensorSettings
+from agent.greengrass import detect_backend, open_runtime
+from agent.greengrass.base import Runtime
+from agent.sensor_service import SensorService
+from agent.sensors import open_sensor
+from agent.sensors.base import Sensor
+from agent.topology import SENSOR_FUNCTION_ID
+
+log = logging.getLogger("edge_agent.sensor_function")
+
+app: Optional[SensorService] = None
+
+
+def create_app(
+    environ: Optional[Mapping[str, str]] = None,
+    runtime: Optional[Runtime] = None,
+    sensor: Optional[Sensor] = None,
+    clock: Optional[Clock] = None,
+) -> SensorService:
+    """Build the service from configuration; explicit arguments beat the environment."""
+    import os
+
+    settings = SensorSettings.from_mapping(os.environ if environ is None else environ)
+    if sensor is None:
+        sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)
+    runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
+    return SensorService(sensor, runtime, settings, clock=clock)
+
+
+def function_handler(event: Any, context: Any) -> None:
+    """Nothing is routed to this function; the work happens in the loop."""
+    return None
+
+
+def _start_on_core() -> None:
+    global app
+    try:
+        app = create_app()
+    except Exception:
+        # A pinned function that dies at load is restarted by the core in a
+        # tight loop; log the reason clearly once and stay up, idle.
+        log.exception("sensor function could not start; fix the configuration and redeploy")
+        return
+    app.start()
+
+
+def main() -> int:
+    """Greengrass V2 component entry point: run the loop in the foreground."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    service = create_app()
+    service.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+elif detect_backend() == "v1":
+    _start_on_core()

@@ -1,0 +1,96 @@
+"""Shared fixtures, and the suite-wide guard that no secret value reaches a log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import List, Set
+
+import pytest
+
+from agent.clock import VirtualClock
+from agent.config import AnomalySettings
+from agent.greengrass.local import LocalCore
+from agent.topology import default_topology
+
+# Every secret value a test hands the agent is registered here; the guard
+# below fails the run if any of them appears in any log record of any test.
+KNOWN_SECRETS: Set[str] = set()
+SNOW_USER = "edge-integration"
+
+
+def new_secret(prefix: str = "pw") -> str:
+    value = "{}-{}".format(prefix, secrets.token_hex(8))
+    KNOWN_SECRETS.add(value)
+    return value
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append("{} {}".format(record.name, text))
+
+
+_RECORDER = _Recorder()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line():
+    root = logging.getLogger()
+    root.addHandler(_RECORDER)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(_RECORDER)
+    root.setLevel(previous)
+    leaks = [line for line in _RECORDER.lines for s in KNOWN_SECRETS if s in line]
+    assert not leaks, "secret values appeared in log lines: {}".format(leaks[:3])
+    assert len(_RECORDER.lines) > 0  # the guard really saw the suite's logs
+
+
+@pytest.fixture
+def password() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def standin(password):
+    from devtools.servicenow_standin import ServiceNowStandIn
+
+    server = ServiceNowStandIn(users={SNOW_USER: password}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(start=1_790_000_000.0)
+
+
+def secret_json(password: str, user: str = SNOW_USER) -> str:
+    return json.dumps({"username": user, "password": password})
+
+
+@pytest.fixture
+def core(password) -> LocalCore:
+    topology = default_topology()
+    core = LocalCore(topology)
+    core.add_secret(topology.secrets[0].secret_name, secret_json(password))
+    return core
+
+
+@pytest.fixture
+def anomaly_settings(standin, tmp_path) -> AnomalySettings:
+    return AnomalySettings.from_mapping(
+        {"snowUrl": standin.url, "stateDir": str(tmp_path), "deviceId": "pi-test"}
+    )

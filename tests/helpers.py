@@ -1,0 +1,30 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from agent.schema import ANOMALY_SCHEMA
+
+
+def anomaly(event: str = "breach", seq: int = 0, episode: str = "pi-test:humidity:upper:1790000000",
+            value: float = 63.0, peak: float = 64.0, ts: float = 1_790_000_100.0,
+            metric: str = "humidity", limit: float = 50.0, **extra: Any) -> Dict[str, Any]:
+    message = {
+        "schema": ANOMALY_SCHEMA,
+        "event": event,
+        "episode_id": episode,
+        "seq": seq,
+        "device": episode.split(":")[0],
+        "metric": metric,
+        "bound": "upper",
+        "unit": {"humidity": "%RH", "temperature": "°C", "pressure": "hPa"}.get(metric, "?"),
+        "limit": limit,
+        "value": value,
+        "peak": peak,
+        "started_at": 1_790_000_000.0,
+        "ts": ts,
+        "title": "{} above limit".format(metric.capitalize()),
+    }
+    message.update(extra)
+    return message

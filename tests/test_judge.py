@@ -1,0 +1,127 @@
+"""Judging readings: hysteresis, debounce, episodes, restarts."""
+
+from __future__ import annotations
+
+from agent.config import MetricLimits, SensorSettings
+from agent.judge import Judge
+from agent.sensors.base import Reading
+
+HUMID = MetricLimits("humidity", upper=50.0, lower=None, hysteresis=1.0)
+TEMP = MetricLimits("temperature", upper=30.0, lower=10.0, hysteresis=1.0)
+
+
+def feed(judge, values, metric="humidity", start=1000.0, step=5.0):
+    events = []
+    for i, value in enumerate(values):
+        kwargs = {"temperature": None, "humidity": None, metric: value}
+        events += judge.observe(Reading(ts=start + i * step, **kwargs))
+    return events
+
+
+def test_breach_fires_only_after_debounce_and_beyond_the_band():
+    judge = Judge("pi", [HUMID], debounce_samples=3)
+    assert feed(judge, [52, 52]) == []
+    events = feed(judge, [52], start=1010.0)
+    assert [e.event for e in events] == ["breach"]
+    assert events[0].episode_id == "pi:humidity:upper:1000"
+    assert events[0].started_at == 1000.0
+
+
+def test_values_inside_the_hysteresis_band_never_open_an_episode():
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    # Hovering around the limit, always within limit ± hysteresis.
+    assert feed(judge, [49.2, 50.8, 50.9, 49.1, 50.5] * 40) == []
+
+
+def test_a_broken_run_resets_the_debounce():
+    judge = Judge("pi", [HUMID], debounce_samples=3)
+    assert feed(judge, [52, 52, 49, 52, 52, 50, 52, 52]) == []
+
+
+def test_recovery_needs_debounce_below_the_band_and_ends_the_episode():
+    judge = Judge("pi", [HUMID], debounce_samples=3)
+    events = feed(judge, [55, 55, 55, 50.5, 50.5, 48, 48, 50, 48, 48, 48])
+    assert [e.event for e in events] == ["breach", "recovered"]
+    recovered = events[-1]
+    assert recovered.peak == 55 and recovered.seq == 1
+    assert recovered.episode_id == events[0].episode_id
+
+
+def test_a_new_breach_after_recovery_is_a_new_episode():
+    judge = Judge("pi", [HUMID], debounce_samples=2)
+    events = feed(judge, [55, 55, 40, 40, 55, 55])
+    assert [e.event for e in events] == ["breach", "recovered", "breach"]
+    assert events[0].episode_id != events[2].episode_id
+
+
+def test_updates_are_rate_limited_by_the_renotify_interval():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    events = feed(judge, [55 + i * 0.1 for i in range(60)])  # 5 minutes at 5 s
+    kinds = [e.event for e in events]
+    assert kinds[0] == "breach"
+    assert kinds.count("update") == 4  # at 60, 120, 180, 240 s
+    assert [e.seq for e in events] == [0, 1, 2, 3, 4]
+
+
+def test_missing_readings_neither_open_nor_close():
+    judge = Judge("pi", [HUMID], debounce_samples=2)
+    assert feed(judge, [55, None, None]) == []
+    events = feed(judge, [55], start=1100.0)
+    assert [e.event for e in events] == ["breach"]
+    assert feed(judge, [None] * 20, start=1200.0) == []
+    assert judge.open_episodes() == {"humidity": events[0].episode_id}
+
+
+def test_lower_limit_and_independent_metrics():
+    judge = Judge("pi", [HUMID, TEMP], debounce_samples=1)
+    events = judge.observe(Reading(ts=1.0, temperature=5.0, humidity=60.0))
+    assert sorted((e.metric, e.bound) for e in events) == [
+        ("humidity", "upper"),
+        ("temperature", "lower"),
+    ]
+    # Both limits judged independently: a second metric does not overwrite the first.
+    assert len({e.episode_id for e in events}) == 2
+
+
+def test_debounce_seconds_must_also_hold():
+    judge = Judge("pi", [HUMID], debounce_samples=1, debounce_seconds=30)
+    assert feed(judge, [55] * 6) == []  # 0..25 s
+    assert [e.event for e in feed(judge, [55], start=1030.0)] == ["breach"]
+
+
+def test_episode_survives_a_restart(tmp_path):
+    path = str(tmp_path / "state.json")
+    first = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
+    opened = feed(first, [55, 55])
+    assert [e.event for e in opened] == ["breach"]
+    # The sensor function restarts mid-episode: no second breach, same episode recovers.
+    second = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
+    events = feed(second, [56, 56, 40, 40], start=2000.0)
+    assert [e.event for e in events] == ["recovered"]
+    assert events[0].episode_id == opened[0].episode_id
+    third = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
+    assert third.open_episodes() == {}
+
+
+def test_a_corrupt_state_file_is_ignored_with_a_log(tmp_path, caplog):
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    judge = Judge("pi", [HUMID], state_path=str(path))
+    assert judge.open_episodes() == {}
+    assert "unreadable episode state" in caplog.text
+
+
+def test_event_message_follows_the_schema():
+    from agent.schema import validate_anomaly
+
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    (event,) = feed(judge, [57.5])
+    message = validate_anomaly(event.to_message())
+    assert message["unit"] == "%RH" and message["title"] == "Humidity above limit"
+    assert message["limit"] == 50.0 and message["value"] == 57.5
+
+
+def test_default_settings_build_a_judge_with_both_limits():
+    settings = SensorSettings.from_mapping({})
+    assert [lim.metric for lim in settings.limits] == ["temperature", "humidity"]
+    assert settings.debounce_samples == 3 and settings.period == 5.0
