@@ -135,6 +135,10 @@ class AnomalyService:
         """Deliver what is due now; return how many actions were finished."""
         return self.deliverer.pump()
 
+    def next_attempt_at(self) -> Optional[float]:
+        """When delivery should next be tried; ``None`` when nothing is pending."""
+        return self.deliverer.next_attempt_at()
+
     def run_worker(self) -> None:
         """Deliver until stopped, sleeping until the next retry or a new action."""
         while not self._stop.is_set():
@@ -144,7 +148,7 @@ class AnomalyService:
                 self.outbox.prune_delivered(self.clock.time() - PRUNE_DELIVERED_AFTER)
             except Exception:
                 log.exception("unexpected error in the delivery worker")
-            next_at = self.outbox.next_attempt_at()
+            next_at = self.next_attempt_at()
             delay = 60.0 if next_at is None else max(0.05, next_at - self.clock.time())
             self.clock.wait(self._wake, min(delay, 60.0))
 

@@ -107,6 +107,7 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     clock: Clock = VirtualClock(start=_round_start(time.time())) if options.fast else Clock()
     console = Console(out, clock)
     state_dir = options.state_dir or tempfile.mkdtemp(prefix="edge-agent-sim-")
+    os.makedirs(state_dir, exist_ok=True)
     standin = None
     password = None
     if options.snow_url is None:
@@ -286,10 +287,10 @@ def _run_virtual(
         # Retries that come due between two readings happen at their own time.
         while True:
             anomaly_app.pump()
-            next_at = anomaly_app.outbox.next_attempt_at()
+            next_at = anomaly_app.next_attempt_at()
             if next_at is None or next_at >= tick_end:
                 break
-            clock.advance_to(next_at)
+            clock.advance_to(max(next_at, clock.time() + 0.001))  # always make progress
             set_down(clock.time())
         clock.advance_to(tick_end)
 
@@ -301,7 +302,7 @@ def _drain_virtual(
     while True:
         set_down(clock.time())
         anomaly_app.pump()
-        next_at = anomaly_app.outbox.next_attempt_at()
+        next_at = anomaly_app.next_attempt_at()
         if next_at is None:
             return True
         if next_at > deadline:
@@ -326,11 +327,11 @@ def _run_real(
 def _drain_real(anomaly_app: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if anomaly_app.outbox.next_attempt_at() is None:
+        if anomaly_app.next_attempt_at() is None:
             return True
         anomaly_app._wake.set()
         time.sleep(0.1)
-    return anomaly_app.outbox.next_attempt_at() is None
+    return anomaly_app.next_attempt_at() is None
 
 
 def parse_outages(values: List[str]) -> List[Tuple[float, float]]:

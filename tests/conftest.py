@@ -55,7 +55,8 @@ def no_secret_in_any_log_line():
     root.setLevel(previous)
     leaks = [line for line in _RECORDER.lines for s in KNOWN_SECRETS if s in line]
     assert not leaks, "secret values appeared in log lines: {}".format(leaks[:3])
-    assert len(_RECORDER.lines) > 0  # the guard really saw the suite's logs
+    if KNOWN_SECRETS:
+        assert _RECORDER.lines, "the guard saw no log lines: is it attached?"
 
 
 @pytest.fixture

@@ -7,9 +7,17 @@ from typing import Any, Dict
 from agent.schema import ANOMALY_SCHEMA
 
 
-def anomaly(event: str = "breach", seq: int = 0, episode: str = "pi-test:humidity:upper:1790000000",
-            value: float = 63.0, peak: float = 64.0, ts: float = 1_790_000_100.0,
-            metric: str = "humidity", limit: float = 50.0, **extra: Any) -> Dict[str, Any]:
+def anomaly(
+    event: str = "breach",
+    seq: int = 0,
+    episode: str = "pi-test:humidity:upper:1790000000",
+    value: float = 63.0,
+    peak: float = 64.0,
+    ts: float = 1_790_000_100.0,
+    metric: str = "humidity",
+    limit: float = 50.0,
+    **extra: Any,
+) -> Dict[str, Any]:
     message = {
         "schema": ANOMALY_SCHEMA,
         "event": event,

@@ -18,15 +18,20 @@ from functions import anomaly_function
 
 def make_service(settings, core, clock, **kwargs) -> AnomalyService:
     return anomaly_function.create_app(
-        environ={"snowUrl": settings.snow_url, "stateDir": settings.state_dir,
-                 "deviceId": "pi-test", **kwargs},
+        environ={
+            "snowUrl": settings.snow_url,
+            "stateDir": settings.state_dir,
+            "deviceId": "pi-test",
+            **kwargs,
+        },
         runtime=core.runtime_for(ANOMALY_FUNCTION_ID),
         clock=clock,
     )
 
 
-def test_breach_opens_an_incident_that_says_what_breached(standin, anomaly_settings, core, clock,
-                                                          caplog):
+def test_breach_opens_an_incident_that_says_what_breached(
+    standin, anomaly_settings, core, clock, caplog
+):
     caplog.set_level(logging.INFO)
     service = make_service(anomaly_settings, core, clock)
     context = LambdaContext("edge-agent-anomaly", "IoTBlog/anomaly", "sensor")
@@ -43,8 +48,9 @@ def test_breach_opens_an_incident_that_says_what_breached(standin, anomaly_setti
     assert "opened incident {}".format(incident["number"]) in caplog.text
 
 
-def test_update_and_recovery_note_and_resolve_the_same_incident(standin, anomaly_settings, core,
-                                                                clock):
+def test_update_and_recovery_note_and_resolve_the_same_incident(
+    standin, anomaly_settings, core, clock
+):
     service = make_service(anomaly_settings, core, clock)
     service.handle(anomaly())
     service.pump()
@@ -91,7 +97,8 @@ def test_updates_are_throttled_per_incident(standin, anomaly_settings, core, clo
 
 
 def test_wrong_credentials_keep_actions_in_the_outbox_without_a_login_storm(
-        standin, anomaly_settings, core, clock, caplog):
+    standin, anomaly_settings, core, clock, caplog
+):
     core.add_secret("greengrass-snow-creds", secret_json(new_secret("wrong")))
     service = make_service(anomaly_settings, core, clock)
     service.handle(anomaly())
@@ -107,8 +114,9 @@ def test_wrong_credentials_keep_actions_in_the_outbox_without_a_login_storm(
     assert service.credentials.fetches <= 5
 
 
-def test_a_password_rotation_recovers_with_exactly_one_refetch(standin, anomaly_settings, core,
-                                                               clock):
+def test_a_password_rotation_recovers_with_exactly_one_refetch(
+    standin, anomaly_settings, core, clock
+):
     service = make_service(anomaly_settings, core, clock)
     service.handle(anomaly())
     service.pump()
@@ -123,13 +131,18 @@ def test_a_password_rotation_recovers_with_exactly_one_refetch(standin, anomaly_
     assert standin.incidents()[0]["state"] == "6"
 
 
-def test_servicenow_unreachable_logs_clearly_and_delivers_later(anomaly_settings, core, clock,
-                                                                standin, caplog):
+def test_servicenow_unreachable_logs_clearly_and_delivers_later(
+    anomaly_settings, core, clock, standin, caplog
+):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    settings = AnomalySettings.from_mapping({"snowUrl": "http://127.0.0.1:{}".format(closed_port),
-                                             "stateDir": anomaly_settings.state_dir})
+    settings = AnomalySettings.from_mapping(
+        {
+            "snowUrl": "http://127.0.0.1:{}".format(closed_port),
+            "stateDir": anomaly_settings.state_dir,
+        }
+    )
     service = AnomalyService(settings, core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock)
     service.handle(anomaly())
     assert service.pump() == 0  # no exception escapes
@@ -148,7 +161,7 @@ def test_a_429_retry_after_is_honoured(standin, anomaly_settings, core, clock):
     standin.faults.rate_limit_next(1, retry_after=120)
     service.handle(anomaly())
     assert service.pump() == 0
-    assert service.outbox.next_attempt_at() == pytest.approx(clock.time() + 120)
+    assert service.next_attempt_at() == pytest.approx(clock.time() + 120)
     clock.advance(119)
     requests_before = len(standin.request_log)
     assert service.pump() == 0
@@ -165,15 +178,16 @@ def test_server_errors_are_retried_with_growing_backoff(standin, anomaly_setting
     delays = []
     for _ in range(3):
         assert service.pump() == 0
-        delays.append(service.outbox.next_attempt_at() - clock.time())
-        clock.advance_to(service.outbox.next_attempt_at())
+        delays.append(service.next_attempt_at() - clock.time())
+        clock.advance_to(service.next_attempt_at())
     assert service.pump() == 1
     assert delays[0] < delays[2]  # exponential, with jitter inside [d/2, d]
     assert 1.0 <= delays[0] <= 2.0 and 4.0 <= delays[2] <= 8.0
 
 
-def test_other_4xx_go_to_the_dead_letter_table_and_are_not_retried(standin, anomaly_settings,
-                                                                   core, clock, caplog):
+def test_other_4xx_go_to_the_dead_letter_table_and_are_not_retried(
+    standin, anomaly_settings, core, clock, caplog
+):
     service = make_service(anomaly_settings, core, clock)
     standin.faults.fail_next(2, status=403)  # the find and nothing else gets it
     service.handle(anomaly())
@@ -186,8 +200,9 @@ def test_other_4xx_go_to_the_dead_letter_table_and_are_not_retried(standin, anom
     assert service.outbox.counts()["pending"] == 0
 
 
-def test_a_crash_between_post_and_confirmation_does_not_duplicate(standin, anomaly_settings,
-                                                                  core, clock):
+def test_a_crash_between_post_and_confirmation_does_not_duplicate(
+    standin, anomaly_settings, core, clock
+):
     service = make_service(anomaly_settings, core, clock)
     standin.faults.fail_after_commit_next(1)  # the POST is stored, its answer never arrives
     service.handle(anomaly())
@@ -215,8 +230,10 @@ def test_oauth_client_credentials_from_the_same_secret(password, tmp_path, core,
 
     client_secret = new_secret("oauth")
     with ServiceNowStandIn(users={}, oauth_clients={"edge-client": client_secret}) as server:
-        core.add_secret("greengrass-snow-creds",
-                        '{"client_id": "edge-client", "client_secret": "%s"}' % client_secret)
+        core.add_secret(
+            "greengrass-snow-creds",
+            '{"client_id": "edge-client", "client_secret": "%s"}' % client_secret,
+        )
         settings = AnomalySettings.from_mapping({"snowUrl": server.url, "stateDir": str(tmp_path)})
         service = make_service(settings, core, clock)
         service.handle(anomaly())

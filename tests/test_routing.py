@@ -7,7 +7,7 @@ import pytest
 from agent.errors import SecretError
 from agent.greengrass.local import LocalCore
 from agent.greengrass.routing import route, topic_matches, validate_subject
-from agent.topology import CLOUD, GroupTopology, FunctionSpec, Subscription, default_topology
+from agent.topology import CLOUD, FunctionSpec, GroupTopology, Subscription, default_topology
 
 
 @pytest.mark.parametrize(

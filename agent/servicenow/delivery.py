@@ -60,10 +60,20 @@ class Deliverer:
         self.rng = rng or random.Random()
         self.stats = DeliveryStats()
         self._auth_failures_in_row = 0
+        self.paused_until = 0.0
+
+    def next_attempt_at(self) -> Optional[float]:
+        """When delivery should next be tried; ``None`` when the outbox is empty."""
+        next_at = self.outbox.next_attempt_at()
+        if next_at is None:
+            return None
+        return max(next_at, self.paused_until)
 
     def pump(self, limit: int = 1000) -> int:
         """Deliver due actions until none is due or one fails; return how many were finished."""
         finished = 0
+        if self.clock.time() < self.paused_until:
+            return 0  # ServiceNow asked us to wait, or is down: new actions wait too
         while finished < limit:
             batch = self.outbox.due(self.clock.time(), limit=min(50, limit - finished))
             if not batch:
@@ -225,4 +235,4 @@ class Deliverer:
         self.stats.retries += 1
         when = self.clock.time() + delay
         self.outbox.retry_later(queued, when, error)
-        self.outbox.postpone_all(when)
+        self.paused_until = max(self.paused_until, when)

@@ -131,8 +131,13 @@ class Outbox:
         return [_queued(row) for row in rows]
 
     def next_attempt_at(self) -> Optional[float]:
+        """When the earliest head-of-line action comes due; ``None`` if nothing is pending."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt_at) FROM pending").fetchone()
+            row = self._db.execute(
+                "SELECT MIN(p.next_attempt_at) FROM pending p"
+                " WHERE p.id = (SELECT MIN(q.id) FROM pending q"
+                "               WHERE q.correlation_id = p.correlation_id)"
+            ).fetchone()
         return row[0]
 
     # -- outcomes ----------------------------------------------------------------
@@ -168,13 +173,6 @@ class Outbox:
                 "UPDATE pending SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
                 " WHERE id = ?",
                 (when, error[:500], queued.id),
-            )
-
-    def postpone_all(self, when: float) -> None:
-        """Nothing is due before ``when`` (ServiceNow is down, limiting us or refusing us)."""
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE pending SET next_attempt_at = ? WHERE next_attempt_at < ?", (when, when)
             )
 
     def dead_letter(

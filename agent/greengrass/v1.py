@@ -1,0 +1,154 @@
+"""The Greengrass V1 backend: a Lambda function on a V1 core, through ``greengrasssdk``.
+
+The SDK is imported in the constructor, not here, so this module (and its
+errors) load on any machine; only constructing the runtime needs a core.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from typing import Any, Mapping, Optional
+
+from .. import schema
+from ..errors import AgentError, MessageError, RuntimeUnavailable, SecretError
+from .base import MessageHandler, Runtime
+
+logger = logging.getLogger(__name__)
+
+# AllOrException: the core raises when its queue is full instead of dropping
+# the message silently (BestEffort), so the caller learns a reading was lost.
+QUEUE_FULL_POLICY = "AllOrException"
+
+# What SecretsManagerError says: "Request for secret value returned error
+# code X with message Y" (greengrasssdk/SecretsManager.py).
+_SDK_SECRET_ERROR = re.compile(r"error code (?P<code>\S+) with message (?P<message>.*)", re.S)
+_MAX_ERROR_TEXT = 200
+
+OFF_CORE_HINT = (
+    "greengrasssdk clients only work inside a Greengrass V1 core; "
+    "use EDGE_AGENT_RUNTIME=local on a laptop"
+)
+
+
+class GreengrassError(AgentError, OSError):
+    """The core refused or failed an operation (publish, subscribe)."""
+
+
+class PublishError(GreengrassError):
+    """The core did not accept a message. The text names the topic, never the payload."""
+
+
+def _short(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for an SDK exception, trimmed for a log line."""
+    # Greengrass V2 model errors keep their text in ``.message``; str() is empty.
+    text = getattr(exc, "message", None) or str(exc)
+    name = type(exc).__name__
+    return f"{name}: {_short(str(text))}" if text else name
+
+
+class GreengrassV1Runtime(Runtime):
+    """Publish and read secrets through a V1 core's ``iot-data`` and ``secretsmanager`` clients."""
+
+    name = "v1"
+
+    def __init__(self, function_id: str, sdk: Optional[Any] = None) -> None:
+        """``sdk`` is anything with ``client(name)``; by default the installed ``greengrasssdk``."""
+        super().__init__(function_id)
+        if sdk is None:
+            try:
+                import greengrasssdk as sdk
+            except ImportError as exc:
+                raise RuntimeUnavailable(
+                    "greengrasssdk is not installed (pip install 'edge-agent[greengrass-v1]'); "
+                    + OFF_CORE_HINT
+                ) from exc
+        # Clients are created once: each one opens the core's IPC endpoint,
+        # and a pinned function publishes every few seconds.
+        try:
+            self._iot_data = sdk.client("iot-data")
+            self._secrets = sdk.client("secretsmanager")
+        except ImportError as exc:
+            # Off a core the SDK's client modules fail on greengrass_common,
+            # which only the core's Lambda runtime provides.
+            raise RuntimeUnavailable(f"{OFF_CORE_HINT} ({describe_error(exc)})") from exc
+        except Exception as exc:
+            raise RuntimeUnavailable(
+                f"cannot create greengrasssdk clients ({describe_error(exc)}); {OFF_CORE_HINT}"
+            ) from exc
+
+    def publish(self, topic: str, message: Mapping[str, Any]) -> None:
+        """Hand a JSON message to the core's router; the group's subscriptions route it."""
+        payload = _encode(topic, message)
+        try:
+            self._iot_data.publish(topic=topic, queueFullPolicy=QUEUE_FULL_POLICY, payload=payload)
+        except Exception as exc:
+            raise PublishError(f"publish to {topic!r} failed: {describe_error(exc)}") from exc
+
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        """No-op: a V1 core delivers to the function's handler by the subscription table."""
+        logger.debug("v1: %r is routed by the group's subscriptions, not subscribed", topic)
+
+    def get_secret(self, secret_id: str) -> str:
+        """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.
+
+        ``secret_id`` is the Secrets Manager name or ARN, not the resource Id.
+        V1 values change only when the group is redeployed, so there is no refresh.
+        """
+        try:
+            response = self._secrets.get_secret_value(SecretId=secret_id)
+        except Exception as exc:
+            # No chaining: the message below says all a person needs, and the
+            # original exception is never allowed near a log with the value.
+            raise SecretError(_secret_error_text(secret_id, exc)) from None
+        return _secret_text(secret_id, response)
+
+
+def _encode(topic: str, message: Mapping[str, Any]) -> bytes:
+    try:
+        return schema.encode(message)
+    except (TypeError, ValueError) as exc:
+        raise MessageError(
+            f"message for {topic!r} is not JSON-serialisable: {type(exc).__name__}"
+        ) from None
+
+
+def _secret_error_text(secret_id: str, exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    match = _SDK_SECRET_ERROR.search(str(text))
+    if match:
+        return "secret {!r}: the core answered error code {} ({})".format(
+            secret_id, match.group("code"), _short(match.group("message"))
+        )
+    return f"secret {secret_id!r}: {describe_error(exc)}"
+
+
+def _secret_text(secret_id: str, response: Any) -> str:
+    """``SecretString``, else ``SecretBinary`` decoded as UTF-8; never echoes the value."""
+    if not isinstance(response, Mapping):
+        raise SecretError(
+            f"secret {secret_id!r}: unexpected response type {type(response).__name__}"
+        )
+    value = response.get("SecretString")
+    if isinstance(value, str):
+        return value
+    binary = response.get("SecretBinary")
+    if isinstance(binary, str):
+        # The core carries the response as JSON, so binary arrives base64-encoded.
+        try:
+            binary = base64.b64decode(binary, validate=True)
+        except (binascii.Error, ValueError):
+            raise SecretError(f"secret {secret_id!r}: SecretBinary is not base64") from None
+    if isinstance(binary, (bytes, bytearray)):
+        try:
+            return bytes(binary).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretError(f"secret {secret_id!r}: SecretBinary is not UTF-8 text") from None
+    raise SecretError(f"secret {secret_id!r} has neither SecretString nor SecretBinary")

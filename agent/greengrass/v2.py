@@ -1,0 +1,291 @@
+"""The Greengrass V2 backend: a component talking to the nucleus through IPC (awsiotsdk).
+
+A V2 nucleus has no subscription table: a component publishes either to AWS
+IoT Core or to local pub/sub, and every local subscriber of the topic gets
+the message. To keep the behaviour of the V1 group, the publishing side
+decides from the group topology (``agent.topology``) where each message may
+go, just as a V1 core's router would.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .. import schema
+from ..errors import MessageError, RuntimeUnavailable, SecretError
+from ..topology import GroupTopology, default_topology
+from .base import MessageHandler, Runtime
+from .routing import route, targets_by_kind
+from .v1 import GreengrassError, PublishError, describe_error
+
+logger = logging.getLogger(__name__)
+
+OFF_NUCLEUS_HINT = (
+    "the Greengrass V2 IPC client only works inside a component started by the nucleus; "
+    "use EDGE_AGENT_RUNTIME=local on a laptop"
+)
+
+__all__ = ["GreengrassV2Runtime", "PublishError", "GreengrassError"]
+
+
+class GreengrassV2Runtime(Runtime):
+    """Publish, subscribe and read secrets through ``GreengrassCoreIPCClientV2``."""
+
+    name = "v2"
+
+    def __init__(
+        self,
+        function_id: str,
+        topology: Optional[GroupTopology] = None,
+        ipc_client: Optional[Any] = None,
+    ) -> None:
+        """``ipc_client`` is a ``GreengrassCoreIPCClientV2`` (or look-alike); by default one is
+        connected from the nucleus' environment."""
+        super().__init__(function_id)
+        self.topology = topology if topology is not None else default_topology()
+        try:
+            from awsiot.greengrasscoreipc import model
+        except ImportError as exc:
+            raise RuntimeUnavailable(
+                "awsiotsdk is not installed (pip install 'edge-agent[greengrass-v2]'); "
+                + OFF_NUCLEUS_HINT
+            ) from exc
+        self._model = model
+        if ipc_client is None:
+            ipc_client = _connect()
+        self._ipc = ipc_client
+        self._operations: List[Any] = []
+        self._routes: Dict[str, Tuple[bool, List[str]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        if not any(f.id == function_id for f in self.topology.functions):
+            # Routing is by source id: an unknown id publishes nowhere, so say why.
+            logger.warning(
+                "v2: %r is not a function of group %r; its messages match no subscription",
+                function_id,
+                self.topology.name,
+            )
+
+    # -- publish ---------------------------------------------------------
+
+    def destinations(self, topic: str) -> Tuple[bool, List[str]]:
+        """(goes to IoT Core, local function ids) for this function's messages on ``topic``."""
+        with self._lock:
+            cached = self._routes.get(topic)
+            if cached is None:
+                targets = route(self.topology.subscriptions, self.function_id, topic)
+                cached = self._routes[topic] = targets_by_kind(targets)
+        return cached[0], list(cached[1])
+
+    def publish(self, topic: str, message: Mapping[str, Any]) -> None:
+        """Send to IoT Core and/or local pub/sub as the topology routes it.
+
+        Both legs are tried even if one fails (a V1 core delivers each
+        subscription independently); then :class:`PublishError` names the
+        topic and the failed legs.
+        """
+        to_cloud, local_targets = self.destinations(topic)
+        if not to_cloud and not local_targets:
+            # Same as a V1 core: no subscription matches, nothing is delivered.
+            logger.debug(
+                "v2: no subscription from %r matches %r; not published", self.function_id, topic
+            )
+            return
+        # Encode first, strictly: JsonMessage would let NaN through as invalid JSON.
+        try:
+            payload = schema.encode(message)
+        except (TypeError, ValueError) as exc:
+            raise MessageError(
+                f"message for {topic!r} is not JSON-serialisable: {type(exc).__name__}"
+            ) from None
+        model = self._model
+        failures: List[str] = []
+        delivered: List[str] = []
+        first_error: Optional[BaseException] = None
+        if to_cloud:
+            try:
+                self._ipc.publish_to_iot_core(
+                    topic_name=topic, qos=model.QOS.AT_LEAST_ONCE, payload=payload
+                )
+                delivered.append("IoT Core")
+            except Exception as exc:
+                failures.append(f"IoT Core ({describe_error(exc)})")
+                first_error = first_error or exc
+        if local_targets:
+            try:
+                self._ipc.publish_to_topic(
+                    topic=topic,
+                    publish_message=model.PublishMessage(
+                        json_message=model.JsonMessage(message=dict(message))
+                    ),
+                )
+                delivered.append("local pub/sub")
+            except Exception as exc:
+                failures.append(f"local pub/sub ({describe_error(exc)})")
+                first_error = first_error or exc
+        if failures:
+            text = "publish to {!r} failed for {}".format(topic, "; ".join(failures))
+            if delivered:
+                text += "; delivered to {}".format(", ".join(delivered))
+            raise PublishError(text) from first_error
+
+    # -- subscribe -------------------------------------------------------
+
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        """Call ``handler(message, topic)`` for every local pub/sub message on ``topic``.
+
+        The handler runs on the IPC client's thread; its exceptions are logged,
+        never raised there (an exception in the stream callback would close
+        the subscription).
+        """
+
+        def on_stream_event(event: Any) -> None:
+            _deliver(topic, handler, event)
+
+        def on_stream_error(error: Exception) -> bool:
+            logger.warning("v2: error on subscription to %r: %s", topic, describe_error(error))
+            return False  # keep the subscription open; one bad event is not fatal
+
+        def on_stream_closed() -> None:
+            if not self._closed:
+                logger.warning("v2: the nucleus closed the subscription to %r", topic)
+
+        try:
+            _response, operation = self._ipc.subscribe_to_topic(
+                topic=topic,
+                on_stream_event=on_stream_event,
+                on_stream_error=on_stream_error,
+                on_stream_closed=on_stream_closed,
+            )
+        except Exception as exc:
+            raise GreengrassError(f"subscribe to {topic!r} failed: {describe_error(exc)}") from exc
+        with self._lock:
+            self._operations.append(operation)
+
+    # -- secrets ---------------------------------------------------------
+
+    def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
+        """The secret's string value from the SecretManager component.
+
+        ``refresh=True`` asks the nucleus to fetch it from the cloud first
+        (nucleus 2.13+); it is only sent when asked for, so older nuclei are
+        not handed a field they do not know.
+        """
+        model = self._model
+        kwargs: Dict[str, Any] = {"secret_id": secret_id}
+        if refresh:
+            kwargs["refresh"] = True
+        try:
+            response = self._ipc.get_secret_value(**kwargs)
+        except model.UnauthorizedError as exc:
+            raise SecretError(
+                f"secret {secret_id!r}: not authorised ({describe_error(exc)}); allow "
+                "aws.greengrass#GetSecretValue on its ARN in the component's "
+                "aws.greengrass.SecretManager accessControl"
+            ) from None
+        except model.ResourceNotFoundError as exc:
+            raise SecretError(
+                f"secret {secret_id!r}: not found on this core ({describe_error(exc)}); "
+                "list its ARN in the aws.greengrass.SecretManager cloudSecrets"
+            ) from None
+        except Exception as exc:
+            # No chaining: the SDK's exception never travels with a secret around it.
+            raise SecretError(f"secret {secret_id!r}: {describe_error(exc)}") from None
+        value = getattr(response, "secret_value", None)
+        if value is not None:
+            if isinstance(value.secret_string, str):
+                return value.secret_string
+            if isinstance(value.secret_binary, (bytes, bytearray)):
+                try:
+                    return bytes(value.secret_binary).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SecretError(
+                        f"secret {secret_id!r}: secret_binary is not UTF-8 text"
+                    ) from None
+        raise SecretError(f"secret {secret_id!r} has neither secret_string nor secret_binary")
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the subscriptions, then the IPC client. Safe to call twice.
+
+        Do not call it from a message handler: closing waits for the client's
+        executor, which runs the handlers.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            operations, self._operations = self._operations, []
+        for operation in operations:
+            try:
+                operation.close()
+            except Exception as exc:
+                logger.debug("v2: closing a subscription failed: %s", describe_error(exc))
+        try:
+            self._ipc.close()
+        except Exception as exc:
+            logger.warning("v2: closing the IPC client failed: %s", describe_error(exc))
+
+
+def _connect() -> Any:
+    """A ``GreengrassCoreIPCClientV2`` on the nucleus' socket, or RuntimeUnavailable."""
+    try:
+        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            "awsiotsdk is not installed (pip install 'edge-agent[greengrass-v2]'); "
+            + OFF_NUCLEUS_HINT
+        ) from exc
+    try:
+        return GreengrassCoreIPCClientV2()
+    except KeyError as exc:
+        # connect() reads the socket path and SVCUID from os.environ[...].
+        raise RuntimeUnavailable(
+            f"{exc.args[0] if exc.args else exc} is not set; {OFF_NUCLEUS_HINT}"
+        ) from exc
+    except Exception as exc:
+        raise RuntimeUnavailable(
+            f"cannot connect to the nucleus IPC socket ({describe_error(exc)}); {OFF_NUCLEUS_HINT}"
+        ) from exc
+
+
+def _unpack(event: Any, subscribed: str) -> Tuple[Dict[str, Any], str]:
+    """(message, topic) from a ``SubscriptionResponseMessage``; MessageError with a reason."""
+    json_message = getattr(event, "json_message", None)
+    binary_message = getattr(event, "binary_message", None)
+    if json_message is not None:
+        carrier, body = json_message, json_message.message
+    elif binary_message is not None:
+        carrier, body = binary_message, binary_message.message
+    else:
+        raise MessageError(
+            f"event {type(event).__name__} carries neither json_message nor binary_message"
+        )
+    if body is None:
+        raise MessageError("event has an empty message")
+    message = schema.decode(body)
+    # context.topic needs nucleus 2.6+; before that only the filter is known.
+    context = getattr(carrier, "context", None)
+    topic = getattr(context, "topic", None) or subscribed
+    return message, topic
+
+
+def _deliver(subscribed: str, handler: MessageHandler, event: Any) -> None:
+    """Decode and hand over one event; runs on the IPC thread, so it never raises."""
+    try:
+        message, topic = _unpack(event, subscribed)
+    except MessageError as exc:
+        logger.warning("v2: dropped a message on %r: %s", subscribed, exc)
+        return
+    except Exception as exc:
+        logger.warning(
+            "v2: dropped an undecodable event on %r: %s", subscribed, describe_error(exc)
+        )
+        return
+    try:
+        handler(message, topic)
+    except Exception:
+        logger.exception("v2: handler for %r failed on a message from %r", subscribed, topic)

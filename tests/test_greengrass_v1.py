@@ -1,0 +1,290 @@
+"""The Greengrass V1 backend against the installed greengrasssdk, and backend selection."""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import datetime
+
+import pytest
+
+pytest.importorskip("greengrasssdk")
+
+from sdk_fakes import FakeGreengrassV1Core  # noqa: E402
+
+from agent import schema  # noqa: E402
+from agent.errors import (  # noqa: E402
+    AgentError,
+    MessageError,
+    RuntimeUnavailable,
+    SecretError,
+)
+from agent.greengrass import ENV_VAR, detect_backend, open_runtime  # noqa: E402
+from agent.greengrass.v1 import GreengrassV1Runtime, PublishError  # noqa: E402
+
+SECRET_NAME = "greengrass-snow-creds"
+SECRET_VALUE = '{"username": "edge-agent", "password": "s3cr3t-Pa55word"}'
+READINGS = "IoTBlog/sensorData"
+READING = {
+    "schema": schema.READING_SCHEMA,
+    "device": "pi-kitchen",
+    "seq": 42,
+    "ts": 1790000000.0,
+    "temperature": 23.41,
+    "humidity": 48.2,
+    "pressure": None,
+}
+
+
+@pytest.fixture
+def core() -> FakeGreengrassV1Core:
+    return FakeGreengrassV1Core(secrets={SECRET_NAME: SECRET_VALUE})
+
+
+@pytest.fixture
+def runtime(core: FakeGreengrassV1Core) -> GreengrassV1Runtime:
+    return GreengrassV1Runtime("sensor", sdk=core.sdk)
+
+
+# -- publish ----------------------------------------------------------------
+
+
+def test_publish_sends_compact_json_with_all_or_exception(core, runtime):
+    runtime.publish(READINGS, READING)
+
+    [publication] = core.published[READINGS]
+    assert publication.payload == schema.encode(READING)
+    assert publication.json() == READING
+    # The SDK maps AllOrException to the router's AllOrError.
+    assert publication.queue_full_policy == "AllOrError"
+    assert publication.source == core.function_arn
+    assert runtime.name == "v1"
+
+
+def test_clients_are_created_once(core, runtime):
+    for seq in range(3):
+        runtime.publish(READINGS, dict(READING, seq=seq))
+    runtime.get_secret(SECRET_NAME)
+
+    assert core.sdk.calls == ["iot-data", "secretsmanager"]
+    assert [m["seq"] for m in core.messages(READINGS)] == [0, 1, 2]
+
+
+def test_full_queue_raises_publish_error_naming_topic_not_payload(core, runtime):
+    core.queue_full = True
+    message = dict(READING, device="payload-marker-device")
+
+    with pytest.raises(PublishError) as info:
+        runtime.publish(READINGS, message)
+
+    assert isinstance(info.value, OSError) and isinstance(info.value, AgentError)
+    assert READINGS in str(info.value)
+    assert "InvocationException" in str(info.value)
+    assert "payload-marker-device" not in str(info.value)
+    assert core.published == {} and core.dropped == []
+
+
+def test_unreachable_core_raises_publish_error(core, runtime):
+    core.ipc_reachable = False
+
+    with pytest.raises(OSError, match="Connection refused") as info:
+        runtime.publish(READINGS, READING)
+
+    assert READINGS in str(info.value)
+
+
+def test_unserialisable_message_is_a_message_error(core, runtime):
+    with pytest.raises(MessageError, match=READINGS):
+        runtime.publish(READINGS, dict(READING, temperature=math.nan))
+    with pytest.raises(MessageError):
+        runtime.publish(READINGS, dict(READING, ts=datetime(2026, 1, 1)))
+    assert core.published == {}
+
+
+def test_subscribe_is_a_no_op(core, runtime):
+    calls = []
+    runtime.subscribe("IoTBlog/anomaly", lambda message, topic: calls.append(topic))
+    runtime.publish("IoTBlog/anomaly", READING)
+    runtime.close()
+
+    assert calls == []
+
+
+# -- the fake runs the SDK's own checks ---------------------------------------
+
+
+def test_fake_rejects_an_invalid_queue_policy_like_the_sdk(core):
+    iot_data = core.sdk.client("iot-data")
+
+    with pytest.raises(ValueError, match="Invalid value for queueFullPolicy: DropOldest"):
+        iot_data.publish(topic=READINGS, payload=b"{}", queueFullPolicy="DropOldest")
+    assert core.published == {}
+
+
+def test_fake_enforces_the_sdk_publish_parameters(core):
+    iot_data = core.sdk.client("iot-data")
+
+    with pytest.raises(ValueError, match='"topic" is a required parameter'):
+        iot_data.publish(payload=b"{}")
+    with pytest.raises(TypeError):
+        iot_data.publish(READINGS, b"{}")  # keyword-only (**kwargs)
+    # The core's IPC client posts the payload with urllib: str is refused.
+    with pytest.raises(TypeError, match="str"):
+        iot_data.publish(topic=READINGS, payload="{}")
+    iot_data.publish(topic=READINGS, payload=io.BytesIO(b'{"a": 1}'))
+    iot_data.publish(topic=READINGS, queueFullPolicy="BestEffort")  # payload is optional
+
+    assert [p.payload for p in core.published[READINGS]] == [b'{"a": 1}', b""]
+    assert core.published[READINGS][1].queue_full_policy == "BestEffort"
+
+
+def test_fake_best_effort_drops_when_the_queue_is_full(core):
+    core.queue_full = True
+    core.sdk.client("iot-data").publish(topic=READINGS, payload=b"{}", queueFullPolicy="BestEffort")
+
+    assert core.published == {}
+    assert [p.topic for p in core.dropped] == [READINGS]
+
+
+def test_fake_enforces_the_sdk_secret_parameters(core):
+    secrets = core.sdk.client("secretsmanager")
+
+    with pytest.raises(ValueError, match='"SecretId" is a required parameter'):
+        secrets.get_secret_value()
+    with pytest.raises(core.SecretsManagerError, match="VersionId is not yet supported"):
+        secrets.get_secret_value(SecretId=SECRET_NAME, VersionId="v1")
+    with pytest.raises(Exception, match="is not recognized"):
+        core.sdk.client("s3")
+
+    answer = secrets.get_secret_value(SecretId=SECRET_NAME, VersionStage="AWSCURRENT")
+    assert answer["SecretString"] == SECRET_VALUE
+    assert isinstance(answer["CreatedDate"], datetime)
+    assert core.secret_requests[-1] == {"SecretId": SECRET_NAME, "VersionStage": "AWSCURRENT"}
+
+
+def test_fake_leaves_the_real_sdk_off_core(core):
+    import greengrasssdk
+
+    core.sdk.client("iot-data")
+
+    with pytest.raises(ModuleNotFoundError, match="greengrass_common"):
+        greengrasssdk.client("iot-data")
+
+
+# -- secrets ----------------------------------------------------------------
+
+
+def test_get_secret_returns_secret_string(core, runtime):
+    assert runtime.get_secret(SECRET_NAME) == SECRET_VALUE
+    secret_arn = core.secrets[SECRET_NAME].arn
+    assert runtime.get_secret(secret_arn) == SECRET_VALUE
+    assert core.secret_requests == [{"SecretId": SECRET_NAME}, {"SecretId": secret_arn}]
+
+
+def test_get_secret_decodes_secret_binary(core, runtime):
+    core.add_secret("greengrass-binary", SECRET_VALUE.encode("utf-8"))
+
+    assert runtime.get_secret("greengrass-binary") == SECRET_VALUE
+
+
+def test_binary_secret_that_is_not_text_is_a_secret_error(core, runtime):
+    core.add_secret("greengrass-blob", b"\xff\xfe\x00")
+
+    with pytest.raises(SecretError, match="not UTF-8"):
+        runtime.get_secret("greengrass-blob")
+
+
+def test_secret_errors_name_the_id_and_code_but_not_the_value(core, runtime):
+    core.secret_errors[SECRET_NAME] = (403, "Access denied to resource")
+
+    with pytest.raises(SecretError) as info:
+        runtime.get_secret(SECRET_NAME)
+
+    text = str(info.value)
+    assert SECRET_NAME in text and "403" in text and "Access denied" in text
+    assert SECRET_VALUE not in text and "s3cr3t" not in text
+    assert isinstance(info.value, LookupError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_unknown_secret_is_a_secret_error(runtime):
+    with pytest.raises(
+        SecretError, match=r"'greengrass-other'.*error code 404 \(Resource not found\)"
+    ):
+        runtime.get_secret("greengrass-other")
+
+
+def test_unreachable_core_secret_error(core, runtime):
+    core.ipc_reachable = False
+
+    with pytest.raises(SecretError, match="InvocationException.*Connection refused"):
+        runtime.get_secret(SECRET_NAME)
+
+
+# -- off a core ---------------------------------------------------------------
+
+
+def test_off_core_greengrasssdk_is_runtime_unavailable():
+    with pytest.raises(RuntimeUnavailable) as info:
+        GreengrassV1Runtime("sensor")
+
+    assert "inside a Greengrass V1 core" in str(info.value)
+    assert "EDGE_AGENT_RUNTIME=local" in str(info.value)
+    assert isinstance(info.value, ImportError)
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_open_runtime_v1_off_core_is_runtime_unavailable():
+    with pytest.raises(RuntimeUnavailable, match="Greengrass V1 core"):
+        open_runtime("sensor", backend="v1")
+    with pytest.raises(RuntimeUnavailable, match="Greengrass V1 core"):
+        open_runtime("sensor", environ={"MY_FUNCTION_ARN": "arn:aws:lambda:::function:x:1"})
+
+
+def test_sdk_without_client_modules_is_runtime_unavailable():
+    class BrokenSdk:
+        @staticmethod
+        def client(name):
+            raise ModuleNotFoundError("No module named 'greengrass_common'")
+
+    with pytest.raises(RuntimeUnavailable, match="ModuleNotFoundError"):
+        GreengrassV1Runtime("sensor", sdk=BrokenSdk())
+
+
+# -- backend selection --------------------------------------------------------
+
+V2_ENV = {
+    "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": "/greengrass/v2/ipc.socket",
+    "SVCUID": "service-uid",
+}
+V1_ENV = {"MY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:edge-agent-sensor:1"}
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        (V2_ENV, "v2"),
+        (dict(V2_ENV, **V1_ENV), "v2"),
+        (V1_ENV, "v1"),
+        ({"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": "/x"}, "local"),  # no SVCUID
+        ({}, "local"),
+        (dict(V2_ENV, **{ENV_VAR: "local"}), "local"),
+        (dict(V1_ENV, **{ENV_VAR: " V2 "}), "v2"),
+        ({ENV_VAR: "v1"}, "v1"),
+    ],
+)
+def test_detect_backend(environ, expected):
+    assert detect_backend(environ) == expected
+
+
+def test_detect_backend_rejects_an_unknown_override():
+    with pytest.raises(RuntimeUnavailable, match="EDGE_AGENT_RUNTIME must be one of"):
+        detect_backend({ENV_VAR: "v3"})
+
+
+def test_detect_backend_reads_os_environ(monkeypatch):
+    for name in (ENV_VAR, "MY_FUNCTION_ARN", *V2_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MY_FUNCTION_ARN", V1_ENV["MY_FUNCTION_ARN"])
+
+    assert detect_backend() == "v1"
