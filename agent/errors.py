@@ -34,3 +34,11 @@ class SecretError(AgentError, LookupError):
 
 class MessageError(AgentError, ValueError):
     """An incoming message does not follow the schema."""
+
+
+class GreengrassError(AgentError, OSError):
+    """The core refused or failed an operation (publish, subscribe)."""
+
+
+class PublishError(GreengrassError):
+    """The core did not accept a message. The text names the topic, never the payload."""

@@ -23,9 +23,14 @@ from sdk_fakes import (  # noqa: E402
 )
 
 from agent import schema  # noqa: E402
-from agent.errors import MessageError, RuntimeUnavailable, SecretError  # noqa: E402
+from agent.errors import (  # noqa: E402  # noqa: E402
+    GreengrassError,
+    MessageError,
+    PublishError,
+    RuntimeUnavailable,
+    SecretError,
+)
 from agent.greengrass import open_runtime  # noqa: E402
-from agent.greengrass.v1 import GreengrassError, PublishError  # noqa: E402
 from agent.greengrass.v2 import GreengrassV2Runtime  # noqa: E402
 from agent.topology import (  # noqa: E402
     ANOMALY_FUNCTION_ID,

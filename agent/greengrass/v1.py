@@ -13,7 +13,7 @@ import re
 from typing import Any, Mapping, Optional
 
 from .. import schema
-from ..errors import AgentError, MessageError, RuntimeUnavailable, SecretError
+from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError
 from .base import MessageHandler, Runtime
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,6 @@ OFF_CORE_HINT = (
     "greengrasssdk clients only work inside a Greengrass V1 core; "
     "use EDGE_AGENT_RUNTIME=local on a laptop"
 )
-
-
-class GreengrassError(AgentError, OSError):
-    """The core refused or failed an operation (publish, subscribe)."""
-
-
-class PublishError(GreengrassError):
-    """The core did not accept a message. The text names the topic, never the payload."""
 
 
 def _short(text: str, limit: int = _MAX_ERROR_TEXT) -> str:

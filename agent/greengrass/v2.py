@@ -14,11 +14,11 @@ import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import schema
-from ..errors import MessageError, RuntimeUnavailable, SecretError
+from ..errors import GreengrassError, MessageError, PublishError, RuntimeUnavailable, SecretError
 from ..topology import GroupTopology, default_topology
 from .base import MessageHandler, Runtime
 from .routing import route, targets_by_kind
-from .v1 import GreengrassError, PublishError, describe_error
+from .v1 import describe_error
 
 logger = logging.getLogger(__name__)
 

@@ -83,14 +83,16 @@ def open_sensor(
                 ", ".join(BACKENDS),
             )
 
+    # CPU-heat compensation is a property of the chip on the Pi; other backends ignore it.
+    compensation = options.pop("compensation_factor", None)
     if name == "sensehat":
         from .sensehat import SenseHatSensor
 
-        return SenseHatSensor(clock=clock, **options)
+        return SenseHatSensor(clock=clock, compensation_factor=compensation, **options)
     if name == "emulator":
         from .emulator import EmulatorSensor
 
-        return EmulatorSensor(clock=clock, **options)
+        return EmulatorSensor(clock=clock, compensation_factor=compensation, **options)
     if name == "fake":
         if environ.get(ENV_SCENARIO):
             options.setdefault("scenario", environ[ENV_SCENARIO].strip())
