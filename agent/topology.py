@@ -165,7 +165,7 @@ def default_topology(
                 memory_kb=64 * 1024,
                 environment=anomaly_env,
                 resource_access=(ResourceAccess(SNOW_SECRET_RESOURCE_ID, "ro"),),
-                device_extras=("greengrass-v1",),
+                device_extras=("servicenow", "greengrass-v1"),
             ),
         ),
         subscriptions=(

@@ -37,6 +37,7 @@ def main() -> int:
         events = json.load(handle)
     for event in events:
         service.handle(event, "IoTBlog/anomaly")
+    print("DELIVERING", flush=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         service.pump()

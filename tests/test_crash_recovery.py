@@ -17,6 +17,7 @@ from helpers import anomaly
 WORKER = os.path.join(os.path.dirname(__file__), "crash_worker.py")
 TRIALS = 24
 NEW_EPISODES_PER_TRIAL = 2
+LATENCY = 0.03
 
 
 def _events(episodes):
@@ -36,7 +37,7 @@ def test_sigkill_during_delivery_loses_and_duplicates_nothing(standin, password,
     secret_path.write_text(secret_json(password))
     state_dir = tmp_path / "state"
     # Every answer is late, so kills land between a write and its confirmation.
-    standin.faults.latency = 0.02
+    standin.faults.latency = LATENCY
     standin.faults.fail_rate = 0.1  # and some calls fail and must be retried
     rng = random.Random(7)
     command = [
@@ -53,12 +54,17 @@ def test_sigkill_during_delivery_loses_and_duplicates_nothing(standin, password,
         # so there is always delivery under way when the kill comes.
         episodes = NEW_EPISODES_PER_TRIAL * (trial + 1)
         events_path.write_text(json.dumps(_events(episodes)))
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 0.9))  # start-up takes ~0.3 s, delivery the rest
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert proc.stdout.readline().strip() == "DELIVERING"  # events are in the outbox
+        # Six new actions at two or more slow calls each: delivery takes well over 0.25 s.
+        time.sleep(rng.uniform(0.0, 0.25))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait(timeout=30)
+        proc.stdout.close()
     assert killed >= 20
     standin.faults.reset()
     final = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -1,0 +1,7 @@
+"""``python -m deploy ...``"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

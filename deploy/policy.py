@@ -1,0 +1,148 @@
+"""The core's AWS IoT policy, scoped to its own thing, client id and topics. Pure.
+
+Follows the "minimal AWS IoT policy for the Greengrass core device" of the
+Greengrass V1 developer guide, narrowed further:
+
+* ``iot:Connect`` only as the core's own client id (the thing name, and the
+  thing name with a ``-`` suffix for the core's auxiliary connections);
+* ``iot:Publish`` only on the topics the group's subscriptions send to
+  ``cloud``; ``iot:Subscribe``/``iot:Receive`` only on topics subscriptions take
+  from ``cloud``; shadow topics and shadow calls only for the core's own thing;
+* Greengrass data-plane actions: ``AssumeRoleForGroup`` and
+  ``CreateCertificate`` (no resource-level permissions exist for them, so
+  ``*``), ``GetDeployment``/``GetDeploymentArtifacts`` on this group's
+  deployments, ``UpdateCoreDeploymentStatus`` for this core only,
+  ``Get/UpdateConnectivityInfo`` on this thing. No ``iot:*`` or ``greengrass:*``.
+
+MQTT wildcards in a subscription subject become policy wildcards for topic
+resources (``+`` and ``#`` -> ``*``), which is a little broader than the
+subject; topic-filter resources keep the filter literally, as AWS IoT expects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List
+
+from agent.topology import CLOUD, GroupTopology
+
+from .naming import core_deployment_status_arn, group_deployments_arn, partition_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .naming import Target
+
+LOG = logging.getLogger(__name__)
+POLICY_VERSION = "2012-10-17"
+
+
+def _iot_arn(target: Target, resource: str) -> str:
+    return "arn:{}:iot:{}:{}:{}".format(
+        partition_for(target.region), target.region, target.account, resource
+    )
+
+
+def topic_resource(subject: str) -> str:
+    """A policy topic pattern for an MQTT subject (``+``/``#`` become ``*``)."""
+    return "/".join("*" if level in ("+", "#") else level for level in subject.split("/"))
+
+
+def _unique(items: List[str]) -> List[str]:
+    seen: List[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
+    thing = target.thing_name
+    region, account = target.region, target.account
+    to_cloud = _unique([s.subject for s in topology.subscriptions if s.target == CLOUD])
+    from_cloud = _unique([s.subject for s in topology.subscriptions if s.source == CLOUD])
+    shadow = "$aws/things/{}/shadow/*".format(thing)
+
+    publish = [_iot_arn(target, "topic/" + topic_resource(s)) for s in to_cloud]
+    receive = [_iot_arn(target, "topic/" + topic_resource(s)) for s in from_cloud]
+    subscribe = [_iot_arn(target, "topicfilter/" + s) for s in from_cloud]
+    if target.sync_shadow:
+        publish.append(_iot_arn(target, "topic/" + shadow))
+        receive.append(_iot_arn(target, "topic/" + shadow))
+        subscribe.append(_iot_arn(target, "topicfilter/" + shadow))
+
+    statements: List[Dict[str, Any]] = [
+        {
+            "Sid": "ConnectAsThisCore",
+            "Effect": "Allow",
+            "Action": ["iot:Connect"],
+            "Resource": [
+                _iot_arn(target, "client/" + thing),
+                _iot_arn(target, "client/{}-*".format(thing)),
+            ],
+        }
+    ]
+    if publish:
+        statements.append(
+            {
+                "Sid": "PublishGroupTopics",
+                "Effect": "Allow",
+                "Action": ["iot:Publish"],
+                "Resource": _unique(publish),
+            }
+        )
+    if subscribe:
+        statements.append(
+            {
+                "Sid": "SubscribeGroupTopics",
+                "Effect": "Allow",
+                "Action": ["iot:Subscribe"],
+                "Resource": _unique(subscribe),
+            }
+        )
+    if receive:
+        statements.append(
+            {
+                "Sid": "ReceiveGroupTopics",
+                "Effect": "Allow",
+                "Action": ["iot:Receive"],
+                "Resource": _unique(receive),
+            }
+        )
+    if target.sync_shadow:
+        statements.append(
+            {
+                "Sid": "OwnShadow",
+                "Effect": "Allow",
+                "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+                "Resource": [_iot_arn(target, "thing/" + thing)],
+            }
+        )
+    statements += [
+        {
+            "Sid": "GreengrassCoreIdentity",
+            "Effect": "Allow",
+            "Action": ["greengrass:AssumeRoleForGroup", "greengrass:CreateCertificate"],
+            "Resource": ["*"],
+        },
+        {
+            "Sid": "GreengrassGroupDeployments",
+            "Effect": "Allow",
+            "Action": ["greengrass:GetDeployment", "greengrass:GetDeploymentArtifacts"],
+            "Resource": [group_deployments_arn(region, account, target.group_id)],
+        },
+        {
+            "Sid": "GreengrassCoreDeploymentStatus",
+            "Effect": "Allow",
+            "Action": ["greengrass:UpdateCoreDeploymentStatus"],
+            "Resource": [core_deployment_status_arn(region, account, target.group_id, thing)],
+        },
+        {
+            "Sid": "GreengrassConnectivityInfo",
+            "Effect": "Allow",
+            "Action": ["greengrass:GetConnectivityInfo", "greengrass:UpdateConnectivityInfo"],
+            "Resource": [_iot_arn(target, "thing/" + thing)],
+        },
+    ]
+    LOG.debug(
+        "IoT policy for thing %s, group %s: %d statements", thing, target.group_id, len(statements)
+    )
+    return {"Version": POLICY_VERSION, "Statement": statements}
