@@ -20,6 +20,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from devtools.servicenow_standin import main as standin_main
 
         return standin_main(argv[1:])
+    if argv and argv[0] == "run":
+        from devtools.run_direct import main as run_main
+
+        return run_main(argv[1:])
     if argv and argv[0] == "bench":
         from benchmarks.run import main as bench_main
 
@@ -73,12 +77,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         metavar="URL",
         help="bridge messages for 'cloud' to an MQTT broker, e.g. mqtt://127.0.0.1",
     )
+    sim.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle for an mqtts:// broker")
+    sim.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for the broker")
+    sim.add_argument("--mqtt-key", metavar="FILE", help="client key for the broker")
     sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
     sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
     sub.add_parser("bench", help="run the benchmark suite")
+    sub.add_parser("run", help="run both functions on this device without Greengrass (see --help)")
     args = parser.parse_args(argv)
 
     if args.command == "config-table":
@@ -119,6 +127,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         outages=outages,
         environment=environment,
         mqtt_url=args.mqtt,
+        mqtt_tls={"ca": args.mqtt_ca, "cert": args.mqtt_cert, "key": args.mqtt_key},
     )
     try:
         summary = run(options, out=sys.stderr if args.json else sys.stdout)

@@ -48,6 +48,7 @@ class SimulationOptions:
     environment: Dict[str, str] = field(default_factory=dict)  # extra function variables
     drain_timeout: float = DRAIN_LIMIT_S
     mqtt_url: Optional[str] = None
+    mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
 
 
 class Console:
@@ -144,7 +145,9 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     if options.mqtt_url:
         from agent.greengrass.mqtt_bridge import attach_bridge
 
-        bridge = attach_bridge(core, options.mqtt_url)
+        tls = {k: v for k, v in options.mqtt_tls.items() if v}
+        bridge = attach_bridge(core, options.mqtt_url, **tls)
+        console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
 
     if options.replay:
         sensor = open_sensor("replay", clock=clock, path=options.replay)

@@ -1,0 +1,320 @@
+"""``edge-agent run``: the agent on this device without Greengrass, straight to AWS IoT Core.
+
+Both functions run in this one process, created through their entry modules
+(``functions/``) exactly as ``edge-agent simulate`` creates them, and the
+in-process core (:class:`agent.greengrass.local.LocalCore`) routes between
+them by the group's own topology. What the topology sends to ``cloud`` goes
+over the MQTT bridge to AWS IoT Core, authenticated by the device certificate
+as a Greengrass core would be::
+
+    edge-agent run --endpoint abc123-ats.iot.eu-west-1.amazonaws.com \\
+        --thing pi-kitchen --cert certs/device.pem.crt --key certs/private.pem.key \\
+        --ca certs/AmazonRootCA1.pem --secret-file /etc/edge-agent/snow.json
+
+The client id is the thing name: the policy the deploy step writes allows
+``iot:Connect`` only for that client id. ``--mqtt URL`` points the bridge at
+any other broker (a local Mosquitto, see ``certs-example/LOCAL-MQTT.md``).
+The sensor is the real one (the Sense HAT on a Pi) unless ``--sensor`` says
+otherwise. Runs until Ctrl-C or SIGTERM (or ``--duration`` / ``--max-ticks``),
+then stops both functions and flushes the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+log = logging.getLogger("edge_agent.run")
+
+ENV_THING = "AWS_IOT_THING_NAME"
+AWS_IOT_PORT = 8883
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent run",
+        description="Run both functions on this device, bridged to AWS IoT Core (no Greengrass).",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--endpoint",
+        metavar="HOST[:PORT]",
+        help="AWS IoT Core data endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS); "
+        "port 8883 unless given",
+    )
+    target.add_argument(
+        "--mqtt", metavar="URL", help="any MQTT broker instead: mqtt://host or mqtts://host[:port]"
+    )
+    parser.add_argument("--cert", metavar="FILE", help="device certificate (PEM)")
+    parser.add_argument("--key", metavar="FILE", help="device private key (PEM)")
+    parser.add_argument(
+        "--ca", metavar="FILE", help="CA certificate of the broker, e.g. AmazonRootCA1.pem"
+    )
+    parser.add_argument(
+        "--thing", metavar="NAME", help=f"thing name (default: ${ENV_THING}); also the device id"
+    )
+    parser.add_argument(
+        "--client-id", metavar="ID", help="MQTT client id (default: the thing name)"
+    )
+    parser.add_argument("--protocol", choices=("3.1.1", "5"), help="MQTT version (default 3.1.1)")
+    parser.add_argument(
+        "--sensor",
+        metavar="NAME",
+        help="sensor backend: sensehat, emulator, fake, replay (default: the Sense HAT on a Pi)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help='the ServiceNow secret as stored in Secrets Manager: {"username": ..., "password": ...} '
+        "(default: $EDGE_AGENT_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a function variable, e.g. --set humidLimit=55 (see edge-agent config-table)",
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="where episode state and the outbox live"
+    )
+    parser.add_argument(
+        "--spool-file",
+        metavar="FILE",
+        help="keep messages waiting for the broker in this SQLite file (default: in memory)",
+    )
+    parser.add_argument(
+        "--spool-bytes",
+        type=int,
+        default=2_500_000,
+        metavar="N",
+        help="spool size; the oldest message is dropped when full (default 2500000)",
+    )
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--max-ticks", type=int, metavar="N", help="stop after N sensor readings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _pair(item: str) -> Tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+    return name, value
+
+
+def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
+    """``mqtts://HOST:8883`` for an AWS IoT endpoint given as ``HOST`` or ``HOST:PORT``."""
+    host = endpoint.strip()
+    if "://" in host:
+        raise ValueError("--endpoint takes a host name; use --mqtt for a URL")
+    if host.rsplit(":", 1)[-1].isdigit() and host.count(":") == 1:
+        host, port = host.split(":")
+    else:
+        port = str(AWS_IOT_PORT)
+    url = f"mqtts://{host}:{port}"
+    return url + (f"?protocol={protocol}" if protocol else "")
+
+
+def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Dict[str, Any]]:
+    """attach_bridge's arguments from the command line; None when no broker was given."""
+    thing = args.thing or environ.get(ENV_THING) or None
+    client_id = args.client_id or thing
+    if args.endpoint:
+        if not (args.cert and args.key):
+            raise ValueError("AWS IoT Core needs the device certificate: give --cert and --key")
+        if not client_id:
+            raise ValueError(
+                f"AWS IoT Core needs the thing name as client id: give --thing or set {ENV_THING}"
+            )
+        url = endpoint_url(args.endpoint)
+    elif args.mqtt:
+        url = args.mqtt
+    else:
+        return None
+    return {
+        "url": url,
+        "client_id": client_id,
+        "ca": args.ca,
+        "cert": args.cert,
+        "key": args.key,
+        "protocol": args.protocol,
+        "spool_path": args.spool_file,
+        "spool_limit_bytes": args.spool_bytes,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run until Ctrl-C / SIGTERM (or --duration / --max-ticks); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.duration is not None and args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.max_ticks is not None and args.max_ticks < 1:
+        parser.error("--max-ticks must be 1 or more")
+    try:
+        overrides = dict(_pair(item) for item in args.set)
+        settings = bridge_settings(args, dict(os.environ))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from agent.errors import AgentError
+
+    try:
+        return _run(args, overrides, settings)
+    except (AgentError, OSError) as exc:
+        print(f"edge-agent run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(
+    args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Dict[str, Any]]
+) -> int:
+    from agent.clock import Clock
+    from agent.config import SensorSettings
+    from agent.greengrass.local import LocalCore
+    from agent.sensors import open_sensor
+    from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID, default_topology
+
+    clock = Clock()
+    topology = default_topology()
+    environ_sensor = dict(topology.function(SENSOR_FUNCTION_ID).environment)
+    environ_anomaly = dict(topology.function(ANOMALY_FUNCTION_ID).environment)
+    thing = args.thing or os.environ.get(ENV_THING)
+    common: Dict[str, str] = {}
+    if thing:
+        common["deviceId"] = thing
+    if args.state_dir:
+        common["stateDir"] = args.state_dir
+    for env in (environ_sensor, environ_anomaly):
+        env.update(common)
+        env.update(overrides)
+
+    core = LocalCore(topology)
+    secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
+    secret_file = args.secret_file or os.environ.get("EDGE_AGENT_SECRET_FILE")
+    if secret_file:
+        core.load_secret_file(secret_name, secret_file)
+    else:
+        log.warning(
+            "no --secret-file: the anomaly function cannot open ServiceNow incidents "
+            "(actions wait in the outbox)"
+        )
+
+    sensor = None
+    if args.sensor:
+        name = args.sensor.strip().lower()
+        options: Dict[str, Any] = {}
+        if name in ("sensehat", "emulator"):
+            factor = SensorSettings.from_mapping(environ_sensor).compensation_factor
+            options["compensation_factor"] = factor
+        sensor = open_sensor(name, clock=clock, **options)
+
+    bridge = None
+    if settings is not None:
+        from agent.greengrass.mqtt_bridge import attach_bridge
+
+        settings = dict(settings)
+        bridge = attach_bridge(core, settings.pop("url"), clock=clock, **settings)
+    else:
+        log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
+
+    from functions import anomaly_function, sensor_function
+
+    try:
+        sensor_app = sensor_function.create_app(
+            environ=environ_sensor,
+            runtime=core.runtime_for(SENSOR_FUNCTION_ID),
+            sensor=sensor,
+            clock=clock,
+        )
+        anomaly_app = anomaly_function.create_app(
+            environ=environ_anomaly, runtime=core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock
+        )
+    except BaseException:
+        if bridge is not None:
+            bridge.close(timeout=0)
+        raise
+    core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
+    core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
+
+    stop_reason: Dict[str, str] = {}
+
+    def request_stop(reason: str) -> None:
+        stop_reason.setdefault("why", reason)
+        sensor_app.stop(timeout=0)
+
+    previous = _install_sigterm(lambda: request_stop("SIGTERM"))
+    timer = None
+    if args.duration is not None:
+        timer = threading.Timer(args.duration, request_stop, args=("--duration",))
+        timer.daemon = True
+        timer.start()
+    log.info(
+        "running as %s: readings every %s s; Ctrl-C to stop",
+        environ_sensor.get("deviceId") or "(host name)",
+        environ_sensor.get("period"),
+    )
+    anomaly_app.start()
+    try:
+        sensor_app.run(max_ticks=args.max_ticks)
+    except KeyboardInterrupt:
+        stop_reason.setdefault("why", "Ctrl-C")
+    finally:
+        if timer is not None:
+            timer.cancel()
+        _restore_sigterm(previous)
+        log.info("stopping (%s)", stop_reason.get("why", "done"))
+        sensor_app.stop(timeout=0)
+        anomaly_app.stop()
+        if bridge is not None:
+            bridge.close()
+        summary = anomaly_app.summary()
+        anomaly_app.outbox.close()
+        try:
+            sensor_app.sensor.close()
+        except Exception:
+            log.debug("closing the sensor failed", exc_info=True)
+    log.info(
+        "stopped: %d readings, %d anomaly events; %d incidents opened, %d actions left in the outbox%s",
+        sensor_app.counts["readings"],
+        sensor_app.counts["anomalies"],
+        summary.get("incidents_opened", 0),
+        summary.get("actions_pending", 0),
+        ""
+        if bridge is None
+        else "; bridge: {published} published, {dropped} dropped".format(**bridge.stats),
+    )
+    return 0
+
+
+def _install_sigterm(handler: Any) -> Any:
+    """SIGTERM stops the loop as Ctrl-C does; only possible from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, lambda signum, frame: handler())
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is None:
+        return
+    try:
+        signal.signal(signal.SIGTERM, previous)
+    except (ValueError, OSError):
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
