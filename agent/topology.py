@@ -37,6 +37,15 @@ class DeviceResource:
 
 
 @dataclass(frozen=True)
+class VolumeResource:
+    """A host directory mounted into the function's container (state that must survive)."""
+
+    id: str
+    source_path: str
+    destination_path: str
+
+
+@dataclass(frozen=True)
 class ResourceAccess:
     resource_id: str
     permission: str = "ro"  # "ro" or "rw"
@@ -81,6 +90,7 @@ class GroupTopology:
     subscriptions: Tuple[Subscription, ...]
     secrets: Tuple[SecretResource, ...] = ()
     devices: Tuple[DeviceResource, ...] = ()
+    volumes: Tuple[VolumeResource, ...] = ()
     run_as_uid: int = 1000
     run_as_gid: int = 1000
 
@@ -105,6 +115,10 @@ class GroupTopology:
 SENSOR_FUNCTION_ID = "sensor"
 ANOMALY_FUNCTION_ID = "anomaly"
 SNOW_SECRET_RESOURCE_ID = "snow-credentials"
+STATE_VOLUME_ID = "edge-agent-state"
+# Episode state and the outbox must outlive a container restart, so they live on a
+# host directory (create it on the Pi, owned by the functions' uid/gid).
+DEVICE_STATE_DIR = "/var/lib/edge-agent"
 
 
 def default_topology(
@@ -127,11 +141,13 @@ def default_topology(
         "readingsTopic": DEFAULT_READINGS_TOPIC,
         "anomalyTopic": DEFAULT_ANOMALY_TOPIC,
         "HOME": "/tmp",  # sense_hat writes ~/.config/sense_hat; a container HOME may be read-only
+        "stateDir": DEVICE_STATE_DIR,
     }
     sensor_env.update(environment.get(SENSOR_FUNCTION_ID, {}))
     anomaly_env = {
         "snowUrl": "https://devXXXXX.service-now.com/api/now/table/incident",
         "snowSecretId": secret_name,
+        "stateDir": DEVICE_STATE_DIR,
     }
     anomaly_env.update(environment.get(ANOMALY_FUNCTION_ID, {}))
     readings_topic = sensor_env["readingsTopic"]
@@ -152,7 +168,8 @@ def default_topology(
                 timeout_s=10,
                 memory_kb=48 * 1024,
                 environment=sensor_env,
-                resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices),
+                resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices)
+                + (ResourceAccess(STATE_VOLUME_ID, "rw"),),
                 access_sysfs=True,
                 device_extras=("pi", "greengrass-v1"),
             ),
@@ -164,7 +181,10 @@ def default_topology(
                 timeout_s=30,
                 memory_kb=64 * 1024,
                 environment=anomaly_env,
-                resource_access=(ResourceAccess(SNOW_SECRET_RESOURCE_ID, "ro"),),
+                resource_access=(
+                    ResourceAccess(SNOW_SECRET_RESOURCE_ID, "ro"),
+                    ResourceAccess(STATE_VOLUME_ID, "rw"),
+                ),
                 device_extras=("servicenow", "greengrass-v1"),
             ),
         ),
@@ -179,4 +199,5 @@ def default_topology(
         ),
         secrets=(SecretResource(SNOW_SECRET_RESOURCE_ID, secret_name),),
         devices=devices,
+        volumes=(VolumeResource(STATE_VOLUME_ID, DEVICE_STATE_DIR, DEVICE_STATE_DIR),),
     )

@@ -84,7 +84,11 @@ def _function_entry(spec: FunctionSpec, topology: GroupTopology, target: Target)
                 spec.id, len(spec.resource_access), MAX_RESOURCE_ACCESS_POLICIES
             )
         )
-    known_resources = {s.id for s in topology.secrets} | {d.id for d in topology.devices}
+    known_resources = (
+        {s.id for s in topology.secrets}
+        | {d.id for d in topology.devices}
+        | {v.id for v in topology.volumes}
+    )
     for access in spec.resource_access:
         if access.resource_id not in known_resources:
             raise DeployError(
@@ -169,6 +173,20 @@ def resource_definition(topology: GroupTopology, target: Target) -> Document:
                 "ResourceDataContainer": {
                     "LocalDeviceResourceData": {
                         "SourcePath": device.source_path,
+                        "GroupOwnerSetting": {"AutoAddGroupOwner": True},
+                    }
+                },
+            }
+        )
+    for volume in topology.volumes:
+        resources.append(
+            {
+                "Id": volume.id,
+                "Name": volume.id,
+                "ResourceDataContainer": {
+                    "LocalVolumeResourceData": {
+                        "SourcePath": volume.source_path,
+                        "DestinationPath": volume.destination_path,
                         "GroupOwnerSetting": {"AutoAddGroupOwner": True},
                     }
                 },

@@ -181,6 +181,18 @@ def test_resources_secret_and_sense_hat_devices(tmp_path):
             "GroupOwnerSetting": {"AutoAddGroupOwner": True},
         },
     }
+    # Episode state and the outbox live on a host volume, so they survive a container restart.
+    assert resources["edge-agent-state"]["LocalVolumeResourceData"] == {
+        "SourcePath": "/var/lib/edge-agent",
+        "DestinationPath": "/var/lib/edge-agent",
+        "GroupOwnerSetting": {"AutoAddGroupOwner": True},
+    }
+    for function in docs["function-definition.json"]["Functions"]:
+        env = function["FunctionConfiguration"]["Environment"]
+        assert env["Variables"]["stateDir"] == "/var/lib/edge-agent"
+        assert {"ResourceId": "edge-agent-state", "Permission": "rw"} in env[
+            "ResourceAccessPolicies"
+        ]
 
 
 def test_uid_gid_options_and_root_only_when_explicit(tmp_path, capsys):
