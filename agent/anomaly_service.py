@@ -72,6 +72,7 @@ class AnomalyService:
             "duplicates": 0,
             "throttled": 0,
         }
+        self._last_update_ts: Dict[str, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -92,11 +93,7 @@ class AnomalyService:
             return False
         action = action_for(event, self.settings)
         now = self.clock.time()
-        if (
-            action.kind == "note"
-            and event["event"] == "update"
-            and self._throttled(action.correlation_id, now)
-        ):
+        if event["event"] == "update" and self._throttled(action.correlation_id, event["ts"]):
             self.counts["throttled"] += 1
             log.info("work note for %s throttled (updateMinutes)", action.correlation_id)
             return False
@@ -104,6 +101,8 @@ class AnomalyService:
             self.counts["duplicates"] += 1
             log.info("ignored a repeated %s event for %s", event["event"], event["episode_id"])
             return False
+        if event["event"] == "update":
+            self._last_update_ts[action.correlation_id] = event["ts"]
         self.counts["queued"] += 1
         log.info(
             "queued %s for %s (%s %s)",
@@ -124,11 +123,12 @@ class AnomalyService:
             pass
         self.handle(event, topic)
 
-    def _throttled(self, correlation_id: str, now: float) -> bool:
-        known = self.outbox.incident(correlation_id)
-        return bool(
-            known and known.last_note_at and now - known.last_note_at < self.settings.update_seconds
-        )
+    def _throttled(self, correlation_id: str, event_ts: float) -> bool:
+        # Judged on the events' own times, so delivery latency cannot make an
+        # update that is exactly one interval later look too early. Kept in
+        # memory: after a restart one extra note is harmless.
+        last = self._last_update_ts.get(correlation_id)
+        return last is not None and event_ts - last < self.settings.update_seconds
 
     # -- delivery --------------------------------------------------------------------
     def pump(self) -> int:
@@ -146,8 +146,10 @@ class AnomalyService:
             try:
                 self.pump()
                 self.outbox.prune_delivered(self.clock.time() - PRUNE_DELIVERED_AFTER)
-            except Exception:
-                log.exception("unexpected error in the delivery worker")
+            except Exception as exc:
+                # Never spin: wait as after an outage. Type only: see Deliverer.
+                log.error("unexpected %s in the delivery worker", type(exc).__name__)
+                self.deliverer.paused_until = self.clock.time() + self.settings.retry_max
             next_at = self.next_attempt_at()
             delay = 60.0 if next_at is None else max(0.05, next_at - self.clock.time())
             self.clock.wait(self._wake, min(delay, 60.0))

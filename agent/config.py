@@ -182,6 +182,7 @@ VARIABLES: List[Variable] = [
 ]
 
 _BY_NAME: Dict[str, Variable] = {v.name: v for v in VARIABLES}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def _parse(var: Variable, raw: str) -> Any:
@@ -226,6 +227,11 @@ def parse_snow_url(text: str, name: str = "snowUrl") -> str:
     ``https://dev1.service-now.com``.
     """
     parts = urlsplit(text)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            "{} must be https:// (credentials go with every call); plain http is only "
+            "accepted for a local stand-in on localhost, got {!r}".format(name, text)
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"{name} must be an http(s) URL such as https://dev12345.service-now.com, got {text!r}"

@@ -119,9 +119,3 @@ class CredentialsProvider:
             self._cached, self._fetched_at = creds, now
             log.info("fetched ServiceNow credentials from %s (%s auth)", self.secret_id, creds.kind)
             return creds
-
-    def age(self) -> float:
-        """Seconds since the last fetch (infinite if never fetched)."""
-        if self._cached is None:
-            return float("inf")
-        return self.clock.monotonic() - self._fetched_at

@@ -1,8 +1,8 @@
 """Where readings are judged: limits, hysteresis and debounce turn samples into episode events.
 
-Pure logic: no I/O except the optional state file, which is what lets a
-restarted sensor function continue an episode instead of opening a second
-incident.
+Pure logic, no I/O. :meth:`Judge.snapshot` and :meth:`Judge.restore` let the
+sensor service keep open episodes in its state file, so a restarted sensor
+function continues an episode instead of opening a second incident.
 
 Per metric and bound (Home Assistant's threshold semantics, Prometheus's
 ``for:``):
@@ -20,10 +20,8 @@ most once per ``renotify_seconds``), ``recovered``.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -33,7 +31,7 @@ from .sensors.base import UNITS, Reading
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+MAX_DEVICE_IN_ID = 40  # keeps episode ids under 90 characters
 
 
 @dataclass(frozen=True)
@@ -107,17 +105,13 @@ class Judge:
         debounce_samples: int = 3,
         debounce_seconds: float = 0.0,
         renotify_seconds: float = 1800.0,
-        state_path: Optional[str] = None,
     ) -> None:
         self.device_id = device_id
         self.limits = {lim.metric: lim for lim in limits if lim.watched}
         self.debounce_samples = max(1, int(debounce_samples))
         self.debounce_seconds = max(0.0, float(debounce_seconds))
         self.renotify_seconds = float(renotify_seconds)
-        self.state_path = state_path
         self._states: Dict[str, _MetricState] = {m: _MetricState() for m in self.limits}
-        if state_path:
-            self._load()
 
     # -- judging -----------------------------------------------------------
     def observe(self, reading: Reading) -> List[EpisodeEvent]:
@@ -130,8 +124,6 @@ class Judge:
             event = self._observe_metric(self._states[metric], limits, value, reading.ts)
             if event is not None:
                 events.append(event)
-        if events and self.state_path:
-            self._save()
         return events
 
     def open_episodes(self) -> Dict[str, str]:
@@ -161,7 +153,9 @@ class Judge:
             return None
         # The episode starts at the first sample of the run that confirmed it,
         # so the id is the same whenever and wherever it is computed.
-        state.episode_id = f"{self.device_id}:{limits.metric}:{bound}:{int(state.pending_since)}"
+        state.episode_id = "{}:{}:{}:{}".format(
+            _short_device(self.device_id), limits.metric, bound, int(state.pending_since)
+        )
         state.bound, state.seq = bound, 0
         state.started_at, state.peak = state.pending_since, state.pending_peak
         state.last_notified = ts
@@ -213,42 +207,14 @@ class Judge:
             ts=ts,
         )
 
-    # -- persistence -------------------------------------------------------
-    def _save(self) -> None:
-        assert self.state_path
-        data = {
-            "version": STATE_VERSION,
-            "device": self.device_id,
-            "episodes": {
-                m: s.persistent() for m, s in self._states.items() if s.episode_id is not None
-            },
-        }
-        directory = os.path.dirname(self.state_path) or "."
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".judge-")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.state_path)  # atomic: a crash leaves the old or the new file
-        except OSError as exc:
-            log.error("could not save episode state to %s: %s", self.state_path, exc)
+    # -- persistence ---------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        """Open episodes, for the state file: enough to continue them after a restart."""
+        return {m: s.persistent() for m, s in self._states.items() if s.episode_id is not None}
 
-    def _load(self) -> None:
-        assert self.state_path
-        try:
-            with open(self.state_path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.error("ignoring unreadable episode state %s: %s", self.state_path, exc)
-            return
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            log.error("ignoring episode state %s: unknown format", self.state_path)
-            return
-        for metric, saved in (data.get("episodes") or {}).items():
+    def restore(self, episodes: Dict[str, Any]) -> None:
+        """Continue the episodes of a :meth:`snapshot`; malformed entries are logged and skipped."""
+        for metric, saved in episodes.items():
             if metric not in self._states or not isinstance(saved, dict):
                 continue
             try:
@@ -261,10 +227,22 @@ class Judge:
                     last_notified=float(saved["last_notified"]),
                 )
             except (KeyError, TypeError, ValueError):
-                log.error("ignoring malformed episode for %s in %s", metric, self.state_path)
+                log.error("ignoring a malformed saved episode for %s", metric)
                 continue
             self._states[metric] = state
             log.info("continuing episode %s after restart", state.episode_id)
+
+
+def _short_device(device: str) -> str:
+    """The device part of an episode id, short enough for ServiceNow's correlation_id.
+
+    IoT thing names may be 128 characters; a long one keeps its start and gets
+    a hash of the whole, so ids stay unique and stable.
+    """
+    if len(device) <= MAX_DEVICE_IN_ID:
+        return device
+    digest = hashlib.sha1(device.encode("utf-8")).hexdigest()[:8]
+    return device[: MAX_DEVICE_IN_ID - 9] + "~" + digest
 
 
 def _beyond(limits: MetricLimits, value: float) -> Optional[str]:

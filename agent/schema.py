@@ -94,7 +94,7 @@ def validate_anomaly(message: Mapping[str, Any]) -> Dict[str, Any]:
     out["bound"] = _choice(message, "bound", BOUNDS)
     out["metric"] = _choice(message, "metric", tuple(METRIC_RANGES))
     out["device"] = _text(message, "device")
-    out["episode_id"] = _text(message, "episode_id", limit=90)
+    out["episode_id"] = _text(message, "episode_id", limit=89)
     out["title"] = _text(message, "title")
     out["unit"] = _text(message, "unit", limit=16)
     seq = message.get("seq")

@@ -22,10 +22,12 @@ from .greengrass.base import Runtime
 from .judge import EpisodeEvent, Judge
 from .schema import READING_SCHEMA
 from .sensors.base import Reading, Sensor
+from .state_file import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MAX_HELD_EVENTS = 1000
+STATE_VERSION = 1
 
 
 class SensorService:
@@ -47,9 +49,9 @@ class SensorService:
             debounce_samples=settings.debounce_samples,
             debounce_seconds=settings.debounce_seconds,
             renotify_seconds=settings.renotify_seconds,
-            state_path=os.path.join(
-                settings.state_dir, f"episodes-{_safe(settings.device_id)}.json"
-            ),
+        )
+        self.state_path = os.path.join(
+            settings.state_dir, "sensor-state-{}.json".format(_safe(settings.device_id))
         )
         self.seq = 0
         self.counts: Dict[str, int] = collections.Counter()
@@ -59,10 +61,13 @@ class SensorService:
         # Observers (the simulation's console) see readings and events as they happen.
         self.on_reading: List[Callable[[Reading], None]] = []
         self.on_event: List[Callable[[EpisodeEvent], None]] = []
+        self._load_state()
 
     def tick(self) -> List[EpisodeEvent]:
         """One sample: read, publish, judge, publish events. Never raises for bad input."""
         self.counts["samples"] += 1
+        if self._held:
+            self._flush_events()  # events a failed publish held back go first, even if the read fails
         try:
             reading = self.sensor.read()
         except EOFError:
@@ -76,19 +81,60 @@ class SensorService:
         for callback in self.on_reading:
             callback(reading)
         events = self.judge.observe(reading)
-        for event in events:
-            self.counts[event.event] += 1
-            self._held.append(event.to_message())
-            for callback in self.on_event:
-                callback(event)
-        self._flush_events()
+        if events:
+            for event in events:
+                self.counts[event.event] += 1
+                self._held.append(event.to_message())
+                for callback in self.on_event:
+                    callback(event)
+            # Saved before publishing: a restart now neither reopens the episode
+            # nor forgets the event it has not published yet.
+            self._save_state()
+            self._flush_events()
         return events
 
     def _flush_events(self) -> None:
+        sent = 0
         while self._held:
             if not self._publish(self.settings.anomaly_topic, self._held[0], "anomalies"):
-                return  # keep order: try again next tick
+                break  # keep order: try again next tick
             self._held.popleft()
+            sent += 1
+        if sent:
+            self._save_state()
+
+    # -- state that survives a restart -------------------------------------------
+    def _save_state(self) -> None:
+        if len(self._held) == self._held.maxlen:
+            log.error(
+                "%d episode events could not be published; the oldest are being dropped",
+                len(self._held),
+            )
+        write_json_atomic(
+            self.state_path,
+            {
+                "version": STATE_VERSION,
+                "device": self.settings.device_id,
+                "episodes": self.judge.snapshot(),
+                "held_events": list(self._held),
+            },
+        )
+
+    def _load_state(self) -> None:
+        data = read_json(self.state_path)
+        if data is None:
+            return
+        if data.get("version") != STATE_VERSION:
+            log.error("ignoring sensor state %s: unknown version", self.state_path)
+            return
+        episodes = data.get("episodes")
+        if isinstance(episodes, dict):
+            self.judge.restore(episodes)
+        held = data.get("held_events")
+        if isinstance(held, list):
+            self._held.extend(m for m in held if isinstance(m, dict))
+            if self._held:
+                log.info("%d unpublished episode events from before the restart", len(self._held))
 
     def _publish(self, topic: str, message: Dict[str, Any], counter: str) -> bool:
         try:

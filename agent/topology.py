@@ -142,6 +142,9 @@ def default_topology(
         "anomalyTopic": DEFAULT_ANOMALY_TOPIC,
         "HOME": "/tmp",  # sense_hat writes ~/.config/sense_hat; a container HOME may be read-only
         "stateDir": DEVICE_STATE_DIR,
+        # On the device the Sense HAT, explicitly: never a fake because the
+        # container could not see /proc/device-tree.
+        "EDGE_AGENT_SENSOR": "sensehat",
     }
     sensor_env.update(environment.get(SENSOR_FUNCTION_ID, {}))
     anomaly_env = {

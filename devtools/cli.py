@@ -83,6 +83,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
+    box = sub.add_parser("outbox", help="show the anomaly function's outbox; requeue dead letters")
+    box.add_argument(
+        "--state-dir",
+        default="/var/lib/edge-agent",
+        help="the anomaly function's stateDir (default: /var/lib/edge-agent)",
+    )
+    box.add_argument(
+        "--requeue-dead",
+        action="store_true",
+        help="put every dead-lettered action back in the queue",
+    )
     sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
     sub.add_parser("bench", help="run the benchmark suite")
@@ -94,6 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(markdown_table())
         return 0
+    if args.command == "outbox":
+        return _outbox(args)
     return _simulate(args, parser)
 
 
@@ -139,6 +152,31 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     return 0 if summary["drained"] else 1
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    """Inspect the outbox; the function can keep running (SQLite WAL allows a second reader)."""
+    import os
+    import time
+
+    from agent.servicenow.outbox import Outbox
+
+    path = os.path.join(args.state_dir, "outbox.sqlite3")
+    if not os.path.exists(path):
+        print("edge-agent outbox: no outbox at {}".format(path), file=sys.stderr)
+        return 2
+    outbox = Outbox(path)
+    try:
+        if args.requeue_dead:
+            print(
+                "requeued {} dead-lettered actions".format(outbox.requeue_dead_letters(time.time()))
+            )
+        print(
+            json.dumps({"counts": outbox.counts(), "dead_letters": outbox.dead_letters()}, indent=2)
+        )
+    finally:
+        outbox.close()
+    return 0
 
 
 def _pair(item: str) -> tuple:

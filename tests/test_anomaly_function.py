@@ -208,7 +208,10 @@ def test_a_crash_between_post_and_confirmation_does_not_duplicate(
     service.handle(anomaly())
     assert service.pump() == 0
     assert len(standin.incidents()) == 1
-    clock.advance(60)
+    # The create may still be committing on ServiceNow's side: wait three timeouts
+    # before looking again, or the find would miss it and POST a duplicate.
+    assert service.next_attempt_at() - clock.time() >= 3 * service.client.timeout
+    clock.advance_to(service.next_attempt_at())
     assert service.pump() == 1
     assert len(standin.incidents()) == 1
     assert service.deliverer.stats.reused == 1
@@ -250,3 +253,76 @@ def test_malformed_messages_are_rejected_with_a_reason(anomaly_settings, core, c
     assert service.handle(anomaly(value=float("inf"))) is False
     assert "metric must be one of temperature, humidity, pressure" in caplog.text
     assert service.outbox.counts()["pending"] == 0
+
+
+def test_an_update_one_interval_later_is_not_throttled_by_delivery_latency(
+    standin, anomaly_settings, core, clock
+):
+    service = make_service(anomaly_settings, core, clock, updateMinutes="30")
+    t0 = clock.time()
+    service.handle(anomaly())
+    assert service.handle(anomaly("update", seq=1, ts=t0 + 1800)) is True
+    clock.advance(1800.3)  # the note was delivered late
+    assert service.handle(anomaly("update", seq=2, ts=t0 + 3600)) is True
+    assert service.handle(anomaly("update", seq=3, ts=t0 + 3700)) is False
+
+
+def test_a_recovery_whose_breach_never_arrived_still_records_the_episode(
+    standin, anomaly_settings, core, clock, caplog
+):
+    service = make_service(anomaly_settings, core, clock)
+    service.handle(anomaly("recovered", seq=2, value=40.0))
+    assert service.pump() == 1
+    (incident,) = standin.incidents()
+    assert incident["state"] == "6"
+    assert "Humidity above limit on pi-test" in incident["short_description"]
+    assert "opening it before the resolve" in caplog.text
+
+
+def test_retry_after_zero_does_not_become_a_storm(standin, anomaly_settings, core, clock):
+    service = make_service(anomaly_settings, core, clock)
+    standin.faults.rate_limit_next(1, retry_after=0)
+    service.handle(anomaly())
+    assert service.pump() == 0
+    assert service.next_attempt_at() - clock.time() >= anomaly_settings.retry_base
+
+
+def test_an_unexpected_error_backs_off_instead_of_spinning(
+    standin, anomaly_settings, core, clock, caplog
+):
+    service = make_service(anomaly_settings, core, clock)
+
+    def broken(fields):
+        raise KeyError("a bug")
+
+    service.client.create = broken
+    service.handle(anomaly())
+    assert service.pump() == 0
+    assert service.next_attempt_at() - clock.time() >= 60
+    assert "unexpected KeyError while delivering" in caplog.text
+
+
+def test_a_password_outside_latin1_works(anomaly_settings, core, clock, tmp_path):
+    from devtools.servicenow_standin import ServiceNowStandIn
+
+    password = new_secret("pässwörd€")
+    with ServiceNowStandIn(users={SNOW_USER: password}) as server:
+        core.add_secret("greengrass-snow-creds", secret_json(password))
+        settings = AnomalySettings.from_mapping({"snowUrl": server.url, "stateDir": str(tmp_path)})
+        service = make_service(settings, core, clock)
+        service.handle(anomaly())
+        assert service.pump() == 1
+        assert len(server.incidents()) == 1
+
+
+def test_dead_letters_can_be_requeued_after_the_cause_is_fixed(
+    standin, anomaly_settings, core, clock
+):
+    service = make_service(anomaly_settings, core, clock)
+    standin.faults.fail_next(1, status=403)
+    service.handle(anomaly())
+    service.pump()
+    assert service.outbox.counts()["dead_letter"] == 1
+    assert service.outbox.requeue_dead_letters(clock.time()) == 1
+    assert service.pump() == 1
+    assert len(standin.incidents()) == 1

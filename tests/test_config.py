@@ -50,6 +50,7 @@ def test_pressure_is_watched_only_when_configured():
     "variable, value, expected",
     [
         ("snowUrl", "dev1.service-now.com", "snowUrl must be an http"),
+        ("snowUrl", "http://dev1.service-now.com", "snowUrl must be https://"),
         ("snowTimeout", "0", "snowTimeout must be a positive"),
         ("tempImpact", "4", "tempImpact must be 1, 2 or 3"),
         ("urgencyBands", "5", "urgencyBands must be two percentages"),
@@ -108,3 +109,8 @@ def test_the_readme_table_lists_every_variable_with_its_default():
         readme = handle.read()
     # The README carries the generated table verbatim, so it cannot drift.
     assert table in readme
+
+
+def test_plain_http_is_accepted_only_on_loopback():
+    assert parse_snow_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert parse_snow_url("http://localhost:8080/api/now/table/incident") == "http://localhost:8080"

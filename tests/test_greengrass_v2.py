@@ -18,12 +18,13 @@ from awsiot.greengrasscoreipc import model  # noqa: E402
 from sdk_fakes import (  # noqa: E402
     GET_SECRET_VALUE,
     PUBLISH_TO_IOT_CORE,
+    PUBLISH_TO_TOPIC,
     SUBSCRIBE_TO_TOPIC,
     FakeNucleus,
 )
 
 from agent import schema  # noqa: E402
-from agent.errors import (  # noqa: E402  # noqa: E402
+from agent.errors import (  # noqa: E402
     GreengrassError,
     MessageError,
     PublishError,
@@ -180,16 +181,24 @@ def test_refused_publish_is_a_publish_error_naming_the_topic(nucleus, sensor):
     assert isinstance(info.value.__cause__, model.UnauthorizedError)
 
 
-def test_one_failed_leg_does_not_stop_the_other(nucleus, sensor, anomaly):
+def test_one_failed_leg_does_not_stop_the_other(nucleus, sensor, anomaly, caplog):
     inbox = Inbox()
     anomaly.subscribe(DEFAULT_ANOMALY_TOPIC, inbox)
     nucleus.fail_next(PUBLISH_TO_IOT_CORE, model.ServiceError(message="spooler full"))
 
-    with pytest.raises(PublishError, match="IoT Core .*spooler full.*delivered to local pub/sub"):
-        sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
+    # The local leg reached the anomaly function: no error, so the sensor does not
+    # resend it and hold back later events; the lost cloud copy is logged.
+    sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
 
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     assert nucleus.iot_core == {}
+    assert "IoT Core (ServiceError: spooler full); delivered to local pub/sub" in caplog.text
+
+
+def test_a_failed_local_leg_is_an_error_even_if_iot_core_got_it(nucleus, sensor):
+    nucleus.fail_next(PUBLISH_TO_TOPIC, model.ServiceError(message="broken"))
+    with pytest.raises(PublishError, match="local pub/sub .*broken.*delivered to IoT Core"):
+        sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
 
 
 # -- the fake enforces the SDK and the model ---------------------------------

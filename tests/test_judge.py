@@ -89,26 +89,37 @@ def test_debounce_seconds_must_also_hold():
     assert [e.event for e in feed(judge, [55], start=1030.0)] == ["breach"]
 
 
-def test_episode_survives_a_restart(tmp_path):
-    path = str(tmp_path / "state.json")
-    first = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
+def test_a_snapshot_continues_the_episode_in_a_new_judge():
+    first = Judge("pi", [HUMID], debounce_samples=2)
     opened = feed(first, [55, 55])
     assert [e.event for e in opened] == ["breach"]
-    # The sensor function restarts mid-episode: no second breach, same episode recovers.
-    second = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
+    # The sensor function restarts mid-episode: no second breach, the same episode recovers.
+    second = Judge("pi", [HUMID], debounce_samples=2)
+    second.restore(first.snapshot())
     events = feed(second, [56, 56, 40, 40], start=2000.0)
     assert [e.event for e in events] == ["recovered"]
     assert events[0].episode_id == opened[0].episode_id
-    third = Judge("pi", [HUMID], debounce_samples=2, state_path=path)
-    assert third.open_episodes() == {}
+    assert second.snapshot() == {}
 
 
-def test_a_corrupt_state_file_is_ignored_with_a_log(tmp_path, caplog):
-    path = tmp_path / "state.json"
-    path.write_text("{not json")
-    judge = Judge("pi", [HUMID], state_path=str(path))
+def test_malformed_snapshots_are_skipped_with_a_log(caplog):
+    judge = Judge("pi", [HUMID])
+    judge.restore({"humidity": {"episode_id": "x"}, "wind": {}, "temperature": 3})
     assert judge.open_episodes() == {}
-    assert "unreadable episode state" in caplog.text
+    assert "malformed saved episode for humidity" in caplog.text
+
+
+def test_a_long_device_name_still_fits_servicenows_correlation_id():
+    from agent.servicenow.incidents import correlation_id
+
+    name = "factory-7-building-c-floor-3-cold-room-12-raspberry-pi-sense-hat-unit-0042"
+    judge = Judge(name, [HUMID], debounce_samples=1)
+    (event,) = feed(judge, [60])
+    assert len(event.episode_id) <= 89
+    assert event.episode_id.startswith(name[:31] + "~")
+    other = Judge(name[:-1] + "3", [HUMID], debounce_samples=1)
+    assert feed(other, [60])[0].episode_id != event.episode_id  # still unique per device
+    assert correlation_id(event.episode_id).endswith(event.episode_id)  # nothing cut off
 
 
 def test_event_message_follows_the_schema():

@@ -163,3 +163,16 @@ def test_a_bad_variable_gives_a_clear_error_and_exit_code(tmp_path):
     )
     assert result.returncode == 2
     assert "humidLimit must be a finite number, got 'wet'" in result.stderr
+
+
+def test_the_outbox_command_shows_what_was_delivered(tmp_path):
+    simulate(scenario="heat-spike", state_dir=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.cli", "outbox", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"]["pending"] == 0 and report["counts"]["incidents"] == 1

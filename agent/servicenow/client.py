@@ -34,7 +34,22 @@ class ServiceNowError(Exception):
 
 
 class Unavailable(ServiceNowError, ConnectionError):
-    """ServiceNow could not be reached or failed; the call may be retried."""
+    """ServiceNow could not be reached or failed; the call may be retried.
+
+    ``ambiguous`` is true when a create was sent and may have been committed
+    although no answer confirmed it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: Optional[int] = None,
+        ambiguous: bool = False,
+        never_sent: bool = False,
+    ) -> None:
+        super().__init__(message, status)
+        self.ambiguous = ambiguous
+        self.never_sent = never_sent  # failed before the request left (refused, TLS, DNS)
 
 
 class RateLimited(ServiceNowError):
@@ -126,7 +141,8 @@ class TableClient:
     def _auth(self) -> Dict[str, Any]:
         creds = self._credentials()
         if creds.kind == "basic":
-            return {"auth": (creds.username, creds.password)}
+            # Bytes: requests would encode str as Latin-1 and fail on other characters.
+            return {"auth": (creds.username.encode("utf-8"), creds.password.encode("utf-8"))}
         return {"headers": {"Authorization": "Bearer " + self._bearer(creds)}}
 
     def _bearer(self, creds: Credentials) -> str:
@@ -169,12 +185,21 @@ class TableClient:
         else:
             kwargs["auth"] = extra["auth"]
         self.calls[method] = self.calls.get(method, 0) + 1
-        response = self._send(method, path, **kwargs)
+        try:
+            response = self._send(method, path, **kwargs)
+        except Unavailable as exc:
+            if method == "POST" and not exc.never_sent:
+                exc.ambiguous = True
+            raise
         if response.status_code == 401 and self._token is not None:
             self._token = None  # an expired or revoked token: the caller's retry gets a new one
         if not_found_ok and response.status_code == 404:
             return None  # the v1 Table API answers a query with no match with 404
-        self._raise_for(response, f"{method} {path}")
+        try:
+            self._raise_for(response, "{} {}".format(method, path))
+        except Unavailable as exc:
+            exc.ambiguous = method == "POST"  # a 5xx after a create may hide a commit
+            raise
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -185,11 +210,23 @@ class TableClient:
                 method, self.base_url + path, timeout=self.timeout, verify=self.verify, **kwargs
             )
         except requests.exceptions.SSLError as exc:
-            raise Unavailable(f"TLS verification of {self.base_url} failed: {type(exc).__name__}")
+            raise Unavailable(
+                f"TLS verification of {self.base_url} failed: {type(exc).__name__}",
+                never_sent=True,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise Unavailable(
+                f"ServiceNow unreachable at {self.base_url} (ConnectTimeout)", never_sent=True
+            )
         except requests.exceptions.Timeout:
             raise Unavailable(f"ServiceNow did not answer {method} within {self.timeout}s")
         except requests.exceptions.RequestException as exc:
-            raise Unavailable(f"ServiceNow unreachable at {self.base_url} ({type(exc).__name__})")
+            # Refused or unresolvable: nothing reached ServiceNow.
+            never_sent = "NewConnectionError" in repr(exc) or "NameResolution" in repr(exc)
+            raise Unavailable(
+                f"ServiceNow unreachable at {self.base_url} ({type(exc).__name__})",
+                never_sent=never_sent,
+            )
 
     @staticmethod
     def _raise_for(response: Any, what: str) -> None:

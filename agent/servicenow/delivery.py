@@ -22,10 +22,15 @@ from .outbox import Incident, Outbox, QueuedAction
 
 log = logging.getLogger(__name__)
 
-# Refused credentials do not fix themselves in seconds: the first retry after a
-# 401 streak waits at least this long. A streak earns one forced refetch of the
+# Refused credentials do not fix themselves in seconds: every retry after a 401
+# waits at least this long. A streak of 401s earns one forced refetch of the
 # secret; after that the cache's TTL decides when it is read again.
 AUTH_RETRY_BASE = 60.0
+# Longest wait a Retry-After header may impose (ServiceNow's limits are hourly).
+MAX_RETRY_AFTER = 3600.0
+# After a create failed in a way that may still have committed (a timeout, a
+# reset after sending, a 5xx), wait this many client timeouts before looking.
+AMBIGUOUS_CREATE_WAIT_TIMEOUTS = 3
 
 
 @dataclass
@@ -126,16 +131,21 @@ class Deliverer:
             self._reschedule(queued, delay, str(exc))
             return False
         except RateLimited as exc:
-            delay = (
-                exc.retry_after
-                if exc.retry_after is not None
-                else self._backoff(queued.attempts + 1)
-            )
-            log.warning("ServiceNow rate limit hit; waiting %.0fs as Retry-After asks", delay)
+            if exc.retry_after is None:
+                delay = self._backoff(queued.attempts + 1)
+                log.warning("ServiceNow rate limit hit (no Retry-After); waiting %.0fs", delay)
+            else:
+                # Bounded: "Retry-After: 0" must not turn into a loop of 429s.
+                delay = min(max(exc.retry_after, self.retry_base), MAX_RETRY_AFTER)
+                log.warning("ServiceNow rate limit hit; waiting %.0fs as Retry-After asks", delay)
             self._reschedule(queued, delay, str(exc))
             return False
         except Unavailable as exc:
             delay = self._backoff(queued.attempts + 1)
+            if exc.ambiguous:
+                # The create may still commit on ServiceNow's side; looking again
+                # before it has would find nothing and POST a duplicate.
+                delay = max(delay, AMBIGUOUS_CREATE_WAIT_TIMEOUTS * self.client.timeout)
             log.warning(
                 "%s; %s kept in the outbox, try %d again in %.1fs",
                 exc,
@@ -154,8 +164,30 @@ class Deliverer:
             )
             self.outbox.dead_letter(queued, self.clock.time(), str(exc), exc.status)
             return True
+        except Exception as exc:
+            # A bug or a local fault (disk full, say): back off like an outage
+            # rather than spin. Only the type is logged: texts of such errors
+            # can quote the data that caused them.
+            delay = self._backoff(queued.attempts + 1, base=AUTH_RETRY_BASE)
+            log.error(
+                "unexpected %s while delivering %s; next try in %.0fs",
+                type(exc).__name__,
+                queued.action.key,
+                delay,
+            )
+            self._reschedule(queued, delay, type(exc).__name__)
+            return False
         self._auth_failures_in_row = 0
-        self.outbox.delivered(queued, self.clock.time(), incident)
+        try:
+            self.outbox.delivered(queued, self.clock.time(), incident)
+        except Exception as exc:
+            log.error(
+                "could not record the delivery of %s (%s); it will be checked again",
+                queued.action.key,
+                type(exc).__name__,
+            )
+            self.paused_until = self.clock.time() + self._backoff(1, base=AUTH_RETRY_BASE)
+            return False
         return True
 
     def _execute(self, action: Action) -> Optional[Incident]:
@@ -163,17 +195,29 @@ class Deliverer:
             return self._open(action)
         known = self._find(action.correlation_id)
         if known is None:
-            self.stats.skipped += 1
+            if not action.open_fields:
+                self.stats.skipped += 1
+                log.warning(
+                    "no incident with correlation id %s; %s dropped",
+                    action.correlation_id,
+                    action.kind,
+                )
+                return None
+            # The breach never arrived (lost before it was queued): record the
+            # episode anyway, then apply this update to it.
             log.warning(
-                "no incident with correlation id %s; %s dropped", action.correlation_id, action.kind
+                "no incident for %s yet; opening it before the %s",
+                action.correlation_id,
+                action.kind,
             )
-            return None
+            known = self._open(
+                Action("open", action.key, action.correlation_id, action.open_fields)
+            )
         if known.state in RESOLVED_STATES and action.kind == "resolve":
             self.stats.skipped += 1
             log.info("incident %s is already resolved", known.number)
             return known
         record = self.client.update(known.sys_id, action.fields)
-        now = self.clock.time()
         state = str(record.get("state", known.state))
         if action.kind == "resolve":
             self.stats.resolved += 1
@@ -181,7 +225,7 @@ class Deliverer:
         else:
             self.stats.noted += 1
             log.info("added a work note to incident %s", known.number)
-        return Incident(action.correlation_id, known.sys_id, known.number, state, now)
+        return Incident(action.correlation_id, known.sys_id, known.number, state)
 
     def _open(self, action: Action) -> Incident:
         # Query first, always: after a crash between a POST and its confirmation
@@ -206,7 +250,6 @@ class Deliverer:
             str(record["sys_id"]),
             str(record.get("number", "")),
             str(record.get("state", "1")),
-            0.0,
         )
 
     def _find(self, correlation_id: str) -> Optional[Incident]:
@@ -221,15 +264,19 @@ class Deliverer:
             str(record["sys_id"]),
             str(record.get("number", "")),
             str(record.get("state", "1")),
-            0.0,
         )
 
     # -- timing ----------------------------------------------------------------------
     def _backoff(self, attempt: int, base: Optional[float] = None) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        base = self.retry_base if base is None else max(base, self.retry_base)
-        ceiling = min(self.retry_max, base * (2 ** min(max(attempt, 1) - 1, 30)))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        """Exponential backoff with equal jitter: half fixed, half random.
+
+        With ``base`` given, the delay is also at least ``base`` (a floor for
+        failures that never clear in seconds, such as refused credentials).
+        """
+        floor = 0.0 if base is None else base
+        start = max(floor, self.retry_base)
+        ceiling = max(floor, min(self.retry_max, start * (2 ** min(max(attempt, 1) - 1, 30))))
+        return max(floor, ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
     def _reschedule(self, queued: QueuedAction, delay: float, error: str) -> None:
         self.stats.retries += 1

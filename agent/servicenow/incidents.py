@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from ..config import AnomalySettings
 
@@ -28,10 +28,13 @@ class Action:
     key: str  # unique per event: repeated messages enqueue once
     correlation_id: str
     fields: Dict[str, str]
+    # What to create if a note or resolve finds no incident (its breach never
+    # arrived): the episode is still recorded, then updated.
+    open_fields: Optional[Dict[str, str]] = None
 
 
 def correlation_id(episode_id: str) -> str:
-    # ServiceNow's correlation_id column is 100 characters; episode ids are capped at 90.
+    # ServiceNow's correlation_id column is 100 characters; episode ids are capped at 89.
     return (CORRELATION_PREFIX + episode_id)[:100]
 
 
@@ -42,8 +45,9 @@ def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:
     kind = event["event"]
     if kind == "breach":
         return Action("open", key, corr, open_fields(event, settings))
+    fallback = open_fields(event, settings)
     if kind == "update":
-        return Action("note", key, corr, {"work_notes": update_note(event)})
+        return Action("note", key, corr, {"work_notes": update_note(event)}, fallback)
     if settings.recovery_action == "resolve":
         return Action(
             "resolve",
@@ -55,8 +59,9 @@ def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:
                 "close_notes": settings.close_notes,
                 "work_notes": recovery_note(event),
             },
+            fallback,
         )
-    return Action("note", key, corr, {"work_notes": recovery_note(event)})
+    return Action("note", key, corr, {"work_notes": recovery_note(event)}, fallback)
 
 
 def excess(event: Mapping[str, Any]) -> float:

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS pending (
     correlation_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     fields TEXT NOT NULL,
+    open_fields TEXT,
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     correlation_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     fields TEXT NOT NULL,
+    open_fields TEXT,
     status INTEGER,
     reason TEXT NOT NULL,
     dead_at REAL NOT NULL
@@ -52,8 +54,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     correlation_id TEXT PRIMARY KEY,
     sys_id TEXT NOT NULL,
     number TEXT NOT NULL,
-    state TEXT NOT NULL,
-    last_note_at REAL NOT NULL DEFAULT 0
+    state TEXT NOT NULL
 );
 """
 
@@ -72,7 +73,6 @@ class Incident:
     sys_id: str
     number: str
     state: str
-    last_note_at: float
 
 
 class Outbox:
@@ -104,13 +104,14 @@ class Outbox:
                 if row:
                     return False
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, created_at,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, open_fields,"
+                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     action.key,
                     action.correlation_id,
                     action.kind,
                     json.dumps(action.fields),
+                    json.dumps(action.open_fields) if action.open_fields else None,
                     now,
                     now,
                 ),
@@ -121,7 +122,7 @@ class Outbox:
         """Head-of-line action per incident whose retry time has come, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT p.id, p.key, p.correlation_id, p.kind, p.fields, p.attempts,"
+                "SELECT p.id, p.key, p.correlation_id, p.kind, p.fields, p.open_fields, p.attempts,"
                 " p.next_attempt_at FROM pending p"
                 " WHERE p.id = (SELECT MIN(q.id) FROM pending q"
                 "               WHERE q.correlation_id = p.correlation_id)"
@@ -153,18 +154,11 @@ class Outbox:
                 (queued.action.key, now),
             )
             if incident is not None:
+                # INSERT OR REPLACE, not UPSERT: SQLite before 3.24 (old Raspbian) lacks it.
                 self._db.execute(
-                    "INSERT INTO incidents (correlation_id, sys_id, number, state, last_note_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT(correlation_id) DO UPDATE SET"
-                    " sys_id = excluded.sys_id, number = excluded.number, state = excluded.state,"
-                    " last_note_at = MAX(incidents.last_note_at, excluded.last_note_at)",
-                    (
-                        incident.correlation_id,
-                        incident.sys_id,
-                        incident.number,
-                        incident.state,
-                        incident.last_note_at,
-                    ),
+                    "INSERT OR REPLACE INTO incidents (correlation_id, sys_id, number, state)"
+                    " VALUES (?, ?, ?, ?)",
+                    (incident.correlation_id, incident.sys_id, incident.number, incident.state),
                 )
 
     def retry_later(self, queued: QueuedAction, when: float, error: str) -> None:
@@ -182,13 +176,14 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM pending WHERE id = ?", (queued.id,))
             self._db.execute(
-                "INSERT OR REPLACE INTO dead_letter (key, correlation_id, kind, fields, status,"
-                " reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO dead_letter (key, correlation_id, kind, fields,"
+                " open_fields, status, reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     queued.action.key,
                     queued.action.correlation_id,
                     queued.action.kind,
                     json.dumps(queued.action.fields),
+                    json.dumps(queued.action.open_fields) if queued.action.open_fields else None,
                     status,
                     reason[:500],
                     now,
@@ -199,18 +194,11 @@ class Outbox:
     def incident(self, correlation_id: str) -> Optional[Incident]:
         with self._lock:
             row = self._db.execute(
-                "SELECT correlation_id, sys_id, number, state, last_note_at FROM incidents"
+                "SELECT correlation_id, sys_id, number, state FROM incidents"
                 " WHERE correlation_id = ?",
                 (correlation_id,),
             ).fetchone()
         return Incident(*row) if row else None
-
-    def note_sent(self, correlation_id: str, when: float) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE incidents SET last_note_at = ? WHERE correlation_id = ?",
-                (when, correlation_id),
-            )
 
     # -- reporting ---------------------------------------------------------------
     def counts(self) -> Dict[str, int]:
@@ -227,6 +215,28 @@ class Outbox:
             ).fetchall()
         return [dict(zip(("key", "kind", "status", "reason", "dead_at"), r)) for r in rows]
 
+    def requeue_dead_letters(self, now: float, keys: Optional[List[str]] = None) -> int:
+        """Put dead-lettered actions back in the queue (all, or those ``keys``), e.g. after
+        the integration user's roles were fixed. Returns how many."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "SELECT id, key, correlation_id, kind, fields, open_fields FROM dead_letter"
+                " ORDER BY id"
+            ).fetchall()
+            count = 0
+            for id_, key, corr, kind, fields, open_fields in rows:
+                if keys is not None and key not in keys:
+                    continue
+                self._db.execute(
+                    "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, open_fields,"
+                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, corr, kind, fields, open_fields, now, now),
+                )
+                self._db.execute("DELETE FROM dead_letter WHERE id = ?", (id_,))
+                count += 1
+            return count
+
     def prune_delivered(self, older_than: float) -> int:
         """Forget delivered keys older than ``older_than``; returns how many."""
         with self._lock, self._db:
@@ -236,5 +246,8 @@ class Outbox:
 
 
 def _queued(row: tuple) -> QueuedAction:
-    id_, key, corr, kind, fields, attempts, next_at = row
-    return QueuedAction(id_, Action(kind, key, corr, json.loads(fields)), attempts, next_at)
+    id_, key, corr, kind, fields, open_fields, attempts, next_at = row
+    action = Action(
+        kind, key, corr, json.loads(fields), json.loads(open_fields) if open_fields else None
+    )
+    return QueuedAction(id_, action, attempts, next_at)

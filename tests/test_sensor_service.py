@@ -1,0 +1,120 @@
+"""The sensor function's loop: publish every reading, hold what could not be published, restart safely."""
+
+from __future__ import annotations
+
+from agent.clock import VirtualClock
+from agent.config import SensorSettings
+from agent.errors import PublishError, SensorError
+from agent.greengrass.local import LocalCore
+from agent.sensor_service import SensorService
+from agent.sensors.base import Reading, Sensor
+
+
+class ScriptedSensor(Sensor):
+    """Humidity values from a list; ``"err"`` raises the I/O error a flaky bus gives."""
+
+    name = "scripted"
+
+    def __init__(self, values, clock):
+        super().__init__(clock)
+        self.values = list(values)
+
+    def read(self):
+        value = self.values.pop(0)
+        if value == "err":
+            raise SensorError("I2C read failed")
+        return Reading(ts=self.clock.time(), temperature=22.0, humidity=value)
+
+
+class FlakyRuntime:
+    """The local core, but publishes fail while ``down`` is set (a full V1 queue, say)."""
+
+    def __init__(self, core):
+        self.inner = core.runtime_for("sensor")
+        self.down = False
+
+    def publish(self, topic, message):
+        if self.down:
+            raise PublishError("publish to {!r} failed: queue full".format(topic))
+        self.inner.publish(topic, message)
+
+
+def make(tmp_path, values, runtime=None, clock=None, core=None):
+    clock = clock or VirtualClock()
+    core = core or LocalCore()
+    received = []
+    core.register("anomaly", lambda event, ctx: received.append(event))
+    settings = SensorSettings.from_mapping(
+        {"stateDir": str(tmp_path), "deviceId": "pi", "debounceSamples": "2"}
+    )
+    service = SensorService(
+        ScriptedSensor(values, clock), runtime or core.runtime_for("sensor"), settings, clock=clock
+    )
+    return service, received, core, clock
+
+
+def run_ticks(service, clock, n):
+    for _ in range(n):
+        service.tick()
+        clock.advance(5)
+
+
+def test_every_reading_is_published_in_the_same_tick(tmp_path):
+    service, _, core, clock = make(tmp_path, [40.0, 41.0])
+    service.tick()
+    ((topic, message),) = core.cloud_messages
+    assert topic == "IoTBlog/sensorData" and message["humidity"] == 40.0
+    assert message["ts"] == clock.time()  # not stale: read and published at once
+
+
+def test_a_restart_mid_episode_opens_no_second_breach(tmp_path):
+    service, received, _, clock = make(tmp_path, [60.0] * 4)
+    run_ticks(service, clock, 4)
+    assert [e["event"] for e in received] == ["breach"]
+    # A new process (same state dir) continues the episode and closes it.
+    again, received2, _, _ = make(tmp_path, [60.0, 40.0, 40.0], clock=clock)
+    run_ticks(again, clock, 3)
+    assert [e["event"] for e in received2] == ["recovered"]
+    assert received2[0]["episode_id"] == received[0]["episode_id"]
+
+
+def test_events_a_failed_publish_held_back_survive_a_restart(tmp_path):
+    core = LocalCore()
+    flaky = FlakyRuntime(core)
+    flaky.down = True
+    service, received, _, clock = make(tmp_path, [60.0] * 3, runtime=flaky, core=core)
+    run_ticks(service, clock, 3)
+    assert received == [] and service.counts["publish_errors"] > 0
+    # The function restarts before the core accepts messages again.
+    restarted, received2, _, _ = make(tmp_path, [60.0], clock=clock)
+    restarted.tick()
+    assert [e["event"] for e in received2] == ["breach"]
+
+
+def test_held_events_go_out_even_when_the_next_read_fails(tmp_path):
+    core = LocalCore()
+    flaky = FlakyRuntime(core)
+    service, received, _, clock = make(
+        tmp_path, [60.0, 60.0, "err", "err"], runtime=flaky, core=core
+    )
+    flaky.down = True
+    run_ticks(service, clock, 2)
+    flaky.down = False
+    run_ticks(service, clock, 1)  # the read fails, the held breach is published anyway
+    assert [e["event"] for e in received] == ["breach"]
+    assert service.counts["sensor_errors"] == 1
+
+
+def test_missing_readings_are_published_as_null_and_judged_as_nothing(tmp_path):
+    service, received, core, clock = make(tmp_path, [None, None, None])
+    run_ticks(service, clock, 3)
+    assert [m["humidity"] for _, m in core.cloud_messages] == [None, None, None]
+    assert received == []
+
+
+def test_the_loop_keeps_its_cadence_on_the_sensor_clock(tmp_path):
+    service, _, core, clock = make(tmp_path, [40.0] * 5)
+    start = clock.time()
+    service.run(max_ticks=5)
+    stamps = [m["ts"] for _, m in core.cloud_messages]
+    assert stamps == [start + 5 * i for i in range(5)]
