@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 
@@ -326,3 +327,29 @@ def test_dead_letters_can_be_requeued_after_the_cause_is_fixed(
     assert service.outbox.requeue_dead_letters(clock.time()) == 1
     assert service.pump() == 1
     assert len(standin.incidents()) == 1
+
+
+def test_oauth_password_grant_renews_an_expired_token_once(core, clock, tmp_path):
+    from devtools.servicenow_standin import ServiceNowStandIn
+
+    client_secret, password = new_secret("oauth"), new_secret()
+    with ServiceNowStandIn(
+        users={SNOW_USER: password}, oauth_clients={"edge-client": client_secret}
+    ) as server:
+        secret = {
+            "client_id": "edge-client",
+            "client_secret": client_secret,
+            "username": SNOW_USER,
+            "password": password,
+        }
+        core.add_secret("greengrass-snow-creds", json.dumps(secret))
+        settings = AnomalySettings.from_mapping({"snowUrl": server.url, "stateDir": str(tmp_path)})
+        service = make_service(settings, core, clock)
+        service.handle(anomaly())
+        assert service.pump() == 1
+        server.expire_tokens()  # revoked or expired early on the server's side
+        service.handle(anomaly("recovered", seq=1, value=40.0))
+        assert service.pump() == 1
+        assert server.incidents()[0]["state"] == "6"
+        assert service.client.calls["TOKEN"] == 2  # the first token, then one renewal
+        assert service.credentials.fetches == 2  # the 401 earned exactly one refetch
