@@ -14,10 +14,8 @@ generated from (``edge-agent config-table``).
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .topology import DEFAULT_ANOMALY_TOPIC, DEFAULT_READINGS_TOPIC, DEFAULT_SECRET_NAME
@@ -226,6 +224,8 @@ def parse_snow_url(text: str, name: str = "snowUrl") -> str:
     ``https://dev1.service-now.com/api/now/table/incident`` both give
     ``https://dev1.service-now.com``.
     """
+    from urllib.parse import urlsplit, urlunsplit  # deferred: only the anomaly function has a URL
+
     parts = urlsplit(text)
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise ConfigError(
@@ -266,7 +266,12 @@ class Values:
 
 
 def default_device_id(source: Mapping[str, str]) -> str:
-    return source.get("deviceId") or source.get("AWS_IOT_THING_NAME") or socket.gethostname()
+    named = source.get("deviceId") or source.get("AWS_IOT_THING_NAME")
+    if named:
+        return named
+    import socket  # deferred: a core always names the thing, and socket costs ~5 ms to import
+
+    return socket.gethostname()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ most once per ``renotify_seconds``), ``recovered``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterable, List, Optional
@@ -241,6 +240,8 @@ def _short_device(device: str) -> str:
     """
     if len(device) <= MAX_DEVICE_IN_ID:
         return device
+    import hashlib  # only for long device ids: it loads OpenSSL (~3 MB RSS)
+
     digest = hashlib.sha1(device.encode("utf-8")).hexdigest()[:8]
     return device[: MAX_DEVICE_IN_ID - 9] + "~" + digest
 

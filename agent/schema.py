@@ -43,8 +43,12 @@ MAX_MESSAGE_BYTES = 8192
 _MAX_TEXT = 200
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # One encoder for every message: json.dumps with options builds a new one per call.
+    return _ENCODER.encode(message).encode("utf-8")
 
 
 def decode(payload: Any) -> Dict[str, Any]:

@@ -168,6 +168,7 @@ _DEFAULT_FIELDS = (
     "close_notes",
 )
 _SYS_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_FIELD_RE = re.compile(r"^[a-z0-9_]+$")
 _TABLE_PATH_RE = re.compile(r"^/api/now(?:/(v1|v2))?/table/([^/]+)(?:/([^/]+))?/?$")
 _QUERY_TERM_RE = re.compile(
     r"^([a-z0-9_]+)(!=|=|ISNOTEMPTY|ISEMPTY|NOT IN|IN|LIKE|NOT LIKE|STARTSWITH|ENDSWITH)(.*)$",
@@ -928,6 +929,8 @@ class ServiceNowStandIn:
                     sys_id TEXT NOT NULL UNIQUE,
                     data TEXT NOT NULL
                 );
+                CREATE INDEX IF NOT EXISTS incident_correlation
+                    ON incident (json_extract(data, '$.correlation_id'));
                 CREATE TABLE IF NOT EXISTS meta (
                     name TEXT PRIMARY KEY,
                     value INTEGER NOT NULL
@@ -951,6 +954,18 @@ class ServiceNowStandIn:
         with self._db_lock:
             rows = self._conn().execute("SELECT data FROM incident ORDER BY seq").fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    def _candidates(self, filters: List[Tuple[str, str, str]]) -> List[Dict[str, Any]]:
+        """Records that may match: for an exact, non-empty match on a field, only those
+        SQLite finds with that value (by index for correlation_id), not every record
+        decoded in Python. ``_matches`` still decides."""
+        for field, op, value in filters:
+            if op == "=" and value and _FIELD_RE.match(field):
+                sql = "SELECT data FROM incident WHERE json_extract(data, '$.{}') = ? ORDER BY seq"
+                with self._db_lock:
+                    rows = self._conn().execute(sql.format(field), (value,)).fetchall()
+                return [json.loads(row[0]) for row in rows]
+        return self._all_records()
 
     def _get_record(self, sys_id: str) -> Optional[Dict[str, Any]]:
         with self._db_lock:
@@ -1195,7 +1210,7 @@ class ServiceNowStandIn:
         if ignored:
             self._count("ignored_query_terms", len(ignored))
             LOG.info("ignored %d query term(s) ServiceNow would ignore", len(ignored))
-        records = [r for r in self._all_records() if _matches(r, filters)]
+        records = [r for r in self._candidates(filters) if _matches(r, filters)]
         if order:
             records = _sorted(records, order)
         try:

@@ -63,6 +63,8 @@ class LocalCore:
             maxlen=cloud_history
         )
         self.stats = collections.Counter()  # type: collections.Counter[str]
+        # (source, topic) -> targets: the table is immutable, so match each pair once.
+        self._routes: Dict[Tuple[str, str], List[str]] = {}
 
     # -- wiring --------------------------------------------------------------
     def register(self, function_id: str, handler: FunctionHandler) -> None:
@@ -98,7 +100,11 @@ class LocalCore:
     def publish(self, source: str, topic: str, message: Mapping[str, Any]) -> List[str]:
         """Route ``message`` from ``source`` on ``topic``; return the targets it reached."""
         payload = encode(message)
-        targets = route(self.topology.subscriptions, source, topic)
+        targets = self._routes.get((source, topic))
+        if targets is None:
+            targets = route(self.topology.subscriptions, source, topic)
+            if len(self._routes) < 1024:  # topics are few; don't grow without bound
+                self._routes[(source, topic)] = targets
         if not targets:
             self.stats["unrouted"] += 1
             log.debug("no subscription for %s from %s; message dropped", topic, source)

@@ -14,6 +14,7 @@ Exception texts name the operation and status, never credentials.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import quote
 
@@ -94,14 +95,24 @@ class TableClient:
         if self._session is None:
             import requests  # deferred: the sensor function never pays for it
 
-            self._session = requests.Session()
-            self._session.headers.update(
+            session = requests.Session()
+            session.headers.update(
                 {
                     "Accept": "application/json",
                     "Content-Type": "application/json",
                     "User-Agent": "edge-agent/0.1",
                 }
             )
+            # With trust_env on, requests walks the whole environment for proxy
+            # variables on every call. A function's environment is fixed when it
+            # starts: take proxies and the CA bundle from it once, then stop looking.
+            session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+            if self.verify is True:
+                self.verify = (
+                    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+                )
+            session.trust_env = False
+            self._session = session
         return self._session
 
     def forget_auth(self) -> None:
