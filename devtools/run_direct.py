@@ -183,21 +183,18 @@ def _run(
     from agent.config import SensorSettings
     from agent.greengrass.local import LocalCore
     from agent.sensors import open_sensor
-    from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID, default_topology
+    from agent.topology import default_topology
+    from devtools.local_group import build_group, function_environments
 
     clock = Clock()
     topology = default_topology()
-    environ_sensor = dict(topology.function(SENSOR_FUNCTION_ID).environment)
-    environ_anomaly = dict(topology.function(ANOMALY_FUNCTION_ID).environment)
     thing = args.thing or os.environ.get(ENV_THING)
     common: Dict[str, str] = {}
     if thing:
         common["deviceId"] = thing
     if args.state_dir:
         common["stateDir"] = args.state_dir
-    for env in (environ_sensor, environ_anomaly):
-        env.update(common)
-        env.update(overrides)
+    environ_sensor, environ_anomaly = function_environments(topology, common, overrides)
 
     core = LocalCore(topology)
     secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
@@ -228,24 +225,12 @@ def _run(
     else:
         log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
 
-    from functions import anomaly_function, sensor_function
-
     try:
-        sensor_app = sensor_function.create_app(
-            environ=environ_sensor,
-            runtime=core.runtime_for(SENSOR_FUNCTION_ID),
-            sensor=sensor,
-            clock=clock,
-        )
-        anomaly_app = anomaly_function.create_app(
-            environ=environ_anomaly, runtime=core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock
-        )
+        sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
     except BaseException:
         if bridge is not None:
             bridge.close(timeout=0)
         raise
-    core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
-    core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
 
     stop_reason: Dict[str, str] = {}
 

@@ -24,7 +24,8 @@ from agent.greengrass.local import LocalCore
 from agent.judge import EpisodeEvent
 from agent.sensors import open_sensor
 from agent.sensors.base import UNITS, Reading
-from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID, default_topology
+from agent.topology import default_topology
+from devtools.local_group import build_group, function_environments
 
 log = logging.getLogger("edge_agent.simulate")
 
@@ -126,13 +127,16 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         console.line("servicenow", snow_url)
 
     topology = default_topology()
-    environ_sensor = dict(topology.function(SENSOR_FUNCTION_ID).environment)
-    environ_anomaly = dict(topology.function(ANOMALY_FUNCTION_ID).environment)
-    common = {"stateDir": state_dir, "deviceId": options.device_id}
-    environ_sensor.update(common, period=str(options.period))
-    environ_anomaly.update(common, snowUrl=snow_url)
-    for env in (environ_sensor, environ_anomaly):
-        env.update(options.environment)
+    environ_sensor, environ_anomaly = function_environments(
+        topology,
+        {
+            "stateDir": state_dir,
+            "deviceId": options.device_id,
+            "period": str(options.period),
+            "snowUrl": snow_url,
+        },
+        options.environment,
+    )
 
     core = LocalCore(topology)
     secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
@@ -160,19 +164,7 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         else:
             duration = sensor.scenario.duration  # type: ignore[attr-defined]
 
-    from functions import anomaly_function, sensor_function
-
-    sensor_app = sensor_function.create_app(
-        environ=environ_sensor,
-        runtime=core.runtime_for(SENSOR_FUNCTION_ID),
-        sensor=sensor,
-        clock=clock,
-    )
-    anomaly_app = anomaly_function.create_app(
-        environ=environ_anomaly, runtime=core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock
-    )
-    core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
-    core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
+    sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
     sensor_app.on_reading.append(console.reading)
     sensor_app.on_event.append(console.event)
     handler = _IncidentLog(console)

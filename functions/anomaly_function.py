@@ -15,9 +15,9 @@ from typing import Any, Mapping, Optional
 from agent.anomaly_service import AnomalyService
 from agent.clock import Clock
 from agent.config import AnomalySettings
-from agent.errors import ConfigError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
+from agent.startup import start_on_core
 from agent.topology import ANOMALY_FUNCTION_ID
 
 log = logging.getLogger("edge_agent.anomaly_function")
@@ -47,33 +47,13 @@ def function_handler(event: Any, context: Any) -> None:
     app.function_handler(event, context)
 
 
-def _start_on_core(attempt: int = 0) -> None:
-    """What loading the module on a core does: build the service and start it.
-
-    Bad configuration is permanent until a redeploy, so it is logged once and
-    the function stays idle (a pinned function that died at load would be
-    restarted by the core in a tight loop). Anything else, such as a device
-    not ready at boot, is retried with backoff.
-    """
+def _adopt(service: Any) -> None:
     global app
-    try:
-        app = create_app()
-    except ConfigError:
-        log.exception("anomaly function could not start; fix the configuration and redeploy")
-        return
-    except Exception:
-        delay = min(300.0, 5.0 * 2**attempt)
-        log.exception("anomaly function could not start; trying again in %.0fs", delay)
-        timer = threading.Timer(delay, _start_on_core, args=(attempt + 1,))
-        timer.daemon = True
-        timer.start()
-        return
-    app.start()
+    app = service
 
 
 def main() -> int:
     """Greengrass V2 component entry point: subscribe and deliver until stopped."""
-    import threading
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -88,4 +68,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    _start_on_core()
+    start_on_core(create_app, _adopt, "anomaly")

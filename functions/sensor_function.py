@@ -10,17 +10,16 @@ local core; nothing starts on import outside a core.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.config import SensorSettings
-from agent.errors import ConfigError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.sensor_service import SensorService
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
+from agent.startup import start_on_core
 from agent.topology import SENSOR_FUNCTION_ID
 
 log = logging.getLogger("edge_agent.sensor_function")
@@ -49,28 +48,9 @@ def function_handler(event: Any, context: Any) -> None:
     return None
 
 
-def _start_on_core(attempt: int = 0) -> None:
-    """What loading the module on a core does: build the service and start it.
-
-    Bad configuration is permanent until a redeploy, so it is logged once and
-    the function stays idle (a pinned function that died at load would be
-    restarted by the core in a tight loop). Anything else, such as a device
-    not ready at boot, is retried with backoff.
-    """
+def _adopt(service: Any) -> None:
     global app
-    try:
-        app = create_app()
-    except ConfigError:
-        log.exception("sensor function could not start; fix the configuration and redeploy")
-        return
-    except Exception:
-        delay = min(300.0, 5.0 * 2**attempt)
-        log.exception("sensor function could not start; trying again in %.0fs", delay)
-        timer = threading.Timer(delay, _start_on_core, args=(attempt + 1,))
-        timer.daemon = True
-        timer.start()
-        return
-    app.start()
+    app = service
 
 
 def main() -> int:
@@ -86,4 +66,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    _start_on_core()
+    start_on_core(create_app, _adopt, "sensor")

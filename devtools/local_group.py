@@ -1,0 +1,52 @@
+"""Both functions of the group on the local core, built through their own entry modules.
+
+Shared by ``edge-agent simulate`` and ``edge-agent run`` so the laptop and a
+Greengrass-less device wire the group the same way the topology describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+from agent.anomaly_service import AnomalyService
+from agent.clock import Clock
+from agent.greengrass.local import LocalCore
+from agent.sensor_service import SensorService
+from agent.sensors.base import Sensor
+from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID, GroupTopology
+
+
+def function_environments(
+    topology: GroupTopology, *updates: Mapping[str, str]
+) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """The sensor's and the anomaly function's variables from the topology, plus ``updates``."""
+    sensor = dict(topology.function(SENSOR_FUNCTION_ID).environment)
+    anomaly = dict(topology.function(ANOMALY_FUNCTION_ID).environment)
+    for update in updates:
+        sensor.update(update)
+        anomaly.update(update)
+    return sensor, anomaly
+
+
+def build_group(
+    core: LocalCore,
+    environ_sensor: Mapping[str, str],
+    environ_anomaly: Mapping[str, str],
+    clock: Clock,
+    sensor: Optional[Sensor] = None,
+) -> Tuple[SensorService, AnomalyService]:
+    """Create both functions as a core loads them and register their handlers with ``core``."""
+    from functions import anomaly_function, sensor_function
+
+    sensor_app = sensor_function.create_app(
+        environ=environ_sensor,
+        runtime=core.runtime_for(SENSOR_FUNCTION_ID),
+        sensor=sensor,
+        clock=clock,
+    )
+    anomaly_app = anomaly_function.create_app(
+        environ=environ_anomaly, runtime=core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock
+    )
+    core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
+    core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
+    return sensor_app, anomaly_app
