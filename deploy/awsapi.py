@@ -74,7 +74,13 @@ CREDENTIAL_CODES = frozenset(
         "AuthFailure",
     }
 )
-NOT_FOUND_CODES = ("ResourceNotFoundException", "NoSuchEntity", "NotFoundException")
+# Greengrass V1 answers an unknown group id with IdNotFoundException.
+NOT_FOUND_CODES = (
+    "ResourceNotFoundException",
+    "NoSuchEntity",
+    "NotFoundException",
+    "IdNotFoundException",
+)
 REDACTED_NAMES = frozenset(
     {"SecretString", "SecretBinary", "ZipFile", "PrivateKey", "certificatePem", "keyPair"}
 )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, List
 
 from agent.topology import CLOUD, GroupTopology
 
+from .errors import DeployError
 from .naming import core_deployment_status_arn, group_deployments_arn, partition_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,19 +60,22 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     region, account = target.region, target.account
     to_cloud = _unique([s.subject for s in topology.subscriptions if s.target == CLOUD])
     from_cloud = _unique([s.subject for s in topology.subscriptions if s.source == CLOUD])
-    shadow = "$aws/things/{}/shadow/*".format(thing)
+    # The core's deployment agent talks on the shadow of a suffixed thing name
+    # (<thing>-gda: $aws/things/<thing>-gda/shadow/update/delta), so the shadow
+    # topics are needed whether or not the core syncs its own shadow; AWS's
+    # minimal V1 core policy uses the same "<thing>*" form.
+    shadow = "$aws/things/{}*".format(thing)
 
     publish = [_iot_arn(target, "topic/" + topic_resource(s)) for s in to_cloud]
     receive = [_iot_arn(target, "topic/" + topic_resource(s)) for s in from_cloud]
     subscribe = [_iot_arn(target, "topicfilter/" + s) for s in from_cloud]
-    if target.sync_shadow:
-        publish.append(_iot_arn(target, "topic/" + shadow))
-        receive.append(_iot_arn(target, "topic/" + shadow))
-        subscribe.append(_iot_arn(target, "topicfilter/" + shadow))
+    publish.append(_iot_arn(target, "topic/" + shadow))
+    receive.append(_iot_arn(target, "topic/" + shadow))
+    subscribe.append(_iot_arn(target, "topicfilter/" + shadow))
 
     statements: List[Dict[str, Any]] = [
         {
-            "Sid": "ConnectAsThisCore",
+            # connect as this core
             "Effect": "Allow",
             "Action": ["iot:Connect"],
             "Resource": [
@@ -83,7 +87,7 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     if publish:
         statements.append(
             {
-                "Sid": "PublishGroupTopics",
+                # publish group topics
                 "Effect": "Allow",
                 "Action": ["iot:Publish"],
                 "Resource": _unique(publish),
@@ -92,7 +96,7 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     if subscribe:
         statements.append(
             {
-                "Sid": "SubscribeGroupTopics",
+                # subscribe group topics
                 "Effect": "Allow",
                 "Action": ["iot:Subscribe"],
                 "Resource": _unique(subscribe),
@@ -101,42 +105,41 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     if receive:
         statements.append(
             {
-                "Sid": "ReceiveGroupTopics",
+                # receive group topics
                 "Effect": "Allow",
                 "Action": ["iot:Receive"],
                 "Resource": _unique(receive),
             }
         )
-    if target.sync_shadow:
-        statements.append(
-            {
-                "Sid": "OwnShadow",
-                "Effect": "Allow",
-                "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-                "Resource": [_iot_arn(target, "thing/" + thing)],
-            }
-        )
+    statements.append(
+        {
+            # own shadow
+            "Effect": "Allow",
+            "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+            "Resource": [_iot_arn(target, "thing/{}*".format(thing))],
+        }
+    )
     statements += [
         {
-            "Sid": "GreengrassCoreIdentity",
+            # greengrass core identity
             "Effect": "Allow",
             "Action": ["greengrass:AssumeRoleForGroup", "greengrass:CreateCertificate"],
             "Resource": ["*"],
         },
         {
-            "Sid": "GreengrassGroupDeployments",
+            # greengrass group deployments
             "Effect": "Allow",
             "Action": ["greengrass:GetDeployment", "greengrass:GetDeploymentArtifacts"],
             "Resource": [group_deployments_arn(region, account, target.group_id)],
         },
         {
-            "Sid": "GreengrassCoreDeploymentStatus",
+            # greengrass core deployment status
             "Effect": "Allow",
             "Action": ["greengrass:UpdateCoreDeploymentStatus"],
             "Resource": [core_deployment_status_arn(region, account, target.group_id, thing)],
         },
         {
-            "Sid": "GreengrassConnectivityInfo",
+            # greengrass connectivity info
             "Effect": "Allow",
             "Action": ["greengrass:GetConnectivityInfo", "greengrass:UpdateConnectivityInfo"],
             "Resource": [_iot_arn(target, "thing/" + thing)],
@@ -145,4 +148,23 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     LOG.debug(
         "IoT policy for thing %s, group %s: %d statements", thing, target.group_id, len(statements)
     )
-    return {"Version": POLICY_VERSION, "Statement": statements}
+    document = {"Version": POLICY_VERSION, "Statement": statements}
+    check_policy_size(document)
+    return document
+
+
+# AWS IoT refuses policy documents over 2048 characters, whitespace not counted;
+# that is also why the statements carry no "Sid".
+MAX_POLICY_CHARACTERS = 2048
+
+
+def check_policy_size(document: Dict[str, Any]) -> None:
+    """Fail at plan time, not halfway through ``up``, if AWS would refuse the policy."""
+    import json
+
+    size = len("".join(json.dumps(document).split()))
+    if size > MAX_POLICY_CHARACTERS:
+        raise DeployError(
+            "the IoT policy is {} characters; AWS IoT allows {} (whitespace not counted). "
+            "Use a shorter --thing-name or fewer cloud topics".format(size, MAX_POLICY_CHARACTERS)
+        )

@@ -451,6 +451,13 @@ class V1Deployer:
             found = self.api.find(
                 "secretsmanager", "DescribeSecret", {"SecretId": secret.secret_name}, dry=dry
             )
+            if found and found.get("DeletedDate"):
+                raise DeployError(
+                    "secret {} is scheduled for deletion; the core could not download it".format(
+                        secret.secret_name
+                    ),
+                    hint="aws secretsmanager restore-secret --secret-id " + secret.secret_name,
+                )
             if found:
                 arn = found["ARN"]
                 created = bool(known and known.get("created"))
@@ -529,6 +536,25 @@ class V1Deployer:
         self.state.save()
         return arn
 
+    def _retire_certificate(self, cert_arn: str, cert_id: str) -> None:
+        """Detach and delete a replaced certificate, so nothing still refers to it and
+        ``destroy`` can delete the policy and the thing later."""
+        attached = self.api.find(
+            "iot", "ListAttachedPolicies", {"target": cert_arn}, dry={"policies": []}
+        )
+        for policy in (attached or {}).get("policies", []):
+            self._gone(
+                "iot", "DetachPolicy", {"policyName": policy["policyName"], "target": cert_arn}
+            )
+        things = self.api.find(
+            "iot", "ListPrincipalThings", {"principal": cert_arn}, dry={"things": []}
+        )
+        for thing in (things or {}).get("things", []):
+            self._gone("iot", "DetachThingPrincipal", {"thingName": thing, "principal": cert_arn})
+        self._gone("iot", "UpdateCertificate", {"certificateId": cert_id, "newStatus": "INACTIVE"})
+        self._gone("iot", "DeleteCertificate", {"certificateId": cert_id})
+        self._note("certificate {}: detached and deleted (replaced)".format(cert_id[:10]))
+
     def _ensure_certificate(self) -> str:
         known = self.state.get("certificate")
         certs_dir = Path(self.opts.certs_dir)
@@ -554,6 +580,8 @@ class V1Deployer:
                     known["id"][:10], status or "gone"
                 )
             )
+            if found is not None:
+                self._retire_certificate(str(known["arn"]), known["id"])
         response = self.api.call(
             "iot",
             "CreateKeysAndCertificate",
@@ -775,11 +803,23 @@ class V1Deployer:
             "",
         )
         role = self.state.section("roles")["service"]
-        if not role.get("associated"):
-            self.api.call("greengrass", "AssociateServiceRoleToAccount", {"RoleArn": arn})
-            role["associated"] = True
-            self.state.save()
-            self._note("Greengrass service role for the account: {}".format(arn))
+        # One service role per account and region, shared by every group in it:
+        # never replace somebody else's.
+        current = self.api.find("greengrass", "GetServiceRoleForAccount", {}, dry={}) or {}
+        if current.get("RoleArn") == arn:
+            if not role.get("associated"):
+                role["associated"] = True
+                self.state.save()
+            return
+        if current.get("RoleArn"):
+            raise DeployError(
+                "the account already has Greengrass service role {}".format(current["RoleArn"]),
+                hint="omit --create-service-role (that role serves every group in the account)",
+            )
+        self.api.call("greengrass", "AssociateServiceRoleToAccount", {"RoleArn": arn})
+        role["associated"] = True
+        self.state.save()
+        self._note("Greengrass service role for the account: {}".format(arn))
 
     def _ensure_definition(self, kind: str, document: Dict[str, Any]) -> str:
         definitions = self.state.section("definitions")
@@ -909,6 +949,11 @@ class V1Deployer:
                 )
             self.api.sleep(min(self.opts.poll_interval, remaining))
 
+    def _deployed_versions(self) -> Dict[str, str]:
+        """Function id → the Lambda version its alias points at now."""
+        functions = self.state.get("functions", {})
+        return {fid: str(f.get("version")) for fid, f in sorted(functions.items())}
+
     def _deploy(self, group_id: str, group_version_id: str, moved: List[str]) -> None:
         deployment = self.state.section("deployment")
         reason = ""
@@ -920,6 +965,12 @@ class V1Deployer:
             reason = "new Lambda version behind alias {} ({})".format(
                 self.opts.alias, ", ".join(moved)
             )
+        elif deployment.get("id") and deployment.get("lambda_versions") != (
+            self._deployed_versions()
+        ):
+            # A version published by an earlier run that never deployed it
+            # (--no-deploy, Ctrl-C, throttling before CreateDeployment).
+            reason = "Lambda versions behind alias {} not deployed yet".format(self.opts.alias)
         elif not deployment.get("id"):
             reason = "never deployed"
         else:
@@ -954,6 +1005,7 @@ class V1Deployer:
             id=response["DeploymentId"],
             arn=response.get("DeploymentArn"),
             group_version_id=group_version_id,
+            lambda_versions=self._deployed_versions(),
             status="Building",
             reason=reason,
         )
@@ -1205,7 +1257,11 @@ class V1Deployer:
         for kind, role in list(state.get("roles", {}).items()):
             if role.get("created"):
                 if kind == "service" and role.get("associated"):
-                    self._gone("greengrass", "DisassociateServiceRoleFromAccount", {})
+                    current = (
+                        self.api.find("greengrass", "GetServiceRoleForAccount", {}, dry={}) or {}
+                    )
+                    if current.get("RoleArn", "").endswith("/" + role["name"]):
+                        self._gone("greengrass", "DisassociateServiceRoleFromAccount", {})
                 for policy in role.get("policies", []):
                     self._gone(
                         "iam", "DetachRolePolicy", {"RoleName": role["name"], "PolicyArn": policy}
@@ -1259,9 +1315,9 @@ class V1Deployer:
             if error_code(exc) not in ("ResourceNotFoundException", "BadRequestException"):
                 raise
             # never deployed, already reset, or gone
-        except DeploymentTimedOut:
+        except (DeploymentTimedOut, DeploymentFailed):
             raise DeployError(
-                "the core did not acknowledge the reset of group {}".format(group_id),
+                "the core did not complete the reset of group {}".format(group_id),
                 hint="re-run destroy with --force (ForceResetDeployment, cloud side only)",
             )
         try:

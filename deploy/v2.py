@@ -153,13 +153,19 @@ def build_recipe(
     environment = {key: spec.environment[key] for key in sorted(spec.environment)}
     environment.update(PYTHONPATH=unpacked, PYTHONUNBUFFERED="1")
     lifecycle: Dict[str, Any] = {"Setenv": environment}
+    python = "python3"
     if device_requirements:
+        # A venv in the component's work folder: Debian 12 / Raspberry Pi OS
+        # refuse "pip install --user" (PEP 668), and a HOME of /tmp would not
+        # survive a reboot. System site packages keep the OS's sense_hat/RTIMU.
         lifecycle["Install"] = {
-            "Script": "python3 -m pip install --user "
+            "Script": "python3 -m venv --system-site-packages {work:path}/venv && "
+            "{work:path}/venv/bin/python -m pip install "
             + " ".join(shlex.quote(r) for r in device_requirements),
             "Timeout": 900,
         }
-    lifecycle["Run"] = {"Script": "python3 -m {}".format(spec.module)}
+        python = "{work:path}/venv/bin/python"
+    lifecycle["Run"] = {"Script": "{} -m {}".format(python, spec.module)}
     recipe: Dict[str, Any] = {
         "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
         "ComponentName": name,
@@ -505,7 +511,12 @@ class V2Deployer:
         for name, recipe in plan.recipes.items():
             version = recipe["ComponentVersion"]
             arn = self._component_arn(account, name, version)
-            digest = content_hash(recipe)
+            package = plan.packages[
+                next(s.id for s in self.topology.functions if name.endswith("." + s.id))
+            ]
+            # The code is part of the component: a changed zip under the same
+            # version must not pass as "unchanged".
+            digest = content_hash({"recipe": recipe, "artifact_sha256": package.sha256})
             known = components.get(name, {})
             exists = self.api.find(
                 "greengrassv2",
@@ -518,14 +529,11 @@ class V2Deployer:
                     self.out("component {} {}: unchanged".format(name, version))
                     continue
                 raise DeployError(
-                    "component {} version {} already exists with different content".format(
+                    "component {} version {} already exists with a different recipe or code".format(
                         name, version
                     ),
                     hint="component versions are immutable: pass a new --component-version",
                 )
-            package = plan.packages[
-                next(s.id for s in self.topology.functions if name.endswith("." + s.id))
-            ]
             self.api.call(
                 "s3",
                 "PutObject",

@@ -154,3 +154,28 @@ def test_policy_document_is_plain_json(policy):
     text = json.dumps(policy)
     assert json.loads(text)["Version"] == "2012-10-17"
     assert "${" not in text  # no policy variables: resources are explicit
+
+
+def test_the_core_deployment_agent_can_use_its_shadow(policy):
+    # A V1 core's deployment agent listens on the shadow of "<thing>-gda".
+    gda = "$aws/things/{}-gda/shadow/update/delta".format(THING)
+    assert allowed(policy, "iot:Subscribe", arn("topicfilter/" + gda))
+    assert allowed(policy, "iot:Receive", arn("topic/" + gda))
+    assert allowed(policy, "iot:Publish", arn("topic/$aws/things/{}-gda/shadow/get".format(THING)))
+    assert not allowed(policy, "iot:Subscribe", arn("topicfilter/$aws/things/other-core/shadow/#"))
+
+
+def test_a_policy_aws_would_refuse_for_its_size_fails_at_plan_time():
+    from deploy.errors import DeployError
+
+    topology = default_topology()
+    many = tuple(
+        Subscription(
+            "extra-{}".format(i), "sensor", "site/{}/some/long/topic/name".format(i), CLOUD
+        )
+        for i in range(40)
+    )
+    with pytest.raises(DeployError, match="AWS IoT allows 2048"):
+        make_policy(replace(topology, subscriptions=topology.subscriptions + many))
+    size = len("".join(json.dumps(make_policy()).split()))
+    assert size <= 2048  # the default group fits, with room for a longer thing name

@@ -255,6 +255,20 @@ def test_code_change_publishes_one_new_lambda_version_and_redeploys(aws, project
     )
 
 
+def test_a_version_published_without_deploying_is_deployed_by_the_next_up(aws, project):
+    project.first_up()
+    (project.src / "functions" / "sensor_function.py").write_text(
+        "def function_handler(event, context):\n    return 'v2'\n"
+    )
+    project.up("--no-deploy")  # publishes version 2, deploys nothing
+    before = snapshot(project.load_state())
+    out = project.up("--no-wait")
+    diff = changed(before, snapshot(project.load_state()))
+    assert diff == {"deployments": (before["deployments"], before["deployments"] + 1)}
+    assert "not deployed yet" in out
+    assert "nothing changed" in project.up("--no-wait")  # and then it is settled
+
+
 def test_lost_state_reuses_the_group_by_name(aws, project):
     project.first_up()
     project.state.unlink()
@@ -468,6 +482,34 @@ def test_destroy_removes_everything_up_created(aws, project):
     assert not (project.certs / state["certificate"]["key_file"]).exists()
     assert out.index("group edge-agent: deleted") < out.index("certificate")
     assert out.index("certificate") < out.index("lambda")
+
+
+def test_a_replaced_certificate_is_detached_and_destroy_still_cleans_up(aws, project):
+    project.first_up()
+    old = project.load_state()["certificate"]
+    iot = boto3.client("iot")
+    iot.update_certificate(certificateId=old["id"], newStatus="INACTIVE")  # rotated by hand
+    out = project.up("--no-wait")
+    state = project.load_state()
+    assert state["certificate"]["id"] != old["id"]
+    assert "detached and deleted (replaced)" in out
+    principals = iot.list_thing_principals(thingName=state["thing"]["name"])["principals"]
+    assert principals == [state["certificate"]["arn"]]
+    targets = iot.list_targets_for_policy(policyName=state["policy"]["name"])["targets"]
+    assert targets == [state["certificate"]["arn"]]
+    code, out, _ = project.run("destroy", "--yes", "--force")
+    assert code == 0, out
+    assert iot.list_policies()["policies"] == [] and iot.list_things()["things"] == []
+
+
+def test_a_secret_scheduled_for_deletion_is_a_clear_error(aws, project):
+    project.first_up()
+    boto3.client("secretsmanager").delete_secret(
+        SecretId="greengrass-snow-creds", RecoveryWindowInDays=7
+    )
+    code, out, err = project.run("up", "--no-wait")
+    assert code == 1
+    assert "scheduled for deletion" in err and "restore-secret" in err
 
 
 def test_destroy_keeps_the_secret_unless_asked(aws, project):

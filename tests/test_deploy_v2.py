@@ -78,12 +78,15 @@ def test_sensor_recipe():
     assert local["resources"] == ["IoTBlog/anomaly"]
     assert SECRET_MANAGER not in acl and "ComponentDependencies" not in recipe
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
-    assert lifecycle["Run"]["Script"] == "python3 -m functions.sensor_function"
+    assert lifecycle["Run"]["Script"] == "{work:path}/venv/bin/python -m functions.sensor_function"
     env = lifecycle["Setenv"]
     spec = default_topology().function("sensor")
     assert {k: env[k] for k in spec.environment} == dict(spec.environment)
     assert env["PYTHONPATH"] == "{artifacts:decompressedPath}/edge-agent-sensor-v2"
-    assert "pip install --user 'awsiotsdk>=1.11'" in lifecycle["Install"]["Script"]
+    install = lifecycle["Install"]["Script"]
+    # A venv in the work folder: PEP 668 refuses "pip install --user" on Raspberry Pi OS.
+    assert install.startswith("python3 -m venv --system-site-packages {work:path}/venv && ")
+    assert "venv/bin/python -m pip install 'awsiotsdk>=1.11'" in install
     artifact = recipe["Manifests"][0]["Artifacts"][0]
     assert artifact["Unarchive"] == "ZIP" and artifact["URI"].startswith("s3://")
 
@@ -103,7 +106,7 @@ def test_anomaly_recipe_reads_the_secret_and_subscribes_locally():
     assert MQTT_PROXY not in acl  # it publishes nothing to the cloud
     assert recipe["ComponentDependencies"][SECRET_MANAGER]["DependencyType"] == "HARD"
     assert recipe["Manifests"][0]["Lifecycle"]["Run"]["Script"] == (
-        "python3 -m functions.anomaly_function"
+        "{work:path}/venv/bin/python -m functions.anomaly_function"
     )
     assert (
         validation_errors(

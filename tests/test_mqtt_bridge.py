@@ -620,3 +620,101 @@ def test_run_direct_needs_the_thing_name_for_aws(monkeypatch, capsys):
         main(["--endpoint", host, "--cert", "d.pem", "--key", "d.key"])
     assert exit_info.value.code == 2
     assert "thing name" in capsys.readouterr().err
+
+
+class _IoTCoreLikeBroker:
+    """A minimal MQTT 3.1.1 broker that answers a publish on a denied topic as AWS IoT
+    Core does: by closing the connection (3.1.1 has no negative PUBACK). Mosquitto
+    acknowledges such a publish instead, so it cannot show this."""
+
+    def __init__(self, denied: str) -> None:
+        import socket as _socket
+
+        self.denied = denied
+        self.delivered: list = []
+        self.connects = 0
+        self._server = _socket.socket()
+        self._server.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(8)
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _packet(conn):
+        head = conn.recv(1)
+        if not head:
+            return None, None
+        multiplier, length = 1, 0
+        while True:
+            byte = conn.recv(1)[0]
+            length += (byte & 127) * multiplier
+            multiplier *= 128
+            if not byte & 128:
+                break
+        body = b""
+        while len(body) < length:
+            chunk = conn.recv(length - len(body))
+            if not chunk:
+                return None, None
+            body += chunk
+        return head[0] >> 4, body
+
+    def _serve(self, conn) -> None:
+        try:
+            while True:
+                kind, body = self._packet(conn)
+                if kind is None:
+                    return
+                if kind == 1:  # CONNECT
+                    self.connects += 1
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind == 3:  # PUBLISH, QoS 1
+                    n = int.from_bytes(body[:2], "big")
+                    topic = body[2 : 2 + n].decode()
+                    if topic == self.denied:
+                        conn.close()
+                        return
+                    self.delivered.append(json.loads(body[4 + n :]))
+                    conn.sendall(b"\x40\x02" + body[2 + n : 4 + n])
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 14:  # DISCONNECT
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_message_the_broker_disconnects_on_is_dropped_and_the_rest_flow(caplog):
+    broker = _IoTCoreLikeBroker(denied="not/allowed")
+    bridge = MqttBridge(
+        "mqtt://127.0.0.1:{}".format(broker.port), client_id="t", reconnect_delay=(0.05, 0.1)
+    ).start()
+    try:
+        assert bridge.wait_connected(5)
+        bridge.publish("IoTBlog/sensorData", b'{"seq": 0}')
+        bridge.publish("not/allowed", b'{"seq": -1}')
+        for i in range(1, 6):
+            bridge.publish("IoTBlog/sensorData", ('{"seq": %d}' % i).encode())
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(broker.delivered) < 6:
+            time.sleep(0.05)
+    finally:
+        bridge.close(timeout=1)
+        broker.close()
+    assert sorted(m["seq"] for m in broker.delivered if m["seq"] >= 0)[-5:] == [1, 2, 3, 4, 5]
+    assert bridge.stats["rejected"] == 1
+    assert "dropped it (is the topic allowed by the device's policy?)" in caplog.text

@@ -56,6 +56,9 @@ _paho_log = logging.getLogger(__name__ + ".paho")
 
 DEFAULT_SPOOL_LIMIT_BYTES = 2_500_000  # the Greengrass V1 core's default spool size
 DEFAULT_MAX_INFLIGHT = 20
+# Connections lost in a row while the same message was the oldest unacknowledged
+# one before it is dropped as one the broker will never take.
+POISON_DISCONNECTS = 5
 DEFAULT_INBOUND_QUEUE = 1000
 DROP_LOG_INTERVAL_S = 60.0
 CONNECT_FAIL_LOG_INTERVAL_S = 600.0
@@ -420,6 +423,8 @@ class MqttBridge:
         self._generation = 0  # bumped on every connect and disconnect
         self._cursor = 0  # last spool id handed to paho on this connection
         self._inflight: Dict[int, Tuple[int, str]] = {}  # paho mid -> (spool id, topic)
+        # spool id -> connections lost while it was the oldest unacknowledged message
+        self._suspects: Dict[int, int] = {}
         self._highest_sent = 0  # spool ids up to this one were handed to paho before
         self._events: queue.Queue = queue.Queue()  # acks and wake-ups for the sender thread
         self._inbound: queue.Queue = queue.Queue(maxsize=DEFAULT_INBOUND_QUEUE)
@@ -768,10 +773,13 @@ class MqttBridge:
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        poison = None
         with self._lock:
             was_connected = self._connected
             self._connected = False
             self._generation += 1
+            if was_connected and self._inflight:
+                poison = self._count_suspect()
             self._inflight.clear()
             self._cursor = 0
             if was_connected:
@@ -780,6 +788,13 @@ class MqttBridge:
             waiting = len(self._spool)
             stopping = self._stopping
             self._changed.notify_all()
+        if poison is not None:
+            log.error(
+                "the broker closed the connection %d times while a message on %s was the oldest "
+                "unacknowledged one; dropped it (is the topic allowed by the device's policy?)",
+                POISON_DISCONNECTS,
+                poison,
+            )
         if stopping:
             log.info("disconnected from %s", self.address)
         elif self._refused:
@@ -839,6 +854,23 @@ class MqttBridge:
                 log.exception("unexpected error in the MQTT bridge sender")
                 time.sleep(0.5)
 
+    def _count_suspect(self) -> Optional[str]:
+        """Count a lost connection against the oldest message in flight; drop it at the limit.
+
+        With MQTT 3.1.1, AWS IoT Core answers a publish the policy denies by closing the
+        connection, with no negative PUBACK: without this, one such message would be resent
+        on every reconnect and block everything behind it. Returns the dropped topic.
+        """
+        oldest_id, topic = min(self._inflight.values())
+        count = self._suspects.get(oldest_id, 0) + 1
+        if count < POISON_DISCONNECTS:
+            self._suspects[oldest_id] = count
+            return None
+        self._suspects.pop(oldest_id, None)
+        if self._spool.remove(oldest_id):
+            self._stats["rejected"] += 1
+        return topic
+
     def _handle_event(self, item: Any) -> None:
         if item is None:
             return
@@ -850,6 +882,7 @@ class MqttBridge:
             if found is None:
                 return
             entry_id, topic = found
+            self._suspects.pop(entry_id, None)
             removed = self._spool.remove(entry_id)
             failed = reason is not None and getattr(reason, "is_failure", False)
             if removed:
