@@ -135,6 +135,10 @@ class AnomalyService:
         """Deliver what is due now; return how many actions were finished."""
         return self.deliverer.pump()
 
+    def wake(self) -> None:
+        """Make the worker look at the outbox now instead of at its next timer."""
+        self._wake.set()
+
     def next_attempt_at(self) -> Optional[float]:
         """When delivery should next be tried; ``None`` when nothing is pending."""
         return self.deliverer.next_attempt_at()

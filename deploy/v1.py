@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from agent.topology import FunctionSpec, GroupTopology
 
-from .awsapi import Api, error_code
+from .awsapi import NOT_FOUND_CODES, Api, error_code
 from .definitions import (
     build_documents,
     content_hash,
@@ -1196,12 +1196,7 @@ class V1Deployer:
         try:
             self.api.call(service, operation, params)
         except ClientError as exc:
-            if error_code(exc) not in (
-                "ResourceNotFoundException",
-                "NoSuchEntity",
-                "NotFoundException",
-                "IdNotFoundException",
-            ):
+            if error_code(exc) not in NOT_FOUND_CODES:
                 raise
             self.out("  {}.{}: already gone".format(service, operation))
 

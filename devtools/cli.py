@@ -112,6 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from agent.errors import AgentError
+    from devtools.local_group import parse_assignments
     from devtools.simulate import SimulationOptions, parse_outages, run
 
     # The console shows the agent's warnings and ServiceNow outcomes; the full
@@ -122,7 +123,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[stderr])
     try:
         outages = parse_outages(args.outage)
-        environment = dict(_pair(item) for item in args.set)
+        environment = parse_assignments(args.set)
     except ValueError as exc:
         parser.error(str(exc))
     if args.period <= 0:
@@ -177,13 +178,6 @@ def _outbox(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     return 0
-
-
-def _pair(item: str) -> tuple:
-    name, sep, value = item.partition("=")
-    if not sep or not name:
-        raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
-    return name, value
 
 
 if __name__ == "__main__":

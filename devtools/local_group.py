@@ -6,7 +6,7 @@ Greengrass-less device wire the group the same way the topology describes it.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from agent.anomaly_service import AnomalyService
 from agent.clock import Clock
@@ -50,3 +50,14 @@ def build_group(
     core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
     core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
     return sensor_app, anomaly_app
+
+
+def parse_assignments(items: Iterable[str], option: str = "--set") -> Dict[str, str]:
+    """``["NAME=VALUE", ...]`` from the command line as a dict; ValueError names a bad item."""
+    variables: Dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError("{} takes NAME=VALUE, got {!r}".format(option, item))
+        variables[name] = value
+    return variables

@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 log = logging.getLogger("edge_agent.run")
 
@@ -101,13 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pair(item: str) -> Tuple[str, str]:
-    name, sep, value = item.partition("=")
-    if not sep or not name:
-        raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
-    return name, value
-
-
 def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
     """``mqtts://HOST:8883`` for an AWS IoT endpoint given as ``HOST`` or ``HOST:PORT``."""
     host = endpoint.strip()
@@ -161,8 +154,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--duration must be positive")
     if args.max_ticks is not None and args.max_ticks < 1:
         parser.error("--max-ticks must be 1 or more")
+    from devtools.local_group import parse_assignments
+
     try:
-        overrides = dict(_pair(item) for item in args.set)
+        overrides = parse_assignments(args.set)
         settings = bridge_settings(args, dict(os.environ))
     except ValueError as exc:
         parser.error(str(exc))

@@ -324,7 +324,7 @@ def _drain_real(anomaly_app: Any, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if anomaly_app.next_attempt_at() is None:
             return True
-        anomaly_app._wake.set()
+        anomaly_app.wake()
         time.sleep(0.1)
     return anomaly_app.next_attempt_at() is None
 

@@ -27,6 +27,10 @@ OFF_NUCLEUS_HINT = (
     "use EDGE_AGENT_RUNTIME=local on a laptop"
 )
 
+NOT_INSTALLED_HINT = (
+    "awsiotsdk is not installed (pip install 'edge-agent[greengrass-v2]'); " + OFF_NUCLEUS_HINT
+)
+
 __all__ = ["GreengrassV2Runtime", "PublishError", "GreengrassError"]
 
 
@@ -48,10 +52,7 @@ class GreengrassV2Runtime(Runtime):
         try:
             from awsiot.greengrasscoreipc import model
         except ImportError as exc:
-            raise RuntimeUnavailable(
-                "awsiotsdk is not installed (pip install 'edge-agent[greengrass-v2]'); "
-                + OFF_NUCLEUS_HINT
-            ) from exc
+            raise RuntimeUnavailable(NOT_INSTALLED_HINT) from exc
         self._model = model
         if ipc_client is None:
             ipc_client = _connect()
@@ -240,10 +241,7 @@ def _connect() -> Any:
     try:
         from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
     except ImportError as exc:
-        raise RuntimeUnavailable(
-            "awsiotsdk is not installed (pip install 'edge-agent[greengrass-v2]'); "
-            + OFF_NUCLEUS_HINT
-        ) from exc
+        raise RuntimeUnavailable(NOT_INSTALLED_HINT) from exc
     try:
         # One callback thread: messages reach the handler in the order they were
         # published (the SDK's default pool would run them concurrently).

@@ -19,7 +19,6 @@ from typing import Any, Mapping, Optional
 
 from ..clock import Clock
 from ..errors import BadSensorBackend, ConfigError
-from . import fake
 from .base import Reading, Sensor
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,6 @@ ENV_SCENARIO = "EDGE_AGENT_SCENARIO"
 ENV_REPLAY = "EDGE_AGENT_REPLAY"
 ENV_SEED = "EDGE_AGENT_SEED"
 PI_MODEL_PATH = "/proc/device-tree/model"
-
-SCENARIOS = tuple(fake.SCENARIOS)
 
 __all__ = [
     "BACKENDS",
@@ -98,7 +95,9 @@ def open_sensor(
             options.setdefault("scenario", environ[ENV_SCENARIO].strip())
         if environ.get(ENV_SEED):
             options.setdefault("seed", _seed(environ[ENV_SEED]))
-        return fake.FakeSensor(clock=clock, **options)
+        from .fake import FakeSensor
+
+        return FakeSensor(clock=clock, **options)
     if name == "replay":
         from .replay import ReplaySensor
 
@@ -117,3 +116,13 @@ def _seed(text: str) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f"{ENV_SEED} must be an integer, got {text!r}")
+
+
+def __getattr__(name: str) -> Any:
+    # SCENARIOS is looked up lazily: on a Pi the sensor function never loads the
+    # fake (and, through it, ``random``) at import time.
+    if name == "SCENARIOS":
+        from .fake import SCENARIOS as registry
+
+        return tuple(registry)
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
