@@ -8,7 +8,10 @@ mapping, ``from_environment()`` is the convenience on top.
 
 A bad value raises :class:`agent.errors.ConfigError` naming the variable and
 what was expected. ``VARIABLES`` is the single list the README's table is
-generated from (``edge-agent config-table``).
+generated from (``edge-agent config-table``). :func:`check_values` is the one
+validation of every variable: both functions run it on their whole
+environment, so whatever one function accepts the other accepts, and
+``deploy`` runs it on the topology before it writes anything.
 """
 
 from __future__ import annotations
@@ -18,7 +21,26 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+from .schema import METRIC_RANGES
 from .topology import DEFAULT_ANOMALY_TOPIC, DEFAULT_READINGS_TOPIC, DEFAULT_SECRET_NAME
+
+# One default for every tool (the functions, ``edge-agent run``, ``edge-agent
+# outbox``): durable across reboots, so queued incident actions survive one.
+DEFAULT_STATE_DIR = "/var/lib/edge-agent"
+# Environment names the process reads that are not function variables.
+PROCESS_SWITCHES = (
+    "EDGE_AGENT_RUNTIME",
+    "EDGE_AGENT_SENSOR",
+    "EDGE_AGENT_SCENARIO",
+    "EDGE_AGENT_REPLAY",
+    "EDGE_AGENT_SEED",
+    "EDGE_AGENT_SECRET_FILE",
+    "AWS_IOT_THING_NAME",
+    "HOME",
+)
+# Limit variables per metric: (metric, prefix of tempLimit / tempLowLimit / tempHysteresis).
+LIMIT_PREFIXES = (("temperature", "temp"), ("humidity", "humid"), ("pressure", "pressure"))
+_UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +123,7 @@ VARIABLES: List[Variable] = [
     Variable(
         "stateDir",
         "str",
-        "/tmp/edge-agent",
+        DEFAULT_STATE_DIR,
         "both",
         "Where episode state and the outbox live; must survive a function restart.",
     ),
@@ -303,35 +325,27 @@ class SensorSettings:
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> SensorSettings:
-        v = Values(source)
+        values = check_values(source)
         limits = tuple(
-            _limits(v, metric, prefix)
-            for metric, prefix in (
-                ("temperature", "temp"),
-                ("humidity", "humid"),
-                ("pressure", "pressure"),
+            MetricLimits(
+                metric,
+                values[prefix + "Limit"],
+                values[prefix + "LowLimit"],
+                values[prefix + "Hysteresis"],
             )
+            for metric, prefix in LIMIT_PREFIXES
         )
-        period = v.get("period")
-        if period <= 0:
-            raise ConfigError(f"period must be a positive number of seconds, got {period}")
-        debounce = v.get("debounceSamples")
-        if debounce < 1:
-            raise ConfigError(f"debounceSamples must be 1 or more, got {debounce}")
-        factor = v.get("tempCompensationFactor")
-        if factor is not None and factor <= 0:
-            raise ConfigError(f"tempCompensationFactor must be positive, got {factor}")
         return cls(
             device_id=default_device_id(source),
             limits=tuple(lim for lim in limits if lim.watched),
-            debounce_samples=debounce,
-            debounce_seconds=_non_negative(v, "debounceSeconds"),
-            renotify_seconds=_non_negative(v, "renotifyMinutes") * 60.0,
-            period=period,
-            readings_topic=_topic(v, "readingsTopic"),
-            anomaly_topic=_topic(v, "anomalyTopic"),
-            compensation_factor=factor,
-            state_dir=v.get("stateDir"),
+            debounce_samples=values["debounceSamples"],
+            debounce_seconds=values["debounceSeconds"],
+            renotify_seconds=values["renotifyMinutes"] * 60.0,
+            period=values["period"],
+            readings_topic=values["readingsTopic"],
+            anomaly_topic=values["anomalyTopic"],
+            compensation_factor=values["tempCompensationFactor"],
+            state_dir=values["stateDir"],
         )
 
     @classmethod
@@ -363,53 +377,32 @@ class AnomalySettings:
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
+        values = check_values(source)
         v = Values(source)
-        verify_raw = source.get("snowVerifyTls", "true")
-        try:
-            verify: Any = v.get("snowVerifyTls")
-        except ConfigError:
-            if not os.path.isfile(verify_raw):
-                raise ConfigError(
-                    f"snowVerifyTls must be true, false or the path of a CA bundle, got {verify_raw!r}"
-                )
-            verify = verify_raw
-        impact = {
-            "temperature": _one_to_three(v, "tempImpact"),
-            "humidity": _one_to_three(v, "humidImpact"),
-            "pressure": _one_to_three(v, "pressureImpact"),
-        }
-        bands_raw = v.get("urgencyBands")
-        try:
-            low, high = (float(x) for x in bands_raw.split(","))
-        except ValueError:
-            raise ConfigError(
-                f"urgencyBands must be two percentages like '5,20', got {bands_raw!r}"
-            )
-        if not 0 <= low <= high:
-            raise ConfigError(f"urgencyBands must be ascending and not negative, got {bands_raw!r}")
-        timeout = v.get("snowTimeout")
-        if timeout <= 0:
-            raise ConfigError("snowTimeout must be a positive number of seconds")
         return cls(
             device_id=default_device_id(source),
             snow_url=v.require("snowUrl"),
-            secret_id=v.get("snowSecretId"),
-            timeout=timeout,
-            verify_tls=verify,
-            assignment_group=v.get("snowAssignmentGroup"),
-            category=v.get("snowCategory"),
-            caller_id=v.get("snowCallerId"),
-            impact=impact,
-            urgency_bands=(low, high),
-            recovery_action=v.get("recoveryAction"),
-            close_code=v.get("closeCode"),
-            close_notes=v.get("closeNotes"),
-            update_seconds=_non_negative(v, "updateMinutes") * 60.0,
-            secret_ttl=_non_negative(v, "secretTtlSeconds"),
-            retry_base=_positive(v, "retryBaseSeconds"),
-            retry_max=_positive(v, "retryMaxSeconds"),
-            state_dir=v.get("stateDir"),
-            anomaly_topic=_topic(v, "anomalyTopic"),
+            secret_id=values["snowSecretId"],
+            timeout=values["snowTimeout"],
+            verify_tls=values["snowVerifyTls"],
+            assignment_group=values["snowAssignmentGroup"],
+            category=values["snowCategory"],
+            caller_id=values["snowCallerId"],
+            impact={
+                "temperature": values["tempImpact"],
+                "humidity": values["humidImpact"],
+                "pressure": values["pressureImpact"],
+            },
+            urgency_bands=values["urgencyBands"],
+            recovery_action=values["recoveryAction"],
+            close_code=values["closeCode"],
+            close_notes=values["closeNotes"],
+            update_seconds=values["updateMinutes"] * 60.0,
+            secret_ttl=values["secretTtlSeconds"],
+            retry_base=values["retryBaseSeconds"],
+            retry_max=values["retryMaxSeconds"],
+            state_dir=values["stateDir"],
+            anomaly_topic=values["anomalyTopic"],
         )
 
     @classmethod
@@ -417,10 +410,148 @@ class AnomalySettings:
         return cls.from_mapping(os.environ)
 
 
+# -- the one validation -------------------------------------------------------------------
+
+
+def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
+    """Every variable of ``VARIABLES``, parsed and checked; raise ConfigError naming the first bad one.
+
+    Both functions call this on their whole environment (not only on the
+    variables they read), so a value one function would reject stops the
+    other too: a humidity limit the anomaly function would refuse in every
+    event never reaches the sensor's judge. Only required-ness differs by
+    function (``snowUrl`` is required by the anomaly function alone). Names
+    that are not variables are ignored here; see :func:`check_names`.
+    """
+    v = Values(source)
+    values: Dict[str, Any] = {}
+    for var in VARIABLES:
+        if var.name == "snowVerifyTls":
+            values[var.name] = _verify_tls(v, source)
+        else:
+            values[var.name] = v.get(var.name)
+    for metric, prefix in LIMIT_PREFIXES:
+        _limits(v, metric, prefix)
+    if values["period"] <= 0:
+        raise ConfigError(f"period must be a positive number of seconds, got {values['period']}")
+    if values["debounceSamples"] < 1:
+        raise ConfigError(f"debounceSamples must be 1 or more, got {values['debounceSamples']}")
+    factor = values["tempCompensationFactor"]
+    if factor is not None and factor <= 0:
+        raise ConfigError(f"tempCompensationFactor must be positive, got {factor}")
+    for name in ("debounceSeconds", "renotifyMinutes", "updateMinutes", "secretTtlSeconds"):
+        _non_negative(v, name)
+    for name in ("retryBaseSeconds", "retryMaxSeconds"):
+        _positive(v, name)
+    for name in ("readingsTopic", "anomalyTopic"):
+        _topic(v, name)
+    for name in ("tempImpact", "humidImpact", "pressureImpact"):
+        _one_to_three(v, name)
+    if values["snowTimeout"] <= 0:
+        raise ConfigError("snowTimeout must be a positive number of seconds")
+    if not values["stateDir"] or not values["stateDir"].strip():
+        raise ConfigError("stateDir must name a folder")
+    values["urgencyBands"] = _urgency_bands(values["urgencyBands"])
+    return values
+
+
+def suggest(name: str) -> Optional[str]:
+    """The variable ``name`` was probably meant to be (case or a typo), or ``None``."""
+    for var in VARIABLES:
+        if var.name.lower() == name.lower():
+            return var.name
+    import difflib  # deferred: only a misspelt name pays for it
+
+    close = difflib.get_close_matches(name, [var.name for var in VARIABLES], n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def unknown_name_message(name: str, where: str = "") -> str:
+    """``unknown variable 'humidLimt'; did you mean humidLimit?`` and where to look."""
+    text = "unknown variable {!r}{}".format(name, f" in {where}" if where else "")
+    guess = suggest(name)
+    if guess is not None:
+        text += f"; did you mean {guess}?"
+    return text + " (edge-agent config-table lists every variable)"
+
+
+def check_assignments(assignments: Mapping[str, str], option: str = "--set") -> None:
+    """``NAME=VALUE`` pairs given on a command line: every name a variable, no empty value."""
+    for name, value in assignments.items():
+        if not name.strip():
+            raise ConfigError(f"{option} ={value} has no variable name")
+        if name not in _BY_NAME:
+            raise ConfigError(unknown_name_message(name, f"{option} {name}={value}"))
+        if not value.strip():
+            default = _BY_NAME[name].default
+            raise ConfigError(
+                "{} {}= has no value; give one, or leave it out to use the default ({})".format(
+                    option, name, "unset" if default is None else repr(default)
+                )
+            )
+
+
+def check_environment(environment: Mapping[str, str], where: str = "") -> None:
+    """A function's environment as a deployment sets it: names and values.
+
+    A name that is neither a variable nor a process switch is allowed (an
+    ordinary environment variable such as ``TZ``) unless it looks like a
+    misspelt variable (``humidlimit``, ``humidLimt``), which is an error.
+    """
+    prefix = f"{where}: " if where else ""
+    for name in environment:
+        if name in _BY_NAME or name in PROCESS_SWITCHES:
+            continue
+        if suggest(name) is not None:
+            raise ConfigError(prefix + unknown_name_message(name))
+    try:
+        check_values(environment)
+    except ConfigError as exc:
+        raise ConfigError(prefix + str(exc)) from None
+
+
+def check_group(topology: Any) -> None:
+    """:func:`check_environment` for every function of a ``GroupTopology``."""
+    for spec in topology.functions:
+        check_environment(spec.environment, f"function {spec.id}")
+
+
+def _verify_tls(v: Values, source: Mapping[str, str]) -> Any:
+    verify_raw = source.get("snowVerifyTls", "true")
+    try:
+        return v.get("snowVerifyTls")
+    except ConfigError:
+        if not os.path.isfile(verify_raw):
+            raise ConfigError(
+                f"snowVerifyTls must be true, false or the path of a CA bundle, got {verify_raw!r}"
+            )
+        return verify_raw
+
+
+def _urgency_bands(raw: str) -> Tuple[float, float]:
+    try:
+        low, high = (float(x) for x in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"urgencyBands must be two percentages like '5,20', got {raw!r}")
+    if not 0 <= low <= high:
+        raise ConfigError(f"urgencyBands must be ascending and not negative, got {raw!r}")
+    return low, high
+
+
 def _limits(v: Values, metric: str, prefix: str) -> MetricLimits:
     upper = v.get(prefix + "Limit")
     lower = v.get(prefix + "LowLimit")
     hysteresis = v.get(prefix + "Hysteresis")
+    # The anomaly function accepts events only inside METRIC_RANGES (agent/schema.py),
+    # so a limit outside would make every event of the metric a rejected message.
+    low, high = METRIC_RANGES[metric]
+    for name, value in ((prefix + "Limit", upper), (prefix + "LowLimit", lower)):
+        if value is not None and not low <= value <= high:
+            raise ConfigError(
+                "{} must be between {:g} and {:g} {} (what a {} reading can be), got {:g}".format(
+                    name, low, high, _UNITS[metric], metric, value
+                )
+            )
     if hysteresis < 0:
         raise ConfigError(f"{prefix}Hysteresis must not be negative, got {hysteresis}")
     if upper is not None and lower is not None and lower + hysteresis >= upper - hysteresis:

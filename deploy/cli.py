@@ -651,6 +651,11 @@ def cmd_v2_up(args: argparse.Namespace, topology: GroupTopology, out: Callable) 
     return V2Deployer(api, topology, state, _v2_options(args), out=out).up()
 
 
+# Commands that build the group's definitions: they check its variables first.
+_WRITES_THE_GROUP = ("plan", "package", "up", "v2-plan", "v2-up")
+# What ``pip install 'edge-agent[deploy]'`` brings (boto3 and what it needs).
+_DEPLOY_EXTRA = ("boto3", "botocore", "s3transfer", "jmespath")
+
 COMMANDS = {
     "plan": cmd_plan,
     "package": cmd_package,
@@ -671,17 +676,43 @@ def main(argv: Optional[List[str]] = None, topology: Optional[GroupTopology] = N
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    from agent.config import check_group
+    from agent.errors import ConfigError
+
     try:
         if args.command == "render-config":
             return cmd_render_config(args, None, _out)
         built = build_topology(args, topology)
+        if args.command in _WRITES_THE_GROUP:
+            check_group(built)  # the functions' own validation, before anything is written
         return COMMANDS[args.command](args, built, _out)
     except DeployError as exc:
         _err("error: {}".format(exc))
         return exc.exit_code
+    except ConfigError as exc:
+        _err("error: {}".format(exc))
+        return 2
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _DEPLOY_EXTRA:
+            raise
+        _err(
+            "error: the deploy commands need {}, which is not installed here; install the "
+            "deploy extra: pip install 'edge-agent[deploy]'".format(missing)
+        )
+        return 1
+    except OSError as exc:
+        # A path given on the command line that cannot be used (an unwritable --out, say).
+        if exc.filename is None:
+            raise
+        _err(
+            "error: cannot use {}: {}; check the path given with --out, --package-dir, "
+            "--state or --secret-file".format(exc.filename, exc.strerror or exc)
+        )
+        return 1
     except Exception as exc:  # an AWS error we did not anticipate: say which call and why
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -8,8 +8,24 @@ import logging
 import sys
 from typing import List, Optional
 
+# Options whose value may start with "-" (``--outage -60:600``): argparse would take
+# the value for an option and answer "expected one argument"; the check says why.
+_VALUES_MAY_START_WITH_DASH = ("--outage",)
+
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The ``edge-agent`` entry point; see the README's exit-code table."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Piped into head and the reader left: stop quietly, without "[Errno 32] Broken pipe".
+        from devtools.console import silence
+
+        silence(sys.stdout)
+        return 1
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Subcommands with their own parsers get the rest of the line untouched.
     if argv and argv[0] == "deploy":
@@ -46,8 +62,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         metavar="FILE.csv",
         help="replay readings: timestamp,temperature,humidity[,pressure]",
     )
-    sim.add_argument("--duration", type=float, help="seconds to run (default: the scenario's)")
-    sim.add_argument("--period", type=float, default=5.0, help="seconds between readings")
+    sim.add_argument(
+        "--duration",
+        type=float,
+        help="seconds to run (default: the scenario's length, or the replay file's span)",
+    )
+    sim.add_argument(
+        "--period",
+        type=float,
+        help="seconds between readings (default: --set period, else 5); not with --replay",
+    )
     sim.add_argument(
         "--fast", action="store_true", help="virtual time: ten simulated minutes in about a second"
     )
@@ -57,7 +81,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--secret-file",
         help='the secret\'s value as stored in Secrets Manager: {"username": ..., "password": ...}',
     )
-    sim.add_argument("--state-dir", help="where the outbox and episode state live")
+    sim.add_argument(
+        "--state-dir",
+        help="where the outbox and episode state live, kept after the run "
+        "(default: a temporary folder, removed after the run unless actions are left in it)",
+    )
     sim.add_argument(
         "--outage",
         action="append",
@@ -84,10 +112,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
     box = sub.add_parser("outbox", help="show the anomaly function's outbox; requeue dead letters")
+    from agent.config import DEFAULT_STATE_DIR
+
     box.add_argument(
         "--state-dir",
-        default="/var/lib/edge-agent",
-        help="the anomaly function's stateDir (default: /var/lib/edge-agent)",
+        default=DEFAULT_STATE_DIR,
+        help=f"the anomaly function's stateDir (default: {DEFAULT_STATE_DIR})",
     )
     box.add_argument(
         "--requeue-dead",
@@ -98,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
     sub.add_parser("bench", help="run the benchmark suite")
     sub.add_parser("run", help="run both functions on this device without Greengrass (see --help)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(argv))
 
     if args.command == "config-table":
         from agent.config import markdown_table
@@ -110,8 +140,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     return _simulate(args, parser)
 
 
+def _join_dash_values(argv: List[str]) -> List[str]:
+    """``--outage -60:600`` as ``--outage=-60:600``, so the value reaches its check."""
+    joined: List[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if (
+            arg in _VALUES_MAY_START_WITH_DASH
+            and i + 1 < len(argv)
+            and argv[i + 1].startswith("-")
+            and ":" in argv[i + 1]
+        ):
+            joined.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        joined.append(arg)
+        i += 1
+    return joined
+
+
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from agent.errors import AgentError
+    from devtools.console import silence
+    from devtools.exit_codes import BAD_CONFIGURATION, INTERRUPTED
     from devtools.local_group import parse_assignments
     from devtools.simulate import SimulationOptions, parse_outages, run
 
@@ -126,8 +178,6 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         environment = parse_assignments(args.set)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.period <= 0:
-        parser.error("--period must be positive")
     options = SimulationOptions(
         scenario=args.scenario,
         replay=args.replay,
@@ -147,12 +197,16 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         summary = run(options, out=sys.stderr if args.json else sys.stdout)
     except (AgentError, OSError) as exc:
         print(f"edge-agent simulate: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return BAD_CONFIGURATION
+    except KeyboardInterrupt:  # before the run started (scanning a replay, say)
+        print("edge-agent simulate: interrupted before the run started", file=sys.stderr)
+        return INTERRUPTED
     if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0 if summary["drained"] else 1
+        try:
+            print(json.dumps(summary, indent=2, sort_keys=True), flush=True)
+        except BrokenPipeError:
+            silence(sys.stdout)
+    return summary["exit_code"]
 
 
 def _outbox(args: argparse.Namespace) -> int:

@@ -182,13 +182,13 @@ def test_the_outbox_command_shows_what_was_delivered(tmp_path):
 
 def test_real_time_mode_runs_the_delivery_worker_thread(tmp_path):
     # Not --fast: a real clock, the anomaly function's own worker thread. A breaching
-    # replay makes it deliver something within a fraction of a second.
+    # replay, its rows 20 ms apart, makes it deliver something within a fraction of a second.
     replay = tmp_path / "hot.csv"
     replay.write_text(
         "timestamp,temperature,humidity\n"
-        + "".join("{},35.0,40.0\n".format(1_790_000_000 + i) for i in range(8))
+        + "".join("{:.2f},35.0,40.0\n".format(1_790_000_000 + 0.02 * i) for i in range(8))
     )
-    summary = run(SimulationOptions(replay=str(replay), period=0.02, state_dir=str(tmp_path / "s")))
+    summary = run(SimulationOptions(replay=str(replay), state_dir=str(tmp_path / "s")))
     assert summary["samples"] == 8
     assert summary["drained"] is True
     assert summary["incidents_opened"] == 1

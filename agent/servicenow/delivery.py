@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, List, Optional
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import CredentialsProvider
@@ -45,6 +45,22 @@ class DeliveryStats:
     auth_failures: int = 0
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt at an action, for observers such as the simulation's console.
+
+    ``kind`` is ``opened``, ``reused`` (found by correlation id), ``noted``,
+    ``resolved``, ``skipped`` (nothing to do), ``retry`` or ``dead_lettered``.
+    ``incident`` is the incident acted on when known; ``detail`` a short
+    reason (the error text for ``retry`` and ``dead_lettered``), never a secret.
+    """
+
+    kind: str
+    action: Action
+    incident: Optional[Incident] = None
+    detail: str = ""
+
+
 class Deliverer:
     def __init__(
         self,
@@ -66,6 +82,9 @@ class Deliverer:
         self.stats = DeliveryStats()
         self._auth_failures_in_row = 0
         self.paused_until = 0.0
+        # Observers of every outcome, called on the delivering thread; one that
+        # raises is logged and never stops delivery.
+        self.on_outcome: List[Callable[[Outcome], None]] = []
 
     def next_attempt_at(self) -> Optional[float]:
         """When delivery should next be tried; ``None`` when the outbox is empty."""
@@ -163,6 +182,7 @@ class Deliverer:
                 exc,
             )
             self.outbox.dead_letter(queued, self.clock.time(), str(exc), exc.status)
+            self._emit("dead_lettered", queued.action, detail=str(exc))
             return True
         except Exception as exc:
             # A bug or a local fault (disk full, say): back off like an outage
@@ -202,6 +222,7 @@ class Deliverer:
                     action.correlation_id,
                     action.kind,
                 )
+                self._emit("skipped", action, detail="no incident with this correlation id")
                 return None
             # The breach never arrived (lost before it was queued): record the
             # episode anyway, then apply this update to it.
@@ -216,6 +237,7 @@ class Deliverer:
         if known.state in RESOLVED_STATES and action.kind == "resolve":
             self.stats.skipped += 1
             log.info("incident %s is already resolved", known.number)
+            self._emit("skipped", action, known, "already resolved")
             return known
         record = self.client.update(known.sys_id, action.fields)
         state = str(record.get("state", known.state))
@@ -225,7 +247,9 @@ class Deliverer:
         else:
             self.stats.noted += 1
             log.info("added a work note to incident %s", known.number)
-        return Incident(action.correlation_id, known.sys_id, known.number, state)
+        done = Incident(action.correlation_id, known.sys_id, known.number, state)
+        self._emit("resolved" if action.kind == "resolve" else "noted", action, done)
+        return done
 
     def _open(self, action: Action) -> Incident:
         # Query first, always: after a crash between a POST and its confirmation
@@ -245,12 +269,14 @@ class Deliverer:
                 record.get("number"),
                 action.fields.get("short_description", ""),
             )
-        return Incident(
+        incident = Incident(
             action.correlation_id,
             str(record["sys_id"]),
             str(record.get("number", "")),
             str(record.get("state", "1")),
         )
+        self._emit("reused" if existing is not None else "opened", action, incident)
+        return incident
 
     def _find(self, correlation_id: str) -> Optional[Incident]:
         known = self.outbox.incident(correlation_id)
@@ -283,3 +309,16 @@ class Deliverer:
         when = self.clock.time() + delay
         self.outbox.retry_later(queued, when, error)
         self.paused_until = max(self.paused_until, when)
+        self._emit("retry", queued.action, detail=error)
+
+    def _emit(
+        self, kind: str, action: Action, incident: Optional[Incident] = None, detail: str = ""
+    ) -> None:
+        if not self.on_outcome:
+            return
+        outcome = Outcome(kind, action, incident, detail)
+        for callback in list(self.on_outcome):
+            try:
+                callback(outcome)
+            except Exception:
+                log.exception("an outcome observer failed on %s", action.key)
