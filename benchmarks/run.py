@@ -98,7 +98,7 @@ TARGETS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.run",
+        prog="edge-agent bench",
         description="Measure what the edge agent costs: sensor path, cold start, "
         "breach-to-incident latency, ServiceNow calls per episode, outbox drain, routing.",
     )
