@@ -486,7 +486,7 @@ def check_assignments(assignments: Mapping[str, str], option: str = "--set") -> 
             default = _BY_NAME[name].default
             raise ConfigError(
                 "{} {}= has no value; give one, or leave it out to use the default ({})".format(
-                    option, name, "unset" if default is None else repr(default)
+                    option, name, "unset" if default is None else default or '""'
                 )
             )
 

@@ -137,7 +137,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == "outbox":
         return _outbox(args)
-    return _simulate(args, parser)
+    return _simulate(args, sim)
 
 
 def _join_dash_values(argv: List[str]) -> List[str]:

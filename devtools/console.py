@@ -29,7 +29,7 @@ from agent.servicenow.delivery import Outcome
 from agent.servicenow.incidents import RESOLVED_STATES
 
 READING_LINE_EVERY = 60.0  # simulated seconds between two reading lines
-PROGRESS_EVERY = 10.0  # wall seconds between two progress lines, at most
+PROGRESS_EVERY = 9.0  # wall seconds between progress lines (sleeps are sliced: under 10 s apart)
 UNCHANGED_AFTER = 4  # identical readings in a row that make a stuck-sensor line
 
 

@@ -154,11 +154,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--duration must be positive")
     if args.max_ticks is not None and args.max_ticks < 1:
         parser.error("--max-ticks must be 1 or more")
-    from devtools.local_group import parse_assignments
+    from devtools.local_group import check_secret_file, parse_assignments
 
     try:
         overrides = parse_assignments(args.set)
         settings = bridge_settings(args, dict(os.environ))
+        secret_file = args.secret_file or os.environ.get("EDGE_AGENT_SECRET_FILE")
+        if secret_file:
+            check_secret_file(secret_file)  # its shape now, not at the first delivery
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -274,7 +277,9 @@ def _run(
         if bridge is None
         else "; bridge: {published} published, {dropped} dropped".format(**bridge.stats),
     )
-    return 0
+    from devtools.exit_codes import exit_code_for
+
+    return exit_code_for(dict(summary, interrupted=stop_reason.get("why") == "Ctrl-C"))
 
 
 def _install_sigterm(handler: Any) -> Any:

@@ -38,7 +38,7 @@ from agent.sensors import open_sensor
 from agent.sensors.base import METRICS, Sensor
 from agent.sensors.fake import get_scenario
 from agent.topology import default_topology
-from devtools.console import Console, WarningsToConsole
+from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
 from devtools.exit_codes import exit_code_for, meaning
 from devtools.local_group import build_group, check_secret_file, function_environments
 
@@ -71,7 +71,7 @@ class SimulationOptions:
     drain_timeout: float = DRAIN_LIMIT_S
     mqtt_url: Optional[str] = None
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
-    progress_every: float = 10.0  # wall seconds between progress lines, at most
+    progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
 
 
 @dataclass
@@ -207,7 +207,7 @@ def _run(
     if plan.temporary_state:
         console.line(
             "state",
-            f"{state_dir} (temporary: removed after the run unless actions are left in it; --state-dir DIR keeps one)",
+            f"{state_dir} (temporary: removed after the run unless actions are left in it)",
         )
     else:
         console.line("state", state_dir)
@@ -644,12 +644,16 @@ def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> N
         if summary["state_dir_removed"]:
             console.line("state", "removed the temporary folder {}".format(summary["state_dir"]))
         else:
+            folder = summary["state_dir"]
+            console.line("state", f"kept {folder}: it still holds incident actions")
+            if summary["actions_dead_lettered"]:
+                console.line(
+                    "state",
+                    f"fix what ServiceNow refused, then: edge-agent outbox --state-dir {folder} "
+                    "--requeue-dead",
+                )
             console.line(
-                "state",
-                "kept {0}: it still holds actions; run again with --state-dir {0} to deliver "
-                "them, or inspect it with edge-agent outbox --state-dir {0}".format(
-                    summary["state_dir"]
-                ),
+                "state", f"deliver them with: edge-agent simulate --state-dir {folder} ..."
             )
     console.line("exit", "{} ({})".format(summary["exit_code"], meaning(summary["exit_code"])))
 
@@ -662,6 +666,8 @@ def parse_outages(values: List[str]) -> List[Tuple[float, float]]:
             start, length = (float(x) for x in value.split(":"))
         except ValueError:
             raise ValueError(f"--outage takes START:DURATION in seconds, got {value!r}")
+        if not (math.isfinite(start) and math.isfinite(length)):
+            raise ValueError(f"--outage takes a finite START:DURATION in seconds, got {value!r}")
         try:
             _check_outages([(start, start + length)], math.inf)
         except ConfigError as exc:

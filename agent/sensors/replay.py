@@ -138,11 +138,20 @@ class ReplayStats:
         return "; ".join(parts)
 
 
+_REASON_LABELS = {
+    "unreadable_timestamp": "unreadable timestamp",
+    "short_row": "short row",
+    "empty": "empty",
+    "non_numeric": "not a number",
+    "nan": "NaN",
+    "inf": "infinite",
+    "out_of_range": "out of physical range",
+}
+
+
 def _reasons(counts: Dict[str, int]) -> str:
     return ", ".join(
-        "{} {}".format(n, reason.replace("_", " ").replace("nan", "NaN"))
-        for reason, n in counts.items()
-        if n
+        "{} {}".format(n, _REASON_LABELS.get(reason, reason)) for reason, n in counts.items() if n
     )
 
 
