@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import AnomalySettings, SensorSettings, markdown_table, parse_snow_url
+from agent.config import (
+    DEFAULT_STATE_DIR,
+    LIMIT_PREFIXES,
+    VARIABLES,
+    AnomalySettings,
+    SensorSettings,
+    check_assignments,
+    check_environment,
+    check_group,
+    markdown_table,
+    parse_snow_url,
+)
 from agent.errors import ConfigError
+from agent.schema import METRIC_RANGES
 
 BASE = {"snowUrl": "https://dev1.service-now.com"}
 
@@ -114,3 +126,118 @@ def test_the_readme_table_lists_every_variable_with_its_default():
 def test_plain_http_is_accepted_only_on_loopback():
     assert parse_snow_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert parse_snow_url("http://localhost:8080/api/now/table/incident") == "http://localhost:8080"
+
+
+# --- one validation for both functions (issue 11) ------------------------------------------
+
+# Values that trip every kind of check: sign, zero, range, type, emptiness, non-finite.
+AWKWARD_VALUES = ["-5", "0", "0.5", "3", "55", "101", "1500", "1e309", "nan", "abc", "", "a/+/b"]
+
+
+@pytest.mark.parametrize("variable", [v.name for v in VARIABLES if v.name != "snowUrl"])
+def test_whatever_one_function_accepts_the_other_accepts(variable):
+    def accepted(settings_class) -> bool:
+        try:
+            settings_class.from_mapping({**BASE, variable: value})
+        except ConfigError:
+            return False
+        return True
+
+    for value in AWKWARD_VALUES:
+        assert accepted(SensorSettings) == accepted(AnomalySettings), (variable, value)
+
+
+@pytest.mark.parametrize(
+    "variable, value, metric",
+    [
+        ("humidLimit", "-5", "humidity"),
+        ("humidLimit", "100.5", "humidity"),
+        ("humidLowLimit", "-1", "humidity"),
+        ("tempLimit", "200", "temperature"),
+        ("pressureLowLimit", "50", "pressure"),
+    ],
+)
+def test_a_limit_outside_what_the_metric_can_be_is_refused_by_both_functions(
+    variable, value, metric
+):
+    low, high = METRIC_RANGES[metric]
+    expected = "{} must be between {:g} and {:g}".format(variable, low, high)
+    with pytest.raises(ConfigError, match=expected):
+        SensorSettings.from_mapping({variable: value})
+    with pytest.raises(ConfigError, match=expected):
+        AnomalySettings.from_mapping({**BASE, variable: value})
+
+
+@pytest.mark.parametrize("metric, prefix", LIMIT_PREFIXES)
+def test_every_limit_the_sensor_accepts_makes_events_the_anomaly_function_accepts(metric, prefix):
+    # One table: a limit at either end of the accepted range is a valid event limit.
+    from agent.schema import validate_anomaly
+    from tests.helpers import anomaly
+
+    low, high = METRIC_RANGES[metric]
+    for limit in (low, high):
+        settings = SensorSettings.from_mapping(
+            {prefix + "Limit": repr(limit), prefix + "Hysteresis": "0"}
+        )
+        (configured,) = [lim for lim in settings.limits if lim.metric == metric]
+        event = anomaly(metric=metric, limit=configured.upper, value=high, peak=high)
+        assert validate_anomaly(event)["limit"] == limit
+
+
+def test_the_chip_reports_only_what_messages_may_carry():
+    from agent.sensors.sensehat import RANGES
+
+    for metric, (low, high) in RANGES.items():
+        assert METRIC_RANGES[metric][0] <= low and high <= METRIC_RANGES[metric][1]
+
+
+@pytest.mark.parametrize(
+    "assignments, expected",
+    [
+        (
+            {"humidLimt": "55"},
+            "unknown variable 'humidLimt' in --set humidLimt=55; did you mean humidLimit?",
+        ),
+        ({"humidlimit": "55"}, "did you mean humidLimit?"),
+        ({"humidLimit": ""}, "--set humidLimit= has no value"),
+        ({"humidLimit": "  "}, "--set humidLimit= has no value"),
+        ({"": "55"}, "--set =55 has no variable name"),
+        ({"wetness": "55"}, "unknown variable 'wetness'"),
+    ],
+)
+def test_command_line_assignments_name_variables_and_give_values(assignments, expected):
+    with pytest.raises(ConfigError) as info:
+        check_assignments(assignments)
+    assert expected in str(info.value)
+
+
+def test_a_deployment_environment_may_hold_other_variables_but_not_misspelt_ones():
+    check_environment({"TZ": "UTC", "HOME": "/tmp", "EDGE_AGENT_SENSOR": "sensehat"})
+    with pytest.raises(
+        ConfigError, match="function sensor: unknown variable 'PERIOD'; did you mean period"
+    ):
+        check_environment({"PERIOD": "5"}, "function sensor")
+    with pytest.raises(ConfigError, match="function anomaly: humidLimit must be between"):
+        check_environment({"humidLimit": "-5"}, "function anomaly")
+
+
+def test_the_default_topology_passes_the_check():
+    from agent.topology import default_topology
+
+    check_group(default_topology())
+
+
+def test_one_default_state_dir_everywhere():
+    import subprocess
+    import sys
+
+    assert markdown_table().count(f"| `stateDir` | both | `{DEFAULT_STATE_DIR}` |") == 1
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.cli", "outbox", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"(default: {DEFAULT_STATE_DIR})" in " ".join(result.stdout.split())
+    assert SensorSettings.from_mapping({}).state_dir == DEFAULT_STATE_DIR
+    assert AnomalySettings.from_mapping(BASE).state_dir == DEFAULT_STATE_DIR
