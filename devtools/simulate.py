@@ -248,7 +248,6 @@ def _run(
         sensor_app.on_event.append(console.event)
         anomaly_app.deliverer.on_outcome.append(console.outcome)
         set_down = _outage_switch(standin, options.outages, start, console)
-        _start_line(options, plan, console, sensor)
         ticks = _tick_times(sensor, start, plan.duration, plan.period, bool(options.replay))
         end = start + plan.duration
 
@@ -256,6 +255,7 @@ def _run(
             return _progress_text(clock.time() - start, plan.duration, sensor_app, options.fast)
 
         try:
+            _start_line(options, plan, console, sensor)
             if options.fast:
                 drained = _run_virtual(
                     clock,
@@ -437,7 +437,8 @@ def _tick_times(
                 return
             yield at
     else:
-        for i in range(int(duration // period)):
+        # 1.2 s at 0.1 s is 12 readings, although 1.2 // 0.1 == 11.0 in floating point.
+        for i in range(int(duration / period + 1e-9)):
             yield start + i * period
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from devtools.simulate import SimulationOptions, run
+from tests.conftest import secret_json
 
 
 def simulate(**kwargs):
@@ -192,3 +194,317 @@ def test_real_time_mode_runs_the_delivery_worker_thread(tmp_path):
     assert summary["samples"] == 8
     assert summary["drained"] is True
     assert summary["incidents_opened"] == 1
+
+
+# --- issue 11: no silent failure ------------------------------------------------------------
+
+
+def cli(*args, cwd=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=_env_with_project_path(),
+    )
+
+
+def _env_with_project_path():
+    import os
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def simulate_with_console(**kwargs):
+    out = io.StringIO()
+    summary = run(SimulationOptions(fast=True, **kwargs), out=out)
+    return summary, out.getvalue()
+
+
+def test_every_servicenow_write_refused_with_403_exits_3(standin, password, tmp_path):
+    standin.faults.fail_rate = 1.0
+    standin.faults.fail_status = 403
+    secret = tmp_path / "snow.json"
+    secret.write_text(secret_json(password))
+    result = cli(
+        "simulate", "--fast", "--scenario", "heat-spike", "--json",
+        "--snow-url", standin.url, "--secret-file", str(secret),
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 3
+    assert summary["actions_dead_lettered"] == 2 and summary["incidents_opened"] == 0
+    assert "moved to the dead-letter table" in result.stderr
+    assert "exit      3 (incident actions were refused for good" in result.stderr
+
+
+def test_actions_left_pending_exit_1_and_keep_the_temporary_folder():
+    # ServiceNow down from before the breach to the end: nothing can be delivered.
+    summary, console = simulate_with_console(
+        scenario="heat-spike", outages=[(60.0, 10_000.0)], drain_timeout=600.0
+    )
+    assert summary["exit_code"] == 1 and summary["actions_pending"] == 2
+    assert summary["state_dir_removed"] is False
+    folder = summary["state_dir"]
+    try:
+        assert f"kept {folder}: it still holds incident actions" in console
+        assert f"--state-dir {folder}" in console
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
+
+def test_the_temporary_state_folder_is_named_then_removed():
+    summary, console = simulate_with_console(scenario="heat-spike")
+    folder = summary["state_dir"]
+    assert console.splitlines()[0].split("state", 1)[1].strip().startswith(folder)
+    assert "(temporary: removed after the run" in console.splitlines()[0]
+    assert f"removed the temporary folder {folder}" in console
+    assert summary["state_dir_removed"] is True
+    import os
+
+    assert not os.path.exists(folder)
+
+
+def test_a_given_state_folder_is_kept(tmp_path):
+    summary, console = simulate_with_console(scenario="heat-spike", state_dir=str(tmp_path))
+    assert summary["state_dir_removed"] is False
+    assert (tmp_path / "outbox.sqlite3").exists()
+    assert "removed" not in console
+
+
+def test_a_secret_file_alone_makes_the_standin_accept_its_credentials(tmp_path):
+    from tests.conftest import new_secret
+
+    secret = tmp_path / "snow.json"
+    secret.write_text(json.dumps({"username": "edge-integration", "password": new_secret()}))
+    summary, console = simulate_with_console(
+        scenario="heat-spike", secret_file=str(secret), state_dir=str(tmp_path / "s")
+    )
+    assert summary["auth_failures"] == 0
+    assert summary["incidents_opened"] == 1 and summary["exit_code"] == 0
+    assert "accepting the secret file's basic credentials (user edge-integration)" in console
+
+
+def test_a_secret_file_for_oauth_works_with_the_standin_too(tmp_path):
+    from tests.conftest import new_secret
+
+    secret = tmp_path / "snow.json"
+    secret.write_text(json.dumps({"client_id": "edge-agent", "client_secret": new_secret()}))
+    summary, _ = simulate_with_console(
+        scenario="heat-spike", secret_file=str(secret), state_dir=str(tmp_path / "s")
+    )
+    assert summary["incidents_opened"] == 1 and summary["auth_failures"] == 0
+    assert summary["servicenow_calls"]["TOKEN"] >= 1
+
+
+def test_a_newest_first_replay_gives_the_same_incidents_with_a_warning(tmp_path):
+    ordered = tmp_path / "ordered.csv"
+    _two_episode_csv(ordered)
+    header, *rows = ordered.read_text().splitlines()
+    reversed_log = tmp_path / "newest-first.csv"
+    reversed_log.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    summary, console = simulate_with_console(
+        replay=str(reversed_log), state_dir=str(tmp_path / "s")
+    )
+    assert summary["incidents_opened"] == 2 and summary["incidents_resolved"] == 2
+    assert summary["replay"]["in_time_order"] is False
+    assert "not in time order" in console and "rows played sorted by timestamp" in console
+
+
+def test_a_replay_runs_on_the_files_clock_for_the_files_span(tmp_path):
+    log = tmp_path / "iso.csv"
+    rows = ["timestamp,temperature,humidity"]
+    for i in range(100):  # 99 intervals of 10 s: a span of 16:30
+        rows.append(
+            "2026-09-21T03:{:02d}:{:02d}Z,22.0,{}".format(i * 10 // 60, i * 10 % 60, 40 + i % 2)
+        )
+    log.write_text("\n".join(rows) + "\n")
+    summary, console = simulate_with_console(replay=str(log), state_dir=str(tmp_path / "s"))
+    assert summary["samples"] == 100
+    assert summary["duration_seconds"] == 990.0
+    assert summary["replay"]["span_seconds"] == 990.0
+    assert "for 16:30 (the file's span)" in console
+    assert "2026-09-21 03:00:00 to 2026-09-21 03:16:30 UTC" in console
+    reading_lines = [line for line in console.splitlines() if "reading " in line]
+    # The file's own times, not the wall clock's.
+    assert reading_lines[0].startswith("03:00:00") and reading_lines[-1].startswith("03:16:")
+
+
+def test_a_replay_counts_what_it_skipped_in_the_json_summary(tmp_path):
+    log = tmp_path / "messy.csv"
+    log.write_text(
+        "timestamp,temperature,humidity\n"
+        "1790000000,22,40\n1790000005,abc,40\n1790000010,22,nan\n1790000015,22,-3\n"
+        "1790000020,inf,40\nlater,22,40\n1790000030,22\n1790000035,22,41\n"
+    )
+    result = cli(
+        "simulate", "--replay", str(log), "--fast", "--json", "--state-dir", str(tmp_path / "s")
+    )
+    assert result.returncode == 0, result.stderr
+    replay = json.loads(result.stdout)["replay"]
+    assert replay["rows"] == 8 and replay["rows_played"] == 6
+    assert replay["rows_skipped"] == {"unreadable_timestamp": 1, "short_row": 1}
+    assert replay["cells_missing"] == {
+        "empty": 0, "non_numeric": 1, "nan": 1, "inf": 1, "out_of_range": 1,
+    }  # fmt: skip
+    assert (
+        "6 of 8 rows played; 2 rows skipped (1 unreadable timestamp, 1 short row)" in result.stderr
+    )
+
+
+def test_period_is_refused_for_a_replay(tmp_path):
+    from agent.errors import ConfigError
+
+    log = tmp_path / "r.csv"
+    _two_episode_csv(log)
+    for kwargs in ({"period": 10.0}, {"environment": {"period": "10"}}):
+        with pytest.raises(ConfigError, match="do not apply to --replay"):
+            simulate(replay=str(log), state_dir=str(tmp_path / "s"), **kwargs)
+
+
+def test_set_period_is_honoured_by_simulate(tmp_path):
+    from agent.errors import ConfigError
+
+    summary = simulate(
+        scenario="humid-spell", environment={"period": "60"}, state_dir=str(tmp_path)
+    )
+    assert summary["samples"] == 15 and summary["period_seconds"] == 60.0  # 900 s at 60 s
+    summary = simulate(scenario="humid-spell", period=60.0, state_dir=str(tmp_path / "b"))
+    assert summary["samples"] == 15
+    with pytest.raises(ConfigError, match="not both"):
+        simulate(period=30.0, environment={"period": "60"}, state_dir=str(tmp_path / "c"))
+
+
+def test_fault_scenarios_show_their_faults_on_the_console(tmp_path):
+    consoles = {}
+    summaries = {}
+    for scenario in ("steady", "stuck", "invalid-zeros", "io-errors"):
+        summaries[scenario], consoles[scenario] = simulate_with_console(
+            scenario=scenario, state_dir=str(tmp_path / scenario)
+        )
+    steady = consoles["steady"]
+    assert "SENSOR" not in steady and "invalid" not in steady and "WARNING" not in steady
+    assert summaries["steady"]["sensor"] == {
+        "errors": 0,
+        "invalid_values": 0,
+        "unchanged_streaks": 0,
+    }
+
+    assert "is the sensor stuck?" in consoles["stuck"]
+    assert "readings change again after" in consoles["stuck"]
+    assert summaries["stuck"]["sensor"]["unchanged_streaks"] == 1
+
+    invalid = summaries["invalid-zeros"]["sensor"]["invalid_values"]
+    assert invalid > 0
+    assert "invalid value" in consoles["invalid-zeros"]
+    assert f"{invalid} invalid values" in consoles["invalid-zeros"]  # the closing sensor line
+
+    errors = summaries["io-errors"]["sensor"]["errors"]
+    assert errors > 0
+    assert consoles["io-errors"].count("WARNING   sensor read failed") == errors
+    assert "sensor error" in consoles["io-errors"]
+
+
+def test_real_time_runs_print_progress_lines(tmp_path):
+    from devtools.console import PROGRESS_EVERY
+
+    assert PROGRESS_EVERY + 0.5 <= 10  # sleeps are sliced in 0.5 s: a line at least every 10 s
+    out = io.StringIO()
+    summary = run(
+        SimulationOptions(
+            scenario="heat-spike",
+            duration=1.2,
+            period=0.1,
+            progress_every=0.25,
+            state_dir=str(tmp_path),
+        ),
+        out=out,
+    )
+    lines = [line for line in out.getvalue().splitlines() if "progress" in line]
+    assert len(lines) >= 3, out.getvalue()
+    assert " of 0:01 simulated (" in lines[0] and "readings, 0 open episodes" in lines[0]
+    assert "to go" in lines[0]
+    assert summary["samples"] == 12
+
+
+def test_ctrl_c_prints_the_summary_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.cli", "simulate", "--scenario", "heat-spike", "--json",
+         "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env_with_project_path(),
+        # A test run in the background starts with SIGINT ignored; the child must not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "reading " not in seen and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            seen += process.stderr.readline()
+        assert "reading " in seen
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in err and "done " in err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    assert "Traceback" not in err
+
+
+def test_a_resolved_incident_found_again_is_not_called_open(standin, password, tmp_path):
+    log = tmp_path / "r.csv"
+    _two_episode_csv(log)
+    secret = tmp_path / "snow.json"
+    secret.write_text(secret_json(password))
+    consoles = []
+    for attempt in ("first", "second"):  # a second state folder: the outbox knows nothing
+        _, console = simulate_with_console(
+            replay=str(log), snow_url=standin.url, secret_file=str(secret),
+            state_dir=str(tmp_path / attempt),
+        )  # fmt: skip
+        consoles.append(console)
+    assert consoles[0].count("opened incident") == 2
+    assert "already open" not in consoles[1]
+    assert consoles[1].count("again; it was resolved earlier") == 2
+    assert len(standin.incidents()) == 2
+
+
+def test_the_console_is_told_outcomes_it_does_not_read_them_from_the_log(tmp_path):
+    import logging
+
+    logging.disable(logging.INFO)  # no INFO record reaches any handler
+    try:
+        summary, console = simulate_with_console(scenario="humid-spell", state_dir=str(tmp_path))
+    finally:
+        logging.disable(logging.NOTSET)
+    assert summary["incidents_opened"] == 1
+    assert "SNOW      opened incident INC0010001: Humidity above limit" in console
+    assert "SNOW      resolved incident INC0010001" in console
+
+
+def test_the_json_summary_carries_the_exit_code_and_the_faults(tmp_path):
+    result = cli(
+        "simulate", "--fast", "--scenario", "io-errors", "--json", "--state-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 0 and summary["interrupted"] is False
+    assert summary["sensor"]["errors"] == summary["errors"]["sensor"] > 0
