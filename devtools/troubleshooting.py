@@ -72,7 +72,7 @@ TROUBLES: Tuple[Trouble, ...] = (
     Trouble(
         "replay-out-of-order",
         "`simulate --replay log.csv` with the newest row first",
-        "is not in time order",
+        "not in time order (2 rows earlier than the one before)",
         OK,
         "Nothing to do: the rows are played sorted by time; the summary counts them.",
     ),
