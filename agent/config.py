@@ -12,6 +12,10 @@ generated from (``edge-agent config-table``). :func:`check_values` is the one
 validation of every variable: both functions run it on their whole
 environment, so whatever one function accepts the other accepts, and
 ``deploy`` runs it on the topology before it writes anything.
+
+Longer than most modules (~600 lines) on purpose: the table of every variable
+and the one validation of them are the single source of truth for both
+functions, ``simulate``, ``run`` and ``deploy``.
 """
 
 from __future__ import annotations
