@@ -50,6 +50,7 @@ class SimulationOptions:
     drain_timeout: float = DRAIN_LIMIT_S
     mqtt_url: Optional[str] = None
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
+    serve: Optional[str] = None  # [HOST:]PORT of the status page (devtools/status_serve.py)
 
 
 class Console:
@@ -104,8 +105,13 @@ class _IncidentLog(logging.Handler):
             self.console.line("SNOW", message)
 
 
-def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, Any]:
-    """Run one simulation and return its summary."""
+def run(
+    options: SimulationOptions,
+    out: Optional[TextIO] = None,
+    on_finished: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
+    """Run one simulation and return its summary (also handed to ``on_finished`` as soon as
+    the run ends: with ``serve`` and ``fast`` the status page then serves on until Ctrl-C)."""
     clock: Clock = VirtualClock(start=_round_start(time.time())) if options.fast else Clock()
     console = Console(out, clock)
     state_dir = options.state_dir or tempfile.mkdtemp(prefix="edge-agent-sim-")
@@ -127,6 +133,13 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         console.line("servicenow", snow_url)
 
     topology = default_topology()
+    environ_status = None
+    if options.serve:
+        from devtools.status_serve import status_topology
+
+        topology, environ_status = status_topology(
+            topology, options.serve, {"stateDir": state_dir}, options.environment
+        )
     environ_sensor, environ_anomaly = function_environments(
         topology,
         {
@@ -172,6 +185,13 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     agent_log.addHandler(handler)
     previous_level = agent_log.level
     agent_log.setLevel(logging.INFO)
+    status = None
+    if environ_status is not None:
+        from devtools.status_serve import attach_status
+
+        status = attach_status(
+            core, clock, sensor_app, anomaly_app, environ_status, options.fast, console.line, bridge
+        )
 
     start = clock.time()
     set_down = _outage_switch(standin, options.outages, start, console)
@@ -195,6 +215,12 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
             _run_real(clock, sensor_app, ticks, options.period, set_down)
             drained = _drain_real(anomaly_app, min(options.drain_timeout, 60.0))
             anomaly_app.stop()
+        if status is not None:
+            status.finish()
+    except BaseException:
+        if status is not None:
+            status.close()
+        raise
     finally:
         agent_log.removeHandler(handler)
         agent_log.setLevel(previous_level)
@@ -239,6 +265,10 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         ),
     )
     anomaly_app.outbox.close()
+    if status is not None:
+        status.after_run(summary, on_finished, options.fast, console.line)
+    elif on_finished is not None:
+        on_finished(summary)
     return summary
 
 
