@@ -95,7 +95,7 @@ def render(doc: Mapping[str, Any]) -> str:
         "edge_agent_info",
         "gauge",
         "The device this agent runs on.",
-        [((("device", doc.get("device") or ""),), 1)],
+        [((("device", doc["device"]),), 1)] if doc.get("device") else [],
     )
     out.family(
         "edge_agent_healthy",
