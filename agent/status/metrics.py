@@ -64,9 +64,9 @@ class Exposition:
         samples = list(samples)
         if not samples:
             return
-        base = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
-        self._lines.append("# HELP {} {}".format(base, _escape_help(help_text)))
-        self._lines.append("# TYPE {} {}".format(base, kind))
+        # Text format 0.0.4 names the family as its samples (``x_total``), unlike OpenMetrics.
+        self._lines.append("# HELP {} {}".format(name, _escape_help(help_text)))
+        self._lines.append("# TYPE {} {}".format(name, kind))
         for labels, value in samples:
             self._lines.append(_sample(name, labels, value))
 

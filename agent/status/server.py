@@ -166,7 +166,9 @@ class _Handler(socketserver.StreamRequestHandler):
             headers[name.strip().lower()] = value.strip()
         else:
             raise _BadRequest(431, b"too many header lines\n")
-        if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
+        if method in ("GET", "HEAD") and (
+            headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+        ):
             raise _BadRequest(400, b"a request body is not accepted here\n")
         url = urlsplit(target)
         connection = headers.get("connection", "").lower()

@@ -58,6 +58,7 @@ class StatusService:
         self.outbox = OutboxReader(os.path.join(settings.state_dir, OUTBOX_FILE))
         self._views: Optional[Dict[str, Any]] = None
         self._views_at = float("-inf")
+        self._views_clock = float("-inf")
         self._views_lock = threading.Lock()
         self._static: Dict[str, bytes] = {}
         self.server: Optional[StatusServer] = None
@@ -133,14 +134,20 @@ class StatusService:
     def views(self) -> Dict[str, Any]:
         """The state directory as last read (at most :data:`VIEWS_MAX_AGE` old)."""
         with self._views_lock:
-            if self._views is None or time.monotonic() - self._views_at >= VIEWS_MAX_AGE:
+            # Fresh after a second of wall time, or of the clock (virtual time moves faster).
+            now = self.clock.time()
+            if (
+                self._views is None
+                or time.monotonic() - self._views_at >= VIEWS_MAX_AGE
+                or abs(now - self._views_clock) >= VIEWS_MAX_AGE
+            ):
                 state_dir = self.settings.state_dir
                 self._views = {
                     "outbox": self.outbox.view(),
                     "sensor_state": sensor_states(state_dir),
                     "locks": locks(state_dir),
                 }
-                self._views_at = time.monotonic()
+                self._views_at, self._views_clock = time.monotonic(), now
             return self._views
 
     def document(self, window: Optional[float] = DEFAULT_WINDOW) -> Dict[str, Any]:
