@@ -239,3 +239,49 @@ def test_status_command_summarises_a_state_dir_with_the_functions_down(tmp_path,
 def test_status_command_on_a_missing_state_dir_says_so(tmp_path, capsys):
     assert status_main(["--state-dir", str(tmp_path / "nope")]) == 2
     assert "no state directory at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_healthz_turns_503_during_an_outage_and_200_after(tmp_path):
+    """Real time: ServiceNow down for the first 6 s, while the first breach waits to be sent."""
+    served = Served(
+        [
+            "simulate",
+            "--period",
+            "0.2",
+            "--duration",
+            "20",
+            "--outage",
+            "0:6",
+            "--set",
+            "humidLimit=20",
+            "--set",
+            "statusStuckSeconds=1.5",
+            "--set",
+            "retryBaseSeconds=0.2",
+            "--set",
+            "retryMaxSeconds=0.5",
+            "--serve",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+    )
+    seen = []
+
+    def healthz():
+        answer = requests.get(served.url + "healthz", timeout=5)
+        seen.append((answer.status_code, answer.text))
+        return answer
+
+    try:
+        assert served.wait_for(lambda: healthz().status_code == 503 and "stuck" in seen[-1][1])
+        code, text = seen[-1]
+        assert text.startswith("unhealthy: delivery stuck: 1 action pending, the oldest for ")
+        assert "last error: ServiceNow unreachable at http://127.0.0.1:" in text
+        assert served.wait_for(lambda: "ServiceNow is back" in served.text("stdout"), timeout=30)
+        assert served.wait_for(lambda: healthz().status_code == 200, timeout=15)
+        assert seen[-1][1] == "ok\n"
+        assert "opened incident INC0010001" in served.text("stdout")
+    finally:
+        served.stop()
