@@ -60,8 +60,12 @@ def build(
     settings: StatusSettings,
     now: float,
     window: Optional[float] = 3600.0,
+    with_readings: bool = True,
 ) -> Dict[str, Any]:
-    """The whole document; ``window`` seconds of readings back from the newest (None: all)."""
+    """The whole document; ``window`` seconds of readings back from the newest (None: all).
+
+    ``with_readings=False`` leaves the columns out (``window_seconds`` and
+    ``total`` stay): the service writes them itself, a block at a time."""
     outbox = dict(views.get("outbox") or {"available": False, "error": "not read yet"})
     sensor_health = model.health.get("sensor") or {}
     anomaly_health = model.health.get("anomaly") or {}
@@ -70,9 +74,9 @@ def build(
     incidents_known = outbox.get("incidents") or {}
 
     last = model.readings.last_ts
-    since = None if window is None or last is None else last - window
     readings: Dict[str, Any] = {"window_seconds": window, "total": model.readings.total}
-    readings.update(model.readings.columns(since=since))
+    if with_readings:
+        readings.update(model.readings.columns(since=window_start(model, window)))
 
     episodes = _episodes(model, views.get("sensor_state") or [], incidents_known, snow_url)
     stale_after = settings.stale_after(model.period())
@@ -125,6 +129,12 @@ def build(
     ok, reasons = verdict(doc)
     doc["health"] = {"ok": ok, "reasons": reasons}
     return doc
+
+
+def window_start(model: StatusModel, window: Optional[float]) -> Optional[float]:
+    """Readings newer than this are in a ``window`` back from the newest (None: all)."""
+    last = model.readings.last_ts
+    return None if window is None or last is None else last - window
 
 
 def verdict(doc: Mapping[str, Any]) -> Tuple[bool, List[str]]:

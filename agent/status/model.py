@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import math
 from array import array
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..errors import MessageError
 from ..schema import ANOMALY_SCHEMA, METRIC_RANGES, READING_SCHEMA, validate_anomaly
@@ -58,9 +58,11 @@ class ReadingRing:
             column[index] = _NAN if value is None else value
         self.total += 1
 
-    def columns(self, since: Optional[float] = None, after_total: Optional[int] = None) -> Dict:
-        """``{"ts": [...], "temperature": [...], ...}`` for readings newer than ``since``
-        (a timestamp) or than the first ``after_total`` readings ever appended."""
+    def arrays(
+        self, since: Optional[float] = None, after_total: Optional[int] = None
+    ) -> Tuple[array, ...]:
+        """Compact copies of the columns (ts and the metrics, NaN for missing) for readings
+        newer than ``since`` (a timestamp) or than the first ``after_total`` ever appended."""
         count = self._size
         if after_total is not None:
             count = min(count, max(0, self.total - after_total))
@@ -69,14 +71,50 @@ class ReadingRing:
             while newer < count and self._at(0, self._size - 1 - newer) > since:
                 newer += 1
             count = newer
-        first = self._size - count
-        out: Dict[str, List[Any]] = {"ts": [self._at(0, i) for i in range(first, self._size)]}
-        for position, metric in enumerate(METRICS, start=1):
-            out[metric] = [_none_if_nan(self._at(position, i)) for i in range(first, self._size)]
+        start = (self._start + self._size - count) % self.capacity
+        end = start + count
+        if end <= self.capacity:
+            return tuple(column[start:end] for column in self._columns)
+        return tuple(column[start:] + column[: end - self.capacity] for column in self._columns)
+
+    def columns(self, since: Optional[float] = None, after_total: Optional[int] = None) -> Dict:
+        """``{"ts": [...], "temperature": [...], ...}`` as lists, ``None`` for a missing value."""
+        arrays = self.arrays(since, after_total)
+        out: Dict[str, List[Any]] = {"ts": list(arrays[0])}
+        for metric, column in zip(METRICS, arrays[1:]):
+            out[metric] = [_none_if_nan(v) for v in column]
         return out
 
     def _at(self, column: int, offset: int) -> float:
         return self._columns[column][(self._start + offset) % self.capacity]
+
+
+def columns_json(arrays: Tuple[array, ...], extra: Optional[Mapping[str, Any]] = None) -> bytes:
+    """The JSON object ``{**extra, "ts": [...], "temperature": [...], ...}`` of :meth:`arrays`."""
+    return b"".join(columns_json_parts(arrays, extra))
+
+
+def columns_json_parts(
+    arrays: Tuple[array, ...], extra: Optional[Mapping[str, Any]] = None
+) -> Iterator[bytes]:
+    """:func:`columns_json` a block of numbers at a time: a full ring as Python lists and
+    one big ``json.dumps`` would cost megabytes of peak memory on the device."""
+    import json
+
+    head = json.dumps(dict(extra or {}), separators=(",", ":"))[:-1]
+    yield head.encode("utf-8")
+    for index, (name, column) in enumerate(zip(("ts",) + METRICS, arrays)):
+        separator = "," if index or len(head) > 1 else ""
+        yield '{}"{}":['.format(separator, name).encode("ascii")
+        for i in range(0, len(column), 512):
+            block = ",".join(_json_number(v) for v in column[i : i + 512])
+            yield (block if i == 0 else "," + block).encode("ascii")
+        yield b"]"
+    yield b"}"
+
+
+def _json_number(value: float) -> str:
+    return "null" if value != value else repr(value)
 
 
 class StatusModel:

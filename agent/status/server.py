@@ -18,7 +18,7 @@ import logging
 import socket
 import socketserver
 import threading
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ REASONS = {
 class Response(NamedTuple):
     status: int
     content_type: str
-    body: bytes
+    body: Any  # bytes, or an iterator of bytes sent as they come (chunked)
     cache: str = "no-store"
 
 
@@ -182,17 +182,29 @@ class _Handler(socketserver.StreamRequestHandler):
         head: bool = False,
         extra: Tuple[Tuple[str, str], ...] = (),
     ) -> bool:
+        chunked = not isinstance(response.body, bytes)
         lines = [
             "HTTP/1.1 {} {}".format(response.status, REASONS.get(response.status, "")),
             "Content-Type: " + response.content_type,
-            "Content-Length: {}".format(len(response.body)),
+            "Transfer-Encoding: chunked"
+            if chunked
+            else "Content-Length: {}".format(len(response.body)),
             "Cache-Control: " + response.cache,
             "Connection: " + ("keep-alive" if keep_alive else "close"),
         ]
         lines += ["{}: {}".format(k, v) for k, v in SECURITY_HEADERS + extra]
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            self.wfile.write(data if head else data + response.body)
+            if head:
+                self.wfile.write(data)
+            elif not chunked:
+                self.wfile.write(data + response.body)  # one write: see disable_nagle_algorithm
+            else:
+                self.wfile.write(data)
+                for part in response.body:
+                    if part:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
             return False

@@ -13,13 +13,13 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import MessageError
 from ..schema import decode
 from . import document, metrics
-from .model import DEFAULT_HISTORY, StatusModel
+from .model import DEFAULT_HISTORY, StatusModel, columns_json, columns_json_parts
 from .server import Request, Response, StatusServer, serve
 from .settings import StatusSettings
 from .store import OUTBOX_FILE, OutboxReader, locks, sensor_states
@@ -155,6 +155,20 @@ class StatusService:
         with self._changed:
             return document.build(self.model, views, self.settings, self.clock.time(), window)
 
+    def state_json(self, window: Optional[float] = DEFAULT_WINDOW) -> Iterator[bytes]:
+        """``/api/state`` in parts, sent as they are made (chunked): the readings column
+        by column, a block of numbers at a time, never the whole body in memory."""
+        views = self.views()
+        with self._changed:
+            doc = document.build(
+                self.model, views, self.settings, self.clock.time(), window, with_readings=False
+            )
+            arrays = self.model.readings.arrays(since=document.window_start(self.model, window))
+        meta = doc.pop("readings")
+        yield _json(doc)[:-1] + b',"readings":'
+        yield from columns_json_parts(arrays, meta)
+        yield b"}"
+
     # -- HTTP ---------------------------------------------------------------------------
     def answer(self, request: Request) -> Optional[Response]:
         path = request.path
@@ -165,7 +179,7 @@ class StatusService:
             return Response(200, STATIC_FILES[name], self._asset(name), "max-age=300")
         if path == "/api/state":
             window = _window(request.query.get("readings", [""])[0])
-            return Response(200, JSON, _json(self.document(window)))
+            return Response(200, JSON, self.state_json(window))
         if path == "/metrics":
             return Response(200, metrics.CONTENT_TYPE, metrics.render(self.document(0.0)).encode())
         if path == "/healthz":
@@ -187,9 +201,9 @@ class StatusService:
         write(b"retry: 2000\n\n")
         with self._changed:
             cursor = self.model.readings.total
-            backlog = self.model.readings.columns(since=since) if since is not None else None
-        if backlog and backlog["ts"]:
-            write(_event("readings", backlog, backlog["ts"][-1]))
+            backlog = self.model.readings.arrays(since=since) if since is not None else None
+        if backlog and len(backlog[0]):
+            write(_event_raw("readings", columns_json(backlog), backlog[0][-1]))
         last_state = b""
         last_state_at = float("-inf")
         last_write = time.monotonic()
@@ -197,10 +211,10 @@ class StatusService:
             with self._changed:
                 if self.model.readings.total == cursor:
                     self._changed.wait(timeout=0.5)
-                fresh = self.model.readings.columns(after_total=cursor)
+                fresh = self.model.readings.arrays(after_total=cursor)
                 cursor = self.model.readings.total
-            if fresh["ts"]:
-                write(_event("readings", fresh, fresh["ts"][-1]))
+            if len(fresh[0]):
+                write(_event_raw("readings", columns_json(fresh), fresh[0][-1]))
                 last_write = time.monotonic()
             if time.monotonic() - last_state_at >= STATE_EVERY:
                 state = self.document(window=0.0)
@@ -228,10 +242,14 @@ def _json(value: Any) -> bytes:
 
 
 def _event(name: str, data: Any, event_id: Optional[float] = None) -> bytes:
+    return _event_raw(name, _json(data), event_id)
+
+
+def _event_raw(name: str, data: bytes, event_id: Optional[float] = None) -> bytes:
     head = "event: {}\n".format(name)
     if event_id is not None:
         head += "id: {!r}\n".format(float(event_id))
-    return head.encode("ascii") + b"data: " + _json(data) + b"\n\n"
+    return head.encode("ascii") + b"data: " + data + b"\n\n"
 
 
 def _steady(state: Dict[str, Any]) -> Dict[str, Any]:

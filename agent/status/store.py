@@ -16,7 +16,6 @@ functions down). Nothing here writes:
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from typing import Any, Dict, List, Optional
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
-SENSOR_STATE_GLOB = "sensor-state-*.json"
+SENSOR_STATE_PREFIX = "sensor-state-"  # sensor-state-<device>.json
 LISTED = 20  # pending / dead-letter rows listed in a view
 RECENT_DELIVERED = 50
 KNOWN_INCIDENTS = 300
@@ -69,6 +68,7 @@ class OutboxReader:
             uri = "file:{}?mode=ro".format(quote(os.path.abspath(self.path)))
             db = sqlite3.connect(uri, uri=True, timeout=2.0, check_same_thread=False)
             db.execute("PRAGMA query_only=1")
+            db.execute("PRAGMA cache_size=-256")  # KiB: small tables; the device's memory is not
             self._db, self._inode = db, inode
         return self._db
 
@@ -167,7 +167,7 @@ def parse_action_key(key: str) -> Optional[Dict[str, Any]]:
 def sensor_states(state_dir: str) -> List[Dict[str, Any]]:
     """Each sensor state file: its device, open episodes and unpublished events."""
     states = []
-    for path in sorted(glob.glob(os.path.join(state_dir, SENSOR_STATE_GLOB))):
+    for path in _files(state_dir, SENSOR_STATE_PREFIX, ".json"):
         entry: Dict[str, Any] = {"path": path, "error": None, "episodes": {}, "held_events": 0}
         try:
             with open(path, encoding="utf-8") as handle:
@@ -192,7 +192,7 @@ def sensor_states(state_dir: str) -> List[Dict[str, Any]]:
 
 def locks(state_dir: str, proc_locks: str = "/proc/locks") -> List[Dict[str, Any]]:
     """Every ``*.lock`` file in the state dir, with the processes ``/proc/locks`` says hold it."""
-    files = sorted(glob.glob(os.path.join(state_dir, "*.lock")))
+    files = _files(state_dir, "", ".lock")
     if not files:
         return []
     held = _held_inodes(proc_locks)
@@ -237,6 +237,18 @@ def _held_inodes(proc_locks: str) -> Dict[int, List[tuple]]:
             continue
         held.setdefault(inode, []).append((pid, "{} {}".format(kind, mode)))
     return held
+
+
+def _files(directory: str, prefix: str, suffix: str) -> List[str]:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(directory, n)
+        for n in names
+        if n.startswith(prefix) and n.endswith(suffix) and not n.startswith(".")
+    )
 
 
 def _alive(pid: int) -> bool:
