@@ -182,7 +182,7 @@
         legend: { show: false },
         cursor: { sync: { key: "edge-agent" }, drag: { x: true, y: false } },
         scales: { x: { time: true }, y: { range: yRange(m.key) } },
-        axes: [{}, { size: axisSize }],
+        axes: [{}, { size: 62 }],  // one width for all three, so their time axes line up
         series: [{}, { label: m.title, stroke: m.color, width: 1.5, spanGaps: false, points: { show: false } }],
         hooks: {
           drawClear: [drawBackground(m.key)],
@@ -200,12 +200,6 @@
         charts[k].plot.setSize({ width: chartWidth(charts[k].box), height: chartHeight() });
       });
     });
-  }
-
-  function axisSize(u, values) {
-    var widest = 0;
-    (values || []).forEach(function (v) { widest = Math.max(widest, String(v).length); });
-    return Math.max(40, 14 + 7 * widest);
   }
 
   function followZoom(u) {
