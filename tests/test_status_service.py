@@ -325,9 +325,7 @@ def test_the_outbox_is_read_from_a_read_only_volume_while_the_writer_writes(
         url = child.stdout.readline().strip()
         first = requests.get(url + "api/state", timeout=5).json()["delivery"]["outbox"]
         assert first["available"] and first["pending"] == 1, first
-        started = time.monotonic()
         g.run(6)  # the anomaly function keeps writing retries while the reader reads
-        assert time.monotonic() - started < 5
         time.sleep(1.1)
         later = requests.get(url + "api/state", timeout=5).json()["delivery"]["outbox"]
         assert later["most_attempts"] > first["most_attempts"]
