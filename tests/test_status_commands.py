@@ -135,6 +135,7 @@ def test_simulate_serve_fast_serves_on_and_its_metrics_equal_the_summary(tmp_pat
     assert "stopped serving (SIGTERM)" in served.text("stderr")
 
 
+@pytest.mark.slow
 def test_simulate_serve_in_real_time_serves_only_during_the_run(tmp_path):
     served = Served(
         [

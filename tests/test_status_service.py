@@ -270,14 +270,14 @@ def test_a_missing_or_replaced_outbox_is_reported_and_reopened(group, tmp_path):
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(str(path) + suffix):
             shutil.move(str(path) + suffix, str(tmp_path / ("aside" + suffix)))
-    time.sleep(1.1)  # the state dir is read at most once a second
+    g.clock.advance(1.0)  # the state dir is read at most once a second (of either clock)
     answer = requests.get(g.url + "healthz", timeout=5)
     assert answer.status_code == 503
     assert "delivery unknown: no outbox at {}".format(path) in answer.text
     from agent.servicenow.outbox import Outbox
 
     Outbox(str(path)).close()  # the anomaly function starts again with a new file
-    time.sleep(1.1)
+    g.clock.advance(1.0)
     outbox = requests.get(g.url + "api/state", timeout=5).json()["delivery"]["outbox"]
     assert outbox["available"] and outbox["pending"] == 0
 
@@ -302,6 +302,7 @@ app.stop()
 """
 
 
+@pytest.mark.slow
 def test_the_outbox_is_read_from_a_read_only_volume_while_the_writer_writes(
     tmp_path, standin, password
 ):
@@ -358,12 +359,12 @@ def test_the_lock_holder_is_named_and_a_dead_one_is_not(group, tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        time.sleep(1.1)
+        g.clock.advance(1.0)
         (entry,) = requests.get(g.url + "api/state", timeout=5).json()["locks"]
         assert entry["holders"] == [{"pid": holder.pid, "kind": "FLOCK WRITE", "alive": True}]
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(5)
-    time.sleep(1.1)
+    g.clock.advance(1.0)
     (entry,) = requests.get(g.url + "api/state", timeout=5).json()["locks"]
     assert entry["holders"] == [] and entry["recorded"] == str(holder.pid)
