@@ -294,13 +294,22 @@ def figure_rows(results: Dict[str, Any]) -> List[List[str]]:
 def status_rows(r: Dict[str, Any], add: Callable[..., None]) -> None:
     """The status service's context figures (benchmarks/status.py)."""
     for key, name in (("median_us", "median"), ("cpu_us", "CPU per reading")):
-        for side in ("off", "on"):
+        for side, text in (
+            ("off", "status off"),
+            ("on", "status on"),
+            ("on_same_process", "status on, its thread in the same process"),
+        ):
             add(
-                f"sensor path, {name}, status {side}",
+                f"sensor path, {name}, {text}",
                 _get(r, "status", "sensor_path", key, side),
                 "µs",
                 2,
             )
+    add(
+        "sensor path CPU, status on (+%), same process",
+        _get(r, "status", "sensor_path", "cpu_us", "overhead_percent_same_process"),
+        "%",
+    )
     add(
         "status function: CPU per reading it takes",
         _get(r, "status", "handle", "cpu_us_per_reading"),

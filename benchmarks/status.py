@@ -125,7 +125,11 @@ def _group(state_dir: str, with_status: bool) -> Any:
     return app, clock, core, status
 
 
-def _round(ticks: int, with_status: bool) -> Dict[str, float]:
+def _round(ticks: int, with_status: bool, held: bool = False) -> Dict[str, float]:
+    """One round of ticks. ``held``: the status function's thread waits (on its handler
+    lock, as a busy pinned function's invocations wait) until the timing is done: on a
+    core it is another process, so its own work (below, ``handle``) never shares the
+    sensor's interpreter; in this one-process emulation it would share its GIL."""
     with tempfile.TemporaryDirectory(prefix="bench-status-path-") as state_dir:
         app, clock, core, status = _group(state_dir, with_status)
         period = app.settings.period
@@ -133,6 +137,9 @@ def _round(ticks: int, with_status: bool) -> Dict[str, float]:
             clock.advance(period)
             app.tick()
         core.wait_idle(STATUS_FUNCTION_ID)
+        lock = core._locks[STATUS_FUNCTION_ID] if held else None
+        if lock is not None:
+            lock.acquire()
         samples = [0] * ticks
         perf = time.perf_counter_ns
         for i in range(ticks):
@@ -140,14 +147,17 @@ def _round(ticks: int, with_status: bool) -> Dict[str, float]:
             t0 = perf()
             app.tick()
             samples[i] = perf() - t0
-        core.wait_idle(STATUS_FUNCTION_ID)
+        if lock is None:
+            core.wait_idle(STATUS_FUNCTION_ID)
         gc.collect()
         cpu0 = time.thread_time_ns()
         for _ in range(ticks):
             clock.advance(period)
             app.tick()
         cpu_ns = time.thread_time_ns() - cpu0
-        core.wait_idle(STATUS_FUNCTION_ID)
+        if lock is not None:
+            lock.release()
+        core.wait_idle(STATUS_FUNCTION_ID, timeout=60.0)
         if status is not None:
             assert status.model.readings.total > 0, "the status function received nothing"
             status.stop()
@@ -158,21 +168,25 @@ def _round(ticks: int, with_status: bool) -> Dict[str, float]:
 
 
 def sensor_path(ticks: int = 20_000, rounds: int = ROUNDS) -> Dict[str, Any]:
-    """Alternating rounds off/on; medians of the rounds' medians."""
+    """Alternating rounds: off, on (the status function's work held until after the
+    timing, as on a core where it is another process), and on with its thread running
+    in the same interpreter (the one-process ``run``/``simulate``); medians of the rounds."""
     per_round = max(1000, ticks // rounds)
-    results: Dict[str, List[Dict[str, float]]] = {"off": [], "on": []}
+    results: Dict[str, List[Dict[str, float]]] = {"off": [], "on": [], "on_same_process": []}
     for _ in range(rounds):
         results["off"].append(_round(per_round, False))
-        results["on"].append(_round(per_round, True))
+        results["on"].append(_round(per_round, True, held=True))
+        results["on_same_process"].append(_round(per_round, True))
     out: Dict[str, Any] = {"ticks_per_round": per_round, "rounds": rounds}
     for key in ("median_us", "cpu_us"):
         off = percentile([r[key] for r in results["off"]], 50)
-        on = percentile([r[key] for r in results["on"]], 50)
-        out[key] = {
-            "off": round(off, 2),
-            "on": round(on, 2),
-            "overhead_percent": round(100.0 * (on / off - 1.0), 1),
-        }
+        figures: Dict[str, float] = {"off": round(off, 2)}
+        for side in ("on", "on_same_process"):
+            on = percentile([r[key] for r in results[side]], 50)
+            figures[side] = round(on, 2)
+            suffix = "" if side == "on" else "_same_process"
+            figures["overhead_percent" + suffix] = round(100.0 * (on / off - 1.0), 1)
+        out[key] = figures
     return out
 
 
