@@ -286,3 +286,38 @@ def test_healthz_turns_503_during_an_outage_and_200_after(tmp_path):
         assert "opened incident INC0010001" in served.text("stdout")
     finally:
         served.stop()
+
+
+def test_the_mqtt_bridge_counters_reach_the_metrics(tmp_path):
+    """With a broker (``--mqtt``), what the bridge published, spooled and lost is on /metrics."""
+    import io
+
+    from mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    out, seen = io.StringIO(), {}
+
+    def on_finished(summary):  # the run is over, the page still up
+        seen["metrics"] = _metrics(URL.search(out.getvalue()).group(1))
+        seen["summary"] = summary
+
+    try:
+        run(
+            SimulationOptions(
+                scenario="steady",
+                period=0.1,
+                duration=1.5,
+                state_dir=str(tmp_path / "state"),
+                serve="0",
+                mqtt_url=broker.url,
+            ),
+            out=out,
+            on_finished=on_finished,
+        )
+    finally:
+        broker.stop()
+    m, summary = seen["metrics"], seen["summary"]
+    published = m[("edge_agent_mqtt_published_total",)]
+    assert 0 < published <= summary["messages_to_cloud"]
+    assert m[("edge_agent_mqtt_lost_total",)] == 0
+    assert ("edge_agent_mqtt_spooled_total",) in m and ("edge_agent_mqtt_connected",) in m
