@@ -203,6 +203,37 @@ VARIABLES: List[Variable] = [
     ),
     Variable("retryBaseSeconds", "float", "2", "anomaly", "First retry delay; doubles each try."),
     Variable("retryMaxSeconds", "float", "300", "anomaly", "Longest retry delay."),
+    # --- status function (in the group only when statusPort is set) -------
+    Variable(
+        "statusPort",
+        "int",
+        None,
+        "status",
+        "Port of the status page, /api/state, /metrics and /healthz; the status function "
+        "is deployed only when this is set (0: any free port).",
+    ),
+    Variable(
+        "statusBind",
+        "str",
+        "127.0.0.1",
+        "status",
+        "Address the status service listens on; 0.0.0.0 exposes the read-only page, "
+        "which has no authentication, to the network.",
+    ),
+    Variable(
+        "statusStaleSeconds",
+        "float",
+        None,
+        "status",
+        "/healthz fails when the last reading is older than this (default: 3 periods, at least 15 s).",
+    ),
+    Variable(
+        "statusStuckSeconds",
+        "float",
+        "300",
+        "status",
+        "/healthz fails when an action has waited in the outbox longer than this.",
+    ),
 ]
 
 _BY_NAME: Dict[str, Variable] = {v.name: v for v in VARIABLES}

@@ -114,6 +114,12 @@ class GroupTopology:
 
 SENSOR_FUNCTION_ID = "sensor"
 ANOMALY_FUNCTION_ID = "anomaly"
+STATUS_FUNCTION_ID = "status"
+# Each function's health counters (edge-agent/health/1), local only: never routed to cloud.
+HEALTH_TOPIC = "edge-agent/health/{function}"
+# Set by the topology in every function's environment when the group has a status
+# function, so a V2 component (which routes its own messages) knows to send it copies.
+STATUS_SWITCH = "EDGE_AGENT_STATUS"
 SNOW_SECRET_RESOURCE_ID = "snow-credentials"
 STATE_VOLUME_ID = "edge-agent-state"
 # Episode state and the outbox must outlive a container restart, so they live on a
@@ -160,7 +166,7 @@ def default_topology(
         DeviceResource("sense-hat-framebuffer", framebuffer),
         DeviceResource("sense-hat-joystick", joystick),
     )
-    return GroupTopology(
+    topology = GroupTopology(
         name="edge-agent",
         functions=(
             FunctionSpec(
@@ -204,3 +210,82 @@ def default_topology(
         devices=devices,
         volumes=(VolumeResource(STATE_VOLUME_ID, DEVICE_STATE_DIR, DEVICE_STATE_DIR),),
     )
+    if status_enabled(environment):
+        topology = with_status_function(topology, environment.get(STATUS_FUNCTION_ID, {}))
+    return topology
+
+
+def status_enabled(environment: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether the group has the status function: its ``statusPort`` is set, or a function's
+    environment carries the switch the topology put there (how a V2 component sees it)."""
+    if (environment.get(STATUS_FUNCTION_ID) or {}).get("statusPort", "").strip():
+        return True
+    return any((env or {}).get(STATUS_SWITCH) == "on" for env in environment.values())
+
+
+def with_status_function(
+    topology: GroupTopology, environment: Optional[Mapping[str, str]] = None
+) -> GroupTopology:
+    """The group plus the status function (off by default: see ``agent.status``).
+
+    It is pinned, reads the state volume read-only, and receives copies of the
+    readings, the episode events and each function's health counters over
+    local subscriptions only, so it can neither slow the sensor path (a core
+    fans messages out by itself) nor reach the cloud.
+    """
+    if any(f.id == STATUS_FUNCTION_ID for f in topology.functions):
+        return topology
+    sensor = topology.function(SENSOR_FUNCTION_ID)
+    readings_topic = sensor.environment.get("readingsTopic", DEFAULT_READINGS_TOPIC)
+    anomaly_topic = sensor.environment.get("anomalyTopic", DEFAULT_ANOMALY_TOPIC)
+    status_env = {
+        "statusBind": "127.0.0.1",
+        "stateDir": sensor.environment.get("stateDir", DEVICE_STATE_DIR),
+        "readingsTopic": readings_topic,
+        "anomalyTopic": anomaly_topic,
+    }
+    status_env.update(environment or {})
+    functions = tuple(
+        replace(f, environment={**f.environment, STATUS_SWITCH: "on"}) for f in topology.functions
+    )
+    status = FunctionSpec(
+        id=STATUS_FUNCTION_ID,
+        lambda_name="edge-agent-status",
+        module="functions.status_function",
+        pinned=True,  # its HTTP server lives outside the handler, as the loops of the others do
+        timeout_s=10,
+        memory_kb=32 * 1024,
+        environment=status_env,
+        resource_access=(ResourceAccess(STATE_VOLUME_ID, "ro"),),
+        device_extras=("greengrass-v1",),
+    )
+    subscriptions = topology.subscriptions + (
+        Subscription("readings-to-status", SENSOR_FUNCTION_ID, readings_topic, STATUS_FUNCTION_ID),
+        Subscription("anomaly-to-status", SENSOR_FUNCTION_ID, anomaly_topic, STATUS_FUNCTION_ID),
+        Subscription(
+            "sensor-health-to-status",
+            SENSOR_FUNCTION_ID,
+            HEALTH_TOPIC.format(function=SENSOR_FUNCTION_ID),
+            STATUS_FUNCTION_ID,
+        ),
+        Subscription(
+            "anomaly-health-to-status",
+            ANOMALY_FUNCTION_ID,
+            HEALTH_TOPIC.format(function=ANOMALY_FUNCTION_ID),
+            STATUS_FUNCTION_ID,
+        ),
+    )
+    return replace(topology, functions=functions + (status,), subscriptions=subscriptions)
+
+
+def deployed_topology(environ: Mapping[str, str]) -> GroupTopology:
+    """The group as deployed, as far as a function can tell from its own environment.
+
+    A V2 component routes its own messages (the nucleus has no subscription
+    table), so it must know whether the group has the status function to send
+    it copies: the topology puts ``EDGE_AGENT_STATUS=on`` into every function's
+    environment when it does.
+    """
+    if environ.get(STATUS_SWITCH) == "on":
+        return default_topology(environment={SENSOR_FUNCTION_ID: {STATUS_SWITCH: "on"}})
+    return default_topology()

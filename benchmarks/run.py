@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .common import REPO_ROOT, STANDIN_MODES, machine_info
 
-SECTIONS = ("disk", "sensor", "routing", "cold-start", "breach", "drain", "scenarios")
+SECTIONS = ("disk", "sensor", "routing", "cold-start", "breach", "drain", "scenarios", "status")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,28 @@ TARGETS = (
         20,
     ),
     Target("outbox drain", ("drain", "actions_per_second"), "actions/s", ">=", 200),
+    # The status service (benchmarks/status.py): the sensor path may not notice it.
+    Target(
+        "sensor path slower with the status service on (median)",
+        ("status", "sensor_path", "median_us", "overhead_percent"),
+        "%",
+        "<=",
+        5,
+    ),
+    Target(
+        "status function: RSS it adds (own process, above a bare Python 3.8)",
+        ("status", "memory", "3.8", "above_interpreter_mb"),
+        "MB",
+        "<=",
+        15,
+    ),
+    Target(
+        "status function: RSS it adds to edge-agent run",
+        ("status", "run_mode", "added_mb"),
+        "MB",
+        "<=",
+        15,
+    ),
 )
 
 
@@ -150,7 +172,7 @@ def _counts(args: argparse.Namespace) -> Counts:
 
 
 def _sections(counts: Counts, standin: str) -> Dict[str, Callable[[], Dict[str, Any]]]:
-    from . import cold_start, disk, incidents, routing, scenarios, sensor_path
+    from . import cold_start, disk, incidents, routing, scenarios, sensor_path, status
 
     return {
         "disk": lambda: {"disk": disk.measure()},
@@ -165,6 +187,7 @@ def _sections(counts: Counts, standin: str) -> Dict[str, Callable[[], Dict[str, 
         },
         "drain": lambda: {"drain": incidents.measure_drain(counts.actions, standin_mode=standin)},
         "scenarios": lambda: {"scenarios": scenarios.measure()},
+        "status": lambda: {"status": status.measure(counts.ticks, max(1, counts.repeats // 5))},
     }
 
 
@@ -264,7 +287,53 @@ def figure_rows(results: Dict[str, Any]) -> List[List[str]]:
         "msg/s",
         0,
     )
+    status_rows(r, add)
     return rows
+
+
+def status_rows(r: Dict[str, Any], add: Callable[..., None]) -> None:
+    """The status service's context figures (benchmarks/status.py)."""
+    for key, name in (("median_us", "median"), ("cpu_us", "CPU per reading")):
+        for side, text in (
+            ("off", "status off"),
+            ("on", "status on"),
+            ("on_same_process", "status on, its thread in the same process"),
+        ):
+            add(
+                f"sensor path, {name}, {text}",
+                _get(r, "status", "sensor_path", key, side),
+                "µs",
+                2,
+            )
+    add(
+        "sensor path CPU, status on (+%), same process",
+        _get(r, "status", "sensor_path", "cpu_us", "overhead_percent_same_process"),
+        "%",
+    )
+    add(
+        "status function: CPU per reading it takes",
+        _get(r, "status", "handle", "cpu_us_per_reading"),
+        "µs",
+        2,
+    )
+    for label in ("this", "3.8"):
+        python = "Python 3.8" if label == "3.8" else "this Python"
+        add(
+            f"status function peak RSS ({python})",
+            _get(r, "status", "memory", label, "peak_rss_mb"),
+            "MB",
+        )
+        add(
+            f"  of which above a bare interpreter ({python})",
+            _get(r, "status", "memory", label, "above_interpreter_mb"),
+            "MB",
+        )
+    add(
+        "edge-agent run peak RSS, status off",
+        _get(r, "status", "run_mode", "peak_rss_mb_off"),
+        "MB",
+    )
+    add("edge-agent run peak RSS, status on", _get(r, "status", "run_mode", "peak_rss_mb_on"), "MB")
 
 
 SCENARIO_COLUMNS = (

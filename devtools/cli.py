@@ -40,6 +40,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
         from devtools.run_direct import main as run_main
 
         return run_main(argv[1:])
+    if argv and argv[0] == "status":
+        from devtools.status_cmd import main as status_main
+
+        return status_main(argv[1:])
     if argv and argv[0] == "bench":
         from benchmarks.run import main as bench_main
 
@@ -108,6 +112,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
     sim.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle for an mqtts:// broker")
     sim.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for the broker")
     sim.add_argument("--mqtt-key", metavar="FILE", help="client key for the broker")
+    sim.add_argument(
+        "--serve",
+        metavar="[HOST:]PORT",
+        help="serve the status page, /metrics and /healthz during the run (with --fast, "
+        "also after it until Ctrl-C); host 127.0.0.1 unless given",
+    )
     sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
@@ -127,6 +137,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
     sub.add_parser("bench", help="run the benchmark suite")
+    sub.add_parser("status", help="the state dir on one screen: episodes, outbox, locks")
     sub.add_parser("run", help="run both functions on this device without Greengrass (see --help)")
     args = parser.parse_args(_join_dash_values(argv))
 
@@ -178,6 +189,13 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         environment = parse_assignments(args.set)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.serve:
+        from agent.status.settings import parse_address
+
+        try:
+            parse_address(args.serve)
+        except ValueError as exc:
+            parser.error(str(exc))
     options = SimulationOptions(
         scenario=args.scenario,
         replay=args.replay,
@@ -192,20 +210,26 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         environment=environment,
         mqtt_url=args.mqtt,
         mqtt_tls={"ca": args.mqtt_ca, "cert": args.mqtt_cert, "key": args.mqtt_key},
+        serve=args.serve,
     )
+
+    def print_summary(summary: dict) -> None:  # when the run ends, before --serve serves on
+        if args.json:
+            try:
+                print(json.dumps(summary, indent=2, sort_keys=True), flush=True)
+            except BrokenPipeError:
+                silence(sys.stdout)
+
     try:
-        summary = run(options, out=sys.stderr if args.json else sys.stdout)
+        summary = run(
+            options, out=sys.stderr if args.json else sys.stdout, on_finished=print_summary
+        )
     except (AgentError, OSError) as exc:
         print(f"edge-agent simulate: {exc}", file=sys.stderr)
         return BAD_CONFIGURATION
     except KeyboardInterrupt:  # before the run started (scanning a replay, say)
         print("edge-agent simulate: interrupted before the run started", file=sys.stderr)
         return INTERRUPTED
-    if args.json:
-        try:
-            print(json.dumps(summary, indent=2, sort_keys=True), flush=True)
-        except BrokenPipeError:
-            silence(sys.stdout)
     return summary["exit_code"]
 
 

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="spool size; the oldest message is dropped when full (default 2500000)",
     )
+    parser.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        help="serve the status page, /api/state, /metrics and /healthz, e.g. 127.0.0.1:8080",
+    )
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--max-ticks", type=int, metavar="N", help="stop after N sensor readings")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -162,6 +167,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         secret_file = args.secret_file or os.environ.get("EDGE_AGENT_SECRET_FILE")
         if secret_file:
             check_secret_file(secret_file)  # its shape now, not at the first delivery
+        if args.status:
+            from agent.status.settings import parse_address
+
+            parse_address(args.status, "--status")
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -192,6 +201,11 @@ def _run(
         common["deviceId"] = thing
     if args.state_dir:
         common["stateDir"] = args.state_dir
+    environ_status = None
+    if args.status:
+        from devtools.status_serve import status_topology
+
+        topology, environ_status = status_topology(topology, args.status, common, overrides)
     environ_sensor, environ_anomaly = function_environments(topology, common, overrides)
 
     core = LocalCore(topology)
@@ -230,6 +244,26 @@ def _run(
             bridge.close(timeout=0)
         raise
 
+    status = None
+    if environ_status is not None:
+        from devtools.status_serve import attach_status
+
+        try:
+            status = attach_status(
+                core,
+                clock,
+                sensor_app,
+                anomaly_app,
+                environ_status,
+                False,
+                lambda kind, text: log.info("%s: %s", kind, text),
+                bridge,
+            )
+        except BaseException:
+            if bridge is not None:
+                bridge.close(timeout=0)
+            raise
+
     stop_reason: Dict[str, str] = {}
 
     def request_stop(reason: str) -> None:
@@ -259,6 +293,9 @@ def _run(
         log.info("stopping (%s)", stop_reason.get("why", "done"))
         sensor_app.stop(timeout=0)
         anomaly_app.stop()
+        if status is not None:
+            status.finish()
+            status.close()
         if bridge is not None:
             bridge.close()
         summary = anomaly_app.summary()

@@ -25,14 +25,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
 
 from agent.clock import Clock, VirtualClock
 from agent.credentials import Credentials
 from agent.greengrass.local import LocalCore
 from agent.sensors import open_sensor
 from agent.sensors.base import METRICS, Sensor
-from agent.topology import default_topology
+from agent.topology import STATUS_SWITCH, default_topology
 from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
 from devtools.exit_codes import exit_code_for, meaning
 from devtools.local_group import build_group
@@ -74,14 +74,21 @@ class SimulationOptions:
     mqtt_url: Optional[str] = None
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
     progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
+    serve: Optional[str] = None  # [HOST:]PORT of the status page (devtools/status_serve.py)
 
 
-def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, Any]:
+def run(
+    options: SimulationOptions,
+    out: Optional[TextIO] = None,
+    on_finished: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
     """Run one simulation and return its summary (``exit_code`` included).
 
     Raises :class:`ConfigError` before anything starts when an option, a
     variable, the secret file, the replay file or the state folder is bad.
-    Ctrl-C stops the run early: the summary says ``interrupted``.
+    Ctrl-C stops the run early: the summary says ``interrupted``. The summary
+    is also handed to ``on_finished`` as soon as the run ends: with ``serve``
+    and ``fast`` the status page then serves on until Ctrl-C or SIGTERM.
     """
     plan = prepare(options)
     if options.fast:
@@ -104,7 +111,7 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     agent_log.addHandler(warnings)
     summary: Dict[str, Any] = {}
     try:
-        summary = _run(options, plan, clock, sensor, console)
+        summary = _run(options, plan, clock, sensor, console, on_finished)
         return summary
     finally:
         agent_log.removeHandler(warnings)
@@ -115,7 +122,12 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
 
 
 def _run(
-    options: SimulationOptions, plan: Plan, clock: Clock, sensor: Sensor, console: Console
+    options: SimulationOptions,
+    plan: Plan,
+    clock: Clock,
+    sensor: Sensor,
+    console: Console,
+    on_finished: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
     state_dir = plan.state_dir
     if plan.temporary_state:
@@ -127,6 +139,7 @@ def _run(
         console.line("state", state_dir)
     standin = None
     bridge = None
+    status = None
     start = clock.time()
     interrupted = False
     drained = False
@@ -139,8 +152,17 @@ def _run(
             snow_url = options.snow_url
             secret_value = None
             console.line("servicenow", snow_url)
+        environ_sensor = dict(plan.environ_sensor)
         environ_anomaly = dict(plan.environ_anomaly, snowUrl=snow_url)
         topology = default_topology()
+        environ_status = None
+        if options.serve:
+            from devtools.status_serve import status_topology
+
+            topology, environ_status = status_topology(
+                topology, options.serve, {"stateDir": state_dir}, options.environment
+            )
+            environ_sensor[STATUS_SWITCH] = environ_anomaly[STATUS_SWITCH] = "on"
         core = LocalCore(topology)
         secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
         if options.secret_file:
@@ -153,12 +175,23 @@ def _run(
             tls = {k: v for k, v in options.mqtt_tls.items() if v}
             bridge = attach_bridge(core, options.mqtt_url, **tls)
             console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
-        sensor_app, anomaly_app = build_group(
-            core, plan.environ_sensor, environ_anomaly, clock, sensor
-        )
+        sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
         sensor_app.on_reading.append(console.reading)
         sensor_app.on_event.append(console.event)
         anomaly_app.deliverer.on_outcome.append(console.outcome)
+        if environ_status is not None:
+            from devtools.status_serve import attach_status
+
+            status = attach_status(
+                core,
+                clock,
+                sensor_app,
+                anomaly_app,
+                environ_status,
+                options.fast,
+                console.line,
+                bridge,
+            )
         set_down = outage_switch(standin, options.outages, start, console)
         ticks = tick_times(sensor, start, plan.duration, plan.period, bool(options.replay))
         end = start + plan.duration
@@ -190,6 +223,12 @@ def _run(
             console.line("stopped", "interrupted (Ctrl-C)")
         finally:
             anomaly_app.stop()
+        if status is not None:
+            status.finish()
+    except BaseException:
+        if status is not None:
+            status.close()
+        raise
     finally:
         if bridge is not None:
             bridge.close()
@@ -229,6 +268,10 @@ def _run(
     summary["exit_code"] = exit_code_for(summary)
     summary["state_dir_removed"] = plan.temporary_state and not _kept_for(summary)
     _done_lines(summary, console, plan.temporary_state)
+    if status is not None:
+        status.after_run(summary, on_finished, options.fast and not interrupted, console.line)
+    elif on_finished is not None:
+        on_finished(summary)
     return summary
 
 

@@ -50,6 +50,9 @@ def function_handler(event: Any, context: Any) -> None:
 def _adopt(service: Any) -> None:
     global app
     app = service
+    from agent.status.health import start_if_enabled  # reports for a status function, if any
+
+    start_if_enabled(service, ANOMALY_FUNCTION_ID)
 
 
 def main() -> int:
@@ -59,6 +62,9 @@ def main() -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     service = create_app()
+    from agent.status.health import start_if_enabled
+
+    start_if_enabled(service, ANOMALY_FUNCTION_ID)
     service.runtime.subscribe(service.settings.anomaly_topic, service.handle)
     service.start()
     threading.Event().wait()

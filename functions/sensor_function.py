@@ -51,6 +51,9 @@ def function_handler(event: Any, context: Any) -> None:
 def _adopt(service: Any) -> None:
     global app
     app = service
+    from agent.status.health import start_if_enabled  # reports for a status function, if any
+
+    start_if_enabled(service, SENSOR_FUNCTION_ID)
 
 
 def main() -> int:
@@ -59,7 +62,12 @@ def main() -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     service = create_app()
+    from agent.status.health import start_if_enabled
+
+    health = start_if_enabled(service, SENSOR_FUNCTION_ID)
     service.run()
+    if health is not None:
+        health.stop()
     return 0
 
 

@@ -58,6 +58,7 @@ class LocalCore:
         self._secrets: Dict[str, str] = dict(secrets or {})
         self._handlers: Dict[str, FunctionHandler] = {}
         self._locks: Dict[str, threading.Lock] = {}
+        self._queues: Dict[str, Any] = {}  # function id -> inbox, for register(queued=True)
         self._cloud_links: List[CloudLink] = []
         self.cloud_messages: Deque[Tuple[str, Dict[str, Any]]] = collections.deque(
             maxlen=cloud_history
@@ -67,11 +68,45 @@ class LocalCore:
         self._routes: Dict[Tuple[str, str], List[str]] = {}
 
     # -- wiring --------------------------------------------------------------
-    def register(self, function_id: str, handler: FunctionHandler) -> None:
-        """Attach a function's handler, as the core does when the function starts."""
+    def register(self, function_id: str, handler: FunctionHandler, queued: bool = False) -> None:
+        """Attach a function's handler, as the core does when the function starts.
+
+        ``queued=True`` delivers to it as a real core does, from a queue on the
+        function's own thread: the publisher only enqueues, so an observer such
+        as the status function costs the sensor path nothing but the enqueue.
+        """
         self.topology.function(function_id)  # unknown ids are a wiring bug: fail loudly
         self._handlers[function_id] = handler
         self._locks.setdefault(function_id, threading.Lock())
+        if queued and function_id not in self._queues:
+            import queue
+
+            inbox: Any = queue.SimpleQueue()
+            self._queues[function_id] = inbox
+            worker = threading.Thread(
+                target=self._drain_queue,
+                args=(function_id, inbox),
+                name="core-{}".format(function_id),
+                daemon=True,
+            )
+            worker.start()
+
+    def wait_idle(self, function_id: str, timeout: float = 5.0) -> bool:
+        """Wait until a queued function has handled everything sent to it so far."""
+        inbox = self._queues.get(function_id)
+        if inbox is None:
+            return True
+        done = threading.Event()
+        inbox.put(done)
+        return done.wait(timeout)
+
+    def _drain_queue(self, function_id: str, inbox: Any) -> None:
+        while True:
+            item = inbox.get()
+            if isinstance(item, threading.Event):
+                item.set()  # a wait_idle() marker: everything before it was handled
+                continue
+            self._invoke_now(function_id, *item)
 
     def add_cloud_link(self, link: CloudLink) -> None:
         """Also hand every message routed to ``cloud`` to ``link(topic, payload)``."""
@@ -114,6 +149,9 @@ class LocalCore:
             if target == CLOUD:
                 self._to_cloud(topic, payload)
                 reached.append(target)
+            elif target in self._queues:  # inline: the enqueue is on the publisher's path
+                self._queues[target].put((topic, payload, source))
+                reached.append(target)
             elif self._invoke(target, topic, payload, source):
                 reached.append(target)
         return reached
@@ -143,6 +181,13 @@ class LocalCore:
                 log.exception("cloud link failed for %s", topic)
 
     def _invoke(self, function_id: str, topic: str, payload: bytes, source: str) -> bool:
+        inbox = self._queues.get(function_id)
+        if inbox is not None:
+            inbox.put((topic, payload, source))
+            return True
+        return self._invoke_now(function_id, topic, payload, source)
+
+    def _invoke_now(self, function_id: str, topic: str, payload: bytes, source: str) -> bool:
         handler = self._handlers.get(function_id)
         if handler is None:
             self.stats["not_running"] += 1

@@ -10,12 +10,13 @@ go, just as a V1 core's router would.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import schema
 from ..errors import GreengrassError, MessageError, PublishError, RuntimeUnavailable, SecretError
-from ..topology import GroupTopology, default_topology
+from ..topology import GroupTopology, deployed_topology
 from .base import MessageHandler, Runtime
 from .routing import route, targets_by_kind
 from .v1 import describe_error
@@ -48,7 +49,7 @@ class GreengrassV2Runtime(Runtime):
         """``ipc_client`` is a ``GreengrassCoreIPCClientV2`` (or look-alike); by default one is
         connected from the nucleus' environment."""
         super().__init__(function_id)
-        self.topology = topology if topology is not None else default_topology()
+        self.topology = topology if topology is not None else deployed_topology(os.environ)
         try:
             from awsiot.greengrasscoreipc import model
         except ImportError as exc:

@@ -89,6 +89,10 @@ class TableClient:
         self._token_expires = 0.0
         self._token_for: Optional[str] = None
         self.calls: Dict[str, int] = {"GET": 0, "POST": 0, "PATCH": 0, "TOKEN": 0}
+        # Observers of every HTTP call (the status function's counters):
+        # on_call(method, path, outcome, seconds), outcome a status code or
+        # "unreachable" (never sent) / "no_answer" / "error".
+        self.on_call: list = []
 
     @property
     def session(self) -> Any:
@@ -214,6 +218,23 @@ class TableClient:
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not self.on_call:
+            return self._send_request(method, path, **kwargs)
+        from time import perf_counter
+
+        started, outcome = perf_counter(), "error"
+        try:
+            response = self._send_request(method, path, **kwargs)
+            outcome = str(response.status_code)
+            return response
+        except Unavailable as exc:
+            outcome = "unreachable" if exc.never_sent else "no_answer"
+            raise
+        finally:
+            for observe in self.on_call:
+                observe(method, path, outcome, perf_counter() - started)
+
+    def _send_request(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests
 
         try:
