@@ -84,10 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
     box = sub.add_parser("outbox", help="show the anomaly function's outbox; requeue dead letters")
+    from agent.topology import DEVICE_STATE_DIR  # the state volume a deployment mounts
+
     box.add_argument(
         "--state-dir",
-        default="/var/lib/edge-agent",
-        help="the anomaly function's stateDir (default: /var/lib/edge-agent)",
+        default=DEVICE_STATE_DIR,
+        help="the anomaly function's stateDir (default: {})".format(DEVICE_STATE_DIR),
     )
     box.add_argument(
         "--requeue-dead",

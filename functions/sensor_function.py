@@ -40,6 +40,10 @@ def create_app(
     if sensor is None:
         sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)
     runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
+    # One source of truth: the runtime routes by the topics this function publishes on.
+    runtime.route_topics(
+        {"readingsTopic": settings.readings_topic, "anomalyTopic": settings.anomaly_topic}
+    )
     return SensorService(sensor, runtime, settings, clock=clock)
 
 

@@ -119,14 +119,19 @@ def test_anomaly_events_go_to_iot_core_and_local_pubsub(nucleus, sensor, anomaly
     assert sensor.destinations(DEFAULT_ANOMALY_TOPIC) == (True, [ANOMALY_FUNCTION_ID])
 
 
-def test_unrouted_topic_publishes_nothing(nucleus, sensor, anomaly, caplog):
+def test_unrouted_topic_publishes_nothing_and_warns_once(nucleus, sensor, anomaly, caplog):
     caplog.set_level(logging.DEBUG, logger="agent.greengrass.v2")
 
-    sensor.publish("IoTBlog/unknown", READING)
+    for _ in range(3):
+        sensor.publish("IoTBlog/unknown", READING)
     anomaly.publish(DEFAULT_READINGS_TOPIC, READING)  # the anomaly function is no source of it
 
     assert nucleus.requests == []
-    assert "no subscription" in caplog.text
+    warnings = [r for r in caplog.records if "no subscription" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.WARNING]
+    assert "'IoTBlog/unknown'" in warnings[0].getMessage()
+    assert sensor.unrouted == {"IoTBlog/unknown": 3}
+    assert anomaly.unrouted == {DEFAULT_READINGS_TOPIC: 1}
 
 
 def test_routing_follows_the_topology_with_wildcards(nucleus):
