@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.config import SensorSettings
+from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.sensor_service import SensorService
@@ -62,7 +63,12 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    service = create_app()
+    try:
+        service = create_app()
+    except AgentError as exc:
+        # Bad configuration, or a sensor that is absent: the message says which and what to do.
+        log.error("sensor function could not start: %s", exc)
+        return 1
     service.run()
     return 0
 
