@@ -109,6 +109,7 @@ class HatWorld:
             "chip": None if self.chip is None else json.dumps(self.chip),
             "environ_home": "/home/environ-home",
             "model": self.model,
+            "emulator": any(a["do"] == "emulator" for a in actions),
             "actions": list(actions),
         }
         env = dict(os.environ)

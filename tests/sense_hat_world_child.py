@@ -152,6 +152,9 @@ def run(actions, environ_home):
                     }
                 )
                 continue
+            if kind == "emulator":
+                results.append(_emulator(action))
+                continue
             if kind == "sensor":
                 sensor = SenseHatSensor(**action.get("options", {}))
             else:  # "open_sensor": the seam, as the sensor function calls it
@@ -182,6 +185,42 @@ def run(actions, environ_home):
         "results": results,
         "warnings": warnings,
         "environ_home_files": _files(environ_home),
+    }
+
+
+def _emulator(action):
+    """Play steps of a scenario through the emulator backend, in virtual scenario time."""
+    import time
+    import warnings
+
+    from agent.clock import VirtualClock
+    from agent.sensors import open_sensor
+
+    clock = VirtualClock()
+    steps = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sensor = open_sensor("emulator", clock=clock, environ=action.get("environ", {}))
+        driven = sensor.driver is not None
+        for step in action["steps"]:
+            clock.advance(step["advance"])
+            time.sleep(step.get("sleep", 0.0))
+            metric, (low, high) = step["metric"], step["between"]
+            deadline = time.monotonic() + step.get("within", 8.0)
+            while True:
+                reading = sensor.read()
+                value = getattr(reading, metric)
+                if (value is not None and low <= value <= high) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            steps.append([reading.temperature, reading.humidity, reading.pressure])
+        sensor.close()
+    return {
+        "steps": steps,
+        "headless": driven,
+        "warnings": [str(w.message) for w in caught],
+        "lock_left": os.path.exists("/dev/shm/rpi-sense-emu-pid"),
+        "shm": sorted(os.listdir("/dev/shm")),
     }
 
 
