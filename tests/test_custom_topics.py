@@ -72,14 +72,13 @@ def test_custom_topics_are_routed_on_the_local_core(tmp_path, caplog):
 
 def test_custom_topics_are_routed_on_v2(tmp_path):
     pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
-    from sdk_fakes import FakeNucleus
+    from v2_nucleus import FakeNucleus
 
     from agent.greengrass.v2 import GreengrassV2Runtime
 
     clock = VirtualClock()
     variables = _variables(tmp_path)
-    nucleus = FakeNucleus()
-    if True:  # the nucleus lives for the test
+    with FakeNucleus() as nucleus:
         sensor_app = sensor_function.create_app(
             environ=variables,
             runtime=GreengrassV2Runtime(
@@ -108,7 +107,6 @@ def test_custom_topics_are_routed_on_v2(tmp_path):
             sensor_app.runtime.close()
             anomaly_app.runtime.close()
             anomaly_app.outbox.close()
-            getattr(nucleus, "close", lambda: None)()
 
 
 def test_an_unrouted_topic_warns_once_and_is_counted(caplog):
