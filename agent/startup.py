@@ -32,7 +32,7 @@ def start_on_core(
         delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
         if isinstance(exc, SensorError):
             # The message names what is absent (a device, a group, a folder): no traceback.
-            log.error("%s function could not start: %s; trying again in %.0fs", label, exc, delay)
+            log.error("%s function could not start; trying again in %.0fs: %s", label, delay, exc)
         else:
             log.exception("%s function could not start; trying again in %.0fs", label, delay)
         timer = threading.Timer(delay, start_on_core, args=(build, adopt, label, attempt + 1))
