@@ -131,8 +131,10 @@ class GroupTopology:
 
         ``topics`` maps topic variables (:data:`TOPIC_VARIABLES`) to the values
         the function actually uses; a topology whose subscriptions already
-        match is returned as is.
+        match, or that has no such function, is returned as is.
         """
+        if not any(f.id == function_id for f in self.functions):
+            return self  # not a function of this group: it is the source of no subscription
         variables = {k: v for k, v in topics.items() if k in TOPIC_VARIABLES}
         routed = self.with_environment(function_id, **variables)
         return self if routed.subscriptions == self.subscriptions else routed

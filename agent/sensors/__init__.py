@@ -60,7 +60,7 @@ def open_sensor(
 ) -> Sensor:
     """Open the chosen sensor backend; ``options`` go to its constructor.
 
-    ``EDGE_AGENT_SCENARIO``, ``EDGE_AGENT_SEED`` (fake) and ``EDGE_AGENT_REPLAY``
+    ``EDGE_AGENT_SCENARIO``, ``EDGE_AGENT_SEED`` (fake, emulator) and ``EDGE_AGENT_REPLAY``
     (replay path) fill in options not passed explicitly. ``environ`` and
     ``model_path`` stand in for the process environment and the device-tree
     model file in tests.
