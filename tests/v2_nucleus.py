@@ -16,7 +16,10 @@ answered with real response, event (``SubscriptionResponseMessage``) and error
 (``UnauthorizedError``, ``ResourceNotFoundError``, ``InvalidArgumentsError``)
 shapes, which the client must decode.
 
-The SDK is imported lazily, so importing this module needs none of it.
+The SDK is imported lazily, so importing this module needs none of it. (A little
+over 500 lines: the socket server and the four operations it serves belong together;
+the wire format is in ``eventstream_wire.py``, the request checks in
+``ipc_model_checks.py``.)
 """
 
 from __future__ import annotations
@@ -26,110 +29,40 @@ import json
 import os
 import shutil
 import socket
-import struct
 import tempfile
 import threading
-import typing
 import uuid
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from eventstream_wire import (
+    APPLICATION_ERROR,
+    APPLICATION_MESSAGE,
+    CONNECT,
+    CONNECT_ACK,
+    CONNECTION_ACCEPTED,
+    INT32,
+    PING,
+    PING_RESPONSE,
+    PROTOCOL_ERROR,
+    STRING,
+    TERMINATE_STREAM,
+    FrameError,
+    Header,
+    encode_frame,
+    read_frame,
+)
+from ipc_model_checks import (
+    check_enum,
+    check_publish_topic,
+    require,
+    resource_of,
+    type_problems,
+)
 from v1_core import StoredSecret, find_secret
 
 from agent.greengrass.routing import topic_matches, validate_subject
-
-# -- the event-stream wire format ----------------------------------------------------
-
-# Header value types (aws-c-event-stream; awscrt.eventstream.HeaderType).
-BOOL_TRUE, BOOL_FALSE, BYTE, INT16, INT32, INT64, BYTE_BUF, STRING, TIMESTAMP, UUID = range(10)
-# RPC message types and flags (awscrt.eventstream.rpc.MessageType, MessageFlag).
-APPLICATION_MESSAGE, APPLICATION_ERROR, PING, PING_RESPONSE, CONNECT, CONNECT_ACK = range(6)
-PROTOCOL_ERROR = 6
-CONNECTION_ACCEPTED = 0x1
-TERMINATE_STREAM = 0x2
-_FIXED = {BYTE: ">b", INT16: ">h", INT32: ">i", INT64: ">q", TIMESTAMP: ">q"}
-
-Header = Tuple[str, int, Any]
-
-
-def encode_frame(headers: List[Header], payload: bytes = b"") -> bytes:
-    """One event-stream message: prelude (lengths, CRC32), headers, payload, message CRC32."""
-    encoded = b""
-    for name, kind, value in headers:
-        raw = name.encode("utf-8")
-        encoded += struct.pack(">B", len(raw)) + raw + struct.pack(">B", kind)
-        if kind in _FIXED:
-            encoded += struct.pack(_FIXED[kind], value)
-        elif kind in (STRING, BYTE_BUF):
-            data = value.encode("utf-8") if kind == STRING else bytes(value)
-            encoded += struct.pack(">H", len(data)) + data
-        elif kind == UUID:
-            encoded += value.bytes
-    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
-
-class FrameError(ValueError):
-    pass
-
-
-def read_frame(stream: Any) -> Optional[Tuple[Dict[str, Any], bytes]]:
-    """(headers by name, payload) of the next message; None at a clean end of stream."""
-    prelude = _read_exactly(stream, 12)
-    if prelude is None:
-        return None
-    total, headers_length, prelude_crc = struct.unpack(">III", prelude)
-    if zlib.crc32(prelude[:8]) != prelude_crc:
-        raise FrameError("prelude CRC mismatch")
-    rest = _read_exactly(stream, total - 12)
-    if rest is None:
-        raise FrameError("truncated message")
-    (message_crc,) = struct.unpack(">I", rest[-4:])
-    if zlib.crc32(prelude + rest[:-4]) != message_crc:
-        raise FrameError("message CRC mismatch")
-    raw_headers, payload = rest[:headers_length], rest[headers_length:-4]
-    headers: Dict[str, Any] = {}
-    i = 0
-    while i < len(raw_headers):
-        length = raw_headers[i]
-        name = raw_headers[i + 1 : i + 1 + length].decode("utf-8")
-        i += 1 + length
-        kind = raw_headers[i]
-        i += 1
-        if kind in (BOOL_TRUE, BOOL_FALSE):
-            value: Any = kind == BOOL_TRUE
-        elif kind in _FIXED:
-            size = struct.calcsize(_FIXED[kind])
-            (value,) = struct.unpack(_FIXED[kind], raw_headers[i : i + size])
-            i += size
-        elif kind in (STRING, BYTE_BUF):
-            (size,) = struct.unpack(">H", raw_headers[i : i + 2])
-            value = raw_headers[i + 2 : i + 2 + size]
-            value = value.decode("utf-8") if kind == STRING else value
-            i += 2 + size
-        elif kind == UUID:
-            value = uuid.UUID(bytes=raw_headers[i : i + 16])
-            i += 16
-        else:
-            raise FrameError("unknown header type {}".format(kind))
-        headers[name] = value
-    return headers, payload
-
-
-def _read_exactly(stream: Any, size: int) -> Optional[bytes]:
-    data = b""
-    while len(data) < size:
-        chunk = stream.recv(size - len(data))
-        if not chunk:
-            if data:
-                raise FrameError("connection closed mid-message")
-            return None
-        data += chunk
-    return data
-
 
 # -- the nucleus ---------------------------------------------------------------------
 
@@ -466,7 +399,7 @@ class FakeNucleus:
         component = stream.connection.component or ""
         with self._lock:
             self.requests.append((component, operation, obj))
-        problems = _type_problems(request)
+        problems = type_problems(request)
         if problems:
             return stream.reply_error(model.InvalidArgumentsError(message="; ".join(problems)))
         handlers: Dict[str, Callable[[str, Any], Any]] = {
@@ -485,7 +418,7 @@ class FakeNucleus:
                 failures = self._failures.get(operation)
                 if failures:
                     raise failures.pop(0)
-            self._authorize(component, operation, _resource_of(request))
+            self._authorize(component, operation, resource_of(request))
             if operation == SUBSCRIBE_TO_TOPIC:
                 response = handler(component, request)
                 with self._lock:
@@ -515,9 +448,9 @@ class FakeNucleus:
     def _publish_to_iot_core(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model
 
-        _require(request, "topic_name", "qos")
-        _check_enum(model.QOS, "qos", request.qos)
-        _check_publish_topic(request.topic_name)
+        require(request, "topic_name", "qos")
+        check_enum(model.QOS, "qos", request.qos)
+        check_publish_topic(request.topic_name)
         publication = IoTCorePublication(
             component, request.topic_name, request.qos, request.payload or b""
         )
@@ -528,15 +461,15 @@ class FakeNucleus:
     def _publish_to_topic(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model
 
-        _require(request, "topic", "publish_message")
-        _check_publish_topic(request.topic)
+        require(request, "topic", "publish_message")
+        check_publish_topic(request.topic)
         message = request.publish_message
         if (message.json_message is None) == (message.binary_message is None):
             raise model.InvalidArgumentsError(
                 message="publish_message must set exactly one of json_message, binary_message"
             )
         if message.json_message is not None:
-            _require(message.json_message, "message")
+            require(message.json_message, "message")
             publication = LocalPublication(
                 component, request.topic, json_message=message.json_message.message
             )
@@ -566,9 +499,9 @@ class FakeNucleus:
     def _subscribe_to_topic(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model
 
-        _require(request, "topic")
+        require(request, "topic")
         if request.receive_mode is not None:
-            _check_enum(model.ReceiveMode, "receive_mode", request.receive_mode)
+            check_enum(model.ReceiveMode, "receive_mode", request.receive_mode)
         try:
             validate_subject(request.topic)
         except ValueError as exc:
@@ -578,7 +511,7 @@ class FakeNucleus:
     def _get_secret_value(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model
 
-        _require(request, "secret_id")
+        require(request, "secret_id")
         self.secret_requests.append(
             {
                 "secret_id": request.secret_id,
@@ -632,83 +565,3 @@ class FakeNucleus:
 
 
 _SUBSCRIPTION_EVENT = "aws.greengrass#SubscriptionResponseMessage"
-
-
-def _resource_of(request: Any) -> str:
-    for attr in ("topic_name", "topic", "secret_id"):
-        value = getattr(request, attr, None)
-        if value is not None:
-            return value
-    return "*"
-
-
-def _require(shape: Any, *names: str) -> None:
-    from awsiot.greengrasscoreipc import model
-
-    missing = [n for n in names if getattr(shape, n, None) is None]
-    if missing:
-        raise model.InvalidArgumentsError(message="{} is required".format(", ".join(missing)))
-
-
-def _check_enum(enum: type, name: str, value: Any) -> None:
-    from awsiot.greengrasscoreipc import model
-
-    allowed = [v for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, str)]
-    if value not in allowed:
-        raise model.InvalidArgumentsError(message=f"{name} must be one of {allowed}, got {value!r}")
-
-
-def _check_publish_topic(topic: str) -> None:
-    from awsiot.greengrasscoreipc import model
-
-    if not topic or "+" in topic or "#" in topic:
-        raise model.InvalidArgumentsError(message=f"invalid publish topic {topic!r}")
-
-
-def _type_problems(shape: Any, path: str = "") -> List[str]:
-    """Fields of a decoded request that do not match the model class' annotations."""
-    from awsiot.eventstreamrpc import Shape
-
-    hints = typing.get_type_hints(type(shape).__init__)
-    problems = []
-    for name, hint in hints.items():
-        if name == "return":
-            continue
-        value = getattr(shape, name, None)
-        if value is None:
-            continue
-        if not _conforms(value, hint):
-            problems.append(f"{path}{name} must be {_hint_name(hint)}, got {type(value).__name__}")
-        elif isinstance(value, Shape):
-            problems.extend(_type_problems(value, path + name + "."))
-    return problems
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin is Union:
-        return any(_conforms(value, arg) for arg in args)
-    if origin is list:
-        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True  # a hint this checker does not model (callables, datetimes)
-
-
-def _hint_name(hint: Any) -> str:
-    if typing.get_origin(hint) is Union:  # Optional[X] reads as X: None is always allowed
-        return " or ".join(_hint_name(a) for a in typing.get_args(hint) if a is not type(None))
-    if isinstance(hint, type):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
