@@ -26,11 +26,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 from .schema import METRIC_RANGES
-from .topology import DEFAULT_ANOMALY_TOPIC, DEFAULT_READINGS_TOPIC, DEFAULT_SECRET_NAME
+from .topology import (
+    DEFAULT_ANOMALY_TOPIC,
+    DEFAULT_READINGS_TOPIC,
+    DEFAULT_SECRET_NAME,
+    DEVICE_STATE_DIR,
+)
 
 # One default for every tool (the functions, ``edge-agent run``, ``edge-agent
-# outbox``): durable across reboots, so queued incident actions survive one.
-DEFAULT_STATE_DIR = "/var/lib/edge-agent"
+# outbox``, ``edge-agent status``): the deployed state volume's path, durable
+# across reboots (so queued incident actions survive one) and a path a
+# Greengrass V1 volume resource may use (see agent/topology.py).
+DEFAULT_STATE_DIR = DEVICE_STATE_DIR
 # Environment names the process reads that are not function variables.
 PROCESS_SWITCHES = (
     "EDGE_AGENT_RUNTIME",

@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-from .errors import ConfigError
+from .errors import ConfigError, SensorError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,13 @@ def start_on_core(
     except ConfigError:
         log.exception("%s function could not start; fix the configuration and redeploy", label)
         return
-    except Exception:
+    except Exception as exc:
         delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
-        log.exception("%s function could not start; trying again in %.0fs", label, delay)
+        if isinstance(exc, SensorError):
+            # The message names what is absent (a device, a group, a folder): no traceback.
+            log.error("%s function could not start; trying again in %.0fs: %s", label, delay, exc)
+        else:
+            log.exception("%s function could not start; trying again in %.0fs", label, delay)
         timer = threading.Timer(delay, start_on_core, args=(build, adopt, label, attempt + 1))
         timer.daemon = True
         timer.start()

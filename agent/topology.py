@@ -75,12 +75,19 @@ class FunctionSpec:
 
 @dataclass(frozen=True)
 class Subscription:
-    """Route messages on ``subject`` from ``source`` to ``target`` (function id or ``cloud``)."""
+    """Route messages on ``subject`` from ``source`` to ``target`` (function id or ``cloud``).
+
+    ``subject_variable`` names the source function's variable that holds the
+    subject (``readingsTopic``, ``anomalyTopic``): the subscription follows it
+    when the function is configured with another topic, so the table the core
+    routes by and the topic the function publishes on come from one value.
+    """
 
     id: str
     source: str
     subject: str
     target: str
+    subject_variable: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -101,12 +108,36 @@ class GroupTopology:
         raise KeyError(f"no function with id {function_id!r} in group {self.name!r}")
 
     def with_environment(self, function_id: str, **variables: str) -> GroupTopology:
-        """A copy with extra environment variables for one function."""
+        """A copy with extra environment variables for one function.
+
+        Subscriptions whose subject is one of that function's variables follow
+        the new value, so a custom ``readingsTopic`` is routed, not dropped.
+        """
+        self.function(function_id)  # an unknown id is a wiring bug: fail loudly
         functions = tuple(
             replace(f, environment={**f.environment, **variables}) if f.id == function_id else f
             for f in self.functions
         )
-        return replace(self, functions=functions)
+        subscriptions = tuple(
+            replace(s, subject=variables[s.subject_variable])
+            if s.source == function_id and s.subject_variable in variables
+            else s
+            for s in self.subscriptions
+        )
+        return replace(self, functions=functions, subscriptions=subscriptions)
+
+    def with_topics(self, function_id: str, topics: Mapping[str, str]) -> GroupTopology:
+        """This topology as routed for ``function_id`` publishing on ``topics``.
+
+        ``topics`` maps topic variables (:data:`TOPIC_VARIABLES`) to the values
+        the function actually uses; a topology whose subscriptions already
+        match, or that has no such function, is returned as is.
+        """
+        if not any(f.id == function_id for f in self.functions):
+            return self  # not a function of this group: it is the source of no subscription
+        variables = {k: v for k, v in topics.items() if k in TOPIC_VARIABLES}
+        routed = self.with_environment(function_id, **variables)
+        return self if routed.subscriptions == self.subscriptions else routed
 
     def subscriptions_from(self, source: str) -> Tuple[Subscription, ...]:
         return tuple(s for s in self.subscriptions if s.source == source)
@@ -122,15 +153,30 @@ HEALTH_TOPIC = "edge-agent/health/{function}"
 STATUS_SWITCH = "EDGE_AGENT_STATUS"
 SNOW_SECRET_RESOURCE_ID = "snow-credentials"
 STATE_VOLUME_ID = "edge-agent-state"
+# The variables that name the topics a function publishes on; subscriptions follow them.
+TOPIC_VARIABLES = ("readingsTopic", "anomalyTopic")
 # Episode state and the outbox must outlive a container restart, so they live on a
-# host directory (create it on the Pi, owned by the functions' uid/gid).
-DEVICE_STATE_DIR = "/var/lib/edge-agent"
+# host directory mounted as a local volume resource (create it on the Pi, owned by
+# the functions' uid/gid). Not /var/lib: AWS IoT Greengrass V1 accepts a volume's
+# source path anywhere on the root file system *except under /sys, /dev or /var*
+# (Developer Guide, "Access local resources with Lambda functions and connectors",
+# docs.aws.amazon.com/greengrass/v1/developerguide/access-local-resources.html);
+# the core fails with "unable to start lambda container" otherwise. /opt is the
+# FHS place for an add-on package's files and is not on that list.
+DEVICE_STATE_DIR = "/opt/edge-agent/state"
+# The usual Sense HAT device nodes on Raspberry Pi OS. The library finds both by
+# name under /sys/class (``RPi-Sense FB``, ``Raspberry Pi Sense HAT Joystick``),
+# so a Pi with another framebuffer first may number them differently: the sensor
+# names the node it found at start (``agent.sensors.sensehat_devices``), and
+# ``deploy --framebuffer/--joystick`` maps the right ones.
+DEFAULT_FRAMEBUFFER = "/dev/fb1"
+DEFAULT_JOYSTICK = "/dev/input/event0"
 
 
 def default_topology(
     secret_name: str = DEFAULT_SECRET_NAME,
-    framebuffer: str = "/dev/fb1",
-    joystick: str = "/dev/input/event0",
+    framebuffer: str = DEFAULT_FRAMEBUFFER,
+    joystick: str = DEFAULT_JOYSTICK,
     environment: Optional[Dict[str, Dict[str, str]]] = None,
 ) -> GroupTopology:
     """The group this project deploys: a pinned sensor function and a pinned anomaly function.
@@ -146,7 +192,6 @@ def default_topology(
         "period": "5",
         "readingsTopic": DEFAULT_READINGS_TOPIC,
         "anomalyTopic": DEFAULT_ANOMALY_TOPIC,
-        "HOME": "/tmp",  # sense_hat writes ~/.config/sense_hat; a container HOME may be read-only
         "stateDir": DEVICE_STATE_DIR,
         # On the device the Sense HAT, explicitly: never a fake because the
         # container could not see /proc/device-tree.
@@ -200,11 +245,19 @@ def default_topology(
         subscriptions=(
             # Subjects follow the sensor's topic variables, so renaming a topic
             # in one place re-routes it everywhere.
-            Subscription("readings-to-cloud", SENSOR_FUNCTION_ID, readings_topic, CLOUD),
             Subscription(
-                "anomaly-to-function", SENSOR_FUNCTION_ID, anomaly_topic, ANOMALY_FUNCTION_ID
+                "readings-to-cloud", SENSOR_FUNCTION_ID, readings_topic, CLOUD, "readingsTopic"
             ),
-            Subscription("anomaly-to-cloud", SENSOR_FUNCTION_ID, anomaly_topic, CLOUD),
+            Subscription(
+                "anomaly-to-function",
+                SENSOR_FUNCTION_ID,
+                anomaly_topic,
+                ANOMALY_FUNCTION_ID,
+                "anomalyTopic",
+            ),
+            Subscription(
+                "anomaly-to-cloud", SENSOR_FUNCTION_ID, anomaly_topic, CLOUD, "anomalyTopic"
+            ),
         ),
         secrets=(SecretResource(SNOW_SECRET_RESOURCE_ID, secret_name),),
         devices=devices,

@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
+from agent.config import DEFAULT_STATE_DIR
 from agent.status.document import build, duration
 from agent.status.model import StatusModel
 from agent.status.settings import StatusSettings
@@ -33,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--state-dir",
-        default="/var/lib/edge-agent",
-        help="the functions' stateDir (default: /var/lib/edge-agent)",
+        default=DEFAULT_STATE_DIR,
+        help=f"the functions' stateDir (default: {DEFAULT_STATE_DIR})",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
     return parser

@@ -36,6 +36,7 @@ def create_app(
 
     settings = AnomalySettings.from_mapping(os.environ if environ is None else environ)
     runtime = runtime or open_runtime(ANOMALY_FUNCTION_ID)
+    runtime.route_topics({"anomalyTopic": settings.anomaly_topic})
     return AnomalyService(settings, runtime, clock=clock, **kwargs)
 
 

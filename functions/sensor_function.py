@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.config import SensorSettings
+from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.sensor_service import SensorService
@@ -40,6 +41,10 @@ def create_app(
     if sensor is None:
         sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)
     runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
+    # One source of truth: the runtime routes by the topics this function publishes on.
+    runtime.route_topics(
+        {"readingsTopic": settings.readings_topic, "anomalyTopic": settings.anomaly_topic}
+    )
     return SensorService(sensor, runtime, settings, clock=clock)
 
 
@@ -61,7 +66,12 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    service = create_app()
+    try:
+        service = create_app()
+    except AgentError as exc:
+        # Bad configuration, or a sensor that is absent: the message says which and what to do.
+        log.error("sensor function could not start: %s", exc)
+        return 1
     from agent.status.health import start_if_enabled
 
     health = start_if_enabled(service, SENSOR_FUNCTION_ID)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import sys
 from typing import List, Set
 
 import pytest
@@ -13,6 +15,38 @@ from agent.clock import VirtualClock
 from agent.config import AnomalySettings
 from agent.greengrass.local import LocalCore
 from agent.topology import default_topology
+
+# Test modules of the tooling (deploy, the ServiceNow stand-in, the simulation,
+# benchmarks) need Python 3.11. Every other module exercises device code and is
+# marked `device`: `./dev test` runs those again under Python 3.8, the newest
+# Python a Greengrass V1 core runs, and ignores the tooling modules there.
+TOOLING_TEST_PREFIXES = ("test_deploy", "test_servicenow_standin", "test_simulation", "test_bench")
+
+
+def is_tooling_test(path: object) -> bool:
+    return os.path.basename(str(path)).startswith(TOOLING_TEST_PREFIXES)
+
+
+class _NotOnThisPython(pytest.Module):
+    """A tooling test module seen from Python 3.8: not imported, no tests."""
+
+    def collect(self):  # noqa: ANN201 (pytest hook)
+        return []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):  # noqa: ANN001 (pytest hook)
+    # Also for modules named on the command line, which pytest_ignore_collect never sees.
+    if sys.version_info < (3, 11) and is_tooling_test(module_path):
+        return _NotOnThisPython.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001 (pytest hook)
+    for item in items:
+        if not is_tooling_test(item.path):
+            item.add_marker(pytest.mark.device)
+
 
 # Every secret value a test hands the agent is registered here; the guard
 # below fails the run if any of them appears in any log record of any test.

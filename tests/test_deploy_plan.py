@@ -183,13 +183,13 @@ def test_resources_secret_and_sense_hat_devices(tmp_path):
     }
     # Episode state and the outbox live on a host volume, so they survive a container restart.
     assert resources["edge-agent-state"]["LocalVolumeResourceData"] == {
-        "SourcePath": "/var/lib/edge-agent",
-        "DestinationPath": "/var/lib/edge-agent",
+        "SourcePath": "/opt/edge-agent/state",
+        "DestinationPath": "/opt/edge-agent/state",
         "GroupOwnerSetting": {"AutoAddGroupOwner": True},
     }
     for function in docs["function-definition.json"]["Functions"]:
         env = function["FunctionConfiguration"]["Environment"]
-        assert env["Variables"]["stateDir"] == "/var/lib/edge-agent"
+        assert env["Variables"]["stateDir"] == "/opt/edge-agent/state"
         assert {"ResourceId": "edge-agent-state", "Permission": "rw"} in env[
             "ResourceAccessPolicies"
         ]

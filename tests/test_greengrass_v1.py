@@ -1,4 +1,9 @@
-"""The Greengrass V1 backend against the installed greengrasssdk, and backend selection."""
+"""The Greengrass V1 backend: the installed greengrasssdk over HTTP to a core's IPC endpoint.
+
+``v1_core.V1CoreStandIn`` is the core's side of the wire; the SDK's client code
+is the installed package's own, on stand-ins of the two packages that only a
+core has (``tests/stand_ins/v1_core``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 
 pytest.importorskip("greengrasssdk")
 
-from sdk_fakes import FakeGreengrassV1Core  # noqa: E402
+from v1_core import V1CoreStandIn  # noqa: E402
 
 from agent import schema  # noqa: E402
 from agent.errors import (  # noqa: E402
@@ -37,13 +42,21 @@ READING = {
 
 
 @pytest.fixture
-def core() -> FakeGreengrassV1Core:
-    return FakeGreengrassV1Core(secrets={SECRET_NAME: SECRET_VALUE})
+def core():
+    """This test process as a function on a V1 core."""
+    with V1CoreStandIn(secrets={SECRET_NAME: SECRET_VALUE}) as core, core.installed():
+        yield core
 
 
 @pytest.fixture
-def runtime(core: FakeGreengrassV1Core) -> GreengrassV1Runtime:
-    return GreengrassV1Runtime("sensor", sdk=core.sdk)
+def runtime(core: V1CoreStandIn) -> GreengrassV1Runtime:
+    return GreengrassV1Runtime("sensor")  # the installed greengrasssdk, as on a core
+
+
+def sdk():
+    import greengrasssdk
+
+    return greengrasssdk
 
 
 # -- publish ----------------------------------------------------------------
@@ -61,12 +74,16 @@ def test_publish_sends_compact_json_with_all_or_exception(core, runtime):
     assert runtime.name == "v1"
 
 
-def test_clients_are_created_once(core, runtime):
+def test_clients_are_created_once(core, monkeypatch):
+    calls = []
+    real_client = sdk().client
+    monkeypatch.setattr(sdk(), "client", lambda name: calls.append(name) or real_client(name))
+    runtime = GreengrassV1Runtime("sensor")
     for seq in range(3):
         runtime.publish(READINGS, dict(READING, seq=seq))
     runtime.get_secret(SECRET_NAME)
 
-    assert core.sdk.calls == ["iot-data", "secretsmanager"]
+    assert calls == ["iot-data", "secretsmanager"]
     assert [m["seq"] for m in core.messages(READINGS)] == [0, 1, 2]
 
 
@@ -91,6 +108,9 @@ def test_unreachable_core_raises_publish_error(core, runtime):
         runtime.publish(READINGS, READING)
 
     assert READINGS in str(info.value)
+    core.ipc_reachable = True  # the core is back: the same clients publish again
+    runtime.publish(READINGS, READING)
+    assert core.messages(READINGS) == [READING]
 
 
 def test_unserialisable_message_is_a_message_error(core, runtime):
@@ -110,51 +130,68 @@ def test_subscribe_is_a_no_op(core, runtime):
     assert calls == []
 
 
-# -- the fake runs the SDK's own checks ---------------------------------------
+# -- the SDK's own checks, and what crosses the wire ----------------------------
 
 
-def test_fake_rejects_an_invalid_queue_policy_like_the_sdk(core):
-    iot_data = core.sdk.client("iot-data")
+def test_publish_goes_over_http_with_the_functions_token(core, runtime):
+    runtime.publish(READINGS, READING)
+
+    [(method, path, headers)] = core.requests
+    assert method == "POST"
+    assert path == "/2016-11-01/functions/arn:aws:lambda:::function:GGRouter"
+    assert headers["Authorization"] == core.token
+    assert headers["X-Amz-Invocation-Type"] == "Event"
+
+
+def test_sdk_rejects_an_invalid_queue_policy(core):
+    iot_data = sdk().client("iot-data")
 
     with pytest.raises(ValueError, match="Invalid value for queueFullPolicy: DropOldest"):
         iot_data.publish(topic=READINGS, payload=b"{}", queueFullPolicy="DropOldest")
     assert core.published == {}
 
 
-def test_fake_enforces_the_sdk_publish_parameters(core):
-    iot_data = core.sdk.client("iot-data")
+def test_sdk_publish_parameters_and_payload_types(core):
+    iot_data = sdk().client("iot-data")
 
     with pytest.raises(ValueError, match='"topic" is a required parameter'):
         iot_data.publish(payload=b"{}")
     with pytest.raises(TypeError):
         iot_data.publish(READINGS, b"{}")  # keyword-only (**kwargs)
-    # The core's IPC client posts the payload with urllib: str is refused.
-    with pytest.raises(TypeError, match="str"):
-        iot_data.publish(topic=READINGS, payload="{}")
-    iot_data.publish(topic=READINGS, payload=io.BytesIO(b'{"a": 1}'))
+    # The current core client sends a str payload UTF-8 encoded, bytes as they are.
+    iot_data.publish(topic=READINGS, payload='{"t": "22 °C"}')
+    iot_data.publish(topic=READINGS, payload=b'{"a": 1}')
+    iot_data.publish(topic=READINGS, payload=io.BytesIO(b'{"b": 2}'))  # sent chunked
     iot_data.publish(topic=READINGS, queueFullPolicy="BestEffort")  # payload is optional
 
-    assert [p.payload for p in core.published[READINGS]] == [b'{"a": 1}', b""]
-    assert core.published[READINGS][1].queue_full_policy == "BestEffort"
+    assert [p.payload for p in core.published[READINGS]] == [
+        '{"t": "22 °C"}'.encode(),
+        b'{"a": 1}',
+        b'{"b": 2}',
+        b"",
+    ]
+    assert core.published[READINGS][3].queue_full_policy == "BestEffort"
 
 
-def test_fake_best_effort_drops_when_the_queue_is_full(core):
+def test_best_effort_is_dropped_when_the_queue_is_full(core):
     core.queue_full = True
-    core.sdk.client("iot-data").publish(topic=READINGS, payload=b"{}", queueFullPolicy="BestEffort")
+    sdk().client("iot-data").publish(topic=READINGS, payload=b"{}", queueFullPolicy="BestEffort")
 
     assert core.published == {}
     assert [p.topic for p in core.dropped] == [READINGS]
 
 
-def test_fake_enforces_the_sdk_secret_parameters(core):
-    secrets = core.sdk.client("secretsmanager")
+def test_sdk_secret_parameters(core):
+    from greengrasssdk.SecretsManager import SecretsManagerError
+
+    secrets = sdk().client("secretsmanager")
 
     with pytest.raises(ValueError, match='"SecretId" is a required parameter'):
         secrets.get_secret_value()
-    with pytest.raises(core.SecretsManagerError, match="VersionId is not yet supported"):
+    with pytest.raises(SecretsManagerError, match="VersionId is not yet supported"):
         secrets.get_secret_value(SecretId=SECRET_NAME, VersionId="v1")
     with pytest.raises(Exception, match="is not recognized"):
-        core.sdk.client("s3")
+        sdk().client("s3")
 
     answer = secrets.get_secret_value(SecretId=SECRET_NAME, VersionStage="AWSCURRENT")
     assert answer["SecretString"] == SECRET_VALUE
@@ -162,13 +199,21 @@ def test_fake_enforces_the_sdk_secret_parameters(core):
     assert core.secret_requests[-1] == {"SecretId": SECRET_NAME, "VersionStage": "AWSCURRENT"}
 
 
-def test_fake_leaves_the_real_sdk_off_core(core):
+def test_leaving_the_core_leaves_the_sdk_off_core():
     import greengrasssdk
 
-    core.sdk.client("iot-data")
+    with V1CoreStandIn() as core, core.installed():
+        greengrasssdk.client("iot-data")
 
     with pytest.raises(ModuleNotFoundError, match="greengrass_common"):
         greengrasssdk.client("iot-data")
+
+
+def test_a_wrong_token_is_refused_by_the_core(core, monkeypatch):
+    core.token = "another-functions-token"
+
+    with pytest.raises(PublishError, match="403"):
+        GreengrassV1Runtime("sensor").publish(READINGS, READING)
 
 
 # -- secrets ----------------------------------------------------------------

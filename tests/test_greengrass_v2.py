@@ -7,6 +7,7 @@ import logging
 import math
 import re
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
 from awsiot.eventstreamrpc import SerializeError  # noqa: E402
 from awsiot.greengrasscoreipc import model  # noqa: E402
-from sdk_fakes import (  # noqa: E402
+from v2_nucleus import (  # noqa: E402
     GET_SECRET_VALUE,
     PUBLISH_TO_IOT_CORE,
     PUBLISH_TO_TOPIC,
@@ -58,20 +59,41 @@ def ipc_error(error_type: type, pattern: str) -> Iterator[None]:
 
 
 class Inbox:
-    """A message handler that records (message, topic) and can be waited on."""
+    """A message handler that records (message, topic) and can be waited on.
+
+    Events reach a subscriber over its own connection, so they may arrive just
+    after the publisher's call returns: wait for them.
+    """
 
     def __init__(self) -> None:
         self.received = []
         self.arrived = threading.Event()
+        self._changed = threading.Condition()
 
     def __call__(self, message, topic):
-        self.received.append((message, topic))
-        self.arrived.set()
+        with self._changed:
+            self.received.append((message, topic))
+            self.arrived.set()
+            self._changed.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 5.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+
+
+def eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
 
 
 @pytest.fixture
-def nucleus() -> FakeNucleus:
-    return FakeNucleus(secrets={SECRET_NAME: SECRET_VALUE})
+def nucleus():
+    with FakeNucleus(secrets={SECRET_NAME: SECRET_VALUE}) as nucleus:
+        yield nucleus
 
 
 @pytest.fixture
@@ -115,18 +137,24 @@ def test_anomaly_events_go_to_iot_core_and_local_pubsub(nucleus, sensor, anomaly
 
     assert nucleus.iot_core_messages(DEFAULT_ANOMALY_TOPIC) == [EVENT]
     assert nucleus.local_messages(DEFAULT_ANOMALY_TOPIC) == [EVENT]
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     assert sensor.destinations(DEFAULT_ANOMALY_TOPIC) == (True, [ANOMALY_FUNCTION_ID])
 
 
-def test_unrouted_topic_publishes_nothing(nucleus, sensor, anomaly, caplog):
+def test_unrouted_topic_publishes_nothing_and_warns_once(nucleus, sensor, anomaly, caplog):
     caplog.set_level(logging.DEBUG, logger="agent.greengrass.v2")
 
-    sensor.publish("IoTBlog/unknown", READING)
+    for _ in range(3):
+        sensor.publish("IoTBlog/unknown", READING)
     anomaly.publish(DEFAULT_READINGS_TOPIC, READING)  # the anomaly function is no source of it
 
     assert nucleus.requests == []
-    assert "no subscription" in caplog.text
+    warnings = [r for r in caplog.records if "no subscription" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.WARNING]
+    assert "'IoTBlog/unknown'" in warnings[0].getMessage()
+    assert sensor.unrouted == {"IoTBlog/unknown": 3}
+    assert anomaly.unrouted == {DEFAULT_READINGS_TOPIC: 1}
 
 
 def test_routing_follows_the_topology_with_wildcards(nucleus):
@@ -190,6 +218,7 @@ def test_one_failed_leg_does_not_stop_the_other(nucleus, sensor, anomaly, caplog
     # resend it and hold back later events; the lost cloud copy is logged.
     sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
 
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     assert nucleus.iot_core == {}
     assert "IoT Core (ServiceError: spooler full); delivered to local pub/sub" in caplog.text
@@ -265,6 +294,7 @@ def test_subscriber_receives_local_messages_with_the_concrete_topic(nucleus, sen
     sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
     sensor.publish(DEFAULT_READINGS_TOPIC, READING)  # IoT Core only: not local
 
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     assert nucleus.requests[0][1] == SUBSCRIBE_TO_TOPIC
 
@@ -280,6 +310,7 @@ def test_binary_json_messages_are_decoded(nucleus, anomaly):
         ),
     )
 
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
 
 
@@ -303,6 +334,7 @@ def test_malformed_messages_are_logged_and_do_not_close_the_subscription(
     nucleus.deliver_raw(DEFAULT_ANOMALY_TOPIC, b"{truncated")  # the SDK cannot deserialise it
     sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
 
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     reasons = [r.getMessage() for r in caplog.records if r.name == "agent.greengrass.v2"]
     assert any("not JSON" in r for r in reasons)
@@ -326,7 +358,7 @@ def test_handler_exceptions_are_logged_not_raised(nucleus, sensor, anomaly, capl
     sensor.publish(DEFAULT_ANOMALY_TOPIC, dict(EVENT, seq=0))
     sensor.publish(DEFAULT_ANOMALY_TOPIC, dict(EVENT, seq=1))
 
-    assert seen == [0, 1]
+    assert eventually(lambda: seen == [0, 1]), seen
     assert "handler for 'IoTBlog/anomaly' failed" in caplog.text
     assert "RuntimeError: handler bug" in caplog.text
     assert "Traceback" not in capsys.readouterr().err
@@ -342,6 +374,7 @@ def test_delivery_on_the_sdk_executor_thread(nucleus, sensor):
     sensor.publish(DEFAULT_ANOMALY_TOPIC, EVENT)
 
     assert inbox.arrived.wait(5)
+    assert inbox.wait(1)
     assert inbox.received == [(EVENT, DEFAULT_ANOMALY_TOPIC)]
     runtime.close()
 
@@ -363,8 +396,8 @@ def test_close_ends_subscriptions_and_connection(nucleus, caplog):
     runtime.close()
     runtime.close()
 
-    assert nucleus.subscriptions() == []
-    assert nucleus.connections[-1].closed
+    assert eventually(lambda: nucleus.subscriptions() == [])
+    assert eventually(lambda: nucleus.connections[-1].closed)
     assert "closed the subscription" not in caplog.text  # we closed it, no false alarm
     sensor = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=client)
     with pytest.raises(PublishError, match="ConnectionClosedError"):
@@ -441,3 +474,29 @@ def test_missing_nucleus_socket_is_runtime_unavailable(monkeypatch, tmp_path):
 
     with pytest.raises(RuntimeUnavailable, match="cannot connect to the nucleus IPC socket"):
         GreengrassV2Runtime("sensor")
+
+
+# -- on a nucleus: connecting as a component does ----------------------------------
+
+
+def test_a_component_connects_from_the_nucleus_environment(nucleus, monkeypatch):
+    for name, value in nucleus.environ("edge-agent-sensor").items():
+        monkeypatch.setenv(name, value)
+
+    runtime = open_runtime(SENSOR_FUNCTION_ID, backend="v2")  # GreengrassCoreIPCClientV2()
+    try:
+        runtime.publish(DEFAULT_READINGS_TOPIC, READING)
+    finally:
+        runtime.close()
+
+    [publication] = nucleus.iot_core[DEFAULT_READINGS_TOPIC]
+    assert publication.component == "edge-agent-sensor"
+    assert publication.json() == READING
+
+
+def test_a_wrong_svcuid_is_refused_by_the_nucleus(nucleus, monkeypatch):
+    monkeypatch.setenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", nucleus.socket_path)
+    monkeypatch.setenv("SVCUID", "not-a-token-the-nucleus-gave")
+
+    with pytest.raises(RuntimeUnavailable, match="AccessDeniedError"):
+        GreengrassV2Runtime(SENSOR_FUNCTION_ID)

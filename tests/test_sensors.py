@@ -4,78 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import List
 
 import pytest
 
 from agent.clock import VirtualClock
 from agent.errors import BadSensorBackend, ConfigError, SensorError
 from agent.sensors import SCENARIOS, Reading, Sensor, open_sensor
-from agent.sensors.emulator import EmulatorSensor
 from agent.sensors.fake import SCENARIOS as SCENARIO_TABLE
 from agent.sensors.fake import FakeSensor
 from agent.sensors.replay import ReplayFinished, ReplaySensor
-from agent.sensors.sensehat import SenseHatSensor
+from agent.sensors.sensehat import SenseHatSensor, chip_value
 
-# --- a simulated Sense HAT library -------------------------------------------
-
-
-class Chip:
-    """What the simulated ``SenseHat`` reports: one entry per read, after the warm-up.
-
-    Like the real library, the first read after init gives 0 for everything,
-    an invalid sample gives 0, and the chip reads ``heat`` degrees high.
-    """
-
-    def __init__(
-        self,
-        temperatures: Optional[List[float]] = None,
-        humidities: Optional[List[float]] = None,
-        pressures: Optional[List[float]] = None,
-        init_error: Optional[str] = None,
-        fail_on_read: Optional[int] = None,
-        heat: float = 0.0,
-    ) -> None:
-        self.temperatures = temperatures or [21.5]
-        self.humidities = humidities or [41.0]
-        self.pressures = pressures or [1012.0]
-        self.init_error = init_error
-        self.fail_on_read = fail_on_read  # which read (0 is the warm-up) raises OSError
-        self.heat = heat
-        self.reads = {"temperature": 0, "humidity": 0, "pressure": 0}
-
-    def sample(self, metric: str, values: List[float], offset: float = 0.0) -> float:
-        n = self.reads[metric]
-        self.reads[metric] += 1
-        if n == 0:
-            return 0
-        value = values[min(n - 1, len(values) - 1)]
-        return value + offset if value != 0 else 0
-
-
-def install_hat(monkeypatch: pytest.MonkeyPatch, chip: Chip, name: str = "sense_hat") -> Chip:
-    class SenseHat:
-        def __init__(self) -> None:
-            if chip.init_error:
-                raise OSError(chip.init_error)
-
-        def get_temperature(self) -> float:
-            if chip.reads["temperature"] == chip.fail_on_read:
-                raise OSError(5, "Input/output error")
-            return chip.sample("temperature", chip.temperatures, chip.heat)
-
-        def get_humidity(self) -> float:
-            return chip.sample("humidity", chip.humidities)
-
-        def get_pressure(self) -> float:
-            return chip.sample("pressure", chip.pressures)
-
-    module = types.ModuleType(name)
-    module.SenseHat = SenseHat  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, name, module)
-    return chip
+# --- Sense HAT backend -------------------------------------------------------
+# Over the installed sense_hat library in a namespace: see test_sense_hat_library.py.
 
 
 @pytest.fixture
@@ -83,65 +26,14 @@ def clock() -> VirtualClock:
     return VirtualClock(start=1_790_000_000.0)
 
 
-# --- Sense HAT backend -------------------------------------------------------
-
-
-def test_warm_up_read_is_discarded(monkeypatch, clock):
-    chip = install_hat(monkeypatch, Chip(temperatures=[21.5], humidities=[41.0]))
-    sensor = SenseHatSensor(clock=clock)
-    assert chip.reads == {"temperature": 1, "humidity": 1, "pressure": 1}
-    assert sensor.read() == Reading(clock.time(), 21.5, 41.0, 1012.0)
-
-
-def test_invalid_zero_is_none_not_a_value(monkeypatch, clock):
-    install_hat(
-        monkeypatch,
-        Chip(temperatures=[0, 22.0], humidities=[45.0, 0], pressures=[0, 1010.0]),
-    )
-    sensor = SenseHatSensor(clock=clock)
-    first, second = sensor.read(), sensor.read()
-    assert (first.temperature, first.humidity, first.pressure) == (None, 45.0, None)
-    assert (second.temperature, second.humidity, second.pressure) == (22.0, None, 1010.0)
-
-
-def test_impossible_values_are_none(monkeypatch, clock):
-    install_hat(
-        monkeypatch,
-        Chip(temperatures=[float("nan")], humidities=[120.0], pressures=[50.0]),
-    )
-    reading = SenseHatSensor(clock=clock).read()
-    assert reading == Reading(clock.time(), None, None, None)
-
-
-def test_without_pressure(monkeypatch, clock):
-    chip = install_hat(monkeypatch, Chip())
-    reading = SenseHatSensor(clock=clock, with_pressure=False).read()
-    assert reading == Reading(clock.time(), 21.5, 41.0, None)
-    assert chip.reads["pressure"] == 0
-
-
-def test_init_oserror_becomes_sensor_error(monkeypatch):
-    install_hat(monkeypatch, Chip(init_error="Cannot detect RPi-Sense FB device"))
-    with pytest.raises(SensorError, match="Cannot detect RPi-Sense FB device") as info:
-        SenseHatSensor()
-    assert isinstance(info.value, OSError)
-    assert isinstance(info.value.__cause__, OSError)
-
-
-def test_warm_up_failure_is_sensor_error(monkeypatch):
-    # The real library initialises the humidity chip on first use.
-    install_hat(monkeypatch, Chip(fail_on_read=0))
-    with pytest.raises(SensorError):
-        SenseHatSensor()
-
-
-def test_read_io_error_becomes_sensor_error(monkeypatch):
-    install_hat(monkeypatch, Chip(fail_on_read=2))
-    sensor = SenseHatSensor()
-    sensor.read()
-    with pytest.raises(SensorError, match="Input/output error") as info:
-        sensor.read()
-    assert isinstance(info.value.__cause__, OSError)
+def test_chip_zero_is_no_reading_and_impossible_values_are_none():
+    assert chip_value(0, "temperature") is None  # the library's "invalid" answer
+    assert chip_value(0.0, "humidity") is None
+    assert chip_value(21.5, "temperature") == 21.5
+    assert chip_value(120.0, "humidity") is None
+    assert chip_value(50.0, "pressure") is None
+    assert chip_value(float("nan"), "temperature") is None
+    assert chip_value(True, "humidity") is None
 
 
 def test_missing_library_is_bad_backend_with_hint(monkeypatch):
@@ -151,50 +43,9 @@ def test_missing_library_is_bad_backend_with_hint(monkeypatch):
     assert isinstance(info.value, ImportError)
 
 
-def test_read_after_close_is_an_error(monkeypatch):
-    install_hat(monkeypatch, Chip())
-    with SenseHatSensor() as sensor:
-        sensor.read()
-    with pytest.raises(SensorError):
-        sensor.read()
-
-
-def test_cpu_heat_compensation(monkeypatch, tmp_path, clock):
-    # The room is 22 °C; CPU heat makes the chip read 8 degrees high.
-    install_hat(monkeypatch, Chip(temperatures=[22.0], heat=8.0))
-    cpu = tmp_path / "temp"
-    cpu.write_text("46000\n")
-    sensor = SenseHatSensor(clock=clock, compensation_factor=2.0, cpu_temp_path=str(cpu))
-    # 30 - (46 - 30) / 2
-    assert sensor.read().temperature == pytest.approx(22.0)
-
-
-def test_compensation_off_without_factor(monkeypatch, tmp_path):
-    install_hat(monkeypatch, Chip(temperatures=[30.0]))
-    cpu = tmp_path / "temp"
-    cpu.write_text("51000\n")
-    assert SenseHatSensor(cpu_temp_path=str(cpu)).read().temperature == 30.0
-
-
-def test_compensation_without_cpu_file_warns_once(monkeypatch, tmp_path, caplog):
-    install_hat(monkeypatch, Chip(temperatures=[30.0]))
-    sensor = SenseHatSensor(compensation_factor=2.0, cpu_temp_path=str(tmp_path / "missing"))
-    with caplog.at_level(logging.WARNING, logger="agent.sensors"):
-        assert [sensor.read().temperature for _ in range(3)] == [30.0, 30.0, 30.0]
-    assert len([r for r in caplog.records if "not compensated" in r.getMessage()]) == 1
-
-
 def test_bad_compensation_factor():
     with pytest.raises(ConfigError):
         SenseHatSensor(compensation_factor=0)
-
-
-def test_emulator_uses_sense_emu(monkeypatch, clock):
-    install_hat(monkeypatch, Chip(temperatures=[25.0]), name="sense_emu")
-    monkeypatch.setitem(sys.modules, "sense_hat", None)
-    sensor = EmulatorSensor(clock=clock)
-    assert sensor.name == "emulator"
-    assert sensor.read().temperature == 25.0
 
 
 # --- fake backend ------------------------------------------------------------
@@ -469,21 +320,8 @@ def test_no_model_file_means_not_a_pi(tmp_path):
     assert isinstance(open_sensor(environ={}, model_path=str(tmp_path / "none")), FakeSensor)
 
 
-def test_on_a_pi_default_is_the_sense_hat(monkeypatch, a_pi, clock):
-    install_hat(monkeypatch, Chip(temperatures=[23.0]))
-    sensor = open_sensor(environ={}, model_path=a_pi, clock=clock)
-    assert isinstance(sensor, SenseHatSensor)
-    assert sensor.read().temperature == 23.0
-
-
 def test_on_a_pi_a_missing_library_is_an_error_not_a_fake(monkeypatch, a_pi, caplog):
     monkeypatch.setitem(sys.modules, "sense_hat", None)
     with pytest.raises(BadSensorBackend):
         open_sensor(environ={}, model_path=a_pi)
     assert not any("FAKE" in r.getMessage() for r in caplog.records)
-
-
-def test_on_a_pi_a_missing_hat_is_an_error_not_a_fake(monkeypatch, a_pi):
-    install_hat(monkeypatch, Chip(init_error="Cannot detect RPi-Sense FB device"))
-    with pytest.raises(SensorError, match="Cannot detect"):
-        open_sensor(environ={}, model_path=a_pi)

@@ -24,6 +24,17 @@ class Runtime:
         """Publish a JSON message. Raises ``OSError`` if the core refused it."""
         raise NotImplementedError
 
+    def route_topics(self, topics: Mapping[str, str]) -> None:
+        """Route this function's messages by the topics it really publishes on.
+
+        ``topics`` maps topic variables (``readingsTopic``, ``anomalyTopic``) to
+        the values the function read from its own configuration, so the table a
+        backend routes by and the topics the function uses come from one source.
+        The local core and the V2 backend rebuild their routes from them; on a V1
+        core this is a no-op: the deployed subscription table, built from the
+        same variables, routes there.
+        """
+
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """Receive messages on ``topic``.
 

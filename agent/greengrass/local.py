@@ -64,8 +64,12 @@ class LocalCore:
             maxlen=cloud_history
         )
         self.stats = collections.Counter()  # type: collections.Counter[str]
-        # (source, topic) -> targets: the table is immutable, so match each pair once.
+        # Messages no subscription matched, by (source, topic): each pair is
+        # logged as a WARNING once, and counted every time.
+        self.unrouted = collections.Counter()  # type: collections.Counter[Tuple[str, str]]
+        # (source, topic) -> targets, matched once per pair; rebuilt when the table changes.
         self._routes: Dict[Tuple[str, str], List[str]] = {}
+        self._table_lock = threading.Lock()
 
     # -- wiring --------------------------------------------------------------
     def register(self, function_id: str, handler: FunctionHandler, queued: bool = False) -> None:
@@ -131,18 +135,31 @@ class LocalCore:
         self.topology.function(function_id)
         return LocalRuntime(self, function_id)
 
+    def route_topics(self, function_id: str, topics: Mapping[str, str]) -> None:
+        """Route ``function_id``'s messages by the topic variables it runs with.
+
+        The subscriptions that follow a topic variable (see
+        :class:`agent.topology.Subscription`) take the function's value, as a
+        deployment built from the same variables would.
+        """
+        with self._table_lock:
+            topology = self.topology.with_topics(function_id, topics)
+            if topology is not self.topology:
+                self.topology = topology
+                self._routes = {}
+
     # -- the core's work ------------------------------------------------------
     def publish(self, source: str, topic: str, message: Mapping[str, Any]) -> List[str]:
         """Route ``message`` from ``source`` on ``topic``; return the targets it reached."""
         payload = encode(message)
-        targets = self._routes.get((source, topic))
+        routes = self._routes
+        targets = routes.get((source, topic))
         if targets is None:
             targets = route(self.topology.subscriptions, source, topic)
-            if len(self._routes) < 1024:  # topics are few; don't grow without bound
-                self._routes[(source, topic)] = targets
+            if len(routes) < 1024:  # topics are few; don't grow without bound
+                routes[(source, topic)] = targets
         if not targets:
-            self.stats["unrouted"] += 1
-            log.debug("no subscription for %s from %s; message dropped", topic, source)
+            self._count_unrouted(source, topic)
             return []
         reached = []
         for target in targets:
@@ -155,6 +172,20 @@ class LocalCore:
             elif self._invoke(target, topic, payload, source):
                 reached.append(target)
         return reached
+
+    def _count_unrouted(self, source: str, topic: str) -> None:
+        self.stats["unrouted"] += 1
+        key = (source, topic)
+        self.unrouted[key] += 1
+        if self.unrouted[key] == 1:
+            log.warning(
+                "no subscription of group %r routes %r from function %r: the message is "
+                "dropped, as a Greengrass core drops it (warned once per topic; counted in "
+                "stats['unrouted']). Publish on the topic the group routes, or route this one.",
+                self.topology.name,
+                topic,
+                source,
+            )
 
     def deliver_from_cloud(self, topic: str, payload: bytes) -> List[str]:
         """A message that arrived from the cloud: route it with source ``cloud``."""
@@ -218,6 +249,9 @@ class LocalRuntime(Runtime):
 
     def publish(self, topic: str, message: Mapping[str, Any]) -> None:
         self.core.publish(self.function_id, topic, message)
+
+    def route_topics(self, topics: Mapping[str, str]) -> None:
+        self.core.route_topics(self.function_id, topics)
 
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """No-op: the subscription table routes to the registered handler."""

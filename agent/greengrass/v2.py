@@ -9,6 +9,7 @@ go, just as a V1 core's router would.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -60,6 +61,8 @@ class GreengrassV2Runtime(Runtime):
         self._ipc = ipc_client
         self._operations: List[Any] = []
         self._routes: Dict[str, Tuple[bool, List[str]]] = {}
+        # Messages no subscription matched, by topic: warned once per topic, all counted.
+        self.unrouted = collections.Counter()  # type: collections.Counter[str]
         self._lock = threading.Lock()
         self._closed = False
         if not any(f.id == function_id for f in self.topology.functions):
@@ -71,6 +74,18 @@ class GreengrassV2Runtime(Runtime):
             )
 
     # -- publish ---------------------------------------------------------
+
+    def route_topics(self, topics: Mapping[str, str]) -> None:
+        """Route by the topics this component runs with (its ``readingsTopic``...).
+
+        The nucleus has no subscription table; this component decides where its
+        messages go, so the table must follow its own configuration.
+        """
+        with self._lock:
+            topology = self.topology.with_topics(self.function_id, topics)
+            if topology is not self.topology:
+                self.topology = topology
+                self._routes = {}
 
     def destinations(self, topic: str) -> Tuple[bool, List[str]]:
         """(goes to IoT Core, local function ids) for this function's messages on ``topic``."""
@@ -91,9 +106,18 @@ class GreengrassV2Runtime(Runtime):
         to_cloud, local_targets = self.destinations(topic)
         if not to_cloud and not local_targets:
             # Same as a V1 core: no subscription matches, nothing is delivered.
-            logger.debug(
-                "v2: no subscription from %r matches %r; not published", self.function_id, topic
-            )
+            with self._lock:
+                self.unrouted[topic] += 1
+                first = self.unrouted[topic] == 1
+            if first:
+                logger.warning(
+                    "v2: no subscription of group %r routes %r from %r: not published "
+                    "(warned once per topic; counted in unrouted). Publish on a topic the "
+                    "group routes, or route this one.",
+                    self.topology.name,
+                    topic,
+                    self.function_id,
+                )
             return
         # Encode first, strictly: JsonMessage would let NaN through as invalid JSON.
         try:

@@ -1,7 +1,7 @@
 """The sensor shim: one interface, four backends, one seam to choose between them.
 
 * ``sensehat``: the Raspberry Pi Sense HAT (the ``sense_hat`` library);
-* ``emulator``: the sense-emu desktop emulator, for demos;
+* ``emulator``: the sense-emu emulator, headless (driven by a scenario) or its window;
 * ``fake``: a simulated sensor playing a scenario (see :data:`SCENARIOS`);
 * ``replay``: a CSV log played back with its recorded timestamps.
 
@@ -60,7 +60,7 @@ def open_sensor(
 ) -> Sensor:
     """Open the chosen sensor backend; ``options`` go to its constructor.
 
-    ``EDGE_AGENT_SCENARIO``, ``EDGE_AGENT_SEED`` (fake) and ``EDGE_AGENT_REPLAY``
+    ``EDGE_AGENT_SCENARIO``, ``EDGE_AGENT_SEED`` (fake, emulator) and ``EDGE_AGENT_REPLAY``
     (replay path) fill in options not passed explicitly. ``environ`` and
     ``model_path`` stand in for the process environment and the device-tree
     model file in tests.
@@ -86,15 +86,17 @@ def open_sensor(
         from .sensehat import SenseHatSensor
 
         return SenseHatSensor(clock=clock, compensation_factor=compensation, **options)
+    if name in ("fake", "emulator"):
+        # Both play a scenario: the fake sensor directly, the emulator through sense_emu.
+        if environ.get(ENV_SCENARIO):
+            options.setdefault("scenario", environ[ENV_SCENARIO].strip())
+        if environ.get(ENV_SEED):
+            options.setdefault("seed", _seed(environ[ENV_SEED]))
     if name == "emulator":
         from .emulator import EmulatorSensor
 
         return EmulatorSensor(clock=clock, compensation_factor=compensation, **options)
     if name == "fake":
-        if environ.get(ENV_SCENARIO):
-            options.setdefault("scenario", environ[ENV_SCENARIO].strip())
-        if environ.get(ENV_SEED):
-            options.setdefault("seed", _seed(environ[ENV_SEED]))
         from .fake import FakeSensor
 
         return FakeSensor(clock=clock, **options)

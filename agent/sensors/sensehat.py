@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from ..clock import Clock
 from ..errors import BadSensorBackend, ConfigError, SensorError
@@ -25,12 +25,16 @@ _INSTALL_HINTS = {
         "run from a venv created with --system-site-packages; off a Pi use the 'emulator' "
         "or 'fake' backend."
     ),
-    "sense_emu": "Install sense-emu (pip install 'edge-agent[emulator]'); it needs a desktop.",
+    "sense_emu": "Install sense-emu (pip install 'edge-agent[emulator]').",
 }
+# When SenseHat() fails and no look-up in sensehat_devices names a cause.
 _OPEN_HINT = (
-    "Check the HAT is seated, I2C is enabled and the user is in groups i2c, video and input; "
-    "in a Greengrass container, /dev/i2c-1, the Sense HAT /dev/fbN and /dev/input/eventN must "
-    "be local resources, with sysfs access and a writable HOME."
+    "Check the HAT is seated, I2C is enabled and the user is in groups i2c, video and input."
+)
+# The HTS221 (humidity, temperature) and LPS25H (pressure) answer on the I2C bus.
+_CHIP_HINT = (
+    "The {chip} did not answer on the I2C bus ({bus}): check the HAT is seated, I2C is enabled "
+    "(raspi-config) and the user may open {bus} (group i2c)."
 )
 
 RawValues = Tuple[Any, Any, Any]
@@ -48,7 +52,11 @@ def chip_value(value: Any, metric: str) -> Optional[float]:
     return valid_or_none(value, low, high)
 
 
-def _open_hat(module_name: str) -> Any:
+def open_library(module_name: str, hint: Callable[[], str]) -> Any:
+    """``module_name.SenseHat()``; BadSensorBackend if it cannot import, SensorError if it fails.
+
+    ``hint`` says what to check; it is only asked once the constructor failed.
+    """
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -57,10 +65,45 @@ def _open_hat(module_name: str) -> Any:
         ) from exc
     try:
         return module.SenseHat()
-    except OSError as exc:
+    except Exception as exc:
+        # Any type: OSError (no framebuffer, no I2C), RuntimeError (no joystick),
+        # KeyError (the uid has no passwd entry), PermissionError (settings folder).
         raise SensorError(
-            f"cannot open the Sense HAT ({module_name}.SenseHat() failed: {exc}). {_OPEN_HINT}"
+            "cannot open the Sense HAT ({}.SenseHat() failed: {}). {}".format(
+                module_name, describe(exc), hint()
+            )
         ) from exc
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` (a KeyError's message without its quotes)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return "{}: {}".format(type(exc).__name__, text) if text else type(exc).__name__
+
+
+def open_hint() -> str:
+    """What is absent or not accessible for the ``sense_hat`` library, as one sentence each."""
+    from .sensehat_devices import diagnose
+
+    try:
+        problems = diagnose()
+    except Exception as exc:  # the hint must never hide the original error
+        log.debug("diagnosing the Sense HAT failed: %s", exc)
+        problems = []
+    if not problems:
+        return _OPEN_HINT
+    return " ".join(p[0].upper() + p[1:] + "." for p in problems)
+
+
+def _chip_error(exc: BaseException) -> str:
+    from .sensehat_devices import I2C_BUS
+
+    text = str(exc)
+    if "Humidity Init Failed" in text:
+        return _CHIP_HINT.format(chip="HTS221 (temperature, humidity)", bus=I2C_BUS)
+    if "Pressure Init Failed" in text:
+        return _CHIP_HINT.format(chip="LPS25H (pressure)", bus=I2C_BUS)
+    return ""
 
 
 class SenseHatSensor(Sensor):
@@ -72,6 +115,7 @@ class SenseHatSensor(Sensor):
     """
 
     name = "sensehat"
+    description = "Sense HAT"
 
     def __init__(
         self,
@@ -89,9 +133,16 @@ class SenseHatSensor(Sensor):
         self.module_name = module_name
         self.with_pressure = with_pressure
         self._cpu_warned = False
-        self._hat: Any = _open_hat(module_name)
+        self._hat: Any = self._open()
         # The first read after init is often 0 because the chip has no sample yet.
-        self._read_raw()
+        try:
+            self._read_raw()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> Any:
+        return open_library(self.module_name, open_hint)
 
     def read(self) -> Reading:
         raw_t, raw_h, raw_p = self._read_raw()
@@ -109,7 +160,13 @@ class SenseHatSensor(Sensor):
         return Reading(self.clock.time(), temperature, humidity, pressure)
 
     def close(self) -> None:
-        self._hat = None
+        hat, self._hat = self._hat, None
+        stick = getattr(hat, "_stick", None)  # the library holds the joystick device open
+        if stick is not None:
+            try:
+                stick.close()
+            except Exception as exc:
+                log.debug("closing the joystick failed: %s", exc)
 
     def _read_raw(self) -> RawValues:
         if self._hat is None:
@@ -120,8 +177,17 @@ class SenseHatSensor(Sensor):
                 self._hat.get_humidity(),
                 self._hat.get_pressure() if self.with_pressure else None,
             )
-        except OSError as exc:
-            raise SensorError(f"reading the Sense HAT failed: {exc}") from exc
+        except Exception as exc:
+            hint = self._read_hint(exc)
+            raise SensorError(
+                "reading the {} failed: {}{}".format(
+                    self.description, describe(exc), " " + hint if hint else ""
+                )
+            ) from exc
+
+    def _read_hint(self, exc: BaseException) -> str:
+        """What to check when a read fails; the emulator gives its own."""
+        return _chip_error(exc)
 
     def _compensate(self, temperature: float, factor: float) -> Optional[float]:
         cpu = self._cpu_temperature()

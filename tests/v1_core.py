@@ -1,0 +1,335 @@
+"""A Greengrass V1 core's local IPC endpoint, for the installed ``greengrasssdk`` to talk to.
+
+A V1 core runs an HTTP server on ``localhost:$GG_DAEMON_PORT``; a function's
+``greengrasssdk`` clients post work to the core's system functions there
+(``GGRouter`` for publish, ``GGSecretManager`` for secrets) with its
+authorization token. :class:`V1CoreStandIn` is that server, on a free port in
+a thread, with a tiny router and secret store behind it.
+
+:meth:`V1CoreStandIn.installed` makes this process look like a function on
+the core: the environment a core sets (``MY_FUNCTION_ARN``, ``GG_DAEMON_PORT``,
+``AWS_CONTAINER_AUTHORIZATION_TOKEN``, the system functions' ARNs) and, on
+``sys.path``, stand-ins of the two packages only a core has
+(``tests/stand_ins/v1_core``). Inside it, ``import greengrasssdk`` is the real
+package, and every call crosses a real socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORE_MODULES_DIR = os.path.join(HERE, "stand_ins", "v1_core")
+
+# The core's system functions, as a core names them in every function's environment.
+ROUTER_FUNCTION_ARN = "arn:aws:lambda:::function:GGRouter"
+SHADOW_FUNCTION_ARN = "arn:aws:lambda:::function:GGShadowService"
+SECRETS_MANAGER_FUNCTION_ARN = "arn:aws:lambda:::function:GGSecretManager"
+DEFAULT_FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:edge-agent-sensor:1"
+SECRET_ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+API_PREFIX = "/2016-11-01/functions/"
+
+# Modules that read the core's environment at import: re-imported inside installed().
+_CORE_BOUND_MODULES = (
+    "greengrass_common",
+    "greengrass_ipc_python_sdk",
+    "greengrasssdk.Lambda",
+    "greengrasssdk.IoTDataPlane",
+    "greengrasssdk.SecretsManager",
+    "greengrasssdk.utils",
+)
+
+
+@dataclass(frozen=True)
+class V1Publication:
+    """One message the core's router accepted (or dropped)."""
+
+    topic: str
+    payload: bytes
+    source: Optional[str]
+    queue_full_policy: str  # as the SDK sends it: '', 'BestEffort' or 'AllOrError'
+
+    def json(self) -> Any:
+        return json.loads(self.payload.decode("utf-8"))
+
+
+@dataclass
+class StoredSecret:
+    """A secret as a core holds it after a deployment."""
+
+    name: str
+    value: Union[str, bytes]
+    arn: str = ""
+    version_id: str = "00000000-0000-0000-0000-000000000001"
+    stages: Tuple[str, ...] = ("AWSCURRENT",)
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not self.arn:
+            self.arn = SECRET_ARN_PREFIX + self.name + "-AbCdEf"
+
+    def matches(self, secret_id: str) -> bool:
+        return secret_id in (self.name, self.arn)
+
+
+def find_secret(secrets: Mapping[str, StoredSecret], secret_id: Any) -> Optional[StoredSecret]:
+    for secret in secrets.values():
+        if isinstance(secret_id, str) and secret.matches(secret_id):
+            return secret
+    return None
+
+
+class V1CoreStandIn:
+    """The core's side of the IPC, over HTTP on a free port.
+
+    Knobs: ``queue_full`` (the router's queue is full), ``ipc_reachable``
+    (the server listens), ``secret_errors[name] = (status, message)``.
+    Records: ``published[topic]``, ``dropped``, ``secret_requests``, ``requests``.
+    """
+
+    def __init__(
+        self,
+        function_arn: str = DEFAULT_FUNCTION_ARN,
+        secrets: Optional[Mapping[str, Union[str, bytes]]] = None,
+    ) -> None:
+        self.function_arn = function_arn
+        self.token = "core-token-" + base64.b32encode(os.urandom(10)).decode().lower()
+        self.published: Dict[str, List[V1Publication]] = defaultdict(list)
+        self.dropped: List[V1Publication] = []
+        self.queue_full = False
+        self.secrets: Dict[str, StoredSecret] = {}
+        self.secret_errors: Dict[str, Tuple[int, str]] = {}
+        self.secret_requests: List[Dict[str, Any]] = []
+        self.requests: List[Tuple[str, str, Any]] = []  # (method, path, headers)
+        self._results: Dict[str, bytes] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        for name, value in (secrets or {}).items():
+            self.add_secret(name, value)
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self.port = 0
+        self._listen()
+
+    # -- test helpers ------------------------------------------------------
+
+    def add_secret(self, name: str, value: Union[str, bytes], **kwargs: Any) -> StoredSecret:
+        secret = StoredSecret(name, value, **kwargs)
+        self.secrets[name] = secret
+        return secret
+
+    def messages(self, topic: str) -> List[Any]:
+        """The decoded JSON payloads the router accepted on ``topic``."""
+        with self._lock:
+            return [p.json() for p in self.published.get(topic, [])]
+
+    @property
+    def environ(self) -> Dict[str, str]:
+        """The variables a V1 core sets for this function (its container's environment)."""
+        return {
+            "MY_FUNCTION_ARN": self.function_arn,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
+            "GG_DAEMON_PORT": str(self.port),
+            "ROUTER_FUNCTION_ARN": ROUTER_FUNCTION_ARN,
+            "SHADOW_FUNCTION_ARN": SHADOW_FUNCTION_ARN,
+            "SECRETS_MANAGER_FUNCTION_ARN": SECRETS_MANAGER_FUNCTION_ARN,
+            "ENCODING_TYPE": "json",
+            "GGC_MAX_INTERFACE_VERSION": "1.5",
+        }
+
+    @property
+    def ipc_reachable(self) -> bool:
+        return self._server is not None
+
+    @ipc_reachable.setter
+    def ipc_reachable(self, reachable: bool) -> None:
+        if reachable and self._server is None:
+            self._listen(self.port)
+        elif not reachable and self._server is not None:
+            self._stop_listening()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Within the block, this process is a function on this core (see the module doc)."""
+        saved_env = {k: os.environ.get(k) for k in self.environ}
+        os.environ.update(self.environ)
+        sys.path.insert(0, CORE_MODULES_DIR)
+        _forget_core_bound_modules()
+        try:
+            yield
+        finally:
+            _forget_core_bound_modules()
+            with contextlib.suppress(ValueError):
+                sys.path.remove(CORE_MODULES_DIR)
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def close(self) -> None:
+        self._stop_listening()
+
+    def __enter__(self) -> V1CoreStandIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the server --------------------------------------------------------
+
+    def _listen(self, port: int = 0) -> None:
+        core = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # the test's log guard reads the agent's log, not the core's
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                core._serve(self, "POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                core._serve(self, "GET")
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def _stop_listening(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = _read_chunked(handler.rfile)  # urllib sends a file-like payload this way
+        else:
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = handler.rfile.read(length) if length else b""
+        headers = handler.headers  # case-insensitive, as urllib capitalises names its own way
+        with self._lock:
+            self.requests.append((method, handler.path, headers))
+        status, reply_headers, reply = self._answer(method, handler.path, headers, body)
+        handler.send_response(status)
+        for name, value in reply_headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(reply)))
+        handler.end_headers()
+        handler.wfile.write(reply)
+
+    def _answer(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Tuple[int, Dict[str, str], bytes]:
+        if not path.startswith(API_PREFIX):
+            return 404, {}, b"not found"
+        if headers.get("Authorization") != self.token:
+            return 403, {}, b"invalid authorization token"  # assumed status
+        function_arn = path[len(API_PREFIX) :]
+        if method == "GET":
+            invocation_id = headers.get("X-Amz-InvocationId", "")
+            with self._lock:
+                result = self._results.pop(invocation_id, None)
+            if result is None:
+                return 404, {}, b"no such invocation"
+            return 200, {}, result
+        invocation_id = "invocation-{}".format(next(self._ids))
+        if function_arn == ROUTER_FUNCTION_ARN:
+            status = self._route(headers, body)
+            if status != 202:
+                return status, {}, b"queue is full"
+        elif function_arn == SECRETS_MANAGER_FUNCTION_ARN:
+            with self._lock:
+                self._results[invocation_id] = self._secret_payload(body)
+        else:
+            return 404, {}, b"function not found"
+        return 202, {"X-Amz-InvocationId": invocation_id}, b""
+
+    def _route(self, headers: Mapping[str, str], body: bytes) -> int:
+        assert headers.get("X-Amz-Invocation-Type") == "Event", "the SDK publishes asynchronously"
+        context = json.loads(base64.b64decode(headers["X-Amz-Client-Context"]).decode("utf-8"))
+        custom = context["custom"]
+        publication = V1Publication(
+            topic=custom["subject"],
+            payload=body,
+            source=custom.get("source"),
+            queue_full_policy=custom.get("queueFullPolicy", ""),
+        )
+        with self._lock:
+            if self.queue_full:
+                if publication.queue_full_policy == "AllOrError":
+                    return 429  # assumed: the public SDK does not say which status the router uses
+                self.dropped.append(publication)
+                return 202
+            self.published[publication.topic].append(publication)
+        return 202
+
+    def _secret_payload(self, body: bytes) -> bytes:
+        request = json.loads(body.decode("utf-8"))
+        self.secret_requests.append(request)
+        secret_id = request.get("SecretId")
+        stage = request.get("VersionStage") or "AWSCURRENT"
+        secret = find_secret(self.secrets, secret_id)
+        if secret is not None and secret.name in self.secret_errors:
+            status, message = self.secret_errors[secret.name]
+        elif secret_id in self.secret_errors:
+            status, message = self.secret_errors[secret_id]
+        elif secret is None or stage not in secret.stages:
+            # The example in greengrasssdk/SecretsManager.py's own comment.
+            status, message = 404, "Resource not found"
+        else:
+            answer: Dict[str, Any] = {
+                "ARN": secret.arn,
+                "Name": secret.name,
+                "VersionId": secret.version_id,
+                "VersionStages": list(secret.stages),
+                "CreatedDate": int(secret.created * 1000),  # the core sends epoch milliseconds
+            }
+            if isinstance(secret.value, bytes):
+                # JSON cannot carry bytes: binary travels base64-encoded.
+                answer["SecretBinary"] = base64.b64encode(secret.value).decode("ascii")
+            else:
+                answer["SecretString"] = secret.value
+            return json.dumps(answer).encode("utf-8")
+        return json.dumps({"Status": status, "Message": message}).encode("utf-8")
+
+
+def _read_chunked(stream: Any) -> bytes:
+    body = b""
+    while True:
+        size = int(stream.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            stream.readline()  # the blank line after the last chunk (no trailers)
+            return body
+        body += stream.read(size)
+        stream.readline()
+
+
+def _forget_core_bound_modules() -> None:
+    for name in list(sys.modules):
+        if any(name == m or name.startswith(m + ".") for m in _CORE_BOUND_MODULES):
+            del sys.modules[name]
+    greengrasssdk = sys.modules.get("greengrasssdk")
+    if greengrasssdk is not None:
+        for attr in ("Lambda", "IoTDataPlane", "SecretsManager", "utils"):
+            greengrasssdk.__dict__.pop(attr, None)
