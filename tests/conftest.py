@@ -20,7 +20,16 @@ from agent.topology import default_topology
 # benchmarks) need Python 3.11. Every other module exercises device code and is
 # marked `device`: `./dev test` runs those again under Python 3.8, the newest
 # Python a Greengrass V1 core runs, and ignores the tooling modules there.
-TOOLING_TEST_PREFIXES = ("test_deploy", "test_servicenow_standin", "test_simulation", "test_bench")
+TOOLING_TEST_PREFIXES = (
+    "test_deploy",
+    "test_servicenow_standin",
+    "test_simulation",
+    "test_bench",
+    "test_cli_errors",  # the edge-agent command line (simulate, deploy, outbox)
+    "test_dev_script",
+    "test_status_browser",  # a browser against simulate --serve
+    "test_status_commands",  # simulate --serve, run --status, edge-agent status
+)
 
 
 def is_tooling_test(path: object) -> bool:

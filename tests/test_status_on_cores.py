@@ -1,5 +1,6 @@
-"""The status function as the cores run it: loaded by a V1 core (the SDK fake with the installed
-greengrasssdk's own code), and as a V2 component over the installed awsiotsdk IPC client."""
+"""The status function as the cores run it: loaded by a V1 core (the installed greengrasssdk
+talking HTTP to a stand-in of the core's IPC endpoint), and as a V2 component over the installed
+awsiotsdk IPC client talking event-stream to a stand-in nucleus."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 import requests
-from sdk_fakes import FakeGreengrassV1Core
+from v1_core import V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
 from agent.schema import READING_SCHEMA
@@ -45,7 +46,7 @@ def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_mess
     v1_env, monkeypatch
 ):
     monkeypatch.setenv("statusPort", "0")
-    with FakeGreengrassV1Core().installed():
+    with V1CoreStandIn() as core, core.installed():
         module = _fresh_import("functions.status_function")
     try:
         assert module.app is not None and module.app.url, "the server did not start at load"
@@ -63,11 +64,11 @@ def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_mess
 def test_on_a_v1_core_the_sensor_sends_health_reports_when_the_group_has_a_status_function(
     v1_env, monkeypatch
 ):
-    core = FakeGreengrassV1Core()
+    core = V1CoreStandIn()
     monkeypatch.setenv("EDGE_AGENT_SENSOR", "fake")
     monkeypatch.setenv("period", "0.05")
     monkeypatch.setenv(STATUS_SWITCH, "on")
-    with core.installed():
+    with core, core.installed():
         module = _fresh_import("functions.sensor_function")
         try:
             assert _wait_for(lambda: core.messages("edge-agent/health/sensor"))
@@ -79,11 +80,11 @@ def test_on_a_v1_core_the_sensor_sends_health_reports_when_the_group_has_a_statu
 
 
 def test_without_a_status_function_no_health_reports_are_sent(v1_env, monkeypatch):
-    core = FakeGreengrassV1Core()
+    core = V1CoreStandIn()
     monkeypatch.setenv("EDGE_AGENT_SENSOR", "fake")
     monkeypatch.setenv("period", "0.02")
     monkeypatch.delenv(STATUS_SWITCH, raising=False)
-    with core.installed():
+    with core, core.installed():
         module = _fresh_import("functions.sensor_function")
         try:
             assert _wait_for(lambda: len(core.messages("IoTBlog/sensorData")) >= 5)
@@ -96,7 +97,7 @@ def test_on_v2_the_status_component_receives_readings_and_health_over_local_pubs
     monkeypatch, tmp_path
 ):
     pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
-    from sdk_fakes import FakeNucleus
+    from v2_nucleus import FakeNucleus
 
     from agent.greengrass.v2 import GreengrassV2Runtime
     from agent.sensors import open_sensor
@@ -105,6 +106,7 @@ def test_on_v2_the_status_component_receives_readings_and_health_over_local_pubs
     from functions import sensor_function, status_function
 
     nucleus = FakeNucleus()
+    request_close = nucleus.close
     monkeypatch.setenv(STATUS_SWITCH, "on")  # what the topology puts in each recipe's Setenv
     sensor_runtime = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=nucleus.client("sensor"))
     status_runtime = GreengrassV2Runtime(STATUS_FUNCTION_ID, ipc_client=nucleus.client("status"))
@@ -130,3 +132,4 @@ def test_on_v2_the_status_component_receives_readings_and_health_over_local_pubs
         app.stop()
         sensor_runtime.close()
         status_runtime.close()
+        request_close()
