@@ -238,6 +238,8 @@ def test_one_default_state_dir_everywhere():
         text=True,
         timeout=60,
     )
-    assert f"(default:{DEFAULT_STATE_DIR})" in "".join(result.stdout.split())  # argparse wraps at "-"
+    assert f"(default:{DEFAULT_STATE_DIR})" in "".join(
+        result.stdout.split()
+    )  # argparse wraps at "-"
     assert SensorSettings.from_mapping({}).state_dir == DEFAULT_STATE_DIR
     assert AnomalySettings.from_mapping(BASE).state_dir == DEFAULT_STATE_DIR
