@@ -115,3 +115,64 @@ def make_site_packages(root: Path, dists: Iterable[dict]) -> Path:
         record.append("{}/RECORD,,".format(info.name))
         (info / "RECORD").write_text("\n".join(record) + "\n")
     return root
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_kwargs):
+        yield self._data
+
+
+class WireFaults:
+    """moto answers chosen operations with an HTTP error, *below* botocore's retry handler.
+
+    moto serves every request from botocore's ``before-send`` hook; this wraps
+    it, so botocore's own retry logic sees a real error response: its standard
+    mode decides what to retry and how long to sleep. Its sleeps are recorded
+    instead of slept.
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        import types
+
+        import botocore.endpoint
+        from moto.core.botocore_stubber import BotocoreStubber
+
+        self.sleeps = []
+        self.attempts = []
+        self._rules = []  # [operation, status, code, message, times left]
+        monkeypatch.setattr(
+            botocore.endpoint, "time", types.SimpleNamespace(sleep=self.sleeps.append)
+        )
+        serve = BotocoreStubber.__call__
+
+        def answer(stubber, event_name, request, **kwargs):
+            fault = self._fault(event_name, request)
+            return fault if fault is not None else serve(stubber, event_name, request, **kwargs)
+
+        monkeypatch.setattr(BotocoreStubber, "__call__", answer)
+
+    def fail(self, operation: str, code: str, message: str, times=None, status: int = 400):
+        """``operation`` answers ``status``/``code`` ``times`` times (None: always)."""
+        self._rules.append([operation, status, code, message, times])
+        return self
+
+    def _fault(self, event_name: str, request):
+        from botocore.awsrequest import AWSResponse
+
+        operation = event_name.rsplit(".", 1)[-1]
+        for rule in self._rules:
+            name, status, code, message, times = rule
+            if name != operation:
+                continue
+            self.attempts.append(operation)
+            if times is not None:
+                if times <= 0:
+                    return None
+                rule[4] = times - 1
+            body = json.dumps({"__type": code, "message": message, "Message": message})
+            headers = {"x-amzn-ErrorType": code, "Content-Type": "application/json"}
+            return AWSResponse(request.url, status, headers, _Body(body.encode("utf-8")))
+        return None
