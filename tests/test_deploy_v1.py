@@ -19,7 +19,6 @@ import boto3
 import botocore.session
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
 from moto import mock_aws
 from test_deploy_support import WireFaults, fake_aws, make_source_root, no_aws_credentials
 
