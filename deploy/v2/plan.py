@@ -15,13 +15,15 @@ from typing import Any, Dict, Mapping, Optional
 from agent.topology import GroupTopology
 
 from ..errors import DeployError
-from ..naming import Names, partition_for, thing_arn
+from ..naming import Names, Target, partition_for, thing_arn
 from ..package import PackageResult, build_packages
+from ..plans import Plan
 from ..validation import validate_params
 from .deployments import deployment_params
 from .recipes import (
     DEFAULT_PREFIX,
     PLACEHOLDER_BUCKET,
+    PLACEHOLDER_SECRET_MANAGER_VERSION,
     SEMVER,
     artifact_key,
     build_recipe,
@@ -130,3 +132,35 @@ def build_v2_plan(
     )
     validate_params("greengrassv2", "CreateDeployment", params)
     return V2Plan(recipes=recipes, deployment=params, packages=packages, artifacts=artifacts)
+
+
+def v2_plan(topology: GroupTopology, target: Target, options: V2Options) -> Plan:
+    """``v2-plan``: the recipes and the deployment, with placeholders where AWS must answer."""
+    secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
+    built = build_v2_plan(
+        topology,
+        region=target.region,
+        account=target.account,
+        secret_arns={s.id: target.secret_arn(topology, s.id) for s in topology.secrets},
+        options=options,
+        secret_manager_version=secret_manager_version,
+    )
+    placeholders = [p for p in target.placeholders if not p.startswith(("certificate", "group"))]
+    if not options.bucket:
+        placeholders.append("bucket")
+    if not options.secret_manager_version:
+        placeholders.append("secret_manager_version")
+    plan = Plan(target, placeholders=placeholders)
+    for name, recipe in built.recipes.items():
+        plan.files["{}.recipe.json".format(name)] = recipe
+        plan.commands.append(
+            "aws greengrassv2 create-component-version --inline-recipe fileb://{}.recipe.json".format(
+                name
+            )
+        )
+    plan.files["deployment.json"] = built.deployment
+    plan.commands.append(
+        "aws greengrassv2 create-deployment --cli-input-json file://deployment.json"
+    )
+    plan.notes.append("validated against botocore's greengrassv2 service model")
+    return plan
