@@ -8,6 +8,7 @@ v2-up. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -16,7 +17,7 @@ from agent.topology import DEFAULT_SECRET_NAME, GroupTopology
 
 from .commands import COMMANDS, build_topology, cmd_render_config
 from .errors import DeployError
-from .naming import DEFAULT_ALIAS
+from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, TARGET_PYTHON
 from .state import DEFAULT_STATE_PATH
 
 PROG = "deploy"
@@ -87,6 +88,14 @@ def _add_aws_options(p: argparse.ArgumentParser, dry_run: bool = True) -> None:
         )
 
 
+def _python_version(text: str) -> str:
+    if not re.fullmatch(r"3\.\d{1,2}", text):
+        raise argparse.ArgumentTypeError(
+            "expected a Python version like 3.11, got {!r}".format(text)
+        )
+    return text
+
+
 def _add_package_options(p: argparse.ArgumentParser, out_flag: str = "--package-dir") -> None:
     p.add_argument(
         out_flag,
@@ -105,15 +114,29 @@ def _add_package_options(p: argparse.ArgumentParser, out_flag: str = "--package-
         "--site-packages",
         type=Path,
         default=None,
-        help="vendor dependencies from this directory instead of the current "
-        "environment (e.g. pip install --target DIR --python-version 3.8 ...)",
+        help="vendor dependencies from this directory as they are, instead of resolving "
+        "them with pip for the device's Python",
     )
     p.add_argument(
-        "--strict",
-        dest="strict_package",
-        action="store_true",
-        help="fail when a dependency cannot be vendored cleanly",
+        "--device-python",
+        type=_python_version,
+        default=DEFAULT_DEVICE_PYTHON,
+        metavar="X.Y",
+        help="the Python of the V2 core device (default {}: Raspberry Pi OS 12); "
+        "V1 zips are always for Python {}".format(DEFAULT_DEVICE_PYTHON, TARGET_PYTHON),
     )
+    p.add_argument(
+        "--allow-warnings",
+        action="store_true",
+        help="package even when a dependency would not work on the device",
+    )
+    p.add_argument(
+        "--refresh-vendor",
+        action="store_true",
+        help="resolve the dependencies again instead of using the cached resolution",
+    )
+    # Warnings are errors by default now; --strict stays accepted for old scripts.
+    p.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_wait_options(p: argparse.ArgumentParser, timeout: float = 300.0) -> None:

@@ -153,7 +153,7 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
     if args.command == "v2-plan":
         from .v2.plan import v2_plan
 
-        plan = v2_plan(topology, target, _v2_options(args))
+        plan = v2_plan(topology, target, _v2_options(args), out=out)
     else:
         plan = v1_plan(topology, target)
         if args.run_as_root:
@@ -164,20 +164,32 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
     return 0
 
 
+def package_options(args: argparse.Namespace) -> Any:  # -> PackageOptions
+    from .package import PackageOptions
+
+    return PackageOptions(
+        package_dir=Path(args.package_dir),
+        source_root=args.source_root,
+        site_packages=args.site_packages,
+        device_python=args.device_python,
+        allow_warnings=args.allow_warnings,
+        refresh_vendor=args.refresh_vendor,
+    )
+
+
 def cmd_package(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
     from .package import build_packages
 
     results = build_packages(
-        topology,
-        Path(args.package_dir),
-        function_ids=args.function,
-        source_root=args.source_root,
-        site_packages=args.site_packages,
-        strict=args.strict_package,
-        runtime=args.runtime,
+        topology, package_options(args), runtime=args.runtime, function_ids=args.function, out=out
     )
     for result in results.values():
         out("{}  {}  {} bytes".format(result.sha256, result.path, result.size))
+        out(
+            "  for Python {}, dependencies from {}".format(
+                result.target_python, result.resolved_with
+            )
+        )
         out(
             "  vendored: {}".format(
                 ", ".join("{} {}".format(v["name"], v["version"]) for v in result.vendored)
@@ -201,10 +213,7 @@ def cmd_up(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> 
         thing_name=args.thing_name,
         account=args.account,
         certs_dir=args.certs_dir,
-        package_dir=args.package_dir,
-        source_root=args.source_root,
-        site_packages=args.site_packages,
-        strict_package=args.strict_package,
+        packaging=package_options(args),
         lambda_role_arn=args.lambda_role_arn,
         group_role_arn=args.group_role_arn,
         create_service_role=args.create_service_role,
@@ -300,9 +309,7 @@ def _v2_options(args: argparse.Namespace):
         account=args.account,
         secret_manager_version=args.secret_manager_version,
         posix_user=args.posix_user,
-        package_dir=args.package_dir,
-        source_root=args.source_root,
-        site_packages=args.site_packages,
+        packaging=package_options(args),
         force_deploy=getattr(args, "force_deploy", False),
         wait=getattr(args, "wait", True),
         timeout=getattr(args, "timeout", 600.0),

@@ -24,7 +24,10 @@ PLACEHOLDER_SECRET_SUFFIX = "XXXXXX"
 
 DEFAULT_ALIAS = "live"
 LAMBDA_RUNTIME = "python3.8"  # the newest runtime a Greengrass V1 core runs (3.7 or 3.8)
-TARGET_PYTHON = "3.8"
+TARGET_PYTHON = "3.8"  # what a V1 Lambda zip must import on
+# The Python of Raspberry Pi OS 12 "Bookworm" (Debian 12), which a V2 component's
+# venv uses; --device-python for another OS release (Bullseye: 3.9, Trixie: 3.13).
+DEFAULT_DEVICE_PYTHON = "3.11"
 
 DEFINITION_KINDS = ("core", "function", "resource", "subscription")
 

@@ -176,3 +176,64 @@ class WireFaults:
             headers = {"x-amzn-ErrorType": code, "Content-Type": "application/json"}
             return AWSResponse(request.url, status, headers, _Body(body.encode("utf-8")))
         return None
+
+
+REQUIRE_PY38 = "EDGE_AGENT_REQUIRE_PY38"
+
+
+def python38() -> str:
+    """The Python 3.8 interpreter the V1 zips are tested with.
+
+    Missing: a skip on a laptop, a failure where ``EDGE_AGENT_REQUIRE_PY38=1``
+    (or ``CI``) says the machine must have one, so CI cannot pass silently
+    without ever running the zips on 3.8.
+    """
+    import os
+
+    import pytest
+
+    from deploy.vendoring import find_python
+
+    found = find_python("3.8")
+    if found:
+        return found
+    message = (
+        "no Python 3.8 interpreter: set PYTHON38=/path/to/python3.8 or install 3.8 "
+        "(pyenv install 3.8)"
+    )
+    if os.environ.get(REQUIRE_PY38) == "1" or os.environ.get("CI"):
+        pytest.fail("{} ({}/CI require it here)".format(message, REQUIRE_PY38), pytrace=False)
+    pytest.skip(message)
+
+
+# What the functions need on a core, as small fake distributions that admit Python 3.8
+# (so deploy tests need neither pip nor the network).
+DEVICE_DISTS = [
+    {
+        "name": "requests",
+        "version": "2.32.4",
+        "requires_python": ">=3.8",
+        "requires": ["urllib3<3,>=1.21.1", "idna<4,>=2.5"],
+        "files": {"requests/__init__.py": "# requests\n"},
+    },
+    {"name": "urllib3", "version": "2.2.3", "files": {"urllib3/__init__.py": ""}},
+    {"name": "idna", "version": "3.10", "files": {"idna/__init__.py": ""}},
+    {
+        "name": "greengrasssdk",
+        "version": "1.6.1",
+        "requires": ["cbor2 (~=5.4.2)"],
+        "files": {"greengrasssdk/__init__.py": ""},
+    },
+    {"name": "cbor2", "version": "5.4.6", "files": {"cbor2/__init__.py": ""}},
+    {
+        "name": "awsiotsdk",
+        "version": "1.21.0",
+        "requires": ["awscrt"],
+        "files": {"awsiot/__init__.py": ""},
+    },
+    {
+        "name": "awscrt",
+        "version": "0.19.19",
+        "files": {"awscrt/__init__.py": "", "_awscrt.abi3.so": "ELF"},
+    },
+]

@@ -20,7 +20,14 @@ import botocore.session
 import pytest
 from botocore.client import BaseClient
 from moto import mock_aws
-from test_deploy_support import WireFaults, fake_aws, make_source_root, no_aws_credentials
+from test_deploy_support import (
+    DEVICE_DISTS,
+    WireFaults,
+    fake_aws,
+    make_site_packages,
+    make_source_root,
+    no_aws_credentials,
+)
 
 import deploy.awsapi
 from deploy.awsapi import quiet_sdk_logging
@@ -51,8 +58,8 @@ class Project:
         self.tmp = tmp_path
         self.capsys = capsys
         self.src = make_source_root(tmp_path / "src")
-        self.site = tmp_path / "site"  # nothing to vendor: fast and independent of the venv
-        self.site.mkdir()
+        # fake device dependencies: fast, offline and independent of the venv
+        self.site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
         self.state = tmp_path / "out" / "state.json"
         self.certs = tmp_path / "certs"
         self.password = new_secret("snow")  # the conftest guard checks no log line shows it

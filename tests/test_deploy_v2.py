@@ -20,6 +20,7 @@ from agent.topology import default_topology
 from deploy.awsapi import Api
 from deploy.cli import main
 from deploy.errors import DeployError, DeploymentFailed
+from deploy.package import PackageOptions
 from deploy.state import State
 from deploy.v2 import (
     MQTT_PROXY,
@@ -221,9 +222,9 @@ class V2Setup:
     def deployer(self, **overrides):
         options = V2Options(
             bucket="artifacts",
-            source_root=self.src,
-            site_packages=self.site,
-            package_dir=self.tmp / "pkg",
+            packaging=PackageOptions(
+                package_dir=self.tmp / "pkg", source_root=self.src, site_packages=self.site
+            ),
             version="1.0.0",
             poll_interval=1,
             timeout=30,

@@ -15,7 +15,7 @@ lives with the service it drives: ``lambdas`` (IAM and Lambda), ``things``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -26,7 +26,7 @@ from ..context import RunContext, section
 from ..definitions import build_documents, validate_documents
 from ..errors import DeployError
 from ..naming import DEFAULT_ALIAS, DEFINITION_KINDS, Names, Target
-from ..package import build_packages
+from ..package import PackageOptions, build_packages
 from ..roles import Roles
 from ..state import State
 from ..things import CoreThing
@@ -49,10 +49,7 @@ class UpOptions:
     thing_name: str = ""
     account: str = ""  # only used when AWS cannot be asked (dry-run)
     certs_dir: Path = Path("certs")
-    package_dir: Path = Path("out") / "package"
-    source_root: Optional[Path] = None
-    site_packages: Optional[Path] = None
-    strict_package: bool = False
+    packaging: PackageOptions = field(default_factory=PackageOptions)
     lambda_role_arn: str = ""
     group_role_arn: str = ""
     create_service_role: bool = False
@@ -118,16 +115,10 @@ class V1Deployer:
             ctx.out("note: " + ROOT_CONFIG_NOTE)
         ctx.resolve_account(opts.account)
         self.state["alias"] = opts.alias
-        ctx.out("packaging functions into {}".format(opts.package_dir))
-        packages = build_packages(
-            topology,
-            Path(opts.package_dir),
-            source_root=opts.source_root,
-            site_packages=opts.site_packages,
-            strict=opts.strict_package,
-        )
+        ctx.out("packaging functions into {}".format(opts.packaging.package_dir))
+        packages = build_packages(topology, opts.packaging, runtime="v1", out=ctx.out)
         for package in packages.values():
-            for warning in package.warnings:
+            for warning in package.warnings:  # only with --allow-warnings
                 ctx.out("warning: {}: {}".format(package.path.name, warning))
         lambda_role = self.functions.ensure_execution_role(self.roles, opts.lambda_role_arn)
         newly_published = [

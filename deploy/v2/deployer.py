@@ -73,6 +73,7 @@ class V2Deployer:
             secret_manager_version=self.components.public_component_version(
                 SECRET_MANAGER, opts.secret_manager_version
             ),
+            out=ctx.out,
         )
         for spec in self.topology.functions:
             name = next(n for n in plan.recipes if n.endswith("." + spec.id))

@@ -8,15 +8,14 @@ validates recipes only on upload).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from agent.topology import GroupTopology
 
 from ..errors import DeployError
 from ..naming import Names, Target, partition_for, thing_arn
-from ..package import PackageResult, build_packages
+from ..package import PackageOptions, PackageResult, build_packages
 from ..plans import Plan
 from ..validation import validate_params
 from .deployments import deployment_params
@@ -43,9 +42,7 @@ class V2Options:
     account: str = ""
     secret_manager_version: str = ""
     posix_user: str = ""
-    package_dir: Path = Path("out") / "package"
-    source_root: Optional[Path] = None
-    site_packages: Optional[Path] = None
+    packaging: PackageOptions = field(default_factory=PackageOptions)
     force_deploy: bool = False
     wait: bool = True
     timeout: float = 600.0
@@ -75,18 +72,13 @@ def build_v2_plan(
     options: V2Options,
     secret_manager_version: str,
     packages: Optional[Dict[str, PackageResult]] = None,
+    out: Callable[[str], None] = lambda _text: None,
 ) -> V2Plan:
     version = options.version or default_version()
     if not SEMVER.fullmatch(version):
         raise DeployError("component version {!r} is not major.minor.patch".format(version))
     if packages is None:
-        packages = build_packages(
-            topology,
-            Path(options.package_dir),
-            source_root=options.source_root,
-            site_packages=options.site_packages,
-            runtime="v2",
-        )
+        packages = build_packages(topology, options.packaging, runtime="v2", out=out)
     bucket = options.bucket or PLACEHOLDER_BUCKET
     recipes: Dict[str, Dict[str, Any]] = {}
     artifacts: Dict[str, str] = {}
@@ -134,7 +126,12 @@ def build_v2_plan(
     return V2Plan(recipes=recipes, deployment=params, packages=packages, artifacts=artifacts)
 
 
-def v2_plan(topology: GroupTopology, target: Target, options: V2Options) -> Plan:
+def v2_plan(
+    topology: GroupTopology,
+    target: Target,
+    options: V2Options,
+    out: Callable[[str], None] = lambda _text: None,
+) -> Plan:
     """``v2-plan``: the recipes and the deployment, with placeholders where AWS must answer."""
     secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
     built = build_v2_plan(
@@ -144,6 +141,7 @@ def v2_plan(topology: GroupTopology, target: Target, options: V2Options) -> Plan
         secret_arns={s.id: target.secret_arn(topology, s.id) for s in topology.secrets},
         options=options,
         secret_manager_version=secret_manager_version,
+        out=out,
     )
     placeholders = [p for p in target.placeholders if not p.startswith(("certificate", "group"))]
     if not options.bucket:
