@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from test_deploy_support import REPO, make_site_packages, make_source_root, pyth
 
 from agent.topology import default_topology
 from deploy.cli import main
-from deploy.errors import DeployError
 from deploy.dependencies import NEVER_VENDOR, python_satisfies
+from deploy.errors import DeployError
 from deploy.package import FIXED_DATE_TIME, PackageOptions, build_packages
 
 FAKE_DISTS = [
