@@ -44,6 +44,12 @@ def _add_topology_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--secret-name", help="Secrets Manager name (default {})".format(DEFAULT_SECRET_NAME)
     )
+    g.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="host directory for episode state and the outbox: the state volume's source and "
+        "destination and every function's stateDir (default: the topology's)",
+    )
     g.add_argument("--framebuffer", help="Sense HAT framebuffer device (default /dev/fb1)")
     g.add_argument("--joystick", help="Sense HAT joystick device (default /dev/input/event0)")
     g.add_argument(

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from agent.topology import GroupTopology, default_topology
+from agent.topology import STATE_VOLUME_ID, GroupTopology, default_topology
 
 from .errors import DeployError
 from .naming import DEFAULT_ALIAS, PLACEHOLDER_REGION, target_from
@@ -86,6 +86,8 @@ def build_topology(
                 ", ".join(unknown), ", ".join(sorted(ids))
             )
         )
+    if getattr(args, "state_dir", None):
+        topology = with_state_dir(topology, args.state_dir)
     uid = topology.run_as_uid if args.uid is None else args.uid
     gid = topology.run_as_gid if args.gid is None else args.gid
     if args.run_as_root:
@@ -95,6 +97,30 @@ def build_topology(
     if uid < 0 or gid < 0:
         raise DeployError("--uid/--gid must be positive")
     return replace(topology, run_as_uid=uid, run_as_gid=gid)
+
+
+def with_state_dir(topology: GroupTopology, directory: str) -> GroupTopology:
+    """The topology with its state volume (source and destination) and every function's
+    ``stateDir`` at ``directory``."""
+    if not directory.startswith("/"):
+        raise DeployError("--state-dir {!r} must be an absolute path".format(directory))
+    if not any(v.id == STATE_VOLUME_ID for v in topology.volumes):
+        raise DeployError(
+            "--state-dir: the topology has no {!r} volume to move".format(STATE_VOLUME_ID)
+        )
+    volumes = tuple(
+        replace(v, source_path=directory, destination_path=directory)
+        if v.id == STATE_VOLUME_ID
+        else v
+        for v in topology.volumes
+    )
+    functions = tuple(
+        replace(f, environment=dict(f.environment, stateDir=directory))
+        if "stateDir" in f.environment
+        else f
+        for f in topology.functions
+    )
+    return replace(topology, volumes=volumes, functions=functions)
 
 
 def _region(args: argparse.Namespace, state: State, required: bool) -> str:

@@ -16,7 +16,9 @@ from typing import Any, Callable, Dict, List
 from agent.topology import GroupTopology
 
 from .definitions import CREATE_OPERATIONS, build_documents, content_hash, validate_documents
-from .naming import Names, Target
+from .naming import Names, Target, partition_for
+from .roles import greengrass_trust_policy, lambda_trust_policy
+from .validation import raise_violations, trust_policy_violations
 
 
 @dataclass
@@ -48,7 +50,25 @@ def v1_plan(topology: GroupTopology, target: Target) -> Plan:
             names.policy
         )
     )
-    plan.notes.append("validated against botocore's greengrass and iot service models")
+    partition = partition_for(target.region)
+    roles = {
+        names.lambda_role: lambda_trust_policy(target.account),
+        names.group_role: greengrass_trust_policy(partition, target.region, target.account),
+        names.service_role: greengrass_trust_policy(partition, target.region, target.account),
+    }
+    for role, trust in roles.items():
+        raise_violations(trust_policy_violations(role, trust, target.account), "the role")
+        file_name = "{}-trust.json".format(role)
+        plan.files[file_name] = trust
+        plan.commands.append(
+            "aws iam create-role --role-name {} --assume-role-policy-document file://{}".format(
+                role, file_name
+            )
+        )
+    plan.notes.append(
+        "checked against AWS's documented Greengrass V1 rules and botocore's greengrass "
+        "and iot service models"
+    )
     return plan
 
 

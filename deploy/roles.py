@@ -9,10 +9,12 @@ by name or passed as an ARN belongs to somebody else.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+from urllib.parse import unquote
 
 from .context import RunContext
 from .naming import role_arn
+from .validation import raise_violations, trust_policy_violations
 
 
 class Roles:
@@ -28,8 +30,13 @@ class Roles:
         managed_policies: Sequence[str] = (),
         given_arn: str = "",
     ) -> str:
-        """The role's ARN; created with ``trust`` and the managed policies if missing."""
+        """The role's ARN; created with ``trust`` and the managed policies if missing.
+
+        A role this tool created earlier gets ``trust`` if its trust policy differs
+        (e.g. one created before it carried the confused-deputy conditions).
+        """
         api, state = self.ctx.api, self.ctx.state
+        raise_violations(trust_policy_violations(name, trust, self.ctx.account), "the role")
         if given_arn:
             self.record[kind] = {"arn": given_arn, "created": False}
             state.save()
@@ -47,6 +54,7 @@ class Roles:
             created = bool(recorded and recorded.get("created"))
             if created:  # ours: finish what an interrupted run started
                 attached = list(recorded.get("policies", [])) if recorded else []
+                self._update_trust(name, found["Role"].get("AssumeRolePolicyDocument"), trust)
             else:
                 attached = list(managed_policies)  # not ours: leave its policies alone
             self.ctx.out("role {}: exists".format(name))
@@ -73,6 +81,16 @@ class Roles:
                 state.save()
         return arn
 
+    def _update_trust(self, name: str, current: Any, trust: Mapping[str, Any]) -> None:
+        if isinstance(current, str):  # IAM answers URL-encoded JSON; boto3 usually decodes it
+            current = json.loads(unquote(current)) if current.strip() else None
+        if current == trust or self.ctx.api.dry_run and current is None:
+            return
+        self.ctx.api.call(
+            "iam", "UpdateAssumeRolePolicy", {"RoleName": name, "PolicyDocument": json.dumps(trust)}
+        )
+        self.ctx.note("role {}: trust policy updated".format(name))
+
     def delete(self, kind: str) -> None:
         """Delete the role if this tool created it; forget it either way."""
         role = self.record.get(kind)
@@ -87,14 +105,43 @@ class Roles:
         self.ctx.state.save()
 
 
-def service_trust_policy(service: str) -> Dict[str, Any]:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": service},
-                "Action": "sts:AssumeRole",
-            }
-        ],
+def service_trust_policy(
+    service: str, conditions: Optional[Mapping[str, Mapping[str, str]]] = None
+) -> Dict[str, Any]:
+    statement: Dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
     }
+    if conditions:
+        statement["Condition"] = {op: dict(values) for op, values in conditions.items()}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def greengrass_trust_policy(partition: str, region: str, account: str) -> Dict[str, Any]:
+    """Greengrass may assume the role only for this account's Greengrass resources here.
+
+    The documented form (AWS IoT Greengrass Developer Guide, "Greengrass service role" and
+    "Cross-service confused deputy prevention"): ``aws:SourceArn`` like
+    ``arn:aws:greengrass:region:account:*`` and ``aws:SourceAccount`` = account.
+    """
+    return service_trust_policy(
+        "greengrass.amazonaws.com",
+        {
+            "ArnLike": {
+                "aws:SourceArn": "arn:{}:greengrass:{}:{}:*".format(partition, region, account)
+            },
+            "StringEquals": {"aws:SourceAccount": account},
+        },
+    )
+
+
+def lambda_trust_policy(account: str) -> Dict[str, Any]:
+    """Lambda may assume the execution role only for this account's functions.
+
+    ``aws:SourceAccount`` only: the role is made before the functions whose ARNs would
+    go into ``aws:SourceArn``.
+    """
+    return service_trust_policy(
+        "lambda.amazonaws.com", {"StringEquals": {"aws:SourceAccount": account}}
+    )

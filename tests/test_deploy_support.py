@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
+# Where the tests keep the functions' state volume: explicit, a path Greengrass V1 accepts
+# (never under /sys, /dev or /var), whatever agent.topology's default is.
+STATE_DIR = "/opt/edge-agent/state"
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -237,3 +240,14 @@ DEVICE_DISTS = [
         "files": {"awscrt/__init__.py": "", "_awscrt.abi3.so": "ELF"},
     },
 ]
+
+
+def test_topology(**kwargs):
+    """The default topology with its state volume at STATE_DIR (explicit, V1-valid)."""
+    from agent.topology import default_topology
+    from deploy.commands import with_state_dir
+
+    return with_state_dir(default_topology(**kwargs), STATE_DIR)
+
+
+test_topology.__test__ = False  # a helper, not a test

@@ -22,6 +22,7 @@ from botocore.client import BaseClient
 from moto import mock_aws
 from test_deploy_support import (
     DEVICE_DISTS,
+    STATE_DIR,
     WireFaults,
     fake_aws,
     make_site_packages,
@@ -69,6 +70,8 @@ class Project:
 
     def run(self, command: str, *args: str):
         argv = [command, "--state", str(self.state)]
+        if command != "render-config":
+            argv += ["--state-dir", STATE_DIR]
         if command == "up":
             argv += [
                 "--source-root",

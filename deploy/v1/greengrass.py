@@ -17,7 +17,7 @@ from ..context import RunContext, section
 from ..definitions import content_hash, group_version_params
 from ..errors import DeployError
 from ..naming import DEFINITION_KINDS, PLACEHOLDER_GROUP_ID
-from ..roles import Roles, service_trust_policy
+from ..roles import Roles, greengrass_trust_policy
 
 KIND_NAMES = {
     "core": "Core",
@@ -160,7 +160,7 @@ class GreengrassGroup:
         arn = self.roles.ensure(
             "group",
             ctx.names.group_role,
-            service_trust_policy("greengrass.amazonaws.com"),
+            greengrass_trust_policy(ctx.partition, ctx.region, ctx.account),
             [],
             given_arn,
         )
@@ -177,7 +177,7 @@ class GreengrassGroup:
         arn = self.roles.ensure(
             "service",
             ctx.names.service_role,
-            service_trust_policy("greengrass.amazonaws.com"),
+            greengrass_trust_policy(ctx.partition, ctx.region, ctx.account),
             [GREENGRASS_RESOURCE_POLICY.format(ctx.partition)],
         )
         role = self.roles.record["service"]

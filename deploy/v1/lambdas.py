@@ -15,7 +15,7 @@ from agent.topology import FunctionSpec
 from ..context import RunContext, section
 from ..naming import LAMBDA_RUNTIME, lambda_arn
 from ..package import PackageResult
-from ..roles import Roles, service_trust_policy
+from ..roles import Roles, lambda_trust_policy
 
 LAMBDA_BASIC_POLICY = "arn:{}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 # A role created seconds ago may not be assumable by Lambda yet (IAM is eventually consistent).
@@ -31,7 +31,7 @@ class LambdaFunctions:
         return roles.ensure(
             "lambda",
             self.ctx.names.lambda_role,
-            service_trust_policy("lambda.amazonaws.com"),
+            lambda_trust_policy(self.ctx.account),
             [LAMBDA_BASIC_POLICY.format(self.ctx.partition)],
             given_arn,
         )
