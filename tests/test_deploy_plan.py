@@ -9,6 +9,7 @@ from dataclasses import replace
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
+from test_deploy_support import STATE_DIR, test_topology
 
 from agent.topology import (
     DeviceResource,
@@ -25,7 +26,6 @@ from deploy.definitions import (
 from deploy.errors import DeployError
 from deploy.naming import PLACEHOLDER_ACCOUNT, target_from
 from deploy.validation import validation_errors
-from test_deploy_support import STATE_DIR, test_topology
 
 DEFINITION_FILES = {
     "core-definition.json": "CreateCoreDefinition",
