@@ -1,7 +1,7 @@
 """``python -m deploy <command>`` (and ``edge-agent deploy <command>``).
 
 Commands: plan, package, up, status, reset, destroy, render-config, v2-plan,
-v2-up. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
+v2-up, v2-status, v2-destroy. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
 3 deployment failed, 4 deployment timed out, 130 interrupted.
 """
 
@@ -19,6 +19,7 @@ from .commands import COMMANDS, build_topology, cmd_render_config
 from .errors import DeployError
 from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, TARGET_PYTHON
 from .state import DEFAULT_STATE_PATH
+from .v2.core_documents import DEFAULT_NUCLEUS_VERSION
 
 PROG = "deploy"
 
@@ -160,6 +161,45 @@ def _add_wait_options(p: argparse.ArgumentParser, timeout: float = 300.0) -> Non
     )
 
 
+def _add_v2_options(p: argparse.ArgumentParser) -> None:
+    _add_package_options(p)
+    p.add_argument("--bucket", default="", help="S3 bucket for the component artifacts")
+    p.add_argument("--artifact-prefix", default="edge-agent/artifacts")
+    p.add_argument("--component-prefix", default="com.edgeagent")
+    p.add_argument(
+        "--component-version",
+        default="",
+        help="component version (default: the agent's version)",
+    )
+    p.add_argument(
+        "--thing-group",
+        default="",
+        help="deploy to this thing group (created if missing, the core added) instead of the thing",
+    )
+    p.add_argument(
+        "--secret-manager-version",
+        default="",
+        help="aws.greengrass.SecretManager version (v2-up default: the newest)",
+    )
+    p.add_argument(
+        "--posix-user",
+        default="",
+        help="user:group the components run as (default uid:gid of the topology)",
+    )
+    p.add_argument(
+        "--certs-dir",
+        type=Path,
+        default=Path("certs"),
+        help="where the core's certificate, private key, config.yaml and install-on-pi.sh go",
+    )
+    p.add_argument(
+        "--nucleus-version",
+        default=DEFAULT_NUCLEUS_VERSION,
+        help="Greengrass nucleus the Pi installs (default {})".format(DEFAULT_NUCLEUS_VERSION),
+    )
+    p.add_argument("--account", default="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -276,43 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default="", help="IoT data endpoint (default: from state)")
 
     for name, text in (
-        ("v2-plan", "write V2 recipes and the deployment (offline)"),
-        ("v2-up", "upload artifacts, create components, deploy (V2)"),
+        ("v2-plan", "write V2 recipes, deployment and core identity documents (offline)"),
+        ("v2-up", "create the V2 core's identity, components and deployment"),
+        ("v2-status", "the V2 deployment on each core device"),
+        ("v2-destroy", "remove what v2-up created"),
     ):
         p = sub.add_parser(name, help=text)
         _add_topology_options(p)
         _add_state_option(p)
-        _add_package_options(p)
-        p.add_argument("--bucket", default="", help="S3 bucket for the component artifacts")
-        p.add_argument("--artifact-prefix", default="edge-agent/artifacts")
-        p.add_argument("--component-prefix", default="com.edgeagent")
-        p.add_argument(
-            "--component-version",
-            default="",
-            help="component version (default: the agent's version)",
-        )
-        p.add_argument(
-            "--thing-group", default="", help="deploy to this thing group instead of the thing"
-        )
-        p.add_argument(
-            "--secret-manager-version",
-            default="",
-            help="aws.greengrass.SecretManager version (v2-up default: the newest)",
-        )
-        p.add_argument(
-            "--posix-user",
-            default="",
-            help="user:group the components run as (default uid:gid of the topology)",
-        )
-        p.add_argument("--account", default="")
+        _add_v2_options(p)
         if name == "v2-plan":
             p.add_argument("--out", type=Path, default=Path("out") / "v2-plan")
             p.add_argument("--region", default="")
             p.add_argument("--secret-arn", default="")
-        else:
-            _add_aws_options(p)
-            _add_wait_options(p, timeout=600.0)
+            continue
+        _add_aws_options(p)
+        _add_wait_options(p, timeout=600.0)
+        if name == "v2-up":
             p.add_argument("--force-deploy", action="store_true")
+        if name == "v2-destroy":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="do not wait for the cores to remove the components (cloud side only)",
+            )
+            p.add_argument("--keep-certs", action="store_true", help="keep the local files")
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 

@@ -279,18 +279,23 @@ def cmd_reset(args: argparse.Namespace, topology: GroupTopology, out: Callable) 
     return _deployer(args, topology, out).reset(force=args.force)
 
 
+def _confirmed(args: argparse.Namespace, what: str, out: Callable) -> bool:
+    """--yes, --dry-run, or a yes at the terminal; no terminal: a clear error."""
+    if args.yes or args.dry_run:
+        return True
+    if not sys.stdin.isatty():
+        raise DeployError(what, hint="pass --yes to confirm")
+    answer = input("Delete everything recorded in {}? [y/N] ".format(args.state))
+    if answer.strip().lower() not in ("y", "yes"):
+        out("{}: cancelled".format(args.command))
+        return False
+    return True
+
+
 def cmd_destroy(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
-    if not args.yes and not args.dry_run:
-        if not sys.stdin.isatty():
-            raise DeployError(
-                "destroy deletes the group, certificate, policy, thing, functions "
-                "and roles up created",
-                hint="pass --yes to confirm",
-            )
-        answer = input("Delete everything recorded in {}? [y/N] ".format(args.state))
-        if answer.strip().lower() not in ("y", "yes"):
-            out("destroy: cancelled")
-            return 1
+    what = "destroy deletes the group, certificate, policy, thing, functions and roles up created"
+    if not _confirmed(args, what, out):
+        return 1
     deployer = _deployer(args, topology, out)
     return deployer.destroy(
         force=args.force,
@@ -336,6 +341,8 @@ def _v2_options(args: argparse.Namespace):
         secret_manager_version=args.secret_manager_version,
         posix_user=args.posix_user,
         packaging=package_options(args),
+        certs_dir=args.certs_dir,
+        nucleus_version=args.nucleus_version,
         force_deploy=getattr(args, "force_deploy", False),
         wait=getattr(args, "wait", True),
         timeout=getattr(args, "timeout", 600.0),
@@ -343,12 +350,30 @@ def _v2_options(args: argparse.Namespace):
     )
 
 
-def cmd_v2_up(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+def _v2_deployer(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> Any:
     from .v2 import V2Deployer
 
     state = State.load(args.state, dry_run=args.dry_run)
-    api = _api(args, state, out)
-    return V2Deployer(api, topology, state, _v2_options(args), out=out).up()
+    return V2Deployer(_api(args, state, out), topology, state, _v2_options(args), out=out)
+
+
+def cmd_v2_up(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+    return _v2_deployer(args, topology, out).up()
+
+
+def cmd_v2_status(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+    return _v2_deployer(args, topology, out).status()
+
+
+def cmd_v2_destroy(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+    if not _confirmed(
+        args,
+        "v2-destroy deletes the deployment, components, role alias, role, "
+        "policy, certificate and thing v2-up created",
+        out,
+    ):
+        return 1
+    return _v2_deployer(args, topology, out).destroy(force=args.force, keep_certs=args.keep_certs)
 
 
 COMMANDS = {
@@ -361,4 +386,6 @@ COMMANDS = {
     "render-config": cmd_render_config,
     "v2-plan": cmd_plan,
     "v2-up": cmd_v2_up,
+    "v2-status": cmd_v2_status,
+    "v2-destroy": cmd_v2_destroy,
 }

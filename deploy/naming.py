@@ -67,6 +67,25 @@ class Names:
     def service_role(self) -> str:
         return "{}-greengrass-service-role".format(self.group)
 
+    @property
+    def token_exchange_role(self) -> str:
+        """The V2 core's IAM role, assumed through the IoT credentials provider."""
+        return "{}-token-exchange-role".format(self.group)
+
+    @property
+    def token_exchange_alias(self) -> str:
+        return "{}-token-exchange-alias".format(self.group)
+
+    @property
+    def token_exchange_access(self) -> str:
+        """The token exchange role's inline policy."""
+        return "{}-token-exchange-access".format(self.group)
+
+    @property
+    def v2_policy(self) -> str:
+        """The V2 core's AWS IoT policy (the V1 core's is ``policy``)."""
+        return "{}-v2-policy".format(self.thing)
+
     def definition(self, kind: str) -> str:
         return "{}-{}s".format(self.group, kind)
 

@@ -72,7 +72,8 @@ class Roles:
             arn = response["Role"]["Arn"]
             created = True
             self.ctx.note("role {}: created".format(name))
-        self.record[kind] = {"name": name, "arn": arn, "created": created, "policies": attached}
+        previous = dict(recorded or {}) if created else {}
+        self.record[kind] = dict(previous, name=name, arn=arn, created=created, policies=attached)
         state.save()
         for policy in managed_policies:
             if policy not in attached:
@@ -80,6 +81,55 @@ class Roles:
                 attached.append(policy)
                 state.save()
         return arn
+
+    def ensure_inline_policy(
+        self, kind: str, policy_name: str, document: Mapping[str, Any]
+    ) -> None:
+        """Give a role this tool created the inline policy ``document`` (once; again if changed).
+
+        A role that is not ours keeps its permissions: say what it needs instead.
+        """
+        role = self.record[kind]
+        api = self.ctx.api
+        if not role.get("created"):
+            self.ctx.out(
+                "warning: role {} was not created here; make sure it allows: {}".format(
+                    role.get("name") or role.get("arn"), json.dumps(document, sort_keys=True)
+                )
+            )
+            return
+        found = api.find(
+            "iam",
+            "GetRolePolicy",
+            {"RoleName": role["name"], "PolicyName": policy_name},
+            dry={"PolicyDocument": document}
+            if policy_name in role.get("inline_policies", [])
+            else None,
+        )
+        current = (found or {}).get("PolicyDocument")
+        if isinstance(current, str):
+            current = json.loads(unquote(current))
+        if current == document:
+            self.ctx.out("role {}: policy {} unchanged".format(role["name"], policy_name))
+            return
+        api.call(
+            "iam",
+            "PutRolePolicy",
+            {
+                "RoleName": role["name"],
+                "PolicyName": policy_name,
+                "PolicyDocument": json.dumps(document),
+            },
+        )
+        inline = role.setdefault("inline_policies", [])
+        if policy_name not in inline:
+            inline.append(policy_name)
+        self.ctx.state.save()
+        self.ctx.note(
+            "role {}: policy {} {}".format(
+                role["name"], policy_name, "updated" if found else "attached"
+            )
+        )
 
     def _update_trust(self, name: str, current: Any, trust: Mapping[str, Any]) -> None:
         if isinstance(current, str):  # IAM answers URL-encoded JSON; boto3 usually decodes it
@@ -95,6 +145,10 @@ class Roles:
         """Delete the role if this tool created it; forget it either way."""
         role = self.record.get(kind)
         if isinstance(role, dict) and role.get("created"):
+            for inline in role.get("inline_policies", []):
+                self.ctx.delete_if_present(
+                    "iam", "DeleteRolePolicy", {"RoleName": role["name"], "PolicyName": inline}
+                )
             for policy in role.get("policies", []):
                 self.ctx.delete_if_present(
                     "iam", "DetachRolePolicy", {"RoleName": role["name"], "PolicyArn": policy}

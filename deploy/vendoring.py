@@ -171,12 +171,8 @@ def vendor_directory(
     ).hexdigest()[:16]
     root = Path(cache or cache_root())
     final = root / "vendor" / "py{}-{}".format(resolver.target, key)
-    if refresh and final.exists():
-        shutil.rmtree(final)
-    if (final / ".complete").is_file():
+    if (final / ".complete").is_file() and not refresh:
         return final
-    if final.exists():  # an interrupted run's leftovers
-        shutil.rmtree(final)
     if not requirements:
         final.mkdir(parents=True, exist_ok=True)
         (final / ".complete").write_text("")
@@ -219,6 +215,10 @@ def vendor_directory(
         )
     (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
     (staging / ".complete").write_text(resolver.describe() + "\n")
+    # Only a complete resolution replaces the previous one (a failed --refresh-vendor
+    # keeps the last good one usable offline).
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
     try:
         os.replace(staging, final)
     except OSError:  # another run finished first: use its result

@@ -63,14 +63,24 @@ def _all_admit(directory: Path, target: str) -> dict:
     return versions
 
 
-def test_the_3_8_interpreter_resolves_releases_that_run_on_3_8(tmp_path):
-    resolver = Resolver("3.8", python38(), native=True)
-    directory = vendor_directory(V1_REQUIREMENTS, resolver, cache=tmp_path / "cache")
+@pytest.fixture(scope="module")
+def cache38(tmp_path_factory):
+    """One real pip resolution for Python 3.8, shared by this module's tests."""
+    cache = tmp_path_factory.mktemp("vendor-cache")
+    directory = vendor_directory(
+        V1_REQUIREMENTS, Resolver("3.8", python38(), native=True), cache=cache
+    )
+    return cache, directory
+
+
+def test_the_3_8_interpreter_resolves_releases_that_run_on_3_8(cache38):
+    _cache, directory = cache38
     versions = _all_admit(directory, "3.8")
     assert {"requests", "urllib3", "idna", "greengrasssdk", "cbor2"} <= set(versions)
     assert SitePackages(directory).get("requests") is not None
 
 
+@pytest.mark.slow
 def test_without_one_this_pythons_pip_resolves_for_3_8_instead(tmp_path):
     """pip --python-version 3.8 from the 3.11 tooling still picks 3.8-compatible releases."""
     resolver = Resolver("3.8", sys.executable, native=False)
@@ -78,9 +88,8 @@ def test_without_one_this_pythons_pip_resolves_for_3_8_instead(tmp_path):
     assert "requests" in _all_admit(directory, "3.8")
 
 
-def test_a_resolution_is_cached_so_the_next_run_needs_neither_pip_nor_network(tmp_path):
-    cache = tmp_path / "cache"
-    first = vendor_directory(V1_REQUIREMENTS, Resolver("3.8", python38(), True), cache=cache)
+def test_a_resolution_is_cached_so_the_next_run_needs_neither_pip_nor_network(cache38):
+    cache, first = cache38
     # same target and requirements; an interpreter that cannot run proves pip is not called
     again = vendor_directory(
         list(reversed(V1_REQUIREMENTS)),
@@ -88,13 +97,18 @@ def test_a_resolution_is_cached_so_the_next_run_needs_neither_pip_nor_network(tm
         cache=cache,
     )
     assert again == first
-    with pytest.raises(DeployError, match="pip could not resolve"):
-        vendor_directory(
-            V1_REQUIREMENTS,
-            Resolver("3.8", "/nonexistent/python3.8", True),
-            cache=cache,
-            refresh=True,
-        )
+
+
+def test_refresh_resolves_again_and_a_failed_refresh_keeps_the_last_good_one(cache38, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(cache38[0], cache)
+    broken = Resolver("3.8", "/nonexistent/python3.8", True)
+    with pytest.raises(DeployError, match="pip could not resolve"):  # pip did run
+        vendor_directory(V1_REQUIREMENTS, broken, cache=cache, refresh=True)
+    kept = vendor_directory(V1_REQUIREMENTS, broken, cache=cache)
+    assert SitePackages(kept).get("requests") is not None
 
 
 def test_offline_without_a_cache_is_a_clear_error_that_leaves_nothing_behind(monkeypatch, tmp_path):

@@ -143,4 +143,4 @@ class Components:
             "artifact": "s3://{}/{}".format(bucket, key),
         }
         ctx.state.save()
-        ctx.out("component {} {}: created".format(name, version))
+        ctx.note("component {} {}: created".format(name, version))

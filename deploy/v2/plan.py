@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from agent.topology import GroupTopology
@@ -17,7 +18,17 @@ from ..errors import DeployError
 from ..naming import Names, Target, partition_for, thing_arn
 from ..package import PackageOptions, PackageResult, build_packages
 from ..plans import Plan
+from ..roles import service_trust_policy
 from ..validation import validate_params
+from .core_documents import (
+    DEFAULT_NUCLEUS_VERSION,
+    TOKEN_EXCHANGE_SERVICE,
+    core_iot_policy,
+    nucleus_config_yaml,
+    pi_install_script,
+    state_directories,
+    token_exchange_access_policy,
+)
 from .deployments import deployment_params
 from .recipes import (
     DEFAULT_PREFIX,
@@ -43,10 +54,16 @@ class V2Options:
     secret_manager_version: str = ""
     posix_user: str = ""
     packaging: PackageOptions = field(default_factory=PackageOptions)
+    certs_dir: Path = Path("certs")
+    nucleus_version: str = DEFAULT_NUCLEUS_VERSION
     force_deploy: bool = False
     wait: bool = True
     timeout: float = 600.0
     poll_interval: float = 10.0
+
+    def run_as(self, topology: GroupTopology) -> str:
+        """``runWith.posixUser``: ``--posix-user``, else the topology's uid:gid."""
+        return self.posix_user or "{}:{}".format(topology.run_as_uid, topology.run_as_gid)
 
 
 def default_version() -> str:
@@ -112,7 +129,7 @@ def build_v2_plan(
         )
     else:
         target = thing_arn(region, account, Names.for_topology(topology, options.thing_name).thing)
-    posix_user = options.posix_user or "{}:{}".format(topology.run_as_uid, topology.run_as_gid)
+    posix_user = options.run_as(topology)
     params = deployment_params(
         topology,
         target_arn=target,
@@ -132,18 +149,21 @@ def v2_plan(
     options: V2Options,
     out: Callable[[str], None] = lambda _text: None,
 ) -> Plan:
-    """``v2-plan``: the recipes and the deployment, with placeholders where AWS must answer."""
+    """``v2-plan``: recipes, deployment, and the core's identity documents and install
+    commands, with placeholders where only AWS can answer."""
     secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
+    secret_arns = {s.id: target.secret_arn(topology, s.id) for s in topology.secrets}
     built = build_v2_plan(
         topology,
         region=target.region,
         account=target.account,
-        secret_arns={s.id: target.secret_arn(topology, s.id) for s in topology.secrets},
+        secret_arns=secret_arns,
         options=options,
         secret_manager_version=secret_manager_version,
         out=out,
     )
     placeholders = [p for p in target.placeholders if not p.startswith(("certificate", "group"))]
+    placeholders += ["iot_endpoints", "certificate_files"]
     if not options.bucket:
         placeholders.append("bucket")
     if not options.secret_manager_version:
@@ -152,13 +172,63 @@ def v2_plan(
     for name, recipe in built.recipes.items():
         plan.files["{}.recipe.json".format(name)] = recipe
         plan.commands.append(
-            "aws greengrassv2 create-component-version --inline-recipe fileb://{}.recipe.json".format(
-                name
-            )
+            "aws greengrassv2 create-component-version --inline-recipe "
+            "fileb://{}.recipe.json".format(name)
         )
     plan.files["deployment.json"] = built.deployment
     plan.commands.append(
         "aws greengrassv2 create-deployment --cli-input-json file://deployment.json"
     )
-    plan.notes.append("validated against botocore's greengrassv2 service model")
+    names = Names.for_topology(topology, target.thing_name)
+    partition = partition_for(target.region)
+    trust = service_trust_policy(TOKEN_EXCHANGE_SERVICE)
+    access = token_exchange_access_policy(
+        partition,
+        options.bucket or PLACEHOLDER_BUCKET,
+        options.artifact_prefix,
+        list(secret_arns.values()),
+    )
+    core_policy = core_iot_policy(
+        topology, target.region, target.account, names.thing, names.token_exchange_alias
+    )
+    validate_params(
+        "iot",
+        "CreatePolicy",
+        {"policyName": names.v2_policy, "policyDocument": json.dumps(core_policy)},
+    )
+    plan.files["token-exchange-role-trust.json"] = trust
+    plan.files["token-exchange-role-access.json"] = access
+    plan.files["core-iot-policy.json"] = core_policy
+    plan.files["config.yaml"] = nucleus_config_yaml(
+        thing=names.thing,
+        region=target.region,
+        role_alias=names.token_exchange_alias,
+        data_endpoint="PLACEHOLDER-ats.iot.{}.amazonaws.com".format(target.region),
+        credentials_endpoint="PLACEHOLDER.credentials.iot.{}.amazonaws.com".format(target.region),
+        cert_file="CERTIFICATE.cert.pem",
+        key_file="CERTIFICATE.private.key",
+        nucleus_version=options.nucleus_version,
+    )
+    plan.files["install-on-pi.sh"] = pi_install_script(
+        cert_file="CERTIFICATE.cert.pem",
+        key_file="CERTIFICATE.private.key",
+        run_as=options.run_as(topology),
+        state_dirs=state_directories(topology),
+        nucleus_version=options.nucleus_version,
+    )
+    plan.commands += [
+        "aws iam create-role --role-name {} --assume-role-policy-document "
+        "file://token-exchange-role-trust.json".format(names.token_exchange_role),
+        "aws iam put-role-policy --role-name {} --policy-name {} --policy-document "
+        "file://token-exchange-role-access.json".format(
+            names.token_exchange_role, names.token_exchange_access
+        ),
+        "aws iot create-role-alias --role-alias {} --role-arn <the role's ARN>".format(
+            names.token_exchange_alias
+        ),
+        "aws iot create-policy --policy-name {} --policy-document file://core-iot-policy.json".format(
+            names.v2_policy
+        ),
+    ]
+    plan.notes.append("validated against botocore's greengrassv2 and iot service models")
     return plan

@@ -26,6 +26,7 @@ import re
 import shlex
 from typing import Any, Callable, Dict, List, Mapping
 
+from agent.config import VARIABLES
 from agent.greengrass.routing import validate_subject
 from agent.topology import CLOUD, FunctionSpec, GroupTopology
 
@@ -33,6 +34,7 @@ RECIPE_FORMAT_VERSION = "2020-01-25"
 SECRET_MANAGER = "aws.greengrass.SecretManager"
 SECRET_MANAGER_REQUIREMENT = ">=2.1.0 <3.0.0"
 MQTT_PROXY = "aws.greengrass.ipc.mqttproxy"
+ACCESS_CONTROL = "accessControl"
 PUBSUB = "aws.greengrass.ipc.pubsub"
 DEFAULT_PREFIX = "com.edgeagent"
 PLACEHOLDER_BUCKET = "PLACEHOLDER-artifact-bucket"
@@ -118,6 +120,36 @@ def access_control(
     return acl
 
 
+def configuration_names(spec: FunctionSpec) -> List[str]:
+    """The variables a component takes from its configuration: everything in the function's
+    environment, and every variable ``agent.config`` documents for that function, so that
+    changing any of them is a configuration merge, never a new component version."""
+    names = set(spec.environment)
+    names.update(v.name for v in VARIABLES if v.function in (spec.id, "both"))
+    return sorted(names)
+
+
+def default_configuration(spec: FunctionSpec) -> Dict[str, str]:
+    """The recipe's defaults: the documented default of each variable ('' when it has none,
+    which the agent reads as unset). The deployment merges the topology's real values."""
+    documented = {v.name: v.default for v in VARIABLES}
+    return {name: documented.get(name) or "" for name in configuration_names(spec)}
+
+
+def component_configuration(
+    topology: GroupTopology, spec: FunctionSpec, name: str, secret_arns: Mapping[str, str]
+) -> Dict[str, Any]:
+    """What a deployment merges into the component: its variables and its IPC access."""
+    config: Dict[str, Any] = {key: str(spec.environment[key]) for key in sorted(spec.environment)}
+    config[ACCESS_CONTROL] = access_control(topology, spec, name, secret_arns)
+    return config
+
+
+def configuration_reference(name: str) -> str:
+    """``{configuration:/name}``: the nucleus substitutes the component's current value."""
+    return "{configuration:/" + name + "}"
+
+
 def build_recipe(
     topology: GroupTopology,
     spec: FunctionSpec,
@@ -129,9 +161,13 @@ def build_recipe(
     secret_arns: Mapping[str, str],
     device_requirements: List[str] = (),  # type: ignore[assignment]
 ) -> Dict[str, Any]:
+    """The component recipe. It holds no value that a deployment can change: the variables
+    come from the component's configuration through ``{configuration:/name}`` in
+    ``Setenv`` (a changed value restarts the component with it), and ``accessControl``
+    comes with the deployment too (:func:`component_configuration`)."""
     acl = access_control(topology, spec, name, secret_arns)
     unpacked = "{{artifacts:decompressedPath}}/{}".format(zip_file[: -len(".zip")])
-    environment = {key: spec.environment[key] for key in sorted(spec.environment)}
+    environment = {key: configuration_reference(key) for key in configuration_names(spec)}
     environment.update(PYTHONPATH=unpacked, PYTHONUNBUFFERED="1")
     lifecycle: Dict[str, Any] = {"Setenv": environment}
     python = "python3"
@@ -163,7 +199,7 @@ def build_recipe(
                 "DependencyType": "HARD",
             }
         }
-    recipe["ComponentConfiguration"] = {"DefaultConfiguration": {"accessControl": acl}}
+    recipe["ComponentConfiguration"] = {"DefaultConfiguration": default_configuration(spec)}
     recipe["Manifests"] = [
         {
             "Platform": {"os": "linux"},
@@ -180,27 +216,9 @@ def build_recipe(
     return recipe
 
 
-def recipe_errors(recipe: Mapping[str, Any]) -> List[str]:
-    """Structural checks of a recipe (the service validates recipes only on upload)."""
+def access_control_errors(acl: Mapping[str, Any]) -> List[str]:
+    """Structural problems of an ``accessControl`` configuration value."""
     errors: List[str] = []
-    if recipe.get("RecipeFormatVersion") != RECIPE_FORMAT_VERSION:
-        errors.append("RecipeFormatVersion must be {}".format(RECIPE_FORMAT_VERSION))
-    if not _COMPONENT_NAME.fullmatch(str(recipe.get("ComponentName", ""))):
-        errors.append("ComponentName {!r} is not valid".format(recipe.get("ComponentName")))
-    if not SEMVER.fullmatch(str(recipe.get("ComponentVersion", ""))):
-        errors.append(
-            "ComponentVersion {!r} is not major.minor.patch".format(recipe.get("ComponentVersion"))
-        )
-    for dep, spec in (recipe.get("ComponentDependencies") or {}).items():
-        if not isinstance(spec, dict) or not spec.get("VersionRequirement"):
-            errors.append("dependency {} needs a VersionRequirement".format(dep))
-        if spec.get("DependencyType", "HARD") not in ("HARD", "SOFT"):
-            errors.append("dependency {}: DependencyType must be HARD or SOFT".format(dep))
-    acl = (
-        recipe.get("ComponentConfiguration", {})
-        .get("DefaultConfiguration", {})
-        .get("accessControl", {})
-    )
     for service, policies in acl.items():
         if service not in OPERATIONS:
             errors.append("accessControl: unknown IPC service {}".format(service))
@@ -219,6 +237,27 @@ def recipe_errors(recipe: Mapping[str, Any]) -> List[str]:
                 errors.append(
                     "{} {}: resources must be non-empty strings".format(service, policy_id)
                 )
+    return errors
+
+
+def recipe_errors(recipe: Mapping[str, Any]) -> List[str]:
+    """Structural checks of a recipe (the service validates recipes only on upload)."""
+    errors: List[str] = []
+    if recipe.get("RecipeFormatVersion") != RECIPE_FORMAT_VERSION:
+        errors.append("RecipeFormatVersion must be {}".format(RECIPE_FORMAT_VERSION))
+    if not _COMPONENT_NAME.fullmatch(str(recipe.get("ComponentName", ""))):
+        errors.append("ComponentName {!r} is not valid".format(recipe.get("ComponentName")))
+    if not SEMVER.fullmatch(str(recipe.get("ComponentVersion", ""))):
+        errors.append(
+            "ComponentVersion {!r} is not major.minor.patch".format(recipe.get("ComponentVersion"))
+        )
+    for dep, spec in (recipe.get("ComponentDependencies") or {}).items():
+        if not isinstance(spec, dict) or not spec.get("VersionRequirement"):
+            errors.append("dependency {} needs a VersionRequirement".format(dep))
+        if spec.get("DependencyType", "HARD") not in ("HARD", "SOFT"):
+            errors.append("dependency {}: DependencyType must be HARD or SOFT".format(dep))
+    defaults = recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration", {})
+    errors += access_control_errors(defaults.get(ACCESS_CONTROL, {}))
     manifests = recipe.get("Manifests")
     if not isinstance(manifests, list) or not manifests:
         errors.append("Manifests must be a non-empty list")
@@ -232,6 +271,15 @@ def recipe_errors(recipe: Mapping[str, Any]) -> List[str]:
         for key, value in (lifecycle.get("Setenv") or {}).items():
             if not isinstance(value, str):
                 errors.append("Setenv {} must be a string".format(key))
+                continue
+            # an unknown key would reach the process as the literal "{configuration:/x}"
+            for pointer in re.findall(r"\{configuration:/([^:}]+)\}", value):
+                if pointer.split("/")[0] not in defaults:
+                    errors.append(
+                        "Setenv {} refers to configuration /{} that has no default".format(
+                            key, pointer
+                        )
+                    )
         for artifact in manifest.get("Artifacts") or []:
             if not str(artifact.get("URI", "")).startswith("s3://"):
                 errors.append("artifact URI {!r} is not s3://".format(artifact.get("URI")))
