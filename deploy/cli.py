@@ -161,6 +161,37 @@ def _add_wait_options(p: argparse.ArgumentParser, timeout: float = 300.0) -> Non
     )
 
 
+def _add_secret_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--create-secret",
+        action="store_true",
+        help="create the ServiceNow secret if missing (value from --secret-file or a "
+        "prompt, never the command line)",
+    )
+    p.add_argument(
+        "--secret-file",
+        type=Path,
+        default=None,
+        help='JSON file {"username": ..., "password": ...} (chmod 600)',
+    )
+
+
+def _add_delete_secret_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--delete-secret",
+        action="store_true",
+        help="also delete the secret (with a recovery window)",
+    )
+    p.add_argument(
+        "--recovery-days",
+        type=int,
+        default=30,
+        choices=range(7, 31),
+        metavar="7..30",
+        help="secret recovery window (default 30)",
+    )
+
+
 def _add_v2_options(p: argparse.ArgumentParser) -> None:
     _add_package_options(p)
     p.add_argument("--bucket", default="", help="S3 bucket for the component artifacts")
@@ -252,18 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the Greengrass service role (AWSGreengrassResourceAccessRolePolicy)"
         " and associate it with the account",
     )
-    p.add_argument(
-        "--create-secret",
-        action="store_true",
-        help="create the ServiceNow secret if missing (value from --secret-file or a "
-        "prompt, never the command line)",
-    )
-    p.add_argument(
-        "--secret-file",
-        type=Path,
-        default=None,
-        help='JSON file {"username": ..., "password": ...} (chmod 600)',
-    )
+    _add_secret_options(p)
     p.add_argument(
         "--no-deploy", dest="deploy", action="store_false", help="stop after the group version"
     )
@@ -293,19 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="force-reset deployments (when the core is offline)"
     )
-    p.add_argument(
-        "--delete-secret",
-        action="store_true",
-        help="also delete the secret (with a recovery window)",
-    )
-    p.add_argument(
-        "--recovery-days",
-        type=int,
-        default=30,
-        choices=range(7, 31),
-        metavar="7..30",
-        help="secret recovery window (default 30)",
-    )
+    _add_delete_secret_options(p)
     p.add_argument("--keep-certs", action="store_true", help="keep the local certificate/key files")
     p.add_argument("--certs-dir", type=Path, default=Path("certs"))
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -334,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_wait_options(p, timeout=600.0)
         if name == "v2-up":
             p.add_argument("--force-deploy", action="store_true")
+            _add_secret_options(p)
         if name == "v2-destroy":
             p.add_argument(
                 "--force",
@@ -342,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--keep-certs", action="store_true", help="keep the local files")
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            _add_delete_secret_options(p)
     return parser
 
 

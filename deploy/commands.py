@@ -343,6 +343,8 @@ def _v2_options(args: argparse.Namespace):
         packaging=package_options(args),
         certs_dir=args.certs_dir,
         nucleus_version=args.nucleus_version,
+        create_secret=getattr(args, "create_secret", False),
+        secret_file=getattr(args, "secret_file", None),
         force_deploy=getattr(args, "force_deploy", False),
         wait=getattr(args, "wait", True),
         timeout=getattr(args, "timeout", 600.0),
@@ -373,7 +375,12 @@ def cmd_v2_destroy(args: argparse.Namespace, topology: GroupTopology, out: Calla
         out,
     ):
         return 1
-    return _v2_deployer(args, topology, out).destroy(force=args.force, keep_certs=args.keep_certs)
+    return _v2_deployer(args, topology, out).destroy(
+        force=args.force,
+        keep_certs=args.keep_certs,
+        delete_secret=args.delete_secret,
+        recovery_days=args.recovery_days,
+    )
 
 
 COMMANDS = {

@@ -456,9 +456,10 @@ def test_v2_destroy_removes_what_v2_up_made(v2):
     assert boto3.client("s3").list_objects_v2(Bucket="artifacts").get("Contents") is None
     assert not (v2.certs / state["certificate"]["key_file"]).exists()
     assert not (v2.certs / "config.yaml").exists()
-    assert not v2.state_path.exists()
-    # the secret was not v2-up's
+    # the secret is kept unless asked; the state file keeps only that
     boto3.client("secretsmanager").describe_secret(SecretId="greengrass-snow-creds")
+    assert "secret greengrass-snow-creds: kept (--delete-secret" in v2.out
+    assert set(v2.state()) == {"format", "region", "account", "secrets"}
 
 
 def test_v2_destroy_waits_for_a_connected_core_unless_forced(v2):
@@ -481,12 +482,21 @@ def test_v2_destroy_waits_for_a_connected_core_unless_forced(v2):
     assert boto3.client("iot").list_things()["things"] == []
 
 
-def test_v2_up_needs_the_secret_to_exist(v2):
+def test_v2_up_needs_the_secret_or_creates_it_from_a_file(v2):
+    from conftest import new_secret
+
     boto3.client("secretsmanager").delete_secret(
         SecretId="greengrass-snow-creds", ForceDeleteWithoutRecovery=True
     )
-    with v2.stub, pytest.raises(DeployError, match="greengrass-snow-creds"):
+    with v2.stub, pytest.raises(DeployError, match=r"greengrass-snow-creds(.|\n)*--create-secret"):
         v2.deployer().up()
+    password = new_secret("snow")
+    secret_file = v2.tmp / "snow.json"
+    secret_file.write_text(json.dumps({"username": "edge", "password": password}))
+    secret_file.chmod(0o600)
+    assert v2.first_up(create_secret=True, secret_file=secret_file) == 0
+    assert password not in v2.out
+    assert v2.state()["secrets"]["snow-credentials"]["created"] is True
 
 
 def test_v2_up_dry_run_makes_no_calls(tmp_path, capsys, monkeypatch):

@@ -81,10 +81,14 @@ class Secrets:
         ctx: RunContext,
         topology: GroupTopology,
         reader: Callable[[Optional[Path]], Dict[str, str]],
+        greengrass_v1: bool = True,
     ) -> None:
         self.ctx = ctx
         self.topology = topology
         self.reader = reader
+        # V1's default resource-access policy covers secrets named greengrass-*; a V2
+        # core's token exchange role is granted the exact ARN instead.
+        self.greengrass_v1 = greengrass_v1
 
     def ensure(self, create: bool, secret_file: Optional[Path]) -> Dict[str, str]:
         """Resource id -> secret ARN. ``create``: make missing secrets (value from the reader)."""
@@ -94,7 +98,7 @@ class Secrets:
         value: Optional[Dict[str, str]] = None
         for secret in self.topology.secrets:
             recorded = secrets.get(secret.id) if isinstance(secrets.get(secret.id), dict) else None
-            if not secret.secret_name.startswith("greengrass-"):
+            if self.greengrass_v1 and not secret.secret_name.startswith("greengrass-"):
                 ctx.out(
                     "warning: secret {!r} does not start with 'greengrass-': the default "
                     "Greengrass resource-access policy will not cover it".format(secret.secret_name)
@@ -108,9 +112,9 @@ class Secrets:
             found = ctx.api.find(
                 "secretsmanager", "DescribeSecret", {"SecretId": secret.secret_name}, dry=dry
             )
-            if found and found.get("DeletedDate"):
+            if found and found.get("DeletedDate"):  # the core could not fetch it
                 raise DeployError(
-                    "secret {} is scheduled for deletion; the core could not download it".format(
+                    "secret {} is scheduled for deletion; the core could not fetch it".format(
                         secret.secret_name
                     ),
                     hint="aws secretsmanager restore-secret --secret-id " + secret.secret_name,
@@ -146,7 +150,7 @@ class Secrets:
             else:
                 raise DeployError(
                     "secret {!r} does not exist in {}".format(secret.secret_name, ctx.region),
-                    hint="create it: up --create-secret --secret-file FILE "
+                    hint="create it: add --create-secret --secret-file FILE "
                     '(FILE: {"username": ..., "password": ...}, chmod 600), or pass '
                     "--secret-name NAME",
                 )

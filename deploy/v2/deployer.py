@@ -11,7 +11,7 @@ recipe or code needs a new ``--component-version``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from botocore.exceptions import ClientError
 
@@ -21,9 +21,10 @@ from ..awsapi import Api, error_code
 from ..context import RunContext, known, section
 from ..definitions import content_hash
 from ..errors import DeployError, DeploymentFailed, DeploymentTimedOut
-from ..naming import Names, secret_arn
+from ..naming import Names
 from ..state import State
 from ..things import write_private
+from ..v1.secrets import Secrets, read_secret_value
 from .components import Components
 from .core_documents import (
     GREENGRASS_ROOT,
@@ -60,26 +61,9 @@ class V2Deployer:
         self.identity = CoreIdentity(self.ctx, v2, options.certs_dir)
         self.components = Components(self.ctx, v2, options.timeout, options.poll_interval)
         self.watcher = DeploymentWatcher(self.ctx, options.timeout, options.poll_interval)
-
-    def _secret_arns(self) -> Dict[str, str]:
-        ctx = self.ctx
-        recorded = ctx.state.get("secrets", {})
-        arns = {}
-        for secret in self.topology.secrets:
-            known_arn = recorded.get(secret.id, {}).get("arn")
-            found = ctx.api.find(
-                "secretsmanager",
-                "DescribeSecret",
-                {"SecretId": secret.secret_name},
-                dry={"ARN": known_arn or secret_arn(ctx.region, ctx.account, secret.secret_name)},
-            )
-            if found is None or found.get("DeletedDate"):
-                raise DeployError(
-                    "secret {!r} does not exist in {}".format(secret.secret_name, ctx.region),
-                    hint="create it (python -m deploy up --create-secret ... or the AWS console)",
-                )
-            arns[secret.id] = found["ARN"]
-        return arns
+        self.secrets = Secrets(
+            self.ctx, topology, lambda p: read_secret_value(p, out=out), greengrass_v1=False
+        )
 
     # -- v2-up -------------------------------------------------------------------------
 
@@ -88,7 +72,7 @@ class V2Deployer:
         if not opts.bucket:
             raise DeployError("v2-up needs --bucket for the component artifacts")
         ctx.resolve_account(opts.account)
-        secret_arns = self._secret_arns()
+        secret_arns = self.secrets.ensure(opts.create_secret, opts.secret_file)
         device = self.identity.ensure(
             self.topology,
             bucket=opts.bucket,
@@ -249,7 +233,13 @@ class V2Deployer:
 
     # -- v2-destroy --------------------------------------------------------------------
 
-    def destroy(self, force: bool = False, keep_certs: bool = False) -> int:
+    def destroy(
+        self,
+        force: bool = False,
+        keep_certs: bool = False,
+        delete_secret: bool = False,
+        recovery_days: int = 30,
+    ) -> int:
         """Remove what ``v2-up`` created, in dependency order (mirrors V1 ``destroy``)."""
         ctx = self.ctx
         deployment = known(self.record, "deployment")
@@ -277,6 +267,7 @@ class V2Deployer:
                     (cert_dir / name).unlink()
         if not self.record:
             ctx.state.pop("v2", None)
+        self.secrets.destroy(delete_secret, recovery_days)
         ctx.state.save()
         if ctx.api.dry_run:
             ctx.out("v2-destroy (dry-run): nothing was changed")

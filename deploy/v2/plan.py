@@ -55,6 +55,8 @@ class V2Options:
     posix_user: str = ""
     packaging: PackageOptions = field(default_factory=PackageOptions)
     certs_dir: Path = Path("certs")
+    create_secret: bool = False
+    secret_file: Optional[Path] = None
     nucleus_version: str = DEFAULT_NUCLEUS_VERSION
     force_deploy: bool = False
     wait: bool = True
