@@ -82,7 +82,7 @@ def section(record: MutableMapping[str, Any], key: str) -> Dict[str, Any]:
     return node
 
 
-def known(record: MutableMapping[str, Any], key: str) -> Dict[str, Any]:
+def state_entry(record: MutableMapping[str, Any], key: str) -> Dict[str, Any]:
     """What the state recorded under ``key`` (empty when nothing or not an object)."""
     node = record.get(key)
     return node if isinstance(node, dict) else {}

@@ -218,17 +218,21 @@ def target_from(
     function_arns: Dict[str, str] = {}
     functions = st.get("functions") if isinstance(st.get("functions"), dict) else {}
     for spec in topology.functions:
-        known = functions.get(spec.id) if isinstance(functions, dict) else None
-        if isinstance(known, dict) and known.get("alias_arn") and known.get("alias") == alias:
-            function_arns[spec.id] = str(known["alias_arn"])
+        recorded = functions.get(spec.id) if isinstance(functions, dict) else None
+        if (
+            isinstance(recorded, dict)
+            and recorded.get("alias_arn")
+            and recorded.get("alias") == alias
+        ):
+            function_arns[spec.id] = str(recorded["alias_arn"])
     secret_arns: Dict[str, str] = {}
     for index, secret in enumerate(topology.secrets):
         # --secret-arn names the first (in the default topology: the only) secret.
-        known_arn = (secret_arn_value if index == 0 else "") or from_state(
+        recorded_arn = (secret_arn_value if index == 0 else "") or from_state(
             "secrets", secret.id, "arn"
         )
-        if known_arn:
-            secret_arns[secret.id] = known_arn
+        if recorded_arn:
+            secret_arns[secret.id] = recorded_arn
         else:
             placeholders.append("secret_arn:{}".format(secret.id))
     return Target(

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, MutableMapping, Optional
 
-from .context import RunContext, known, section
+from .context import RunContext, section, state_entry
 from .definitions import content_hash
 from .naming import PLACEHOLDER_CERT_ID, certificate_arn, thing_arn
 
@@ -40,7 +40,7 @@ class CoreThing:
 
     def ensure_thing(self, name: str) -> str:
         api = self.ctx.api
-        recorded = known(self.record, "thing")
+        recorded = state_entry(self.record, "thing")
         ours = recorded.get("name") == name
         found = api.find(
             "iot",
@@ -90,7 +90,7 @@ class CoreThing:
     def ensure_certificate(self) -> str:
         """The ARN of an active certificate whose key is in the certs directory."""
         api = self.ctx.api
-        recorded = known(self.record, "certificate")
+        recorded = state_entry(self.record, "certificate")
         if recorded.get("id"):
             found = api.find(
                 "iot",
@@ -238,8 +238,8 @@ class CoreThing:
     def destroy(self, keep_certs: bool) -> None:
         """Detach, deactivate and delete what ensure_* made (a thing not created here stays)."""
         ctx, record = self.ctx, self.record
-        cert, policy = known(record, "certificate"), known(record, "policy")
-        thing = known(record, "thing")
+        cert, policy = state_entry(record, "certificate"), state_entry(record, "policy")
+        thing = state_entry(record, "thing")
         cert_arn: Optional[str] = cert.get("arn")
         if cert_arn and policy.get("attached_to") == cert_arn:
             ctx.delete_if_present(

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from agent.topology import GroupTopology
 
 from ..awsapi import Api, error_code
-from ..context import RunContext, known, section
+from ..context import RunContext, section, state_entry
 from ..definitions import content_hash
 from ..errors import DeployError, DeploymentFailed, DeploymentTimedOut
 from ..naming import Names
@@ -55,7 +55,7 @@ class V2Deployer:
         self.topology = topology
         self.opts = options
         v2 = section(state, "v2")
-        thing = options.thing_name or known(v2, "thing").get("name", "")
+        thing = options.thing_name or state_entry(v2, "thing").get("name", "")
         self.ctx = RunContext(api, state, Names.for_topology(topology, thing), out)
         self.record = v2
         self.identity = CoreIdentity(self.ctx, v2, options.certs_dir)
@@ -197,7 +197,7 @@ class V2Deployer:
         ctx = self.ctx
         for name, component in sorted(self.record.get("components", {}).items()):
             ctx.out("component {} {}".format(name, component.get("version")))
-        deployment = known(self.record, "deployment")
+        deployment = state_entry(self.record, "deployment")
         if not deployment.get("id"):
             raise DeployError(
                 "no V2 deployment in state file {}".format(ctx.state.path),
@@ -242,7 +242,7 @@ class V2Deployer:
     ) -> int:
         """Remove what ``v2-up`` created, in dependency order (mirrors V1 ``destroy``)."""
         ctx = self.ctx
-        deployment = known(self.record, "deployment")
+        deployment = state_entry(self.record, "deployment")
         ids: List[str] = [d for d in deployment.get("previous", []) + [deployment.get("id")] if d]
         if deployment.get("target") and not force:
             ids.append(self._remove_components_from_devices(deployment["target"]))
@@ -259,7 +259,7 @@ class V2Deployer:
             ctx.state.save()
             ctx.note("component {} {}: deleted".format(name, component.get("version")))
         self.record.pop("components", None)
-        cert_dir = Path(known(self.record, "certificate").get("dir", self.opts.certs_dir))
+        cert_dir = Path(state_entry(self.record, "certificate").get("dir", self.opts.certs_dir))
         self.identity.destroy(keep_certs)
         if not keep_certs and not ctx.api.dry_run:
             for name in (CONFIG_FILE, INSTALL_SCRIPT):

@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping
 
 from agent.topology import GroupTopology
 
-from ..context import RunContext, known, section
+from ..context import RunContext, section, state_entry
 from ..errors import DeployError
 from ..roles import Roles, service_trust_policy
 from ..things import CoreThing
@@ -86,7 +86,7 @@ class CoreIdentity:
         self.thing.ensure_policy(names.v2_policy, policy, cert_arn)
         if thing_group:
             self._ensure_in_thing_group(thing_group, names.thing)
-        cert = known(self.record, "certificate")
+        cert = state_entry(self.record, "certificate")
         return CoreDevice(
             thing=names.thing,
             role_alias=names.token_exchange_alias,
@@ -99,7 +99,7 @@ class CoreIdentity:
 
     def _ensure_role_alias(self, alias: str, role_arn: str) -> None:
         ctx, api = self.ctx, self.ctx.api
-        recorded = known(self.record, "role_alias")
+        recorded = state_entry(self.record, "role_alias")
         ours = recorded.get("name") == alias
         found = api.find(
             "iot",
@@ -153,7 +153,7 @@ class CoreIdentity:
     def _ensure_in_thing_group(self, group: str, thing: str) -> None:
         """The thing group a deployment targets, with this core in it."""
         ctx, api = self.ctx, self.ctx.api
-        recorded = known(self.record, "thing_group")
+        recorded = state_entry(self.record, "thing_group")
         ours = recorded.get("name") == group
         found = api.find(
             "iot",
@@ -190,7 +190,7 @@ class CoreIdentity:
         """Remove what ``ensure`` created: group membership, alias, role, policy, certificate,
         thing (and its Greengrass core device record)."""
         ctx, record = self.ctx, self.record
-        group = known(record, "thing_group")
+        group = state_entry(record, "thing_group")
         if group.get("member"):
             ctx.delete_if_present(
                 "iot",
@@ -201,7 +201,7 @@ class CoreIdentity:
             ctx.delete_if_present("iot", "DeleteThingGroup", {"thingGroupName": group["name"]})
             ctx.note("thing group {}: deleted".format(group["name"]))
         record.pop("thing_group", None)
-        alias = known(record, "role_alias")
+        alias = state_entry(record, "role_alias")
         if alias.get("created"):
             ctx.delete_if_present("iot", "DeleteRoleAlias", {"roleAlias": alias["name"]})
             ctx.note("role alias {}: deleted".format(alias["name"]))
@@ -209,7 +209,7 @@ class CoreIdentity:
         for kind in list(self.roles.record):
             self.roles.delete(kind)
         record.pop("roles", None)
-        thing = known(record, "thing")
+        thing = state_entry(record, "thing")
         if thing.get("created"):
             # the nucleus registered the thing as a core device; that record goes with it
             ctx.delete_if_present(
