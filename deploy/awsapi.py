@@ -4,9 +4,12 @@
   credentials. In dry-run every call is printed (``service.Operation`` with
   its key parameters, redacted by the service model's ``sensitive`` flag and
   by name, blobs shown as sizes) and answered by the caller's stand-in.
-* Throttling (``ThrottlingException``, ``TooManyRequestsException``, ...) is
-  retried with exponential backoff a few times, then reported clearly.
-  botocore's own retries are switched off so the count is predictable.
+* Throttling and transient errors are retried by botocore's *standard* retry
+  mode (exponential backoff with jitter, at most ``max_attempts`` tries); when
+  it gives up, the error is reported clearly (``up`` resumes from the state).
+* IAM is eventually consistent: a role created a moment ago may not be
+  assumable yet. Only the calls that say so (``retry_on``) get a short extra
+  retry here, for exactly the error that means "not yet".
 * Missing or rejected credentials become a :class:`DeployError` with a hint.
 """
 
@@ -46,6 +49,9 @@ QUIET_OPERATIONS = frozenset(
     }
 )
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "moto", "werkzeug")
+
+# The longest wait between two tries of a call IAM is not ready for.
+MAX_CONSISTENCY_DELAY = 10.0
 
 # Module-level so tests can replace them.
 _sleep = time.sleep
@@ -188,6 +194,7 @@ class Api:
         session: Any = None,
         clients: Optional[Mapping[str, Any]] = None,
         max_attempts: int = 5,
+        consistency_attempts: int = 6,
         base_delay: float = 1.0,
     ) -> None:
         self.region = region
@@ -197,7 +204,8 @@ class Api:
         self.verbose = verbose
         self._session = session
         self._clients: Dict[str, Any] = dict(clients or {})
-        self.max_attempts = max_attempts
+        self.max_attempts = max_attempts  # botocore's total attempts, throttling included
+        self.consistency_attempts = consistency_attempts  # for retry_on errors only
         self.base_delay = base_delay
         self.calls: list = []  # (service, operation) made or, in dry-run, printed
 
@@ -220,7 +228,9 @@ class Api:
             self._clients[service] = self._session.client(
                 service,
                 region_name=self.region,
-                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+                config=Config(
+                    retries={"mode": "standard", "total_max_attempts": self.max_attempts}
+                ),
             )
         return self._clients[service]
 
@@ -240,7 +250,7 @@ class Api:
         retry_on: Iterable[Tuple[str, str]] = (),
     ) -> Dict[str, Any]:
         method = getattr(self.client(service), xform(operation))
-        retry_on = tuple(retry_on)
+        not_yet = tuple(retry_on)
         attempt = 0
         while True:
             attempt += 1
@@ -254,12 +264,11 @@ class Api:
                 )
             except NoRegionError:
                 raise DeployError("no AWS region", hint="pass --region or set AWS_DEFAULT_REGION")
-            except EndpointConnectionError as exc:
-                if attempt >= self.max_attempts:
-                    raise DeployError(
-                        "cannot reach AWS for {}.{}: {}".format(service, operation, exc),
-                        hint="check the network and --region",
-                    )
+            except EndpointConnectionError as exc:  # botocore has retried it already
+                raise DeployError(
+                    "cannot reach AWS for {}.{}: {}".format(service, operation, exc),
+                    hint="check the network and --region",
+                )
             except ClientError as exc:
                 code = error_code(exc)
                 if code in CREDENTIAL_CODES:
@@ -269,23 +278,24 @@ class Api:
                         ),
                         hint=NO_CREDENTIALS_HINT,
                     )
-                retryable = code in THROTTLE_CODES or any(
-                    code == c and fragment in error_message(exc) for c, fragment in retry_on
+                if code in THROTTLE_CODES:  # botocore's standard mode gave up
+                    tries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+                    raise DeployError(
+                        "AWS kept throttling {}.{} ({}: {}) after {} attempts".format(
+                            service, operation, code, error_message(exc), tries
+                        ),
+                        hint="wait a minute and re-run; up resumes from the state file",
+                    )
+                eventually = any(
+                    code == c and fragment in error_message(exc) for c, fragment in not_yet
                 )
-                if not retryable:
+                if not eventually or attempt >= self.consistency_attempts:
                     raise
-                if attempt >= self.max_attempts:
-                    if code in THROTTLE_CODES:
-                        raise DeployError(
-                            "AWS kept throttling {}.{} ({}: {}) after {} attempts".format(
-                                service, operation, code, error_message(exc), attempt
-                            ),
-                            hint="wait a minute and re-run; up resumes from the state file",
-                        )
-                    raise
-            delay = min(self.base_delay * (2 ** (attempt - 1)), 30.0)
+            delay = min(self.base_delay * (2 ** (attempt - 1)), MAX_CONSISTENCY_DELAY)
             if self.verbose:
-                self.out("  retrying {}.{} in {:.0f}s".format(service, operation, delay))
+                self.out(
+                    "  {}.{}: not ready yet, retrying in {:g}s".format(service, operation, delay)
+                )
             self.sleep(delay)
 
     # -- the API the deployers use ---------------------------------------------

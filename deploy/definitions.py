@@ -22,9 +22,10 @@ from .naming import Target
 from .policy import iot_policy
 from .validation import (
     check_certificate_arn,
-    check_qualified_lambda_arn,
     check_secret_arn,
     check_thing_arn,
+    raise_violations,
+    v1_rule_violations,
     validate_params,
 )
 
@@ -108,7 +109,6 @@ def _function_entry(spec: FunctionSpec, topology: GroupTopology, target: Target)
                 )
             )
     arn = target.function_arn(topology, spec.id)
-    check_qualified_lambda_arn(arn)
     environment: Document = {
         "Variables": {key: spec.environment[key] for key in sorted(spec.environment)},
         "AccessSysfs": spec.access_sysfs,
@@ -160,12 +160,6 @@ def resource_definition(topology: GroupTopology, target: Target) -> Document:
             }
         )
     for device in topology.devices:
-        if not device.source_path.startswith("/dev/"):
-            raise DeployError(
-                "device resource {!r}: {!r} is not under /dev/".format(
-                    device.id, device.source_path
-                )
-            )
         resources.append(
             {
                 "Id": device.id,
@@ -265,7 +259,13 @@ CREATE_OPERATIONS = {
 
 
 def validate_documents(documents: Documents, names_policy: str = "edge-agent-core-policy") -> None:
-    """Validate every document with botocore's greengrass and iot service models."""
+    """Validate every document against AWS's documented Greengrass V1 rules (all problems
+    at once, each naming the resource and the rule) and botocore's greengrass and iot
+    service models."""
+    raise_violations(
+        v1_rule_violations(documents.resource, documents.function, documents.subscription),
+        "the group's definitions",
+    )
     for kind, operation in CREATE_OPERATIONS.items():
         validate_params(
             "greengrass",

@@ -24,7 +24,10 @@ PLACEHOLDER_SECRET_SUFFIX = "XXXXXX"
 
 DEFAULT_ALIAS = "live"
 LAMBDA_RUNTIME = "python3.8"  # the newest runtime a Greengrass V1 core runs (3.7 or 3.8)
-TARGET_PYTHON = "3.8"
+TARGET_PYTHON = "3.8"  # what a V1 Lambda zip must import on
+# The Python of Raspberry Pi OS 12 "Bookworm" (Debian 12), which a V2 component's
+# venv uses; --device-python for another OS release (Bullseye: 3.9, Trixie: 3.13).
+DEFAULT_DEVICE_PYTHON = "3.11"
 
 DEFINITION_KINDS = ("core", "function", "resource", "subscription")
 
@@ -63,6 +66,25 @@ class Names:
     @property
     def service_role(self) -> str:
         return "{}-greengrass-service-role".format(self.group)
+
+    @property
+    def token_exchange_role(self) -> str:
+        """The V2 core's IAM role, assumed through the IoT credentials provider."""
+        return "{}-token-exchange-role".format(self.group)
+
+    @property
+    def token_exchange_alias(self) -> str:
+        return "{}-token-exchange-alias".format(self.group)
+
+    @property
+    def token_exchange_access(self) -> str:
+        """The token exchange role's inline policy."""
+        return "{}-token-exchange-access".format(self.group)
+
+    @property
+    def v2_policy(self) -> str:
+        """The V2 core's AWS IoT policy (the V1 core's is ``policy``)."""
+        return "{}-v2-policy".format(self.thing)
 
     def definition(self, kind: str) -> str:
         return "{}-{}s".format(self.group, kind)
@@ -196,17 +218,21 @@ def target_from(
     function_arns: Dict[str, str] = {}
     functions = st.get("functions") if isinstance(st.get("functions"), dict) else {}
     for spec in topology.functions:
-        known = functions.get(spec.id) if isinstance(functions, dict) else None
-        if isinstance(known, dict) and known.get("alias_arn") and known.get("alias") == alias:
-            function_arns[spec.id] = str(known["alias_arn"])
+        recorded = functions.get(spec.id) if isinstance(functions, dict) else None
+        if (
+            isinstance(recorded, dict)
+            and recorded.get("alias_arn")
+            and recorded.get("alias") == alias
+        ):
+            function_arns[spec.id] = str(recorded["alias_arn"])
     secret_arns: Dict[str, str] = {}
     for index, secret in enumerate(topology.secrets):
         # --secret-arn names the first (in the default topology: the only) secret.
-        known_arn = (secret_arn_value if index == 0 else "") or from_state(
+        recorded_arn = (secret_arn_value if index == 0 else "") or from_state(
             "secrets", secret.id, "arn"
         )
-        if known_arn:
-            secret_arns[secret.id] = known_arn
+        if recorded_arn:
+            secret_arns[secret.id] = recorded_arn
         else:
             placeholders.append("secret_arn:{}".format(secret.id))
     return Target(

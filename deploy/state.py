@@ -8,7 +8,7 @@ secret values.
 Layout (keys appear as the resources get created)::
 
     {"format": 1, "region", "account", "alias", "iot_endpoint",
-     "roles": {"lambda"|"group"|"service": {"name", "arn", "created", ...}},
+     "roles": {"lambda"|"group"|"service": {"name", "arn", "created", "policies"}},
      "functions": {fid: {"name", "arn", "version", "alias", "alias_arn", "code_sha256"}},
      "secrets": {resource_id: {"name", "arn", "created"}},
      "thing": {"name", "arn", "created"},
@@ -19,7 +19,10 @@ Layout (keys appear as the resources get created)::
      "group_version": {"id", "arn", "hash"},
      "deployment": {"id", "group_version_id", "status", "lambda_versions"},
      "run_as": {"uid", "gid", "root"},
-     "v2": {...}}
+     "v2": {"thing", "certificate", "policy", "iot_endpoint", "credentials_endpoint",
+            "roles": {"token_exchange": {..., "inline_policies"}}, "role_alias",
+            "thing_group", "components": {name: {"version", "recipe_hash", "arn",
+            "artifact"}}, "deployment": {"id", "hash", "target", "previous"}}}
 """
 
 from __future__ import annotations

@@ -6,23 +6,17 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from test_deploy_support import REPO, make_site_packages, make_source_root
+from test_deploy_support import REPO, make_site_packages, make_source_root, python38
 
 from agent.topology import default_topology
 from deploy.cli import main
+from deploy.dependencies import NEVER_VENDOR, python_satisfies
 from deploy.errors import DeployError
-from deploy.package import (
-    FIXED_DATE_TIME,
-    NEVER_VENDOR,
-    build_function_package,
-    build_packages,
-    python_satisfies,
-)
+from deploy.package import FIXED_DATE_TIME, PackageOptions, build_packages
 
 FAKE_DISTS = [
     {
@@ -120,6 +114,17 @@ def site(tmp_path):
     return make_site_packages(tmp_path / "site", FAKE_DISTS)
 
 
+def make_zips(src, site, out, *function_ids, runtime="v1", **options):
+    """build_packages from a fake source root and site-packages; one result or a dict."""
+    results = build_packages(
+        default_topology(),
+        PackageOptions(package_dir=out, source_root=src, site_packages=site, **options),
+        runtime=runtime,
+        function_ids=function_ids,
+    )
+    return results[function_ids[0]] if len(function_ids) == 1 else results
+
+
 def names(path: Path):
     with zipfile.ZipFile(path) as archive:
         return archive.namelist()
@@ -130,9 +135,7 @@ def top_levels(path: Path):
 
 
 def test_zip_holds_entry_module_agent_and_needed_deps(tmp_path, src, site):
-    results = build_packages(
-        default_topology(), tmp_path / "out", source_root=src, site_packages=site
-    )
+    results = make_zips(src, site, tmp_path / "out")
     sensor, anomaly = results["sensor"].path, results["anomaly"].path
     assert sensor.name == "edge-agent-sensor.zip"
     entries = names(sensor)
@@ -159,25 +162,30 @@ def test_zip_holds_entry_module_agent_and_needed_deps(tmp_path, src, site):
     assert "extra:pi" in skipped and "apt" in skipped["extra:pi"]
 
 
-def test_never_boto3_or_botocore_from_the_real_environment(tmp_path, src):
-    """The packaging environment has boto3 and botocore installed: still never vendored."""
+def test_never_boto3_or_botocore_from_the_tooling_environment(tmp_path, src):
+    """This venv has boto3 and botocore installed: vendoring from it still leaves them out."""
+    import sysconfig
+
     import boto3  # noqa: F401  (installed here)
 
-    results = build_packages(default_topology(), tmp_path / "out", source_root=src)
+    venv = Path(sysconfig.get_paths()["purelib"])
+    results = make_zips(src, venv, tmp_path / "out", allow_warnings=True)
     for result in results.values():
         tops = top_levels(result.path)
         assert not tops & set(NEVER_VENDOR), tops
         assert "greengrasssdk" in tops
         assert ("requests" in tops) == (result.path.name == "edge-agent-anomaly.zip")
         assert not any(n.endswith(".so") for n in names(result.path))
+    # this venv's requests is for the tooling's Python, not the V1 core's 3.8: said so
+    assert any("requires Python" in w for w in results["anomaly"].warnings)
 
 
 def test_same_inputs_give_byte_identical_zips(tmp_path, src, site):
-    first = build_packages(default_topology(), tmp_path / "a", source_root=src, site_packages=site)
+    first = make_zips(src, site, tmp_path / "a")
     # touch every source file: timestamps must not leak into the zip
     for path in src.rglob("*.py"):
         os.utime(path, (1_700_000_000, 1_700_000_000))
-    second = build_packages(default_topology(), tmp_path / "b", source_root=src, site_packages=site)
+    second = make_zips(src, site, tmp_path / "b")
     for fid in first:
         a = hashlib.sha256(first[fid].path.read_bytes()).hexdigest()
         b = hashlib.sha256(second[fid].path.read_bytes()).hexdigest()
@@ -185,9 +193,7 @@ def test_same_inputs_give_byte_identical_zips(tmp_path, src, site):
 
 
 def test_entries_are_sorted_with_fixed_time_and_mode(tmp_path, src, site):
-    result = build_function_package(
-        default_topology().function("anomaly"), tmp_path, source_root=src, site_packages=site
-    )
+    result = make_zips(src, site, tmp_path, "anomaly")
     with zipfile.ZipFile(result.path) as archive:
         infos = archive.infolist()
     assert [i.filename for i in infos] == sorted(i.filename for i in infos)
@@ -200,29 +206,28 @@ def test_entries_are_sorted_with_fixed_time_and_mode(tmp_path, src, site):
 
 
 def test_code_change_changes_the_zip(tmp_path, src, site):
-    spec = default_topology().function("sensor")
-    before = build_function_package(spec, tmp_path / "a", source_root=src, site_packages=site)
+    before = make_zips(src, site, tmp_path / "a", "sensor")
     (src / "functions" / "sensor_function.py").write_text("def function_handler(e, c):\n    pass\n")
-    after = build_function_package(spec, tmp_path / "b", source_root=src, site_packages=site)
+    after = make_zips(src, site, tmp_path / "b", "sensor")
     assert before.sha256 != after.sha256
 
 
 def test_v2_artifact_leaves_compiled_sdk_to_pip(tmp_path, src, site):
-    result = build_function_package(
-        default_topology().function("sensor"),
-        tmp_path,
-        source_root=src,
-        site_packages=site,
-        runtime="v2",
-    )
+    result = make_zips(src, site, tmp_path, "sensor", runtime="v2")
     tops = top_levels(result.path)
     assert result.path.name == "edge-agent-sensor-v2.zip"
     assert "awsiot" not in tops and "awscrt" not in tops and "greengrasssdk" not in tops
     assert "requests" not in tops  # the sensor needs no HTTP client
     assert result.device_requirements == ["awsiotsdk>=1.11"]
+    # expected for V2 (the component's Install step pip-installs it): not a warning
+    assert result.warnings == []
+    assert {
+        "name": "awscrt",
+        "reason": "compiled for this machine; pip installs it on the device",
+    } in (result.skipped)
 
 
-def test_python_version_mismatch_is_reported_and_strict_fails(tmp_path, src):
+def test_a_release_that_needs_a_newer_python_is_an_error_by_default(tmp_path, src, capsys):
     site = make_site_packages(
         tmp_path / "site310",
         [
@@ -239,22 +244,28 @@ def test_python_version_mismatch_is_reported_and_strict_fails(tmp_path, src):
             },
         ],
     )
-    spec = default_topology().function("anomaly")
-    result = build_function_package(spec, tmp_path / "out", source_root=src, site_packages=site)
+    code = main(
+        ["package", "--out", str(tmp_path / "out"), "--source-root", str(src)]
+        + ["--site-packages", str(site), "--function", "anomaly"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "the anomaly zip would not work on Python 3.8" in err
+    assert "requests 9.0 requires Python >=3.10" in err and "--allow-warnings" in err
+    assert not (tmp_path / "out" / "edge-agent-anomaly.zip").exists()
+    # the escape hatch packages it anyway and still says why it is wrong
+    result = make_zips(src, site, tmp_path / "out", "anomaly", allow_warnings=True)
     assert any("requires Python >=3.10" in w for w in result.warnings)
-    with pytest.raises(DeployError, match="--strict"):
-        build_function_package(
-            spec, tmp_path / "out", source_root=src, site_packages=site, strict=True
-        )
+    # the same release is fine for a V2 device with Python 3.11
+    assert make_zips(src, site, tmp_path / "v2", "anomaly", runtime="v2").warnings == []
 
 
-def test_missing_dependency_is_a_warning_not_a_crash(tmp_path, src):
+def test_a_missing_dependency_is_an_error_for_v1(tmp_path, src):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = build_function_package(
-        default_topology().function("anomaly"), tmp_path / "o", source_root=src, site_packages=empty
-    )
-    assert any("requests" in w and "not installed" in w for w in result.warnings)
+    with pytest.raises(DeployError, match="requests>=2.25 is not in"):
+        make_zips(src, empty, tmp_path / "o", "anomaly")
+    result = make_zips(src, empty, tmp_path / "o", "anomaly", allow_warnings=True)
     assert top_levels(result.path) == {"agent", "functions"}
 
 
@@ -311,28 +322,104 @@ def test_package_cli_prints_hashes(tmp_path, src, site, capsys):
     out = capsys.readouterr().out
     assert "edge-agent-anomaly.zip" in out and "edge-agent-sensor.zip" not in out
     assert "not vendored: extra:pi" not in out  # the anomaly function needs no Sense HAT
+    assert "for Python 3.8, dependencies from --site-packages" in out
+
+
+ZIP_CHECK = r"""
+import importlib, json, os, sys
+root = os.path.abspath(sys.argv[1])
+sys.path.insert(0, root)
+module = importlib.import_module(sys.argv[2])
+assert callable(module.function_handler)
+import agent, cbor2, greengrasssdk
+for mod in (agent, cbor2, greengrasssdk):
+    assert mod.__file__.startswith(root), mod.__file__
+assert cbor2.loads(cbor2.dumps({"t": 31.5})) == {"t": 31.5}
+report = {"python": "%d.%d" % sys.version_info[:2]}
+if sys.argv[3:]:
+    import requests, urllib3
+    assert requests.__file__.startswith(root) and urllib3.__file__.startswith(root)
+    from agent.credentials import Credentials
+    from agent.servicenow.client import TableClient
+    url, user = sys.argv[3], sys.argv[4]
+    password = sys.stdin.readline().strip()
+    client = TableClient(url, lambda: Credentials("basic", username=user, password=password))
+    created = client.create(
+        {"short_description": "from the V1 zip on Python 3.8", "correlation_id": "zip-py38"}
+    )
+    found = client.find_by_correlation("zip-py38")
+    report.update(number=created["number"], found=found["sys_id"] == created["sys_id"],
+                  requests=requests.__version__, urllib3=urllib3.__version__)
+print(json.dumps(report))
+"""
 
 
 @pytest.mark.skipif(
     not (REPO / "functions" / "sensor_function.py").is_file(), reason="function modules not here"
 )
-def test_real_zips_are_self_contained(tmp_path):
-    """Built from this checkout and this environment, each zip alone (python -I: no
-    site-packages) finds its entry module and imports its vendored dependencies."""
-    results = build_packages(default_topology(), tmp_path)
+def test_real_v1_zips_work_on_python_3_8(tmp_path, standin, password):
+    """Each V1 zip, built from this checkout with dependencies resolved for Python 3.8,
+    unpacked alone (python -I -S: no site-packages at all), imports its handler module
+    under a real 3.8 interpreter; the anomaly zip's vendored requests stack then creates
+    and finds an incident in the ServiceNow stand-in over HTTP."""
+    from conftest import SNOW_USER
+
+    python = python38()
+    results = build_packages(
+        default_topology(), PackageOptions(package_dir=tmp_path / "zips"), runtime="v1"
+    )
     for fid, result in results.items():
-        module = default_topology().function(fid).module
-        code = (
-            "import sys, importlib.util; sys.path.insert(0, {zip!r}); "
-            "assert importlib.util.find_spec({module!r}) is not None; "
-            "import agent, greengrasssdk, cbor2; "
-            "assert greengrasssdk.__file__.startswith({zip!r}), greengrasssdk.__file__"
-        ).format(zip=str(result.path), module=module)
+        assert result.target_python == "3.8" and result.warnings == []
+        unpacked = tmp_path / fid
+        with zipfile.ZipFile(result.path) as archive:
+            archive.extractall(unpacked)
+        args = [python, "-I", "-S", "-c", ZIP_CHECK, str(unpacked)]
+        args.append(default_topology().function(fid).module)
         if fid == "anomaly":
-            code += (
-                "; import requests, charset_normalizer, certifi; "
-                "assert requests.__file__.startswith({zip!r}), requests.__file__"
-            ).format(zip=str(result.path))
-        subprocess.run(
-            [sys.executable, "-I", "-c", code], cwd=str(tmp_path), check=True, timeout=60
+            args += [standin.url, SNOW_USER]
+        done = subprocess.run(
+            args, input=password + "\n", capture_output=True, text=True, timeout=120
         )
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["python"] == "3.8"
+        if fid == "anomaly":
+            assert report["found"] and report["number"].startswith("INC")
+            vendored = {v["name"]: v["version"] for v in result.vendored}
+            assert vendored["requests"] == report["requests"]
+    incidents = standin.incidents()
+    assert [i["correlation_id"] for i in incidents] == ["zip-py38"]
+
+
+def test_what_the_tooling_python_would_vendor_fails_on_3_8(tmp_path, password):
+    """Why resolving for the target matters: this venv's own requests stack, vendored
+    as the seed did, breaks at import on the core's Python 3.8 (the failure the
+    default resolution prevents)."""
+    import sysconfig
+
+    python = python38()
+    venv = Path(sysconfig.get_paths()["purelib"])
+    result = build_packages(
+        default_topology(),
+        PackageOptions(package_dir=tmp_path, site_packages=venv, allow_warnings=True),
+        function_ids=["anomaly"],
+    )["anomaly"]
+    if not any("requires Python" in w for w in result.warnings):
+        pytest.skip("this venv's requests stack still supports Python 3.8")
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(result.path) as archive:
+        archive.extractall(unpacked)
+    done = subprocess.run(
+        [
+            python,
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import requests",
+            str(unpacked),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Error" in done.stderr

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
+# Where the tests keep the functions' state volume: explicit, a path Greengrass V1 accepts
+# (never under /sys, /dev or /var), whatever agent.topology's default is.
+STATE_DIR = "/opt/edge-agent/state"
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -115,3 +118,136 @@ def make_site_packages(root: Path, dists: Iterable[dict]) -> Path:
         record.append("{}/RECORD,,".format(info.name))
         (info / "RECORD").write_text("\n".join(record) + "\n")
     return root
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_kwargs):
+        yield self._data
+
+
+class WireFaults:
+    """moto answers chosen operations with an HTTP error, *below* botocore's retry handler.
+
+    moto serves every request from botocore's ``before-send`` hook; this wraps
+    it, so botocore's own retry logic sees a real error response: its standard
+    mode decides what to retry and how long to sleep. Its sleeps are recorded
+    instead of slept.
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        import types
+
+        import botocore.endpoint
+        from moto.core.botocore_stubber import BotocoreStubber
+
+        self.sleeps = []
+        self.attempts = []
+        self._rules = []  # [operation, status, code, message, times left]
+        monkeypatch.setattr(
+            botocore.endpoint, "time", types.SimpleNamespace(sleep=self.sleeps.append)
+        )
+        serve = BotocoreStubber.__call__
+
+        def answer(stubber, event_name, request, **kwargs):
+            fault = self._fault(event_name, request)
+            return fault if fault is not None else serve(stubber, event_name, request, **kwargs)
+
+        monkeypatch.setattr(BotocoreStubber, "__call__", answer)
+
+    def fail(self, operation: str, code: str, message: str, times=None, status: int = 400):
+        """``operation`` answers ``status``/``code`` ``times`` times (None: always)."""
+        self._rules.append([operation, status, code, message, times])
+        return self
+
+    def _fault(self, event_name: str, request):
+        from botocore.awsrequest import AWSResponse
+
+        operation = event_name.rsplit(".", 1)[-1]
+        for rule in self._rules:
+            name, status, code, message, times = rule
+            if name != operation:
+                continue
+            self.attempts.append(operation)
+            if times is not None:
+                if times <= 0:
+                    return None
+                rule[4] = times - 1
+            body = json.dumps({"__type": code, "message": message, "Message": message})
+            headers = {"x-amzn-ErrorType": code, "Content-Type": "application/json"}
+            return AWSResponse(request.url, status, headers, _Body(body.encode("utf-8")))
+        return None
+
+
+REQUIRE_PY38 = "EDGE_AGENT_REQUIRE_PY38"
+
+
+def python38() -> str:
+    """The Python 3.8 interpreter the V1 zips are tested with.
+
+    Missing: a skip on a laptop, a failure where ``EDGE_AGENT_REQUIRE_PY38=1``
+    (or ``CI``) says the machine must have one, so CI cannot pass silently
+    without ever running the zips on 3.8.
+    """
+    import os
+
+    import pytest
+
+    from deploy.vendoring import find_python
+
+    found = find_python("3.8")
+    if found:
+        return found
+    message = (
+        "no Python 3.8 interpreter: set PYTHON38=/path/to/python3.8 or install 3.8 "
+        "(pyenv install 3.8)"
+    )
+    if os.environ.get(REQUIRE_PY38) == "1" or os.environ.get("CI"):
+        pytest.fail("{} ({}/CI require it here)".format(message, REQUIRE_PY38), pytrace=False)
+    pytest.skip(message)
+
+
+# What the functions need on a core, as small fake distributions that admit Python 3.8
+# (so deploy tests need neither pip nor the network).
+DEVICE_DISTS = [
+    {
+        "name": "requests",
+        "version": "2.32.4",
+        "requires_python": ">=3.8",
+        "requires": ["urllib3<3,>=1.21.1", "idna<4,>=2.5"],
+        "files": {"requests/__init__.py": "# requests\n"},
+    },
+    {"name": "urllib3", "version": "2.2.3", "files": {"urllib3/__init__.py": ""}},
+    {"name": "idna", "version": "3.10", "files": {"idna/__init__.py": ""}},
+    {
+        "name": "greengrasssdk",
+        "version": "1.6.1",
+        "requires": ["cbor2 (~=5.4.2)"],
+        "files": {"greengrasssdk/__init__.py": ""},
+    },
+    {"name": "cbor2", "version": "5.4.6", "files": {"cbor2/__init__.py": ""}},
+    {
+        "name": "awsiotsdk",
+        "version": "1.21.0",
+        "requires": ["awscrt"],
+        "files": {"awsiot/__init__.py": ""},
+    },
+    {
+        "name": "awscrt",
+        "version": "0.19.19",
+        "files": {"awscrt/__init__.py": "", "_awscrt.abi3.so": "ELF"},
+    },
+]
+
+
+def test_topology(**kwargs):
+    """The default topology with its state volume at STATE_DIR (explicit, V1-valid)."""
+    from agent.topology import default_topology
+    from deploy.commands import with_state_dir
+
+    return with_state_dir(default_topology(**kwargs), STATE_DIR)
+
+
+test_topology.__test__ = False  # a helper, not a test

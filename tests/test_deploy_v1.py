@@ -19,9 +19,16 @@ import boto3
 import botocore.session
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
 from moto import mock_aws
-from test_deploy_support import fake_aws, make_source_root, no_aws_credentials
+from test_deploy_support import (
+    DEVICE_DISTS,
+    STATE_DIR,
+    WireFaults,
+    fake_aws,
+    make_site_packages,
+    make_source_root,
+    no_aws_credentials,
+)
 
 import deploy.awsapi
 from deploy.awsapi import quiet_sdk_logging
@@ -52,8 +59,8 @@ class Project:
         self.tmp = tmp_path
         self.capsys = capsys
         self.src = make_source_root(tmp_path / "src")
-        self.site = tmp_path / "site"  # nothing to vendor: fast and independent of the venv
-        self.site.mkdir()
+        # fake device dependencies: fast, offline and independent of the venv
+        self.site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
         self.state = tmp_path / "out" / "state.json"
         self.certs = tmp_path / "certs"
         self.password = new_secret("snow")  # the conftest guard checks no log line shows it
@@ -63,6 +70,8 @@ class Project:
 
     def run(self, command: str, *args: str):
         argv = [command, "--state", str(self.state)]
+        if command != "render-config":
+            argv += ["--state-dir", STATE_DIR]
         if command == "up":
             argv += [
                 "--source-root",
@@ -629,43 +638,56 @@ def test_missing_region_is_a_clear_message(project, monkeypatch, tmp_path):
     assert code == 1 and "--region" in err
 
 
-def _throttle(monkeypatch, operation, times):
-    attempts = []
-
-    def fake(self, op, params):
-        if op == operation:
-            attempts.append(op)
-            if times is None or len(attempts) <= times:
-                raise ClientError(
-                    {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, op
-                )
-        return REAL_CALL(self, op, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", fake)
-    return attempts
-
-
-def test_throttling_is_retried_with_backoff_then_reported(aws, project, monkeypatch):
-    clock = FakeClock(monkeypatch)
-    attempts = _throttle(monkeypatch, "CreateThing", None)
+def test_throttling_is_retried_by_botocore_with_jitter_then_reported(aws, project, monkeypatch):
+    wire = WireFaults(monkeypatch).fail("CreateThing", "ThrottlingException", "Rate exceeded")
     code, _out, err = project.run(
         "up", "--create-secret", "--secret-file", str(project.secret_file)
     )
     assert code == 1
-    assert len(attempts) == 5
-    assert clock.sleeps == [1, 2, 4, 8]
+    assert wire.attempts.count("CreateThing") == 5  # botocore's standard mode, 5 attempts
+    # four backoffs, each a random fraction of 1, 2, 4, 8 s (jitter), never the full step
+    assert len(wire.sleeps) == 4
+    assert all(0 <= s <= 2**i for i, s in enumerate(wire.sleeps)), wire.sleeps
     assert "kept throttling iot.CreateThing" in err and "Rate exceeded" in err
-    assert "re-run" in err
+    assert "after 5 attempts" in err and "re-run" in err and "Traceback" not in err
     # what was done before the throttled call is in the state file: a re-run resumes
     assert set(project.load_state()["functions"]) == {"sensor", "anomaly"}
 
 
 def test_throttling_that_stops_is_invisible(aws, project, monkeypatch):
-    clock = FakeClock(monkeypatch)
-    attempts = _throttle(monkeypatch, "CreateGroupVersion", 2)
+    wire = WireFaults(monkeypatch).fail(
+        "CreateGroupVersion", "ThrottlingException", "Rate exceeded", times=2
+    )
     project.first_up()
-    assert len(attempts) == 3 and clock.sleeps == [1, 2]
+    assert wire.attempts.count("CreateGroupVersion") == 3 and len(wire.sleeps) == 2
     assert project.load_state()["group_version"]["id"]
+
+
+def test_a_role_iam_has_not_propagated_yet_is_waited_for(aws, project, monkeypatch):
+    """IAM is eventually consistent: Lambda may refuse a role created a moment ago."""
+    clock = FakeClock(monkeypatch)
+    wire = WireFaults(monkeypatch).fail(
+        "CreateFunction",
+        "InvalidParameterValueException",
+        "The role defined for the function cannot be assumed by Lambda.",
+        times=2,
+    )
+    project.first_up()
+    assert wire.attempts.count("CreateFunction") == 4  # 2 refused, then both functions
+    assert clock.sleeps == [1, 2]  # our short consistency retry, not botocore's
+    assert wire.sleeps == []  # botocore does not retry a 400 it cannot know is transient
+
+
+def test_other_invalid_parameters_are_not_retried(aws, project, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    wire = WireFaults(monkeypatch).fail(
+        "CreateFunction", "InvalidParameterValueException", "Unzipped size must be smaller"
+    )
+    code, _out, err = project.run(
+        "up", "--create-secret", "--secret-file", str(project.secret_file)
+    )
+    assert code == 1 and "Unzipped size must be smaller" in err
+    assert wire.attempts.count("CreateFunction") == 1 and clock.sleeps == []
 
 
 @pytest.fixture(autouse=True)

@@ -1,58 +1,37 @@
-"""Greengrass V2 from the same topology: recipes, deployment, and v2-up.
+"""Greengrass V2 documents from the same topology: recipes, configuration, deployment, v2-plan.
 
-moto has no greengrassv2, so those calls go through botocore's Stubber (which
-checks every request against the service model); STS, S3 and Secrets
-Manager are moto's.
+Pure: no AWS. Every document is checked against botocore's greengrassv2 model.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
+import subprocess
 
-import boto3
 import pytest
-from botocore.stub import ANY, Stubber
-from moto import mock_aws
-from test_deploy_support import fake_aws, make_site_packages, make_source_root
+import yaml
+from test_deploy_support import DEVICE_DISTS, make_site_packages, make_source_root
 
+from agent.config import VARIABLES
 from agent.topology import default_topology
-from deploy.awsapi import Api
 from deploy.cli import main
-from deploy.errors import DeployError, DeploymentFailed
-from deploy.state import State
 from deploy.v2 import (
     MQTT_PROXY,
     PUBSUB,
     SECRET_MANAGER,
-    V2Deployer,
-    V2Options,
     build_recipe,
     deployment_params,
     recipe_errors,
 )
+from deploy.v2.recipes import component_configuration, configuration_names
 from deploy.validation import validation_errors
 
-ACCOUNT, REGION = "123456789012", "us-east-1"
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-snow-creds-AbCdEf"
-SITE = [
-    {"name": "requests", "version": "2.31.0", "files": {"requests/__init__.py": ""}},
-    {
-        "name": "awsiotsdk",
-        "version": "1.21.0",
-        "requires": ["awscrt"],
-        "files": {"awsiot/__init__.py": ""},
-    },
-    {
-        "name": "awscrt",
-        "version": "0.19.19",
-        "files": {"awscrt/__init__.py": "", "_awscrt.abi3.so": "ELF"},
-    },
-]
+THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/edge-agent-core"
 
 
-def recipe_for(function_id):
-    topology = default_topology()
+def recipe_for(function_id, topology=None):
+    topology = topology or default_topology()
     spec = topology.function(function_id)
     return build_recipe(
         topology,
@@ -66,44 +45,108 @@ def recipe_for(function_id):
     )
 
 
-def test_sensor_recipe():
+def params_for(topology=None):
+    return deployment_params(
+        topology or default_topology(),
+        target_arn=THING_ARN,
+        components={"sensor": "1.0.0", "anomaly": "1.0.0"},
+        prefix="com.edgeagent",
+        secret_arns={"snow-credentials": SECRET_ARN},
+        secret_manager_version="2.2.3",
+        posix_user="1000:1000",
+    )
+
+
+def merged(params, component):
+    update = params["components"][component]["configurationUpdate"]
+    return json.loads(update["merge"]), update.get("reset")
+
+
+def test_sensor_recipe_takes_every_variable_from_its_configuration():
     recipe = recipe_for("sensor")
     assert recipe_errors(recipe) == []
-    acl = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
-    cloud = acl[MQTT_PROXY]["com.edgeagent.sensor:publish-cloud"]
-    assert cloud["operations"] == ["aws.greengrass#PublishToIoTCore"]
-    assert cloud["resources"] == ["IoTBlog/sensorData", "IoTBlog/anomaly"]
-    local = acl[PUBSUB]["com.edgeagent.sensor:publish-local"]
-    assert local["operations"] == ["aws.greengrass#PublishToTopic"]
-    assert local["resources"] == ["IoTBlog/anomaly"]
-    assert SECRET_MANAGER not in acl and "ComponentDependencies" not in recipe
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
-    assert lifecycle["Run"]["Script"] == "{work:path}/venv/bin/python -m functions.sensor_function"
     env = lifecycle["Setenv"]
     spec = default_topology().function("sensor")
-    assert {k: env[k] for k in spec.environment} == dict(spec.environment)
+    sensor_variables = {v.name for v in VARIABLES if v.function in ("sensor", "both")}
+    assert set(spec.environment) | sensor_variables <= set(env)
+    for name in configuration_names(spec):
+        assert env[name] == "{configuration:/" + name + "}"
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    assert defaults["tempLimit"] == "30" and defaults["tempLowLimit"] == ""  # documented
+    assert "accessControl" not in defaults  # it comes with the deployment
     assert env["PYTHONPATH"] == "{artifacts:decompressedPath}/edge-agent-sensor-v2"
+    assert lifecycle["Run"]["Script"] == "{work:path}/venv/bin/python -m functions.sensor_function"
     install = lifecycle["Install"]["Script"]
     # A venv in the work folder: PEP 668 refuses "pip install --user" on Raspberry Pi OS.
     assert install.startswith("python3 -m venv --system-site-packages {work:path}/venv && ")
     assert "venv/bin/python -m pip install 'awsiotsdk>=1.11'" in install
     artifact = recipe["Manifests"][0]["Artifacts"][0]
     assert artifact["Unarchive"] == "ZIP" and artifact["URI"].startswith("s3://")
+    assert SECRET_MANAGER not in json.dumps(recipe)
 
 
-def test_anomaly_recipe_reads_the_secret_and_subscribes_locally():
-    recipe = recipe_for("anomaly")
-    assert recipe_errors(recipe) == []
-    acl = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
-    assert acl[SECRET_MANAGER]["com.edgeagent.anomaly:secrets"] == {
+def test_the_deployment_carries_the_values_and_ipc_access():
+    params = params_for()
+    assert validation_errors("greengrassv2", "CreateDeployment", params) == []
+    sensor, reset = merged(params, "com.edgeagent.sensor")
+    assert reset == [""]  # exactly this deployment's configuration, nothing left from before
+    assert {k: sensor[k] for k in default_topology().function("sensor").environment} == dict(
+        default_topology().function("sensor").environment
+    )
+    acl = sensor["accessControl"]
+    cloud = acl[MQTT_PROXY]["com.edgeagent.sensor:publish-cloud"]
+    assert cloud["operations"] == ["aws.greengrass#PublishToIoTCore"]
+    assert cloud["resources"] == ["IoTBlog/sensorData", "IoTBlog/anomaly"]
+    local = acl[PUBSUB]["com.edgeagent.sensor:publish-local"]
+    assert local["operations"] == ["aws.greengrass#PublishToTopic"]
+    assert local["resources"] == ["IoTBlog/anomaly"]
+    assert SECRET_MANAGER not in acl
+    anomaly, _ = merged(params, "com.edgeagent.anomaly")
+    assert anomaly["accessControl"][SECRET_MANAGER]["com.edgeagent.anomaly:secrets"] == {
         "policyDescription": "read the ServiceNow credentials",
         "operations": ["aws.greengrass#GetSecretValue"],
         "resources": [SECRET_ARN],
     }
-    subscribe = acl[PUBSUB]["com.edgeagent.anomaly:subscribe-local"]
-    assert subscribe["operations"] == ["aws.greengrass#SubscribeToTopic"]
+    subscribe = anomaly["accessControl"][PUBSUB]["com.edgeagent.anomaly:subscribe-local"]
     assert subscribe["resources"] == ["IoTBlog/anomaly"]
-    assert MQTT_PROXY not in acl  # it publishes nothing to the cloud
+    assert MQTT_PROXY not in anomaly["accessControl"]
+    secret_manager = params["components"][SECRET_MANAGER]
+    assert json.loads(secret_manager["configurationUpdate"]["merge"]) == {
+        "cloudSecrets": [{"arn": SECRET_ARN}]
+    }
+    assert params["components"]["com.edgeagent.sensor"]["runWith"] == {
+        "posixUser": "1000:1000",
+        "systemResourceLimits": {"memory": 48 * 1024},
+    }
+
+
+def test_a_changed_limit_or_topic_changes_the_deployment_not_the_recipe():
+    before = default_topology()
+    after = default_topology(
+        environment={"sensor": {"tempLimit": "28", "readingsTopic": "plant/readings"}}
+    )
+    assert recipe_for("sensor", before) == recipe_for("sensor", after)
+    assert recipe_for("anomaly", before) == recipe_for("anomaly", after)
+    sensor, _ = merged(params_for(after), "com.edgeagent.sensor")
+    assert sensor["tempLimit"] == "28"
+    cloud = sensor["accessControl"][MQTT_PROXY]["com.edgeagent.sensor:publish-cloud"]
+    assert cloud["resources"] == ["plant/readings", "IoTBlog/anomaly"]
+    assert params_for(before) != params_for(after)
+
+
+def test_a_documented_variable_not_in_the_topology_is_still_configuration():
+    """tempLowLimit is unset in the default topology; setting it later needs no new version."""
+    recipe = recipe_for("sensor")
+    assert "tempLowLimit" in recipe["Manifests"][0]["Lifecycle"]["Setenv"]
+    topology = default_topology(environment={"sensor": {"tempLowLimit": "5"}})
+    assert recipe_for("sensor", topology) == recipe
+    assert merged(params_for(topology), "com.edgeagent.sensor")[0]["tempLowLimit"] == "5"
+
+
+def test_anomaly_recipe_depends_on_the_secret_manager():
+    recipe = recipe_for("anomaly")
+    assert recipe_errors(recipe) == []
     assert recipe["ComponentDependencies"][SECRET_MANAGER]["DependencyType"] == "HARD"
     assert recipe["Manifests"][0]["Lifecycle"]["Run"]["Script"] == (
         "{work:path}/venv/bin/python -m functions.anomaly_function"
@@ -119,66 +162,37 @@ def test_anomaly_recipe_reads_the_secret_and_subscribes_locally():
 def test_recipe_errors_catch_structural_mistakes():
     recipe = recipe_for("anomaly")
     recipe["ComponentVersion"] = "1.0"
-    acl = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
-    acl[PUBSUB]["com.edgeagent.anomaly:subscribe-local"]["operations"] = [
-        "aws.greengrass#PublishToIoTCore"
-    ]
+    recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"] = {
+        PUBSUB: {"x": {"operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["t"]}}
+    }
+    del recipe["ComponentConfiguration"]["DefaultConfiguration"]["snowUrl"]
     del recipe["Manifests"][0]["Lifecycle"]["Run"]
     errors = "\n".join(recipe_errors(recipe))
     assert "major.minor.patch" in errors
     assert "not valid for aws.greengrass.ipc.pubsub" in errors
     assert "Lifecycle.Run is missing" in errors
+    # the nucleus would hand the process the literal "{configuration:/snowUrl}"
+    assert "Setenv snowUrl refers to configuration /snowUrl that has no default" in errors
 
 
-def test_deployment_params_configure_secret_manager_and_run_as_user():
+def test_component_configuration_values_are_strings():
     topology = default_topology()
-    params = deployment_params(
-        topology,
-        target_arn="arn:aws:iot:us-east-1:123456789012:thing/edge-agent-core",
-        components={"sensor": "1.0.0", "anomaly": "1.0.0"},
-        prefix="com.edgeagent",
-        secret_arns={"snow-credentials": SECRET_ARN},
-        secret_manager_version="2.2.3",
-        posix_user="1000:1000",
-    )
-    assert validation_errors("greengrassv2", "CreateDeployment", params) == []
-    secret_manager = params["components"][SECRET_MANAGER]
-    assert json.loads(secret_manager["configurationUpdate"]["merge"]) == {
-        "cloudSecrets": [{"arn": SECRET_ARN}]
-    }
-    sensor = params["components"]["com.edgeagent.sensor"]
-    assert sensor["runWith"] == {
-        "posixUser": "1000:1000",
-        "systemResourceLimits": {"memory": 48 * 1024},
-    }
+    spec = topology.function("sensor")
+    config = component_configuration(topology, spec, "com.edgeagent.sensor", {})
+    assert all(isinstance(v, str) for k, v in config.items() if k != "accessControl")
 
 
-def test_v2_plan_writes_valid_documents(tmp_path, capsys):
+def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
     src = make_source_root(tmp_path / "src")
-    site = make_site_packages(tmp_path / "site", SITE)
+    site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
     out = tmp_path / "v2"
     code = main(
-        [
-            "v2-plan",
-            "--out",
-            str(out),
-            "--source-root",
-            str(src),
-            "--site-packages",
-            str(site),
-            "--package-dir",
-            str(tmp_path / "pkg"),
-            "--bucket",
-            "artifacts",
-            "--uid",
-            "1001",
-            "--gid",
-            "1001",
-            "--state",
-            str(tmp_path / "none.json"),
-        ]
+        ["v2-plan", "--out", str(out), "--source-root", str(src), "--site-packages", str(site)]
+        + ["--package-dir", str(tmp_path / "pkg"), "--bucket", "artifacts"]
+        + ["--uid", "1001", "--gid", "1001", "--state", str(tmp_path / "none.json")]
     )
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert code == 0, printed
     recipes = sorted(p.name for p in out.glob("*.recipe.json"))
     assert recipes == ["com.edgeagent.anomaly.recipe.json", "com.edgeagent.sensor.recipe.json"]
     for name in recipes:
@@ -186,270 +200,31 @@ def test_v2_plan_writes_valid_documents(tmp_path, capsys):
     deployment = json.loads((out / "deployment.json").read_text())
     assert validation_errors("greengrassv2", "CreateDeployment", deployment) == []
     assert deployment["components"]["com.edgeagent.anomaly"]["runWith"]["posixUser"] == "1001:1001"
-    assert "placeholders used" in capsys.readouterr().out
-
-
-# --- v2-up with Stubber ------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    fake_aws(monkeypatch)
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="artifacts")
-        boto3.client("secretsmanager").create_secret(
-            Name="greengrass-snow-creds", SecretString="{}"
+    trust = json.loads((out / "token-exchange-role-trust.json").read_text())
+    assert trust["Statement"][0]["Principal"] == {"Service": "credentials.iot.amazonaws.com"}
+    access = json.loads((out / "token-exchange-role-access.json").read_text())
+    assert "arn:aws:s3:::artifacts/edge-agent/artifacts/*" in json.dumps(access)
+    policy = json.loads((out / "core-iot-policy.json").read_text())
+    assert (
+        validation_errors(
+            "iot", "CreatePolicy", {"policyName": "p", "policyDocument": json.dumps(policy)}
         )
-        yield
-
-
-class V2Setup:
-    def __init__(self, tmp_path) -> None:
-        self.tmp = tmp_path
-        self.src = make_source_root(tmp_path / "src")
-        self.site = make_site_packages(tmp_path / "site", SITE)
-        self.state = State.load(tmp_path / "state.json")
-        self.lines = []
-        self.client = boto3.client("greengrassv2", region_name=REGION)
-        self.stub = Stubber(self.client)
-        self.recipes = []
-        self.client.meta.events.register(
-            "provide-client-params.greengrassv2.CreateComponentVersion",
-            lambda params, **kw: self.recipes.append(json.loads(params["inlineRecipe"])),
-        )
-
-    def deployer(self, **overrides):
-        options = V2Options(
-            bucket="artifacts",
-            source_root=self.src,
-            site_packages=self.site,
-            package_dir=self.tmp / "pkg",
-            version="1.0.0",
-            poll_interval=1,
-            timeout=30,
-        )
-        for key, value in overrides.items():
-            setattr(options, key, value)
-        api = Api(REGION, clients={"greengrassv2": self.client}, out=self.lines.append)
-        return V2Deployer(api, default_topology(), self.state, options, out=self.lines.append)
-
-    def component_arn(self, fid):
-        return "arn:aws:greengrass:{}:{}:components:com.edgeagent.{}:versions:1.0.0".format(
-            REGION, ACCOUNT, fid
-        )
-
-    def expect_secret_manager_versions(self):
-        self.stub.add_response(
-            "list_component_versions",
-            {
-                "componentVersions": [
-                    {"componentName": SECRET_MANAGER, "componentVersion": "2.1.8", "arn": "a"},
-                    {"componentName": SECRET_MANAGER, "componentVersion": "2.2.3", "arn": "b"},
-                ]
-            },
-            {"arn": "arn:aws:greengrass:us-east-1:aws:components:" + SECRET_MANAGER},
-        )
-
-    def expect_new_components(self):
-        for fid in ("sensor", "anomaly"):
-            arn = self.component_arn(fid)
-            self.stub.add_client_error(
-                "describe_component",
-                "ResourceNotFoundException",
-                http_status_code=404,
-                expected_params={"arn": arn},
-            )
-            self.stub.add_response(
-                "create_component_version",
-                {
-                    "arn": arn,
-                    "componentName": "com.edgeagent." + fid,
-                    "componentVersion": "1.0.0",
-                    "creationTimestamp": datetime.datetime(2026, 1, 1),
-                    "status": {"componentState": "REQUESTED", "message": "accepted"},
-                },
-                {"inlineRecipe": ANY},
-            )
-            self.stub.add_response(
-                "describe_component",
-                {
-                    "arn": arn,
-                    "componentName": "com.edgeagent." + fid,
-                    "componentVersion": "1.0.0",
-                    "status": {"componentState": "DEPLOYABLE"},
-                },
-                {"arn": arn},
-            )
-
-    def expect_deployment(self):
-        secret_arn = boto3.client("secretsmanager").describe_secret(
-            SecretId="greengrass-snow-creds"
-        )["ARN"]
-        self.stub.add_response(
-            "create_deployment",
-            {"deploymentId": "d-1"},
-            {
-                "targetArn": "arn:aws:iot:us-east-1:123456789012:thing/edge-agent-core",
-                "deploymentName": "edge-agent",
-                "components": {
-                    "com.edgeagent.sensor": {
-                        "componentVersion": "1.0.0",
-                        "runWith": {
-                            "posixUser": "1000:1000",
-                            "systemResourceLimits": {"memory": 49152},
-                        },
-                    },
-                    "com.edgeagent.anomaly": {
-                        "componentVersion": "1.0.0",
-                        "runWith": {
-                            "posixUser": "1000:1000",
-                            "systemResourceLimits": {"memory": 65536},
-                        },
-                    },
-                    SECRET_MANAGER: {
-                        "componentVersion": "2.2.3",
-                        "configurationUpdate": {
-                            "merge": json.dumps({"cloudSecrets": [{"arn": secret_arn}]})
-                        },
-                    },
-                },
-            },
-        )
-
-    def expect_effective(self, *statuses, **extra):
-        for status in statuses:
-            entry = {
-                "deploymentId": "d-1",
-                "deploymentName": "edge-agent",
-                "iotJobId": "j",
-                "targetArn": "t",
-                "coreDeviceExecutionStatus": status,
-                "creationTimestamp": datetime.datetime(2026, 1, 1),
-                "modifiedTimestamp": datetime.datetime(2026, 1, 1),
-            }
-            entry.update(extra)
-            self.stub.add_response(
-                "list_effective_deployments",
-                {"effectiveDeployments": [entry]},
-                {"coreDeviceThingName": "edge-agent-core"},
-            )
-
-
-@pytest.fixture
-def v2(aws, tmp_path, monkeypatch):
-    import deploy.awsapi
-
-    monkeypatch.setattr(deploy.awsapi, "_sleep", lambda s: None)
-    return V2Setup(tmp_path)
-
-
-def test_v2_up_uploads_creates_components_and_deploys(v2):
-    v2.expect_secret_manager_versions()
-    v2.expect_new_components()
-    v2.expect_deployment()
-    v2.expect_effective("IN_PROGRESS", "SUCCEEDED")
-    with v2.stub:
-        assert v2.deployer().up() == 0
-        v2.stub.assert_no_pending_responses()
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="artifacts")["Contents"]]
-    assert sorted(keys) == [
-        "edge-agent/artifacts/com.edgeagent.anomaly/1.0.0/edge-agent-anomaly-v2.zip",
-        "edge-agent/artifacts/com.edgeagent.sensor/1.0.0/edge-agent-sensor-v2.zip",
-    ]
-    assert [r["ComponentName"] for r in v2.recipes] == [
-        "com.edgeagent.sensor",
-        "com.edgeagent.anomaly",
-    ]
-    assert all(recipe_errors(r) == [] for r in v2.recipes)
-    assert "SUCCEEDED" in "\n".join(v2.lines)
-    recorded = v2.state["v2"]
-    assert recorded["deployment"]["id"] == "d-1"
-    assert set(recorded["components"]) == {"com.edgeagent.sensor", "com.edgeagent.anomaly"}
-
-
-def test_v2_up_again_changes_nothing(v2):
-    v2.expect_secret_manager_versions()
-    v2.expect_new_components()
-    v2.expect_deployment()
-    with v2.stub:
-        v2.deployer(wait=False).up()
-    v2.expect_secret_manager_versions()
-    for fid in ("sensor", "anomaly"):
-        v2.stub.add_response(
-            "describe_component", {"arn": v2.component_arn(fid)}, {"arn": v2.component_arn(fid)}
-        )
-    with v2.stub:
-        assert v2.deployer(wait=False).up() == 0
-        v2.stub.assert_no_pending_responses()  # no create_component_version, no create_deployment
-    assert "v2 deployment: unchanged (d-1)" in "\n".join(v2.lines)
-
-
-def test_v2_changed_recipe_needs_a_new_version(v2):
-    v2.expect_secret_manager_versions()
-    v2.expect_new_components()
-    v2.expect_deployment()
-    with v2.stub:
-        v2.deployer(wait=False).up()
-    (v2.src / "functions" / "sensor_function.py").write_text("def function_handler(e, c): pass\n")
-    v2.state["v2"]["components"]["com.edgeagent.sensor"]["recipe_hash"] = "other"
-    v2.expect_secret_manager_versions()
-    v2.stub.add_response(
-        "describe_component",
-        {"arn": v2.component_arn("sensor")},
-        {"arn": v2.component_arn("sensor")},
+        == []
     )
-    with v2.stub, pytest.raises(DeployError, match="--component-version"):
-        v2.deployer(wait=False).up()
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    nucleus = config["services"]["aws.greengrass.Nucleus"]
+    assert config["system"]["thingName"] == "edge-agent-core"
+    assert nucleus["configuration"]["iotRoleAlias"] == "edge-agent-token-exchange-alias"
+    script = (out / "install-on-pi.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(out / "install-on-pi.sh")]).returncode == 0
+    assert 'usermod -aG i2c,video,input "$(id -nu 1001)"' in script
+    assert "--init-config ./config.yaml" in script
+    plan = json.loads((out / "plan.json").read_text())
+    assert any("put-role-policy" in c for c in plan["commands"])
+    assert "placeholders used" in printed and "iot_endpoints" in printed
 
 
-def test_v2_failed_deployment_reports_the_reason(v2):
-    v2.expect_secret_manager_versions()
-    v2.expect_new_components()
-    v2.expect_deployment()
-    v2.expect_effective(
-        "FAILED",
-        reason="COMPONENT_BROKEN",
-        statusDetails={
-            "errorStack": ["DEPLOYMENT_FAILURE", "COMPONENT_BROKEN"],
-            "errorTypes": ["USER_COMPONENT_ERROR"],
-        },
-    )
-    with v2.stub, pytest.raises(DeploymentFailed) as failure:
-        v2.deployer().up()
-    text = str(failure.value)
-    assert "FAILED: COMPONENT_BROKEN" in text and "USER_COMPONENT_ERROR" in text
-    assert failure.value.exit_code == 3
-
-
-def test_v2_up_dry_run_makes_no_calls(tmp_path, capsys, monkeypatch):
-    from test_deploy_support import no_aws_credentials
-
-    no_aws_credentials(monkeypatch, tmp_path)
-    src = make_source_root(tmp_path / "src")
-    site = make_site_packages(tmp_path / "site", SITE)
-    code = main(
-        [
-            "v2-up",
-            "--dry-run",
-            "--bucket",
-            "artifacts",
-            "--source-root",
-            str(src),
-            "--site-packages",
-            str(site),
-            "--package-dir",
-            str(tmp_path / "pkg"),
-            "--state",
-            str(tmp_path / "state.json"),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    for call in (
-        "greengrassv2.ListComponentVersions",
-        "s3.PutObject",
-        "greengrassv2.CreateComponentVersion",
-        "greengrassv2.CreateDeployment",
-    ):
-        assert "[dry-run] " + call in out
-    assert not (tmp_path / "state.json").exists()
+@pytest.mark.parametrize("bad", ["3", "python3.11", "3.x"])
+def test_device_python_must_look_like_a_version(tmp_path, capsys, bad):
+    code = main(["package", "--out", str(tmp_path), "--runtime", "v2", "--device-python", bad])
+    assert code == 2 and "expected a Python version" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""``v2-plan``: recipes and the deployment, built and validated offline.
+
+The same documents ``v2-up`` sends, checked against botocore's
+``greengrassv2`` service model (and :func:`recipe_errors`, since the service
+validates recipes only on upload).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from agent.topology import GroupTopology
+
+from ..errors import DeployError
+from ..naming import Names, Target, partition_for, thing_arn
+from ..package import PackageOptions, PackageResult, build_packages
+from ..plans import Plan
+from ..roles import service_trust_policy
+from ..validation import validate_params
+from .core_documents import (
+    DEFAULT_NUCLEUS_VERSION,
+    TOKEN_EXCHANGE_SERVICE,
+    core_iot_policy,
+    nucleus_config_yaml,
+    pi_install_script,
+    state_directories,
+    token_exchange_access_policy,
+)
+from .deployments import deployment_params
+from .recipes import (
+    DEFAULT_PREFIX,
+    PLACEHOLDER_BUCKET,
+    PLACEHOLDER_SECRET_MANAGER_VERSION,
+    SEMVER,
+    artifact_key,
+    build_recipe,
+    component_name,
+    recipe_errors,
+)
+
+
+@dataclass
+class V2Options:
+    bucket: str = ""
+    prefix: str = DEFAULT_PREFIX
+    artifact_prefix: str = "edge-agent/artifacts"
+    version: str = ""  # component version; default: the agent's version
+    thing_name: str = ""
+    thing_group: str = ""
+    account: str = ""
+    secret_manager_version: str = ""
+    posix_user: str = ""
+    packaging: PackageOptions = field(default_factory=PackageOptions)
+    certs_dir: Path = Path("certs")
+    create_secret: bool = False
+    secret_file: Optional[Path] = None
+    nucleus_version: str = DEFAULT_NUCLEUS_VERSION
+    force_deploy: bool = False
+    wait: bool = True
+    timeout: float = 600.0
+    poll_interval: float = 10.0
+
+    def run_as(self, topology: GroupTopology) -> str:
+        """``runWith.posixUser``: ``--posix-user``, else the topology's uid:gid."""
+        return self.posix_user or "{}:{}".format(topology.run_as_uid, topology.run_as_gid)
+
+
+def default_version() -> str:
+    from agent import __version__
+
+    return __version__
+
+
+@dataclass
+class V2Plan:
+    recipes: Dict[str, Dict[str, Any]]  # component name -> recipe
+    deployment: Dict[str, Any]
+    packages: Dict[str, PackageResult]
+    artifacts: Dict[str, str]  # component name -> s3 key
+
+
+def build_v2_plan(
+    topology: GroupTopology,
+    *,
+    region: str,
+    account: str,
+    secret_arns: Mapping[str, str],
+    options: V2Options,
+    secret_manager_version: str,
+    packages: Optional[Dict[str, PackageResult]] = None,
+    out: Callable[[str], None] = lambda _text: None,
+) -> V2Plan:
+    version = options.version or default_version()
+    if not SEMVER.fullmatch(version):
+        raise DeployError("component version {!r} is not major.minor.patch".format(version))
+    if packages is None:
+        packages = build_packages(topology, options.packaging, runtime="v2", out=out)
+    bucket = options.bucket or PLACEHOLDER_BUCKET
+    recipes: Dict[str, Dict[str, Any]] = {}
+    artifacts: Dict[str, str] = {}
+    for spec in topology.functions:
+        name = component_name(options.prefix, spec)
+        package = packages[spec.id]
+        key = artifact_key(options.artifact_prefix, name, version, package.path.name)
+        recipe = build_recipe(
+            topology,
+            spec,
+            name=name,
+            version=version,
+            artifact_uri="s3://{}/{}".format(bucket, key),
+            zip_file=package.path.name,
+            secret_arns=secret_arns,
+            device_requirements=package.device_requirements,
+        )
+        errors = recipe_errors(recipe)
+        if errors:
+            raise DeployError("recipe {} is invalid:\n  {}".format(name, "\n  ".join(errors)))
+        validate_params(
+            "greengrassv2",
+            "CreateComponentVersion",
+            {"inlineRecipe": json.dumps(recipe).encode("utf-8")},
+        )
+        recipes[name] = recipe
+        artifacts[name] = key
+    if options.thing_group:
+        target = "arn:{}:iot:{}:{}:thinggroup/{}".format(
+            partition_for(region), region, account, options.thing_group
+        )
+    else:
+        target = thing_arn(region, account, Names.for_topology(topology, options.thing_name).thing)
+    posix_user = options.run_as(topology)
+    params = deployment_params(
+        topology,
+        target_arn=target,
+        components={s.id: version for s in topology.functions},
+        prefix=options.prefix,
+        secret_arns=secret_arns,
+        secret_manager_version=secret_manager_version,
+        posix_user=posix_user,
+    )
+    validate_params("greengrassv2", "CreateDeployment", params)
+    return V2Plan(recipes=recipes, deployment=params, packages=packages, artifacts=artifacts)
+
+
+def v2_plan(
+    topology: GroupTopology,
+    target: Target,
+    options: V2Options,
+    out: Callable[[str], None] = lambda _text: None,
+) -> Plan:
+    """``v2-plan``: recipes, deployment, and the core's identity documents and install
+    commands, with placeholders where only AWS can answer."""
+    secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
+    secret_arns = {s.id: target.secret_arn(topology, s.id) for s in topology.secrets}
+    built = build_v2_plan(
+        topology,
+        region=target.region,
+        account=target.account,
+        secret_arns=secret_arns,
+        options=options,
+        secret_manager_version=secret_manager_version,
+        out=out,
+    )
+    placeholders = [p for p in target.placeholders if not p.startswith(("certificate", "group"))]
+    placeholders += ["iot_endpoints", "certificate_files"]
+    if not options.bucket:
+        placeholders.append("bucket")
+    if not options.secret_manager_version:
+        placeholders.append("secret_manager_version")
+    plan = Plan(target, placeholders=placeholders)
+    for name, recipe in built.recipes.items():
+        plan.files["{}.recipe.json".format(name)] = recipe
+        plan.commands.append(
+            "aws greengrassv2 create-component-version --inline-recipe "
+            "fileb://{}.recipe.json".format(name)
+        )
+    plan.files["deployment.json"] = built.deployment
+    plan.commands.append(
+        "aws greengrassv2 create-deployment --cli-input-json file://deployment.json"
+    )
+    names = Names.for_topology(topology, target.thing_name)
+    partition = partition_for(target.region)
+    trust = service_trust_policy(TOKEN_EXCHANGE_SERVICE)
+    access = token_exchange_access_policy(
+        partition,
+        options.bucket or PLACEHOLDER_BUCKET,
+        options.artifact_prefix,
+        list(secret_arns.values()),
+    )
+    core_policy = core_iot_policy(
+        topology, target.region, target.account, names.thing, names.token_exchange_alias
+    )
+    validate_params(
+        "iot",
+        "CreatePolicy",
+        {"policyName": names.v2_policy, "policyDocument": json.dumps(core_policy)},
+    )
+    plan.files["token-exchange-role-trust.json"] = trust
+    plan.files["token-exchange-role-access.json"] = access
+    plan.files["core-iot-policy.json"] = core_policy
+    plan.files["config.yaml"] = nucleus_config_yaml(
+        thing=names.thing,
+        region=target.region,
+        role_alias=names.token_exchange_alias,
+        data_endpoint="PLACEHOLDER-ats.iot.{}.amazonaws.com".format(target.region),
+        credentials_endpoint="PLACEHOLDER.credentials.iot.{}.amazonaws.com".format(target.region),
+        cert_file="CERTIFICATE.cert.pem",
+        key_file="CERTIFICATE.private.key",
+        nucleus_version=options.nucleus_version,
+    )
+    plan.files["install-on-pi.sh"] = pi_install_script(
+        cert_file="CERTIFICATE.cert.pem",
+        key_file="CERTIFICATE.private.key",
+        run_as=options.run_as(topology),
+        state_dirs=state_directories(topology),
+        nucleus_version=options.nucleus_version,
+    )
+    plan.commands += [
+        "aws iam create-role --role-name {} --assume-role-policy-document "
+        "file://token-exchange-role-trust.json".format(names.token_exchange_role),
+        "aws iam put-role-policy --role-name {} --policy-name {} --policy-document "
+        "file://token-exchange-role-access.json".format(
+            names.token_exchange_role, names.token_exchange_access
+        ),
+        "aws iot create-role-alias --role-alias {} --role-arn <the role's ARN>".format(
+            names.token_exchange_alias
+        ),
+        "aws iot create-policy --policy-name {} --policy-document file://core-iot-policy.json".format(
+            names.v2_policy
+        ),
+    ]
+    plan.notes.append("validated against botocore's greengrassv2 and iot service models")
+    return plan

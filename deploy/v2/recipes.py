@@ -1,0 +1,288 @@
+"""Greengrass V2 component recipes from the topology. Pure: no AWS calls.
+
+Each topology function becomes one native component (``<prefix>.<function id>``)
+that runs ``python3 -m <spec.module>`` with the function's environment and
+talks to the nucleus through the awsiotsdk IPC client (``agent.greengrass.v2``).
+
+* Artifact: the function's zip from ``deploy.package`` built for the V2
+  runtime (``<lambda_name>-v2.zip``; awsiotsdk instead of greengrasssdk),
+  unarchived by the nucleus; ``PYTHONPATH`` points at it. What cannot be
+  vendored (awsiotsdk needs the compiled awscrt) is pip-installed into a venv
+  by the component's ``Install`` step.
+* Access control, derived from the subscriptions: ``aws.greengrass.ipc.mqttproxy``
+  ``PublishToIoTCore`` on the subjects the function sends to ``cloud``
+  (``SubscribeToIoTCore`` for ones from ``cloud``); ``aws.greengrass.ipc.pubsub``
+  ``PublishToTopic``/``SubscribeToTopic`` on local subjects;
+  ``aws.greengrass.SecretManager`` ``GetSecretValue`` on the ARNs of the secrets
+  the function may read, plus a dependency on ``aws.greengrass.SecretManager``.
+
+Device access: a V2 component has no "local device resources"; the posix user
+it runs as must be in the groups i2c, video and input on the Pi.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Callable, Dict, List, Mapping
+
+from agent.config import VARIABLES
+from agent.greengrass.routing import validate_subject
+from agent.topology import CLOUD, FunctionSpec, GroupTopology
+
+RECIPE_FORMAT_VERSION = "2020-01-25"
+SECRET_MANAGER = "aws.greengrass.SecretManager"
+SECRET_MANAGER_REQUIREMENT = ">=2.1.0 <3.0.0"
+MQTT_PROXY = "aws.greengrass.ipc.mqttproxy"
+ACCESS_CONTROL = "accessControl"
+PUBSUB = "aws.greengrass.ipc.pubsub"
+DEFAULT_PREFIX = "com.edgeagent"
+PLACEHOLDER_BUCKET = "PLACEHOLDER-artifact-bucket"
+PLACEHOLDER_SECRET_MANAGER_VERSION = "RESOLVED-AT-DEPLOY"
+OPERATIONS = {
+    MQTT_PROXY: {"aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"},
+    PUBSUB: {"aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"},
+    SECRET_MANAGER: {"aws.greengrass#GetSecretValue"},
+}
+SEMVER = re.compile(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?")
+_COMPONENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def component_name(prefix: str, spec: FunctionSpec) -> str:
+    return "{}.{}".format(prefix, spec.id)
+
+
+def artifact_key(prefix: str, name: str, version: str, zip_file: str) -> str:
+    return "{}/{}/{}/{}".format(prefix.strip("/"), name, version, zip_file)
+
+
+def _subjects(topology: GroupTopology, keep: Callable[[Any], bool]) -> List[str]:
+    subjects: List[str] = []
+    for sub in topology.subscriptions:
+        if keep(sub) and sub.subject not in subjects:
+            validate_subject(sub.subject)
+            subjects.append(sub.subject)
+    return subjects
+
+
+def access_control(
+    topology: GroupTopology, spec: FunctionSpec, name: str, secret_arns: Mapping[str, str]
+) -> Dict[str, Any]:
+    """The recipe's ``accessControl`` for one function, from the subscription table."""
+    acl: Dict[str, Dict[str, Any]] = {}
+
+    def grant(service: str, suffix: str, operation: str, resources: List[str], text: str) -> None:
+        if resources:
+            acl.setdefault(service, {})["{}:{}".format(name, suffix)] = {
+                "policyDescription": text,
+                "operations": [operation],
+                "resources": resources,
+            }
+
+    fid = spec.id
+    grant(
+        MQTT_PROXY,
+        "publish-cloud",
+        "aws.greengrass#PublishToIoTCore",
+        _subjects(topology, lambda s: s.source == fid and s.target == CLOUD),
+        "publish to AWS IoT Core",
+    )
+    grant(
+        MQTT_PROXY,
+        "subscribe-cloud",
+        "aws.greengrass#SubscribeToIoTCore",
+        _subjects(topology, lambda s: s.source == CLOUD and s.target == fid),
+        "receive from AWS IoT Core",
+    )
+    grant(
+        PUBSUB,
+        "publish-local",
+        "aws.greengrass#PublishToTopic",
+        _subjects(topology, lambda s: s.source == fid and s.target != CLOUD),
+        "publish to local functions",
+    )
+    grant(
+        PUBSUB,
+        "subscribe-local",
+        "aws.greengrass#SubscribeToTopic",
+        _subjects(topology, lambda s: s.source != CLOUD and s.target == fid),
+        "receive local messages",
+    )
+    secret_ids = {s.id for s in topology.secrets}
+    arns = [secret_arns[a.resource_id] for a in spec.resource_access if a.resource_id in secret_ids]
+    grant(
+        SECRET_MANAGER,
+        "secrets",
+        "aws.greengrass#GetSecretValue",
+        arns,
+        "read the ServiceNow credentials",
+    )
+    return acl
+
+
+def configuration_names(spec: FunctionSpec) -> List[str]:
+    """The variables a component takes from its configuration: everything in the function's
+    environment, and every variable ``agent.config`` documents for that function, so that
+    changing any of them is a configuration merge, never a new component version."""
+    names = set(spec.environment)
+    names.update(v.name for v in VARIABLES if v.function in (spec.id, "both"))
+    return sorted(names)
+
+
+def default_configuration(spec: FunctionSpec) -> Dict[str, str]:
+    """The recipe's defaults: the documented default of each variable ('' when it has none,
+    which the agent reads as unset). The deployment merges the topology's real values."""
+    documented = {v.name: v.default for v in VARIABLES}
+    return {name: documented.get(name) or "" for name in configuration_names(spec)}
+
+
+def component_configuration(
+    topology: GroupTopology, spec: FunctionSpec, name: str, secret_arns: Mapping[str, str]
+) -> Dict[str, Any]:
+    """What a deployment merges into the component: its variables and its IPC access."""
+    config: Dict[str, Any] = {key: str(spec.environment[key]) for key in sorted(spec.environment)}
+    config[ACCESS_CONTROL] = access_control(topology, spec, name, secret_arns)
+    return config
+
+
+def configuration_reference(name: str) -> str:
+    """``{configuration:/name}``: the nucleus substitutes the component's current value."""
+    return "{configuration:/" + name + "}"
+
+
+def build_recipe(
+    topology: GroupTopology,
+    spec: FunctionSpec,
+    *,
+    name: str,
+    version: str,
+    artifact_uri: str,
+    zip_file: str,
+    secret_arns: Mapping[str, str],
+    device_requirements: List[str] = (),  # type: ignore[assignment]
+) -> Dict[str, Any]:
+    """The component recipe. It holds no value that a deployment can change: the variables
+    come from the component's configuration through ``{configuration:/name}`` in
+    ``Setenv`` (a changed value restarts the component with it), and ``accessControl``
+    comes with the deployment too (:func:`component_configuration`)."""
+    acl = access_control(topology, spec, name, secret_arns)
+    unpacked = "{{artifacts:decompressedPath}}/{}".format(zip_file[: -len(".zip")])
+    environment = {key: configuration_reference(key) for key in configuration_names(spec)}
+    environment.update(PYTHONPATH=unpacked, PYTHONUNBUFFERED="1")
+    lifecycle: Dict[str, Any] = {"Setenv": environment}
+    python = "python3"
+    if device_requirements:
+        # A venv in the component's work folder: Debian 12 / Raspberry Pi OS
+        # refuse "pip install --user" (PEP 668), and a HOME of /tmp would not
+        # survive a reboot. System site packages keep the OS's sense_hat/RTIMU.
+        lifecycle["Install"] = {
+            "Script": "python3 -m venv --system-site-packages {work:path}/venv && "
+            "{work:path}/venv/bin/python -m pip install "
+            + " ".join(shlex.quote(r) for r in device_requirements),
+            "Timeout": 900,
+        }
+        python = "{work:path}/venv/bin/python"
+    lifecycle["Run"] = {"Script": "{} -m {}".format(python, spec.module)}
+    recipe: Dict[str, Any] = {
+        "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
+        "ComponentName": name,
+        "ComponentVersion": version,
+        "ComponentDescription": "edge-agent {} function ({}) as a native component".format(
+            spec.id, spec.module
+        ),
+        "ComponentPublisher": topology.name,
+    }
+    if SECRET_MANAGER in acl:
+        recipe["ComponentDependencies"] = {
+            SECRET_MANAGER: {
+                "VersionRequirement": SECRET_MANAGER_REQUIREMENT,
+                "DependencyType": "HARD",
+            }
+        }
+    recipe["ComponentConfiguration"] = {"DefaultConfiguration": default_configuration(spec)}
+    recipe["Manifests"] = [
+        {
+            "Platform": {"os": "linux"},
+            "Lifecycle": lifecycle,
+            "Artifacts": [
+                {
+                    "URI": artifact_uri,
+                    "Unarchive": "ZIP",
+                    "Permission": {"Read": "OWNER", "Execute": "NONE"},
+                }
+            ],
+        }
+    ]
+    return recipe
+
+
+def access_control_errors(acl: Mapping[str, Any]) -> List[str]:
+    """Structural problems of an ``accessControl`` configuration value."""
+    errors: List[str] = []
+    for service, policies in acl.items():
+        if service not in OPERATIONS:
+            errors.append("accessControl: unknown IPC service {}".format(service))
+            continue
+        for policy_id, policy in policies.items():
+            ops = set(policy.get("operations") or [])
+            if not ops or not ops <= OPERATIONS[service] | {"*"}:
+                errors.append(
+                    "{} {}: operations {} not valid for {}".format(
+                        service, policy_id, sorted(ops), service
+                    )
+                )
+            if not policy.get("resources") or not all(
+                isinstance(r, str) and r for r in policy["resources"]
+            ):
+                errors.append(
+                    "{} {}: resources must be non-empty strings".format(service, policy_id)
+                )
+    return errors
+
+
+def recipe_errors(recipe: Mapping[str, Any]) -> List[str]:
+    """Structural checks of a recipe (the service validates recipes only on upload)."""
+    errors: List[str] = []
+    if recipe.get("RecipeFormatVersion") != RECIPE_FORMAT_VERSION:
+        errors.append("RecipeFormatVersion must be {}".format(RECIPE_FORMAT_VERSION))
+    if not _COMPONENT_NAME.fullmatch(str(recipe.get("ComponentName", ""))):
+        errors.append("ComponentName {!r} is not valid".format(recipe.get("ComponentName")))
+    if not SEMVER.fullmatch(str(recipe.get("ComponentVersion", ""))):
+        errors.append(
+            "ComponentVersion {!r} is not major.minor.patch".format(recipe.get("ComponentVersion"))
+        )
+    for dep, spec in (recipe.get("ComponentDependencies") or {}).items():
+        if not isinstance(spec, dict) or not spec.get("VersionRequirement"):
+            errors.append("dependency {} needs a VersionRequirement".format(dep))
+        if spec.get("DependencyType", "HARD") not in ("HARD", "SOFT"):
+            errors.append("dependency {}: DependencyType must be HARD or SOFT".format(dep))
+    defaults = recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration", {})
+    errors += access_control_errors(defaults.get(ACCESS_CONTROL, {}))
+    manifests = recipe.get("Manifests")
+    if not isinstance(manifests, list) or not manifests:
+        errors.append("Manifests must be a non-empty list")
+        return errors
+    for i, manifest in enumerate(manifests):
+        lifecycle = manifest.get("Lifecycle") or {}
+        run = lifecycle.get("Run")
+        script = run.get("Script") if isinstance(run, dict) else run
+        if not script:
+            errors.append("Manifests[{}].Lifecycle.Run is missing".format(i))
+        for key, value in (lifecycle.get("Setenv") or {}).items():
+            if not isinstance(value, str):
+                errors.append("Setenv {} must be a string".format(key))
+                continue
+            # an unknown key would reach the process as the literal "{configuration:/x}"
+            for pointer in re.findall(r"\{configuration:/([^:}]+)\}", value):
+                if pointer.split("/")[0] not in defaults:
+                    errors.append(
+                        "Setenv {} refers to configuration /{} that has no default".format(
+                            key, pointer
+                        )
+                    )
+        for artifact in manifest.get("Artifacts") or []:
+            if not str(artifact.get("URI", "")).startswith("s3://"):
+                errors.append("artifact URI {!r} is not s3://".format(artifact.get("URI")))
+            if artifact.get("Unarchive", "NONE") not in ("NONE", "ZIP"):
+                errors.append("artifact Unarchive must be NONE or ZIP")
+    return errors
