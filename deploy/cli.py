@@ -17,9 +17,8 @@ from agent.topology import DEFAULT_SECRET_NAME, GroupTopology
 
 from .commands import COMMANDS, build_topology, cmd_render_config
 from .errors import DeployError
-from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, TARGET_PYTHON
+from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, DEFAULT_NUCLEUS_VERSION, TARGET_PYTHON
 from .state import DEFAULT_STATE_PATH
-from .v2.core_documents import DEFAULT_NUCLEUS_VERSION
 
 PROG = "deploy"
 

@@ -28,6 +28,8 @@ TARGET_PYTHON = "3.8"  # what a V1 Lambda zip must import on
 # The Python of Raspberry Pi OS 12 "Bookworm" (Debian 12), which a V2 component's
 # venv uses; --device-python for another OS release (Bullseye: 3.9, Trixie: 3.13).
 DEFAULT_DEVICE_PYTHON = "3.11"
+# The V2 core's config.yaml names this nucleus version, and the Pi downloads the same one.
+DEFAULT_NUCLEUS_VERSION = "2.15.0"
 
 DEFINITION_KINDS = ("core", "function", "resource", "subscription")
 

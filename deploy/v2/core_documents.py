@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Sequence
 
 from agent.topology import CLOUD, GroupTopology
 
-from ..naming import partition_for
+from ..naming import DEFAULT_NUCLEUS_VERSION, partition_for
 from ..policy import POLICY_VERSION, check_policy_size, topic_resource
 
 TOKEN_EXCHANGE_SERVICE = "credentials.iot.amazonaws.com"
@@ -30,8 +30,6 @@ DEPLOYMENT_SHADOW = "AWSManagedGreengrassV2Deployment"
 GREENGRASS_ROOT = "/greengrass/v2"
 ROOT_CA_FILE = "AmazonRootCA1.pem"
 ROOT_CA_URL = "https://www.amazontrust.com/repository/AmazonRootCA1.pem"
-# config.yaml names this nucleus version, and the Pi downloads the same one.
-DEFAULT_NUCLEUS_VERSION = "2.15.0"
 NUCLEUS_URL = "https://d2s8p88vqu9w66.cloudfront.net/releases/greengrass-{}.zip"
 COMPONENT_DEFAULT_USER = "ggc_user:ggc_group"
 # The data-plane actions a nucleus calls for deployments. AWS's minimal core policy
