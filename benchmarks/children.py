@@ -76,7 +76,9 @@ def child_env(extra: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def spawn(code: str, env: Dict[str, str], timeout: float = 120.0) -> Dict[str, Any]:
+def spawn(
+    code: str, env: Dict[str, str], timeout: float = 120.0, cwd: str = REPO_ROOT
+) -> Dict[str, Any]:
     """Run one child; its stamps (ms after the spawn), CPU time, peak RSS, modules, extra.
 
     Reaped with ``wait4`` (not ``Popen.wait``) for its own resource usage; its
@@ -86,7 +88,7 @@ def spawn(code: str, env: Dict[str, str], timeout: float = 120.0) -> Dict[str, A
         started = time.monotonic_ns()
         proc = subprocess.Popen(
             [sys.executable, "-c", code + REPORT.format(heavy=HEAVY)],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,

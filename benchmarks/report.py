@@ -9,6 +9,7 @@ never copied by hand.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from .common import REPO_ROOT
 TABLE_MARKERS = ("<!-- bench:table:start -->", "<!-- bench:table:end -->")
 SUMMARY_MARKERS = ("<!-- bench:summary:start -->", "<!-- bench:summary:end -->")
 DOCS = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
+DOCS_JSON = os.path.join(REPO_ROOT, "docs", "benchmarks.json")  # the run the docs show
 README = os.path.join(REPO_ROOT, "README.md")
 
 
@@ -196,6 +198,16 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
     )
     add(
         Row(
+            "  … process CPU time",
+            "the child's user + system CPU (steadier than wall time on a busy machine)",
+            "none",
+            "ms",
+            get(cs, "project_sensor", "process_cpu_ms"),
+            get(cs, "seed_sensor_bare", "process_cpu_ms"),
+        )
+    )
+    add(
+        Row(
             "anomaly cold start to first 201",
             "spawn → the first incident's 201 read (secret, requests, GET+POST / POST)",
             primary,
@@ -214,6 +226,16 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
             "ms",
             get(cs, "project_anomaly", "function_ms"),
             get(cs, "seed_anomaly", "function_ms"),
+        )
+    )
+    add(
+        Row(
+            "  … process CPU time",
+            "the child's user + system CPU",
+            primary,
+            "ms",
+            get(cs, "project_anomaly", "process_cpu_ms"),
+            get(cs, "seed_anomaly", "process_cpu_ms"),
         )
     )
     add(
@@ -271,7 +293,7 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
     )
 
     # -- breach to incident, drain: per server -----------------------------------------------
-    for server, figures in (r.get("breach") or {}).items():
+    for server, figures in _primary_first(r.get("breach"), primary):
         for stat in ("median", "p99"):
             has_target = server.startswith("standin") and stat == "median"
             add(
@@ -311,7 +333,7 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                     digits=2,
                 )
             )
-    for server, figures in (r.get("drain") or {}).items():
+    for server, figures in _primary_first(r.get("drain"), primary):
         for key, label in (("project", ""), ("project_quickack", " (client fix, what-if)")):
             if get(figures, key) is None:
                 continue
@@ -337,6 +359,12 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                 )
             )
     return rows
+
+
+def _primary_first(by_server: Optional[Dict[str, Any]], primary: str) -> List[Any]:
+    """Per-server figures, the primary server's first (JSON keeps keys sorted)."""
+    items = list((by_server or {}).items())
+    return sorted(items, key=lambda item: (item[0] != primary, item[0]))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -446,9 +474,15 @@ def replace_between(text: str, markers: Sequence[str], body: str, where: str) ->
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
 
 
-def write_docs(report: Dict[str, Any], docs: str = DOCS, readme: str = README) -> List[str]:
-    """Rewrite the generated blocks of docs/benchmarks.md and README.md; returns the paths."""
-    written = []
+def write_docs(
+    report: Dict[str, Any], docs: str = DOCS, readme: str = README, figures: str = DOCS_JSON
+) -> List[str]:
+    """Rewrite the generated blocks of docs/benchmarks.md and README.md, and keep the run
+    they show as docs/benchmarks.json; returns the paths written."""
+    with open(figures, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+    written = [figures]
     for path, markers, body in (
         (docs, TABLE_MARKERS, docs_block(report)),
         (readme, SUMMARY_MARKERS, run_line(report) + "\n\n" + summary_table(report)),
