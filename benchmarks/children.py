@@ -98,6 +98,10 @@ def spawn(
         try:
             out = proc.stdout.read()  # type: ignore[union-attr]
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             watchdog.cancel()
             proc.stdout.close()  # type: ignore[union-attr]

@@ -154,7 +154,6 @@ def measure_seed_breach_with_sleep(server: Server, samples: int = 3) -> Dict[str
     """The same with the blog's real 5 s sleep: what a device shows (long: 5 s a sample)."""
     pipe = SeedPipeline(server, sleep=time.sleep)
     pipe.set_hot(True)
-    pipe.sensor.SAMPLE_DELAY_S = 5
     latencies = []
     for _ in range(samples):
         t0 = time.perf_counter_ns()

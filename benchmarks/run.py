@@ -143,6 +143,12 @@ class Servers:
             self._started["plain"] = start_server("plain")
         return self._started["plain"]
 
+    @property
+    def primary_name(self) -> Optional[str]:
+        """The primary server's name, if a section started it."""
+        server = self._started.get("primary")
+        return server.name if server is not None else None
+
     def descriptions(self) -> Dict[str, Any]:
         return {s.name: s.description for s in self._started.values()}
 
@@ -251,7 +257,7 @@ def run(args: argparse.Namespace, argv: Optional[List[str]]) -> Dict[str, Any]:
                 errors[name] = traceback.format_exc()
                 print(errors[name], file=sys.stderr)
             seconds[name] = round(time.monotonic() - started, 2)
-        meta["primary_server"] = servers.primary().name if "primary" in servers._started else None
+        meta["primary_server"] = servers.primary_name
         meta["servers"] = servers.descriptions()
     finally:
         servers.stop()

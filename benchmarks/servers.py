@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from .common import REPO_ROOT, SNOW_USER, new_password, secret_json, start_standin
 from .plain_table_server import READY_PREFIX
@@ -152,11 +152,3 @@ def outside_server(url: str, secret_file: str) -> Server:
         "keep_alive": "unknown",
     }
     return Server("outside", url, secret, description, lambda: None)
-
-
-def basic_credentials(server: Server) -> Optional[Dict[str, str]]:
-    """``username``/``password`` from the server's secret, if it has them (the seed needs them)."""
-    data = json.loads(server.secret)
-    if isinstance(data.get("username"), str) and isinstance(data.get("password"), str):
-        return {"username": data["username"], "password": data["password"]}
-    return None

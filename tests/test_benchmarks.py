@@ -217,6 +217,26 @@ def test_outside_server_needs_a_readable_json_secret(tmp_path):
         outside_server("https://example.service-now.com", str(bad))
 
 
+def test_snow_url_runs_the_server_figures_against_that_server(monkeypatch, tmp_path):
+    """--snow-url with --secret-file: any server; here the stand-in in its own process."""
+    monkeypatch.setattr("benchmarks.servers.new_password", new_secret)
+    out = tmp_path / "figures.json"
+    with start_server("standin", "process") as elsewhere:
+        secret_file = tmp_path / "creds.json"
+        secret_file.write_text(elsewhere.secret)
+        argv = ["--snow-url", elsewhere.url, "--secret-file", str(secret_file)]
+        argv += ["--only", "breach", "--only", "drain", "--episodes", "2", "--actions", "4"]
+        argv += ["--quick", "--no-plain-server", "--json-out", str(out)]
+        assert run.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["meta"]["primary_server"] == "outside"
+    assert set(figures["results"]["breach"]) == {"outside"}
+    breach = figures["results"]["breach"]["outside"]
+    assert breach["project"]["episodes"] == 2 and breach["seed"]["posts_per_breaching_sample"] == 1
+    assert figures["results"]["drain"]["outside"]["project"]["calls"] == 6
+    assert "--snow-url" in figures["meta"]["servers"]["outside"]["server"]
+
+
 def test_snow_url_without_secret_file_is_refused(capsys):
     assert run.main(["--snow-url", "https://example.service-now.com", "--json-out", "-"]) == 2
     assert "--snow-url and --secret-file go together" in capsys.readouterr().err
