@@ -226,6 +226,16 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
     )
     add(
         Row(
+            "  … against the seed as written (imports boto3)",
+            "the same",
+            "none",
+            "MB",
+            get(cs, "project_sensor", "peak_rss_mb"),
+            get(cs, "seed_sensor", "peak_rss_mb"),
+        )
+    )
+    add(
+        Row(
             "anomaly function peak RSS",
             "VmHWM of the cold-start child, after the first 201",
             primary,
