@@ -198,41 +198,6 @@ def render_console(report: Dict[str, Any]) -> str:
     scenarios = scenario_table(report)
     if scenarios:
         out += ["", "Per scenario, project / seed (virtual time, 5 s period):", "", scenarios]
-    extra = extra_rows(report)
-    if extra:
-        out += ["", markdown_table(["context", "value"], extra)]
     for section, error in report.get("errors", {}).items():
         out += ["", f"ERROR in {section}: {error.strip().splitlines()[-1]}"]
     return "\n".join(out)
-
-
-def extra_rows(report: Dict[str, Any]) -> List[List[str]]:
-    """Figures without a seed counterpart, kept out of the comparison table."""
-    r = report["results"]
-    rows = []
-    for label, value, unit, digits in (
-        (
-            "interpreter alone (python -c pass)",
-            get(r, "cold_start", "interpreter", "process_ms"),
-            "ms",
-            1,
-        ),
-        (
-            "core runtime stand-in loaded",
-            get(r, "cold_start", "runtime", "runtime_ready_ms"),
-            "ms",
-            1,
-        ),
-        ("core runtime stand-in peak RSS", get(r, "cold_start", "runtime", "peak_rss_mb"), "MB", 1),
-        ("fsync of a 4 KiB write, p50", get(r, "disk", "fsync_ms", "median"), "ms", 3),
-        ("routing (emulation), readings", get(r, "routing", "readings", "per_second"), "msg/s", 0),
-        (
-            "routing (emulation), anomaly topic",
-            get(r, "routing", "anomaly", "per_second"),
-            "msg/s",
-            0,
-        ),
-    ):
-        if value is not None:
-            rows.append([label, _fmt(value, unit, digits)])
-    return rows

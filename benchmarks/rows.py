@@ -293,6 +293,16 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                     target=("<=", 20) if has_target else None,
                 )
             )
+        add(
+            Row(
+                "  … of which the confirming tick, p50",
+                "judge, two synced state-file writes, publish, the handler's synced enqueue",
+                server,
+                "ms",
+                get(figures, "project", "tick_ms", "median"),
+                digits=2,
+            )
+        )
         if get(figures, "project_quickack") is not None:
             add(
                 Row(
@@ -342,6 +352,39 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                     get(figures, key, "calls_per_second"),
                 )
             )
+
+    # -- context: what every figure above stands on ------------------------------------------
+    for figure, measures, value, unit, digits in (
+        (
+            "fsync of a 4 KiB write in the state directory, p50",
+            "the floor under every synced write above",
+            get(r, "disk", "fsync_ms", "median"),
+            "ms",
+            3,
+        ),
+        (
+            "interpreter alone",
+            "spawn → exit of python -c pass",
+            get(r, "cold_start", "interpreter", "process_ms"),
+            "ms",
+            1,
+        ),
+        (
+            "core runtime stand-in loaded",
+            "spawn → the child's core IPC stand-in imported, before any function",
+            get(r, "cold_start", "runtime", "runtime_ready_ms"),
+            "ms",
+            1,
+        ),
+        (
+            "laptop emulation routing, readings",
+            "LocalCore.publish of a reading to cloud",
+            get(r, "routing", "readings", "per_second"),
+            "msg/s",
+            0,
+        ),
+    ):
+        add(Row(figure, measures, "none", unit, value, digits=digits))
     return rows
 
 
