@@ -1,259 +1,215 @@
-"""Cold start of each function as a fresh process, and its peak RSS.
+"""Cold start of each function, project and seed, as a fresh process on the V1 device path.
 
-Each sample is a new ``python -c`` child, started the way a core starts a
-pinned function: configuration in the environment, the local runtime
-(``EDGE_AGENT_RUNTIME=local``) and, for the sensor, the fake sensor
-(``EDGE_AGENT_SENSOR=fake``, scenario ``steady``). The child stamps
-``time.monotonic_ns()`` (one system-wide clock, shared with the parent on
-Linux) at its first line, after importing the function module, after
-``create_app()`` and after the first useful work; the parent stamps the spawn. Peak RSS is the child's own
-``VmHWM`` (from ``/proc/self/status``, read as its last act; ``ru_maxrss``
-is not used because on Linux it carries over the forking parent's high-water
-mark), CPU time its ``ru_utime + ru_stime`` from ``wait4`` (steadier than wall
-time on a busy machine). One unrecorded run first fills ``__pycache__``,
-as an installed package would have it.
+Each sample is a spawned child (see :mod:`benchmarks.children`): the
+interpreter starts, the light core IPC stand-in loads (what a core's Python
+runtime has loaded before any function code: ``json``, ``logging``,
+``urllib.request``), then the function:
+
+* **sensor, to first publish**: the project's ``functions.sensor_function``
+  starts its loop at module load (``MY_FUNCTION_ARN`` set) and the first tick
+  publishes a reading; the seed's module loads (SDK clients, ``SenseHat()``,
+  ``clear()``, its unused ``import boto3``) and its loop, started right after
+  by the harness, publishes the first sample, its 5 s sleep skipped (on a
+  device the seed's first publish comes 5 s later). *seed, bare*: the same with
+  the unused ``boto3`` import satisfied by an empty module.
+* **anomaly, to first 201**: the project's ``functions.anomaly_function``
+  loads (outbox, delivery worker), its handler gets one breach message, the
+  worker fetches the secret, imports ``requests``, looks the incident up (GET)
+  and creates it (POST): stamped when the 201 has been read. The seed's module
+  loads (imports ``requests``) and its handler fetches the secret and POSTs.
+
+Every kind runs ``repeats`` times, interleaved (project, seed, project, ...)
+so load on the machine falls on both alike, after one unrecorded round that
+fills ``__pycache__``. Medians are reported.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from .common import (
-    DEVICE_ID,
-    REPO_ROOT,
-    SNOW_USER,
-    anomaly_message,
-    function_environment,
-    new_password,
-    percentile,
-    secret_json,
-    start_standin,
-)
+from . import children, device
+from .common import REPO_ROOT, anomaly_message, percentile, unique_device_id
+from .device import SEED_LIMITS
+from .servers import Server
 
-# Modules a function should not load unless it needs them.
-HEAVY = (
-    "requests",
-    "urllib3",
-    "http.client",
-    "ssl",
-    "email",
-    "sqlite3",
-    "boto3",
-    "botocore",
-    "awscrt",
-    "greengrasssdk",
-    "awsiot",
-    "sense_hat",
-    "numpy",
-)
-
-# The report imports nothing (json would add to the peak RSS it reports).
-_REPORT = """
-with open("/proc/self/status") as _status:
-    _hwm = [l.split()[1] for l in _status if l.startswith("VmHWM:")][0]
-print(repr({{"stamps": _stamps, "modules": [m for m in {heavy!r} if m in sys.modules],
-            "at_ready": globals().get("_at_ready"), "module_count": len(sys.modules),
-            "vm_hwm_kb": int(_hwm)}}))
-"""
-
-BASELINE_CHILD = (
-    """
-import time, sys
-_stamps = {{"start": time.monotonic_ns()}}
-"""
-    + _REPORT
-)
-
-SENSOR_CHILD = (
-    """
-import time, sys
-_stamps = {{"start": time.monotonic_ns()}}
+PROJECT_SENSOR = """
 import functions.sensor_function as _function
 _stamps["imported"] = time.monotonic_ns()
-_app = _function.create_app()
-_stamps["ready"] = time.monotonic_ns()
-_app.tick()
-_stamps["first_work"] = time.monotonic_ns()
+if not _core.first_publish.wait(60):
+    raise SystemExit("the sensor function published nothing within 60 s")
+_stamps["first_work"] = _core.first_publish_ns
 """
-    + _REPORT
-)
 
-ANOMALY_CHILD = (
-    """
-import time, sys
-_stamps = {{"start": time.monotonic_ns()}}
+SEED_SENSOR = """
+import threading
+__BARE__
+import benchmarks.seed.sensor_lambda as _function
+_stamps["imported"] = time.monotonic_ns()
+def _sleep_once(seconds, _calls=[]):  # the first sample goes out at once, then the loop rests
+    if _calls:
+        threading.Event().wait()
+    _calls.append(seconds)
+_function.sleep = _sleep_once
+threading.Thread(target=_function.get_sensor_data, daemon=True).start()
+if not _core.first_publish.wait(60):
+    raise SystemExit("the seed's sensor function published nothing within 60 s")
+_stamps["first_work"] = _core.first_publish_ns
+"""
+BARE = 'sys.modules["boto3"] = type(sys)("boto3")  # the unused import, satisfied by nothing'
+
+PROJECT_ANOMALY = """
+import threading
 import functions.anomaly_function as _function
 _stamps["imported"] = time.monotonic_ns()
-_app = _function.create_app()
-_stamps["ready"] = time.monotonic_ns()
-_at_ready = [m for m in {heavy!r} if m in sys.modules]
-_app.client.session  # what the first delivery does first: import requests, make the Session
-_stamps["delivery_ready"] = time.monotonic_ns()
-_app.handle({message})
-_delivered = _app.pump()
-_stamps["first_work"] = time.monotonic_ns()
-if _delivered != 1:
-    raise SystemExit("first delivery failed")
+if _function.app is None:
+    raise SystemExit("the anomaly function did not start; see its log above")
+_created = threading.Event()
+_create = _function.app.client.create
+def _timed_create(fields):
+    record = _create(fields)
+    _stamps["first_work"] = time.monotonic_ns()
+    _created.set()
+    return record
+_function.app.client.create = _timed_create
+class _ClientContext:
+    custom = {"subject": "IoTBlog/anomaly"}
+class _Context:
+    client_context = _ClientContext()
+_function.function_handler(__MESSAGE__, _Context())
+if not _created.wait(60):
+    raise SystemExit("no incident was created within 60 s: " + repr(_function.app.summary()))
 """
-    + _REPORT
-)
+
+SEED_ANOMALY = """
+import benchmarks.seed.anomaly_lambda as _function
+_stamps["imported"] = time.monotonic_ns()
+class _Out:
+    text = ""
+    def write(self, text):
+        self.text += text
+        return len(text)
+    def flush(self):
+        pass
+_out, _stdout = _Out(), sys.stdout
+sys.stdout = _out
+try:
+    _function.lambda_handler(__MESSAGE__, None)
+finally:
+    sys.stdout = _stdout
+_stamps["first_work"] = time.monotonic_ns()
+if "[201]" not in _out.text:
+    raise SystemExit("the seed's POST was not answered 201: " + _out.text)
+"""
+
+SEED_MESSAGE = {"title": "Temperature breach", "dt": "2026-12-01 09:00:00", "ts": 0, "t": 38.0}
 
 
-def _child_env(extra: Dict[str, str]) -> Dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("EDGE_AGENT_", "AWS_", "PYTHON", "SVCUID")) and k != "MY_FUNCTION_ARN"
-    }
-    env.update(PYTHONPATH=REPO_ROOT, EDGE_AGENT_RUNTIME="local")
-    env.update(extra)
-    return env
+def child_kinds(server: Optional[Server], secret_file: str) -> Dict[str, Callable[[str, int], Any]]:
+    """Each kind: (state dir, run number) → (code, environment)."""
+    device_id = unique_device_id()
 
+    def project_sensor(state_dir: str, i: int) -> Any:
+        env = device.function_env("sensor", stateDir=state_dir, deviceId=device_id)
+        return PROJECT_SENSOR, env
 
-def _spawn(code: str, env: Dict[str, str]) -> Dict[str, Any]:
-    """Run one child; its stamps (ms after the spawn), CPU time, peak RSS and modules.
+    def seed_sensor(bare: bool) -> Callable[[str, int], Any]:
+        def build(state_dir: str, i: int) -> Any:
+            code = SEED_SENSOR.replace("__BARE__", BARE if bare else "")
+            return code, device.function_env("seed-sensor", **SEED_LIMITS)
 
-    The child is reaped with ``wait4`` (not ``Popen.wait``) to get its own
-    resource usage; its stderr goes to a file so neither pipe can fill and block it.
-    """
-    with tempfile.TemporaryFile() as stderr:
-        spawn = time.monotonic_ns()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
+        return build
+
+    def project_anomaly(state_dir: str, i: int) -> Any:
+        assert server is not None
+        env = device.function_env(
+            "anomaly",
+            snowUrl=server.url,
+            stateDir=state_dir,
+            deviceId=device_id,
+            EDGE_BENCH_SECRET_FILE=secret_file,
         )
-        out = proc.stdout.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
-        exited = time.monotonic_ns()
-        proc.returncode = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-        proc.stdout.close()  # type: ignore[union-attr]
-        if proc.returncode != 0:
-            stderr.seek(0)
-            raise RuntimeError(
-                "benchmark child failed ({}): {}".format(
-                    proc.returncode, stderr.read().decode("utf-8", "replace")[-2000:]
-                )
-            )
-    report: Dict[str, Any] = ast.literal_eval(out.decode().strip().splitlines()[-1])
-    stamps = {k: (v - spawn) / 1e6 for k, v in report["stamps"].items()}
-    return {
-        "ms": stamps,
-        "process_ms": (exited - spawn) / 1e6,
-        "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1e3,
-        "peak_rss_mb": report["vm_hwm_kb"] / 1024.0,
-        "modules": report["modules"],
-        "modules_at_ready": report["at_ready"],
-        "module_count": report["module_count"],
+        # A distinct episode per run, so every run really creates its incident.
+        message = anomaly_message(1000 + i, device=device_id)
+        return PROJECT_ANOMALY.replace("__MESSAGE__", repr(message)), env
+
+    def seed_anomaly(state_dir: str, i: int) -> Any:
+        assert server is not None
+        env = device.function_env(
+            "seed-anomaly", snowUrl=server.table_url, EDGE_BENCH_SECRET_FILE=secret_file
+        )
+        return SEED_ANOMALY.replace("__MESSAGE__", repr(SEED_MESSAGE)), env
+
+    kinds: Dict[str, Callable[[str, int], Any]] = {
+        "runtime": lambda state_dir, i: ("", {"MY_FUNCTION_ARN": device.FUNCTION_ARNS["sensor"]}),
+        "project_sensor": project_sensor,
+        "seed_sensor": seed_sensor(bare=False),
+        "seed_sensor_bare": seed_sensor(bare=True),
     }
+    if server is not None:
+        kinds.update(project_anomaly=project_anomaly, seed_anomaly=seed_anomaly)
+    return kinds
 
 
-def _median(runs: List[Dict[str, Any]], key: str) -> Optional[float]:
-    values = [r["ms"][key] for r in runs if key in r["ms"]]
-    return round(percentile(values, 50), 2) if values else None
+def _median(values: List[float]) -> float:
+    return round(percentile(values, 50), 2)
 
 
 def _summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    ms = [r["ms"] for r in runs]
     summary: Dict[str, Any] = {
         "runs": len(runs),
-        # spawn → create_app() returned: what a core waits for before the function is up
-        "cold_start_ms": _median(runs, "ready"),
-        "interpreter_ms": _median(runs, "start"),
-        "import_ms": round(
-            percentile([r["ms"]["imported"] - r["ms"]["start"] for r in runs], 50), 2
-        ),
-        "create_app_ms": round(
-            percentile([r["ms"]["ready"] - r["ms"]["imported"] for r in runs], 50), 2
-        ),
-        "first_work_ms": _median(runs, "first_work"),
-        "cold_start_ms_p90": round(percentile([r["ms"]["ready"] for r in runs], 90), 2),
-        "process_cpu_ms": round(percentile([r["cpu_ms"] for r in runs], 50), 2),
+        # spawn → the core's runtime loaded: the same for every function
+        "runtime_ready_ms": _median([m["core_ready"] for m in ms]),
+        "process_cpu_ms": _median([r["cpu_ms"] for r in runs]),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "heavy_modules_loaded": runs[-1]["modules"],
         "module_count": runs[-1]["module_count"],
     }
-    if any("delivery_ready" in r["ms"] for r in runs):
-        summary["delivery_ready_ms"] = _median(runs, "delivery_ready")
-        # requests must not be imported until the first delivery needs it
-        summary["heavy_modules_at_create_app"] = runs[-1]["modules_at_ready"]
+    if "first_work" in ms[0]:
+        summary.update(
+            # spawn → first publish (sensor) or first 201 read (anomaly)
+            to_first_work_ms=_median([m["first_work"] for m in ms]),
+            to_first_work_ms_p90=round(percentile([m["first_work"] for m in ms], 90), 2),
+            # the function's own share: runtime loaded → first publish / 201
+            function_ms=_median([m["first_work"] - m["core_ready"] for m in ms]),
+            import_ms=_median([m["imported"] - m["core_ready"] for m in ms]),
+        )
     return summary
 
 
-def measure(repeats: int = 10, standin_mode: str = "thread") -> Dict[str, Any]:
+def measure(repeats: int, server: Optional[Server]) -> Dict[str, Any]:
+    """Every kind ``repeats`` times (interleaved); anomaly kinds only with a ``server``."""
     results: Dict[str, Any] = {}
-
-    base_env = _child_env({})
-    bare, baseline = [], []
+    base_env = children.child_env({})
+    bare: List[float] = []
     for i in range(repeats + 1):
-        bare_ns = time.monotonic_ns()
+        started = time.monotonic_ns()
         subprocess.run([sys.executable, "-c", "pass"], env=base_env, cwd=REPO_ROOT, check=True)
-        bare_ms = (time.monotonic_ns() - bare_ns) / 1e6
-        run = _spawn(BASELINE_CHILD.format(heavy=HEAVY), base_env)
         if i:
-            bare.append(bare_ms)
-            baseline.append(run)
-    results["interpreter"] = {
-        "runs": repeats,
-        # `python -c pass`, spawn to exit
-        "process_ms": round(percentile(bare, 50), 2),
-        # spawn to the first line of -c code: what every function pays before its imports
-        "startup_ms": _median(baseline, "start"),
-        "cpu_ms": round(percentile([r["cpu_ms"] for r in baseline], 50), 2),
-        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in baseline), 1),
-        "module_count": baseline[-1]["module_count"],
-    }
+            bare.append((time.monotonic_ns() - started) / 1e6)
+    results["interpreter"] = {"runs": repeats, "process_ms": _median(bare)}
 
-    runs = []
-    for i in range(repeats + 1):
-        with tempfile.TemporaryDirectory(prefix="bench-cold-sensor-") as state_dir:
-            env = _child_env(
-                dict(
-                    function_environment("sensor"),
-                    stateDir=state_dir,
-                    deviceId=DEVICE_ID,
-                    EDGE_AGENT_SENSOR="fake",
-                    EDGE_AGENT_SCENARIO="steady",
-                    EDGE_AGENT_SEED="1",
-                )
-            )
-            run = _spawn(SENSOR_CHILD.format(heavy=HEAVY), env)
-        if i:
-            runs.append(run)
-    results["sensor"] = _summarize(runs)
-
-    password = new_password()
-    standin = start_standin(password, standin_mode)
-    try:
-        runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
+        secret_file = os.path.join(scratch, "secret.json")
+        if server is not None:
+            with open(os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
+                handle.write(server.secret)
+        kinds = child_kinds(server, secret_file)
+        runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in kinds}
         for i in range(repeats + 1):
-            with tempfile.TemporaryDirectory(prefix="bench-cold-anomaly-") as state_dir:
-                secret_file = os.path.join(state_dir, "secret.json")
-                with open(secret_file, "w", encoding="utf-8") as handle:
-                    handle.write(secret_json(password))
-                env = _child_env(
-                    dict(
-                        function_environment("anomaly"),
-                        snowUrl=standin.url,
-                        stateDir=state_dir,
-                        deviceId=DEVICE_ID,
-                        EDGE_AGENT_SECRET_FILE=secret_file,
-                    )
-                )
-                # A distinct episode per run, so every run really creates its incident.
-                code = ANOMALY_CHILD.format(heavy=HEAVY, message=anomaly_message(1000 + i))
-                run = _spawn(code, env)
-            if i:
-                runs.append(run)
-        results["anomaly"] = _summarize(runs)
-        results["anomaly"]["user"] = SNOW_USER
-    finally:
-        standin.stop()
+            for name, build in kinds.items():
+                with tempfile.TemporaryDirectory(prefix=f"bench-cold-{name}-") as state_dir:
+                    code, env = build(state_dir, i)
+                    run = children.spawn(children.PREAMBLE + code, children.child_env(env))
+                if i:
+                    runs[name].append(run)
+    for name, kind_runs in runs.items():
+        results[name] = _summarize(kind_runs)
+    if server is not None:
+        results["server"] = server.name
     return results

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: statistics, machine facts, and the wired-up pipeline."""
+"""Shared pieces of the benchmarks: statistics, machine facts, messages, the stand-in."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 
 from agent.clock import VirtualClock
-from agent.greengrass.local import LocalCore
 from agent.schema import ANOMALY_SCHEMA
-from agent.sensors.base import Reading, Sensor
-from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID, default_topology
+from agent.topology import default_topology
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNOW_USER = "edge-agent-bench"
@@ -113,23 +110,6 @@ def machine_info(state_dir: str) -> Dict[str, Any]:
 
 
 # -- test doubles that live only here ------------------------------------------------
-class ScriptedSensor(Sensor):
-    """A sensor whose temperature is set by the benchmark: ``hot`` reads 38 °C, else 22 °C.
-
-    The breach-to-incident benchmark drives episodes with it, one breach at a
-    chosen tick, instead of waiting for a fake-sensor story to come round.
-    """
-
-    name = "scripted"
-
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__(clock)
-        self.hot = False
-
-    def read(self) -> Reading:
-        return Reading(self.clock.time(), 38.0 if self.hot else 22.0, 40.0, 1013.0)
-
-
 class WallWaitClock(VirtualClock):
     """Virtual timestamps, but ``wait`` really blocks (on the event or for the seconds).
 
@@ -158,6 +138,12 @@ def new_password() -> str:
     return secrets.token_urlsafe(16)
 
 
+def unique_device_id() -> str:
+    """A device id no earlier run used, so every run's episodes are new incidents
+    (a server keeps what earlier runs created; an outside server keeps it for good)."""
+    return f"{DEVICE_ID}-{secrets.token_hex(4)}"
+
+
 def anomaly_message(
     episode: int, event: str = "breach", seq: int = 0, device: str = DEVICE_ID
 ) -> Dict[str, Any]:
@@ -182,52 +168,6 @@ def anomaly_message(
         if event == "breach"
         else "Temperature back within limit",
     }
-
-
-@dataclass
-class Pipeline:
-    """Both functions created through their entry modules, wired to one local core."""
-
-    core: LocalCore
-    sensor_app: Any
-    anomaly_app: Any
-    clock: VirtualClock
-
-    def close(self) -> None:
-        self.anomaly_app.stop()
-        self.anomaly_app.outbox.close()
-
-
-def build_pipeline(
-    state_dir: str,
-    snow_url: str,
-    password: str,
-    clock: VirtualClock,
-    sensor: Optional[Sensor] = None,
-) -> Pipeline:
-    """The default group on a :class:`LocalCore`, as ``edge-agent simulate`` wires it."""
-    from functions import anomaly_function, sensor_function
-
-    topology = default_topology()
-    core = LocalCore(topology)
-    core.add_secret(topology.secrets[0].secret_name, secret_json(password))
-    common = {"stateDir": state_dir, "deviceId": DEVICE_ID}
-    sensor_app = None
-    if sensor is not None:
-        sensor_app = sensor_function.create_app(
-            environ=function_environment(SENSOR_FUNCTION_ID, **common),
-            runtime=core.runtime_for(SENSOR_FUNCTION_ID),
-            sensor=sensor,
-            clock=clock,
-        )
-        core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
-    anomaly_app = anomaly_function.create_app(
-        environ=function_environment(ANOMALY_FUNCTION_ID, snowUrl=snow_url, **common),
-        runtime=core.runtime_for(ANOMALY_FUNCTION_ID),
-        clock=clock,
-    )
-    core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
-    return Pipeline(core, sensor_app, anomaly_app, clock)
 
 
 STANDIN_MODES = ("process", "thread")

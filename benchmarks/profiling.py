@@ -1,10 +1,13 @@
 """Profile one benchmark's measured region: ``python -m benchmarks.profiling SECTION``.
 
-Sections: ``sensor``, ``routing``, ``breach``, ``drain`` (cProfile, or
-pyinstrument with ``--tool pyinstrument`` if it is installed), and
-``imports-sensor`` / ``imports-anomaly`` (``python -X importtime`` of a fresh
-process doing what the cold-start benchmark's child does, summed per top-level
-package). Only the region the benchmark times is profiled, not its set-up.
+Sections: ``sensor`` (the device path; ``--seed`` for the seed, ``--held`` for
+breach-held readings), ``routing``, ``breach``, ``drain`` (against ``--server
+standin|plain``, ``--quick-ack`` for the client-fix what-if), with cProfile or
+pyinstrument (``--tool pyinstrument``, if installed); and ``imports-KIND``
+(``python -X importtime`` of the very child the cold-start benchmark spawns,
+KIND one of ``project_sensor``, ``seed_sensor``, ``seed_sensor_bare``,
+``project_anomaly``, ``seed_anomaly``), the core runtime stand-in's own imports
+listed apart. Only the region a benchmark times is profiled, not its set-up.
 """
 
 from __future__ import annotations
@@ -21,31 +24,42 @@ import tempfile
 from collections import defaultdict
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
-from .common import REPO_ROOT, function_environment
+from .common import REPO_ROOT
 
-SECTIONS = ("sensor", "routing", "breach", "drain", "imports-sensor", "imports-anomaly")
+IMPORT_KINDS = (
+    "project_sensor",
+    "seed_sensor",
+    "seed_sensor_bare",
+    "project_anomaly",
+    "seed_anomaly",
+)
+SECTIONS = ("sensor", "routing", "breach", "drain") + tuple("imports-" + k for k in IMPORT_KINDS)
 
 
 def _run_section(
     section: str, region: Callable[[], ContextManager[Any]], args: argparse.Namespace
 ) -> Dict[str, Any]:
     from . import incidents, routing, sensor_path
+    from .servers import start_server
 
     if section == "sensor":
-        return sensor_path.measure(args.count or 20_000, region=region)
+        measure = sensor_path.measure_seed if args.seed else sensor_path.measure_device
+        return measure(args.count or 20_000, held=args.held, region=region)
     if section == "routing":
         return routing.measure(args.count or 100_000, region=region)
-    if section == "breach":
-        return incidents.measure_breach(
-            args.count or 200, worker=not args.direct, standin_mode=args.standin, region=region
-        )
-    if section == "drain":
-        return incidents.measure_drain(
-            args.count or 1000,
-            synchronous=args.synchronous,
-            standin_mode=args.standin,
-            region=region,
-        )
+    with start_server(args.server) as server:
+        if section == "breach":
+            return incidents.measure_project_breach(
+                server, args.count or 200, quick_ack=args.quick_ack, region=region
+            )
+        if section == "drain":
+            return incidents.measure_drain(
+                server,
+                args.count or 1000,
+                quick_ack=args.quick_ack,
+                synchronous=args.synchronous,
+                region=region,
+            )
     raise ValueError(section)
 
 
@@ -89,44 +103,72 @@ def profile_pyinstrument(section: str, args: argparse.Namespace) -> str:
 
 
 # -- imports ---------------------------------------------------------------------------------
-SENSOR_IMPORTS = "import functions.sensor_function"
-ANOMALY_IMPORTS = (
-    "import functions.anomaly_function as f, requests; requests.Session()"  # first delivery
-)
+RUNTIME_MODULE = "benchmarks.v1_child_core"
 
 
-def importtime(which: str, top: int = 25) -> str:
-    """``-X importtime`` of the function's imports, self and cumulative µs per module."""
-    code = SENSOR_IMPORTS if which == "sensor" else ANOMALY_IMPORTS
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, EDGE_AGENT_RUNTIME="local")
-    env.update(function_environment(which))
-    with tempfile.TemporaryDirectory() as state_dir:
-        env["stateDir"] = state_dir
-        subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, check=True)  # pyc
-        proc = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", code],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    rows: List[Tuple[str, int, int]] = []
-    for line in proc.stderr.splitlines():
+def parse_importtime(stderr: str) -> List[Tuple[str, int, int]]:
+    """(module, self µs, cumulative µs) rows of ``-X importtime`` output, in import order."""
+    rows = []
+    for line in stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         self_us, cumulative_us, name = (p.strip() for p in line[len("import time:") :].split("|"))
         rows.append((name, int(self_us), int(cumulative_us)))
+    return rows
+
+
+def importtime(kind: str, top: int = 25) -> str:
+    """``-X importtime`` of a cold-start child: what the function imports, per package."""
+    from . import children, cold_start
+    from .servers import start_server
+
+    server = start_server("standin") if kind.endswith("anomaly") else None
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            secret_file = os.path.join(scratch, "secret.json")
+            if server is not None:
+                with open(secret_file, "w", encoding="utf-8") as handle:
+                    handle.write(server.secret)
+            code, env = cold_start.child_kinds(server, secret_file)[kind](scratch, 0)
+            code = children.PREAMBLE + code + children.REPORT.format(heavy=children.HEAVY)
+            env = children.child_env(env)
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                cwd=REPO_ROOT,
+                check=True,
+                capture_output=True,
+            )  # fills __pycache__
+            proc = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", code],
+                env=env,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+    finally:
+        if server is not None:
+            server.stop()
+    rows = parse_importtime(proc.stderr)
+    names = [name.strip() for name, _, _ in rows]
+    cut = names.index(RUNTIME_MODULE) + 1 if RUNTIME_MODULE in names else 0
+    runtime, function = rows[:cut], rows[cut:]
     by_package: Dict[str, int] = defaultdict(int)
-    for name, self_us, _ in rows:
-        by_package[name.split(".")[0]] += self_us
+    for name, self_us, _ in function:
+        by_package[name.strip().split(".")[0]] += self_us
     total = sum(by_package.values())
-    out = [f"{which}: {len(rows)} modules imported, {total / 1000:.1f} ms of import time", ""]
-    out.append("by top-level package (self time, ms):")
+    out = [
+        f"{kind}: runtime stand-in and interpreter start {len(runtime)} modules, "
+        f"{sum(r[1] for r in runtime) / 1000:.1f} ms",
+        f"{kind}: the function {len(function)} modules, {total / 1000:.1f} ms of import time",
+        "",
+        "by top-level package (self time, ms):",
+    ]
     for package, micros in sorted(by_package.items(), key=lambda kv: -kv[1])[:top]:
         out.append(f"  {micros / 1000:8.2f}  {package}")
     out += ["", "heaviest modules (cumulative ms, self ms):"]
-    for name, self_us, cumulative_us in sorted(rows, key=lambda r: -r[2])[:top]:
+    for name, self_us, cumulative_us in sorted(function, key=lambda r: -r[2])[:top]:
         out.append(f"  {cumulative_us / 1000:8.2f} {self_us / 1000:8.2f}  {name}")
     return "\n".join(out)
 
@@ -139,8 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (default tottime)")
     parser.add_argument("--limit", type=int, default=30, help="rows to print (default 30)")
     parser.add_argument("--strip", action="store_true", help="strip directories from names")
-    parser.add_argument("--standin", choices=("thread", "process"), default="thread")
-    parser.add_argument("--direct", action="store_true", help="breach: pump in-thread")
+    parser.add_argument("--server", choices=("standin", "plain"), default="standin")
+    parser.add_argument("--quick-ack", action="store_true", help="the client-fix what-if")
+    parser.add_argument("--seed", action="store_true", help="sensor: the seed's loop")
+    parser.add_argument("--held", action="store_true", help="sensor: breach-held readings")
     parser.add_argument(
         "--synchronous",
         choices=("OFF", "NORMAL", "FULL"),

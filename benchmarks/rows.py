@@ -1,0 +1,394 @@
+"""The rows of the benchmark table: which figures of a run are compared, and how.
+
+Each :class:`Row` holds the project's figure and the seed's from the same run
+(the same JSON), what it measures and against which server; the ratio is
+``project ÷ seed`` of exactly those two numbers. Targets are judged either on
+the ratio or on the project's figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+
+def get(node: Any, *path: str) -> Any:
+    """The figure at ``path`` in nested results, or ``None`` where a section did not run."""
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    measures: str
+    server: str
+    unit: str
+    project: Optional[float]
+    seed: Optional[float] = None
+    digits: int = 1
+    # A target on the ratio ("ratio") or on the project's figure ("project"): (op, limit).
+    target_on: str = ""
+    target: Optional[tuple] = None
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.project is None or self.seed in (None, 0):
+            return None
+        return self.project / self.seed  # type: ignore[operator]
+
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        value = self.ratio if self.target_on == "ratio" else self.project
+        op, limit = self.target
+        shown = f"{'≤' if op == '<=' else '≥'} {limit:g}{'×' if self.target_on == 'ratio' else ''}"
+        if value is None:
+            return f"{shown}: n/a"
+        ok = value <= limit if op == "<=" else value >= limit
+        return f"{shown}: {'pass' if ok else 'MISS'}"
+
+
+def comparison_rows(report: Dict[str, Any]) -> List[Row]:
+    """Every row of the table, from one run's ``report`` (``meta`` and ``results``)."""
+    r = report["results"]
+    rt, cs, sp = r.get("realtime"), r.get("cold_start"), r.get("sensor_path")
+    primary = get(report, "meta", "primary_server") or "-"
+    rows: List[Row] = []
+    add = rows.append
+
+    # -- per reading -----------------------------------------------------------------
+    for rate, label in (("12.5 Hz", "12.5 Hz"), ("12.5 Hz held", "12.5 Hz, breach held")):
+        add(
+            Row(
+                f"sensor loop at {label}: CPU per reading",
+                "process CPU time over a real-time run ÷ readings published (device path)",
+                "none",
+                "µs",
+                get(rt, f"project {rate}", "cpu_per_reading_us"),
+                get(rt, f"seed {rate}", "cpu_per_reading_us"),
+            )
+        )
+        add(
+            Row(
+                f"sensor loop at {label}: share of a core",
+                "process CPU time ÷ wall time of the same run",
+                "none",
+                "%",
+                get(rt, f"project {rate}", "cpu_share_percent"),
+                get(rt, f"seed {rate}", "cpu_share_percent"),
+                digits=3,
+            )
+        )
+    add(
+        Row(
+            "sensor loop at 1 Hz: share of a core",
+            "as above, project only (the seed's loop is 0.2 Hz)",
+            "none",
+            "%",
+            get(rt, "project 1 Hz", "cpu_share_percent"),
+            digits=4,
+        )
+    )
+    add(
+        Row(
+            "sensor loop at 0.2 Hz (every 5 s): share of a core",
+            "as above; the seed with its own 5 s sleep",
+            "none",
+            "%",
+            get(rt, "project 0.2 Hz", "cpu_share_percent"),
+            get(rt, "seed 0.2 Hz", "cpu_share_percent"),
+            digits=4,
+        )
+    )
+    for reading, label in (("normal", "within limits"), ("held", "breach held")):
+        add(
+            Row(
+                f"one reading, hot loop, {label}: median",
+                "read, judge, publish through the SDK, timed per reading (device path)",
+                "none",
+                "µs",
+                get(sp, "device", reading, "latency_us", "median"),
+                get(sp, "seed", reading, "latency_us", "median"),
+                target_on="project" if reading == "normal" else "",
+                target=("<=", 50) if reading == "normal" else None,
+            )
+        )
+        add(
+            Row(
+                f"one reading, hot loop, {label}: CPU",
+                "thread CPU of a block of readings ÷ readings",
+                "none",
+                "µs",
+                get(sp, "device", reading, "cpu_per_tick_us"),
+                get(sp, "seed", reading, "cpu_per_tick_us"),
+            )
+        )
+    add(
+        Row(
+            "one reading, laptop emulation: median",
+            "fake sensor + LocalCore (encode, route, decoded copy); not the device path",
+            "none",
+            "µs",
+            get(sp, "emulation", "latency_us", "median"),
+        )
+    )
+
+    # -- cold start and memory ---------------------------------------------------------
+    add(
+        Row(
+            "sensor cold start to first publish",
+            "spawn → first reading at the core (interpreter, core runtime, function)",
+            "none",
+            "ms",
+            get(cs, "project_sensor", "to_first_work_ms"),
+            get(cs, "seed_sensor_bare", "to_first_work_ms"),
+            target_on="ratio",
+            target=("<=", 1.5),
+        )
+    )
+    add(
+        Row(
+            "  … against the seed as written (imports boto3)",
+            "the same; the seed's unused boto3 import included",
+            "none",
+            "ms",
+            get(cs, "project_sensor", "to_first_work_ms"),
+            get(cs, "seed_sensor", "to_first_work_ms"),
+        )
+    )
+    add(
+        Row(
+            "  … the function's own share",
+            "core runtime loaded → first publish",
+            "none",
+            "ms",
+            get(cs, "project_sensor", "function_ms"),
+            get(cs, "seed_sensor_bare", "function_ms"),
+        )
+    )
+    add(
+        Row(
+            "  … process CPU time",
+            "the child's user + system CPU (steadier than wall time on a busy machine)",
+            "none",
+            "ms",
+            get(cs, "project_sensor", "process_cpu_ms"),
+            get(cs, "seed_sensor_bare", "process_cpu_ms"),
+        )
+    )
+    add(
+        Row(
+            "anomaly cold start to first 201",
+            "spawn → the first incident's 201 read (secret, requests, GET+POST / POST)",
+            primary,
+            "ms",
+            get(cs, "project_anomaly", "to_first_work_ms"),
+            get(cs, "seed_anomaly", "to_first_work_ms"),
+            target_on="ratio",
+            target=("<=", 1.3),
+        )
+    )
+    add(
+        Row(
+            "  … the function's own share",
+            "core runtime loaded → first 201",
+            primary,
+            "ms",
+            get(cs, "project_anomaly", "function_ms"),
+            get(cs, "seed_anomaly", "function_ms"),
+        )
+    )
+    add(
+        Row(
+            "  … process CPU time",
+            "the child's user + system CPU",
+            primary,
+            "ms",
+            get(cs, "project_anomaly", "process_cpu_ms"),
+            get(cs, "seed_anomaly", "process_cpu_ms"),
+        )
+    )
+    add(
+        Row(
+            "sensor function peak RSS",
+            "VmHWM of the cold-start child (seed: bare)",
+            "none",
+            "MB",
+            get(cs, "project_sensor", "peak_rss_mb"),
+            get(cs, "seed_sensor_bare", "peak_rss_mb"),
+            target_on="project",
+            target=("<=", 30),
+        )
+    )
+    add(
+        Row(
+            "  … against the seed as written (imports boto3)",
+            "the same",
+            "none",
+            "MB",
+            get(cs, "project_sensor", "peak_rss_mb"),
+            get(cs, "seed_sensor", "peak_rss_mb"),
+        )
+    )
+    add(
+        Row(
+            "anomaly function peak RSS",
+            "VmHWM of the cold-start child, after the first 201",
+            primary,
+            "MB",
+            get(cs, "project_anomaly", "peak_rss_mb"),
+            get(cs, "seed_anomaly", "peak_rss_mb"),
+        )
+    )
+
+    # -- per episode -----------------------------------------------------------------------
+    sc = r.get("scenarios")
+    sc_server = get(sc, "server") or primary
+    for field, label in (
+        ("calls", "ServiceNow calls"),
+        ("secret_fetches", "secret fetches"),
+        ("incidents_opened", "incidents opened"),
+    ):
+        add(
+            Row(
+                f"10-minute humid spell: {label}",
+                "scenario humid-spell at 5 s, in virtual time, both functions",
+                sc_server,
+                "",
+                get(sc, "humid-spell", "project", field),
+                get(sc, "humid-spell", "seed", field),
+                digits=0,
+            )
+        )
+    add(
+        Row(
+            "value flapping around the limit: ServiceNow calls",
+            "scenario flapping (inside the hysteresis band), 10 minutes",
+            sc_server,
+            "",
+            get(sc, "flapping", "project", "calls"),
+            get(sc, "flapping", "seed", "calls"),
+            digits=0,
+        )
+    )
+
+    # -- breach to incident, drain: per server -----------------------------------------------
+    for server, figures in _primary_first(r.get("breach"), primary):
+        for stat in ("median", "p99"):
+            has_target = server.startswith("standin") and stat == "median"
+            add(
+                Row(
+                    f"breach → incident 201, {'p50' if stat == 'median' else 'p99'}",
+                    "confirming tick (seed: breaching read, 5 s sleep virtual) → 201 read",
+                    server,
+                    "ms",
+                    get(figures, "project", "to_201_ms", stat),
+                    get(figures, "seed", "to_201_ms", stat),
+                    digits=2,
+                    target_on="project" if has_target else "",
+                    target=("<=", 20) if has_target else None,
+                )
+            )
+        add(
+            Row(
+                "  … of which the confirming tick, p50",
+                "judge, two synced state-file writes, publish, the handler's synced enqueue",
+                server,
+                "ms",
+                get(figures, "project", "tick_ms", "median"),
+                digits=2,
+            )
+        )
+        if get(figures, "project_quickack") is not None:
+            add(
+                Row(
+                    "  … with the client fix (what-if), p50",
+                    "the same, TCP_QUICKACK set before each response (benchmarks/quickack.py)",
+                    server,
+                    "ms",
+                    get(figures, "project_quickack", "to_201_ms", "median"),
+                    get(figures, "seed", "to_201_ms", "median"),
+                    digits=2,
+                )
+            )
+        if get(figures, "seed_with_sleep") is not None:
+            add(
+                Row(
+                    "  … the seed with its real 5 s sleep, p50",
+                    "breaching read → 201 with the blog's sleep (project: as above)",
+                    server,
+                    "ms",
+                    get(figures, "project", "to_201_ms", "median"),
+                    get(figures, "seed_with_sleep", "to_201_ms", "median"),
+                    digits=2,
+                )
+            )
+    for server, figures in _primary_first(r.get("drain"), primary):
+        for key, label in (("project", ""), ("project_quickack", " (client fix, what-if)")):
+            if get(figures, key) is None:
+                continue
+            has_target = key == "project" and server.startswith("standin")
+            add(
+                Row(
+                    f"outbox drain{label}: actions/s",
+                    f"{get(figures, key, 'actions'):,} queued actions (open, resolve) ÷ drain time",
+                    server,
+                    "/s",
+                    get(figures, key, "actions_per_second"),
+                    target_on="project" if has_target else "",
+                    target=(">=", 200) if has_target else None,
+                )
+            )
+            add(
+                Row(
+                    f"outbox drain{label}: ServiceNow calls/s",
+                    f"calls ÷ drain time ({get(figures, key, 'calls_per_action')} calls per action)",
+                    server,
+                    "/s",
+                    get(figures, key, "calls_per_second"),
+                )
+            )
+
+    # -- context: what every figure above stands on ------------------------------------------
+    for figure, measures, value, unit, digits in (
+        (
+            "fsync of a 4 KiB write in the state directory, p50",
+            "the floor under every synced write above",
+            get(r, "disk", "fsync_ms", "median"),
+            "ms",
+            3,
+        ),
+        (
+            "interpreter alone",
+            "spawn → exit of python -c pass",
+            get(r, "cold_start", "interpreter", "process_ms"),
+            "ms",
+            1,
+        ),
+        (
+            "core runtime stand-in loaded",
+            "spawn → the child's core IPC stand-in imported, before any function",
+            get(r, "cold_start", "runtime", "runtime_ready_ms"),
+            "ms",
+            1,
+        ),
+        (
+            "laptop emulation routing, readings",
+            "LocalCore.publish of a reading to cloud",
+            get(r, "routing", "readings", "per_second"),
+            "msg/s",
+            0,
+        ),
+    ):
+        add(Row(figure, measures, "none", unit, value, digits=digits))
+    return rows
+
+
+def _primary_first(by_server: Optional[Dict[str, Any]], primary: str) -> List[Any]:
+    """Per-server figures, the primary server's first (JSON keeps keys sorted)."""
+    items = list((by_server or {}).items())
+    return sorted(items, key=lambda item: (item[0] != primary, item[0]))
