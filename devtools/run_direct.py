@@ -114,8 +114,8 @@ def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
     return url + (f"?protocol={protocol}" if protocol else "")
 
 
-def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Dict[str, Any]]:
-    """attach_bridge's arguments from the command line; None when no broker was given."""
+def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Any]:
+    """The bridge's options (a ``BridgeOptions``) from the command line; None without a broker."""
     thing = args.thing or environ.get(ENV_THING) or None
     client_id = args.client_id or thing
     if args.endpoint:
@@ -130,16 +130,18 @@ def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Option
         url = args.mqtt
     else:
         return None
-    return {
-        "url": url,
-        "client_id": client_id,
-        "ca": args.ca,
-        "cert": args.cert,
-        "key": args.key,
-        "protocol": args.protocol,
-        "spool_path": args.spool_file,
-        "spool_limit_bytes": args.spool_bytes,
-    }
+    from agent.greengrass.mqtt_bridge import BridgeOptions
+
+    return BridgeOptions(
+        url,
+        client_id=client_id,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        protocol=args.protocol,
+        spool_path=args.spool_file,
+        spool_limit_bytes=args.spool_bytes,
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -171,9 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
 
-def _run(
-    args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Dict[str, Any]]
-) -> int:
+def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Any]) -> int:
     from agent.clock import Clock
     from agent.config import SensorSettings
     from agent.greengrass.local import LocalCore
@@ -215,8 +215,7 @@ def _run(
     if settings is not None:
         from agent.greengrass.mqtt_bridge import attach_bridge
 
-        settings = dict(settings)
-        bridge = attach_bridge(core, settings.pop("url"), clock=clock, **settings)
+        bridge = attach_bridge(core, settings, clock=clock)
     else:
         log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
 

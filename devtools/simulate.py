@@ -147,10 +147,10 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
 
     bridge = None
     if options.mqtt_url:
-        from agent.greengrass.mqtt_bridge import attach_bridge
+        from agent.greengrass.mqtt_bridge import BridgeOptions, attach_bridge
 
         tls = {k: v for k, v in options.mqtt_tls.items() if v}
-        bridge = attach_bridge(core, options.mqtt_url, **tls)
+        bridge = attach_bridge(core, BridgeOptions(options.mqtt_url, **tls))
         console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
 
     if options.replay:

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.errors import ConfigError
 from agent.greengrass.local import LocalCore
 from agent.greengrass.mqtt_bridge import (
+    BridgeOptions,
     MqttBridge,
     attach_bridge,
     entry_size,
@@ -162,6 +163,14 @@ def bridges():
         bridge.close(timeout=0)
 
 
+def new_bridge(url: str, **options: Any) -> MqttBridge:
+    return MqttBridge(BridgeOptions(url, **options))
+
+
+def attach(core: LocalCore, url: str, **options: Any) -> MqttBridge:
+    return attach_bridge(core, BridgeOptions(url, **options))
+
+
 def reading(seq: int) -> Dict[str, Any]:
     return {"schema": READING_SCHEMA, "device": "pi-test", "seq": seq, "ts": 1790000000.0 + seq}
 
@@ -193,9 +202,9 @@ def test_url_forms():
 
 def test_certificates_need_tls_and_existing_files(tmp_path):
     with pytest.raises(ConfigError, match="TLS"):
-        MqttBridge("mqtt://127.0.0.1", cert="a.pem", key="a.key")
+        new_bridge("mqtt://127.0.0.1", cert="a.pem", key="a.key")
     with pytest.raises(ConfigError, match="does not exist"):
-        MqttBridge("mqtts://127.0.0.1", ca=str(tmp_path / "missing.pem"))
+        new_bridge("mqtts://127.0.0.1", ca=str(tmp_path / "missing.pem"))
 
 
 # -- readings reach a subscriber -------------------------------------------------------------
@@ -259,7 +268,7 @@ def test_tls_with_client_certificates(tls_broker, local_ca, bridges):
     watcher = Watcher(tls_broker.port, tls=local_ca, host="localhost").start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(
+        bridge = attach(
             core,
             tls_broker.tls_url,
             client_id="pi-test",
@@ -283,7 +292,7 @@ def test_tls_with_client_certificates(tls_broker, local_ca, bridges):
 
 def test_a_client_without_a_certificate_is_refused(tls_broker, local_ca, bridges, caplog):
     caplog.set_level(logging.WARNING, logger="agent.greengrass.mqtt_bridge")
-    bridge = MqttBridge(tls_broker.tls_url, ca=str(local_ca.ca), reconnect_delay=FAST).start()
+    bridge = new_bridge(tls_broker.tls_url, ca=str(local_ca.ca), reconnect_delay=FAST).start()
     bridges.append(bridge)
     assert not bridge.wait_connected(1.0)
     assert bridge.stats["connects"] == 0
@@ -295,7 +304,7 @@ def test_a_client_without_a_certificate_is_refused(tls_broker, local_ca, bridges
 
 def test_a_broker_with_the_wrong_ca_is_refused(tls_broker, tmp_path, bridges):
     other = make_local_ca.make_local_ca(tmp_path / "other", "pi-test", tls_broker.port)
-    bridge = MqttBridge(
+    bridge = new_bridge(
         tls_broker.tls_url,
         ca=str(other.ca),
         cert=str(other.device_cert),
@@ -314,7 +323,7 @@ def test_messages_published_while_the_broker_is_down_arrive_after_reconnect(brok
     watcher = Watcher(broker.port, persistent=True).start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(core, broker.url, client_id="pi-restart", reconnect_delay=FAST)
+        bridge = attach(core, broker.url, client_id="pi-restart", reconnect_delay=FAST)
         bridges.append(bridge)
         assert bridge.wait_connected(5)
         for seq in range(1, 4):
@@ -347,7 +356,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_every_drop(broker, bridges, ca
         payloads = [json.dumps({"seq": 100 + i}).encode() for i in range(25)]
         size = entry_size(READINGS, payloads[0])
         assert all(entry_size(READINGS, p) == size for p in payloads)
-        bridge = MqttBridge(
+        bridge = new_bridge(
             broker.url,
             client_id="pi-spool",
             spool_limit_bytes=10 * size + size // 2,
@@ -378,7 +387,7 @@ def test_a_disk_spool_keeps_messages_across_a_restart_of_the_agent(broker, tmp_p
     spool = str(tmp_path / "spool" / "mqtt.sqlite3")
     watcher = Watcher(broker.port).start()
     try:
-        offline = MqttBridge(
+        offline = new_bridge(
             f"mqtt://127.0.0.1:{free_port()}", spool_path=spool, reconnect_delay=FAST
         ).start()
         for seq in range(3):
@@ -386,7 +395,7 @@ def test_a_disk_spool_keeps_messages_across_a_restart_of_the_agent(broker, tmp_p
         assert wait_until(lambda: offline.last_error is not None, 5)
         offline.close(timeout=1)  # the broker is unreachable: nothing is sent, all is kept
 
-        online = MqttBridge(broker.url, spool_path=spool, reconnect_delay=FAST).start()
+        online = new_bridge(broker.url, spool_path=spool, reconnect_delay=FAST).start()
         bridges.append(online)
         assert online.pending == 3
         assert online.flush(5)
@@ -447,7 +456,7 @@ def test_a_message_leaves_the_spool_only_when_the_broker_acknowledges_it(broker,
     proxy = CuttableProxy(broker.port)
     watcher = Watcher(broker.port).start()
     try:
-        bridge = MqttBridge(
+        bridge = new_bridge(
             f"mqtt://127.0.0.1:{proxy.port}", client_id="pi-acks", reconnect_delay=FAST
         ).start()
         bridges.append(bridge)
@@ -513,7 +522,7 @@ def test_a_message_from_the_cloud_reaches_a_subscribed_function(broker, bridges,
         arrived.set()
 
     core.register(ANOMALY_FUNCTION_ID, handler)
-    bridge = attach_bridge(core, broker.url, protocol=protocol, reconnect_delay=FAST)
+    bridge = attach(core, broker.url, protocol=protocol, reconnect_delay=FAST)
     bridges.append(bridge)
     assert bridge.wait_connected(5)  # and subscribed to commands/#
     _external_publish(broker.port, "commands/pi-test/reset", {"action": "reset"}, protocol)
@@ -529,7 +538,7 @@ def test_mqtt5_end_to_end(broker, bridges):
     watcher = Watcher(broker.port, protocol="5").start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(core, broker.url + "?protocol=5", reconnect_delay=FAST)
+        bridge = attach(core, broker.url + "?protocol=5", reconnect_delay=FAST)
         bridges.append(bridge)
         assert bridge.address.protocol == "5"
         assert bridge.wait_connected(5)
@@ -700,7 +709,7 @@ class _IoTCoreLikeBroker:
 
 def test_a_message_the_broker_disconnects_on_is_dropped_and_the_rest_flow(caplog):
     broker = _IoTCoreLikeBroker(denied="not/allowed")
-    bridge = MqttBridge(
+    bridge = new_bridge(
         "mqtt://127.0.0.1:{}".format(broker.port), client_id="t", reconnect_delay=(0.05, 0.1)
     ).start()
     try:

@@ -1,335 +1,50 @@
-"""A bridge from the local core's ``cloud`` target to a real MQTT broker.
-
-Messages the group routes to ``cloud`` are published to the broker with QoS 1;
-messages the broker delivers on the subjects of subscriptions whose source is
-``cloud`` are routed into the group's functions. Pointed at
-``mqtts://<prefix>-ats.iot.<region>.amazonaws.com:8883`` with the device
-certificate, its key and AmazonRootCA1, and with the thing name as client id,
-this is exactly the connection AWS IoT Core accepts, so the agent can run
-without Greengrass; pointed at a local Mosquitto it shows the IoT topics off
-the Pi.
+"""The bridge itself: one connection to a broker, fed from the spool.
 
 Delivery follows the Greengrass V1 core's spooler: every message for the
-cloud goes into a bounded spool (in memory by default, 2.5 MB like
-Greengrass; optionally a SQLite file that survives a restart), the oldest
-message is dropped when a new one does not fit, and every drop is counted
-(``stats["dropped"]``) and logged (at most once a minute, with the count).
-The spool is sent in order, oldest first, so after a reconnect what waited
-is delivered before anything newer.
+cloud goes into a bounded spool (see :mod:`.spool`), the oldest message is
+dropped when a new one does not fit, and every drop is counted and logged
+(at most once a minute, with the count). The spool is sent in order, oldest
+first, so after a reconnect what waited is delivered before anything newer.
 
 A message leaves the spool only when the broker acknowledges it (PUBACK, seen
 as paho's ``on_publish``), not when paho accepts it: paho keeps unacknowledged
 messages in an unbounded memory queue of its own, which would defeat the
 bound, lose them on a restart and, after a reconnect, resend them next to the
 spool's copy. So the bridge hands paho at most ``max_inflight`` messages at a
-time, and on every (re)connect tells paho to forget what it still held
-(``drop_out_messages``; on paho 2.0/2.1 the same by hand) and resends from
-the oldest unacknowledged spool entry. A message whose PUBACK was lost with the connection is therefore sent
-again: delivery is at least once, as QoS 1 promises, never silently at most
-once. A broker that refuses a message (an MQTT 5 PUBACK failure reason, e.g.
-not authorised) gets it once; it is counted in ``stats["rejected"]``.
-
-Device code: importable on Python 3.8; paho-mqtt (2.x, the ``mqtt`` extra) is
-imported only when a bridge is created.
+time, and on every (re)connect tells paho to forget what it still held and
+resends from the oldest unacknowledged spool entry. A message whose PUBACK was
+lost with the connection is therefore sent again: delivery is at least once,
+as QoS 1 promises, never silently at most once. A broker that refuses a
+message (an MQTT 5 PUBACK failure reason, e.g. not authorised) gets it once;
+it is counted in ``stats["rejected"]``.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import queue
-import socket
-import sqlite3
-import ssl
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ConfigError, RuntimeUnavailable
+from ...clock import SYSTEM_CLOCK, Clock
+from ...errors import RuntimeUnavailable
+from .address import AWS_IOT_ALPN, tls_context
+from .options import BridgeOptions
+from .spool import MemorySpool, SqliteSpool
 
-log = logging.getLogger(__name__)
-_paho_log = logging.getLogger(__name__ + ".paho")
+log = logging.getLogger("agent.greengrass.mqtt_bridge")
+_paho_log = logging.getLogger("agent.greengrass.mqtt_bridge.paho")
 
-DEFAULT_SPOOL_LIMIT_BYTES = 2_500_000  # the Greengrass V1 core's default spool size
-DEFAULT_MAX_INFLIGHT = 20
 # Connections lost in a row while the same message was the oldest unacknowledged
 # one before it is dropped as one the broker will never take.
 POISON_DISCONNECTS = 5
 DEFAULT_INBOUND_QUEUE = 1000
 DROP_LOG_INTERVAL_S = 60.0
 CONNECT_FAIL_LOG_INTERVAL_S = 600.0
-MQTT_PORT = 1883
-MQTTS_PORT = 8883
-AWS_IOT_ALPN = "x-amzn-mqtt-ca"  # AWS IoT Core's ALPN for MQTT with client certificates on 443
-
-_PROTOCOLS = {"3.1.1": "3.1.1", "311": "3.1.1", "4": "3.1.1", "5": "5", "5.0": "5"}
 
 CloudHandler = Callable[[str, bytes], Any]
-
-
-class BrokerAddress(NamedTuple):
-    host: str
-    port: int
-    tls: bool
-    protocol: str  # "3.1.1" or "5"
-    client_id: Optional[str]
-
-    def __str__(self) -> str:
-        return "{}://{}:{}".format("mqtts" if self.tls else "mqtt", self.host, self.port)
-
-
-def default_client_id() -> str:
-    return "edge-agent-" + socket.gethostname()
-
-
-def normalise_protocol(value: Union[str, int, None]) -> Optional[str]:
-    """``"3.1.1"`` or ``"5"`` from the forms people write; None stays None."""
-    if value is None or value == "":
-        return None
-    text = str(value).strip().lower()
-    if text.startswith("v"):
-        text = text[1:]
-    if text.startswith("mqttv"):
-        text = text[5:]
-    try:
-        return _PROTOCOLS[text]
-    except KeyError:
-        raise ConfigError(f"MQTT protocol must be 3.1.1 or 5, got {value!r}")
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, with ``?protocol=5|3.1.1&client_id=X``."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"bad MQTT URL {url!r}: {exc}")
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(
-            f"MQTT URL must start with mqtt:// or mqtts:// (TLS), got {parts.scheme or url!r}"
-        )
-    if not parts.hostname:
-        raise ConfigError(f"MQTT URL {url!r} names no host")
-    if parts.username or parts.password:
-        # A password in a URL ends up in shell history and process lists.
-        raise ConfigError(
-            "credentials in the MQTT URL are not supported; authenticate with a client certificate"
-        )
-    if parts.path not in ("", "/"):
-        raise ConfigError(f"MQTT URL {url!r} must not have a path")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"protocol", "client_id"})
-    if unknown:
-        raise ConfigError(f"unknown MQTT URL parameter(s): {', '.join(unknown)}")
-    tls = scheme == "mqtts"
-    protocol = normalise_protocol(query.get("protocol", [""])[-1]) or "3.1.1"
-    client_id = query.get("client_id", [""])[-1] or None
-    return BrokerAddress(
-        parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls, protocol, client_id
-    )
-
-
-def tls_context(
-    ca: Optional[str] = None,
-    cert: Optional[str] = None,
-    key: Optional[str] = None,
-    alpn: Optional[List[str]] = None,
-) -> ssl.SSLContext:
-    """A client context: TLS 1.2 or newer, the server's certificate and host name checked.
-
-    ``ca`` is the CA bundle the broker's certificate must chain to (the system's
-    trust store if None); ``cert``/``key`` the client certificate and its
-    private key, which is how AWS IoT Core authenticates a device.
-    """
-    if (cert is None) != (key is None):
-        raise ConfigError("a client certificate needs its key, and a key its certificate")
-    for what, path in (("CA certificate", ca), ("client certificate", cert), ("key", key)):
-        if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"{what} file {path} does not exist")
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-        if cert is not None:
-            context.load_cert_chain(certfile=cert, keyfile=key)
-        if alpn:
-            context.set_alpn_protocols(alpn)
-    except (ssl.SSLError, ValueError) as exc:
-        # The message names the file's problem, never its contents.
-        raise ConfigError(f"cannot load the TLS files (CA {ca}, certificate {cert}): {exc}")
-    return context
-
-
-# -- the spool ---------------------------------------------------------------------------
-
-
-class SpoolEntry(NamedTuple):
-    id: int
-    topic: str
-    payload: bytes
-
-    @property
-    def size(self) -> int:
-        return entry_size(self.topic, self.payload)
-
-
-def entry_size(topic: str, payload: bytes) -> int:
-    """What a message costs in the spool: its topic and payload bytes."""
-    return len(topic.encode("utf-8")) + len(payload)
-
-
-class MemorySpool:
-    """Messages for the broker, oldest first, at most ``limit_bytes`` of them."""
-
-    kind = "memory"
-
-    def __init__(self, limit_bytes: int) -> None:
-        if limit_bytes <= 0:
-            raise ConfigError(f"spool limit must be positive, got {limit_bytes} bytes")
-        self.limit_bytes = int(limit_bytes)
-        self._entries: Dict[int, SpoolEntry] = collections.OrderedDict()
-        self._bytes = 0
-        self._next_id = 1
-
-    def append(self, topic: str, payload: bytes) -> Tuple[Optional[int], int]:
-        """Store a message; return (its id or None if it alone exceeds the limit, entries dropped)."""
-        size = entry_size(topic, payload)
-        if size > self.limit_bytes:
-            return None, 0
-        dropped = 0
-        while self._bytes + size > self.limit_bytes:
-            self._pop_oldest()
-            dropped += 1
-        entry = SpoolEntry(self._next_id, topic, payload)
-        self._next_id += 1
-        self._entries[entry.id] = entry
-        self._bytes += size
-        return entry.id, dropped
-
-    def _pop_oldest(self) -> None:
-        _, entry = self._entries.popitem(last=False)  # type: ignore[call-arg]
-        self._bytes -= entry.size
-
-    def entries_after(self, after_id: int, limit: int) -> List[SpoolEntry]:
-        found: List[SpoolEntry] = []
-        for entry_id, entry in self._entries.items():
-            if entry_id > after_id:
-                found.append(entry)
-                if len(found) >= limit:
-                    break
-        return found
-
-    def remove(self, entry_id: int) -> bool:
-        entry = self._entries.pop(entry_id, None)
-        if entry is None:
-            return False
-        self._bytes -= entry.size
-        return True
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    def close(self) -> None:
-        pass
-
-
-class SqliteSpool(MemorySpool):
-    """The same spool in a SQLite file: what waits survives a restart of the agent."""
-
-    kind = "disk"
-
-    def __init__(self, path: str, limit_bytes: int) -> None:
-        super().__init__(limit_bytes)
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL)"
-            )
-            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the spool file {path}: {exc}")
-        self.path = path
-        self._count, self._bytes = int(row[0]), int(row[1])
-        self.dropped_at_open = 0
-        while self._bytes > self.limit_bytes:  # the limit was lowered since the last run
-            self._pop_oldest()
-            self.dropped_at_open += 1
-
-    def append(self, topic: str, payload: bytes) -> Tuple[Optional[int], int]:
-        size = entry_size(topic, payload)
-        if size > self.limit_bytes:
-            return None, 0
-        dropped = 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            while self._bytes + size > self.limit_bytes:
-                self._pop_oldest()
-                dropped += 1
-            cursor = self._db.execute(
-                "INSERT INTO spool (topic, payload, size) VALUES (?, ?, ?)",
-                (topic, sqlite3.Binary(payload), size),
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
-            self._count, self._bytes = int(row[0]), int(row[1])
-            raise
-        self._count += 1
-        self._bytes += size
-        return int(cursor.lastrowid), dropped
-
-    def _pop_oldest(self) -> None:
-        row = self._db.execute("SELECT id, size FROM spool ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            self._count, self._bytes = 0, 0
-            return
-        self._db.execute("DELETE FROM spool WHERE id = ?", (row[0],))
-        self._count -= 1
-        self._bytes -= int(row[1])
-
-    def entries_after(self, after_id: int, limit: int) -> List[SpoolEntry]:
-        rows = self._db.execute(
-            "SELECT id, topic, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
-        return [SpoolEntry(int(r[0]), r[1], bytes(r[2])) for r in rows]
-
-    def remove(self, entry_id: int) -> bool:
-        row = self._db.execute("SELECT size FROM spool WHERE id = ?", (entry_id,)).fetchone()
-        if row is None:
-            return False
-        self._db.execute("DELETE FROM spool WHERE id = ?", (entry_id,))
-        self._count -= 1
-        self._bytes -= int(row[0])
-        return True
-
-    def __len__(self) -> int:
-        return self._count
-
-    def close(self) -> None:
-        try:
-            self._db.close()
-        except sqlite3.Error:
-            pass
-
-
-# -- the bridge --------------------------------------------------------------------------
 
 _STAT_NAMES = (
     "published",  # acknowledged by the broker
@@ -361,32 +76,22 @@ class MqttBridge:
 
     def __init__(
         self,
-        url: str,
+        options: BridgeOptions,
         *,
-        client_id: Optional[str] = None,
-        ca: Optional[str] = None,
-        cert: Optional[str] = None,
-        key: Optional[str] = None,
-        protocol: Union[str, int, None] = None,
         subscriptions: Iterable[str] = (),
         on_message: Optional[CloudHandler] = None,
-        spool_limit_bytes: int = DEFAULT_SPOOL_LIMIT_BYTES,
-        spool_path: Optional[str] = None,
-        qos: int = 1,
-        keepalive: int = 30,
         clock: Optional[Clock] = None,
-        reconnect_delay: Tuple[float, float] = (1, 60),
-        max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ) -> None:
-        address = parse_mqtt_url(url)
-        protocol = normalise_protocol(protocol) or address.protocol
-        self.address = address._replace(
-            protocol=protocol, client_id=client_id or address.client_id or default_client_id()
-        )
-        if qos not in (0, 1):
-            raise ConfigError(f"qos must be 0 or 1, got {qos}")
-        if (ca or cert or key) and not address.tls:
-            raise ConfigError("certificates need a TLS broker URL (mqtts://)")
+        self.options = options
+        address = options.address()
+        self.address = address
+        qos = options.qos
+        ca, cert, key = options.ca, options.cert, options.key
+        reconnect_delay = options.reconnect_delay
+        keepalive = options.keepalive
+        max_inflight = options.max_inflight
+        spool_path = options.spool_path
+        spool_limit_bytes = options.spool_limit_bytes
         self.qos = qos
         self.keepalive = int(keepalive)
         self.clock = clock or SYSTEM_CLOCK
@@ -995,28 +700,15 @@ def _forget_unacked(client: Any) -> None:
 
 def cloud_subjects(topology: Any) -> List[str]:
     """The subjects of the topology's subscriptions whose source is ``cloud``."""
-    from ..topology import CLOUD
+    from ...topology import CLOUD
 
     return list(dict.fromkeys(s.subject for s in topology.subscriptions_from(CLOUD)))
 
 
 def attach_bridge(
-    core: Any,
-    url: str,
-    *,
-    client_id: Optional[str] = None,
-    ca: Optional[str] = None,
-    cert: Optional[str] = None,
-    key: Optional[str] = None,
-    protocol: Union[str, int, None] = None,
-    spool_limit_bytes: int = DEFAULT_SPOOL_LIMIT_BYTES,
-    spool_path: Optional[str] = None,
-    qos: int = 1,
-    keepalive: int = 30,
-    clock: Optional[Clock] = None,
-    reconnect_delay: Tuple[float, float] = (1, 60),
+    core: Any, options: BridgeOptions, *, clock: Optional[Clock] = None
 ) -> MqttBridge:
-    """Bridge a :class:`~agent.greengrass.local.LocalCore` to the broker at ``url``.
+    """Bridge a :class:`~agent.greengrass.local.LocalCore` to the broker ``options`` name.
 
     Everything the core routes to ``cloud`` is published; the subjects of
     subscriptions whose source is ``cloud`` are subscribed on every
@@ -1024,20 +716,10 @@ def attach_bridge(
     Connecting happens in the background: this returns at once.
     """
     bridge = MqttBridge(
-        url,
-        client_id=client_id,
-        ca=ca,
-        cert=cert,
-        key=key,
-        protocol=protocol,
+        options,
         subscriptions=cloud_subjects(core.topology),
         on_message=core.deliver_from_cloud,
-        spool_limit_bytes=spool_limit_bytes,
-        spool_path=spool_path,
-        qos=qos,
-        keepalive=keepalive,
         clock=clock,
-        reconnect_delay=reconnect_delay,
     )
     core.add_cloud_link(bridge.publish)
     return bridge.start()
