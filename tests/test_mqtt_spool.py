@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from agent.errors import ConfigError
-from agent.greengrass.mqtt_bridge.spool import MemorySpool, SqliteSpool, entry_size
+from agent.greengrass.mqtt_bridge.spool import MemorySpool, SpoolError, SqliteSpool, entry_size
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "IoTBlog/sensorData"
@@ -158,3 +159,55 @@ def test_a_sqlite_spool_loses_nothing_it_stored_when_the_agent_is_killed(tmp_pat
         spool.close()
     assert found[: stored + 1] == list(range(stored + 1))  # all, in order, no gaps
     assert found == list(range(len(found)))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path) -> Iterator[Path]:
+    """A 1 MB tmpfs: a real full disk (needs root, as CI runs)."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_refuses_new_messages_but_acknowledged_ones_still_leave(tiny_disk):
+    ballast = tiny_disk / "ballast"
+    ballast.write_bytes(b"\0" * 64 * 1024)  # deleted later: room comes back
+    path = str(tiny_disk / "mqtt.sqlite3")
+    spool = SqliteSpool(path, 10_000_000)
+    size = entry_size(TOPIC, message(0, 4000))
+    stored = 0
+    try:
+        with pytest.raises(SpoolError, match=r"cannot write the spool file .*mqtt.sqlite3: .*full"):
+            for seq in range(1000):
+                spool.append(TOPIC, message(seq, 4000))
+                stored += 1
+        assert stored > 20  # it did work until the disk was full
+        assert (len(spool), spool.bytes) == (stored, stored * size)
+        assert seqs(spool) == list(range(stored))
+
+        # The broker acknowledges the five oldest while the disk is still full.
+        for entry in spool.entries_after(0, 5):
+            assert spool.remove(entry.id)
+        assert (len(spool), spool.bytes) == (stored - 5, (stored - 5) * size)
+        assert seqs(spool)[:1] == [5]  # never handed out again
+
+        ballast.unlink()  # room again: the next write also saves the removals
+        new_id, dropped = spool.append(TOPIC, message(9999, 4000))
+        assert new_id is not None and dropped == 0
+    finally:
+        spool.close()
+    again = SqliteSpool(path, 10_000_000)
+    try:
+        assert seqs(again) == list(range(5, stored)) + [9999]
+    finally:
+        again.close()
