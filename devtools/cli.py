@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from agent.errors import AgentError
     from devtools.local_group import parse_assignments
-    from devtools.simulate import SimulationOptions, parse_outages, run
+    from devtools.simulate import SimulationOptions, exit_status, parse_outages, run
 
     # The console shows the agent's warnings and ServiceNow outcomes; the full
     # log goes to stderr only with --verbose.
@@ -152,7 +152,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 130
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0 if summary["drained"] else 1
+    return exit_status(summary)
 
 
 def _outbox(args: argparse.Namespace) -> int:

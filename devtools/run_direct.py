@@ -33,6 +33,7 @@ log = logging.getLogger("edge_agent.run")
 
 ENV_THING = "AWS_IOT_THING_NAME"
 AWS_IOT_PORT = 8883
+EXIT_MQTT_UNDELIVERED = 4  # messages for the broker were lost, dropped, refused or left spooled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-id", metavar="ID", help="MQTT client id (default: the thing name)"
     )
-    parser.add_argument("--protocol", choices=("3.1.1", "5"), help="MQTT version (default 3.1.1)")
+    parser.add_argument(
+        "--protocol",
+        choices=("3.1.1", "5", "auto"),
+        help="MQTT version (default auto: 5, or 3.1.1 if the broker refuses 5)",
+    )
     parser.add_argument(
         "--sensor",
         metavar="NAME",
@@ -255,8 +260,7 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
         log.info("stopping (%s)", stop_reason.get("why", "done"))
         sensor_app.stop(timeout=0)
         anomaly_app.stop()
-        if bridge is not None:
-            bridge.close()
+        mqtt = bridge.close() if bridge is not None else None
         summary = anomaly_app.summary()
         anomaly_app.outbox.close()
         try:
@@ -270,9 +274,18 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
         summary.get("incidents_opened", 0),
         summary.get("actions_pending", 0),
         ""
-        if bridge is None
-        else "; bridge: {published} published, {dropped} dropped".format(**bridge.stats),
+        if mqtt is None
+        else "; MQTT: {published} published, {rejected} rejected, {dropped} dropped, "
+        "{lost} lost, {kept} kept for the next start".format(**mqtt.as_dict()),
     )
+    if mqtt is not None and mqtt.undelivered:
+        log.error(
+            "%d message(s) for %s were not delivered (exit status %d)",
+            mqtt.undelivered,
+            mqtt.broker,
+            EXIT_MQTT_UNDELIVERED,
+        )
+        return EXIT_MQTT_UNDELIVERED
     return 0
 
 

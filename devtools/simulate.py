@@ -31,6 +31,7 @@ log = logging.getLogger("edge_agent.simulate")
 
 DEV_USER = "edge-agent-dev"
 DRAIN_LIMIT_S = 3600.0  # simulated seconds to keep retrying after the last reading
+EXIT_MQTT_UNDELIVERED = 4  # messages for the broker were lost, dropped, refused or left spooled
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SimulationOptions:
     drain_timeout: float = DRAIN_LIMIT_S
     mqtt_url: Optional[str] = None
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
+    mqtt_close_timeout: float = 10.0  # seconds to wait at the end for the broker to take the rest
 
 
 class Console:
@@ -146,13 +148,6 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         core.add_secret(secret_name, json.dumps({"username": DEV_USER, "password": password}))
 
     bridge = None
-    if options.mqtt_url:
-        from agent.greengrass.mqtt_bridge import BridgeOptions, attach_bridge
-
-        tls = {k: v for k, v in options.mqtt_tls.items() if v}
-        bridge = attach_bridge(core, BridgeOptions(options.mqtt_url, **tls))
-        console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
-
     if options.replay:
         sensor = open_sensor("replay", clock=clock, path=options.replay)
     else:
@@ -185,7 +180,10 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         ),
     )
     started_wall = time.monotonic()
+    mqtt = None
     try:
+        # After the console handler is in place: a broker that refuses at once is shown.
+        bridge = _attach_mqtt(core, options, console)
         ticks = int(duration // options.period)
         if options.fast:
             _run_virtual(clock, sensor_app, anomaly_app, ticks, options.period, set_down)
@@ -196,10 +194,10 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
             drained = _drain_real(anomaly_app, min(options.drain_timeout, 60.0))
             anomaly_app.stop()
     finally:
+        if bridge is not None:
+            mqtt = bridge.close()  # its losses are reported on the console too
         agent_log.removeHandler(handler)
         agent_log.setLevel(previous_level)
-        if bridge is not None:
-            bridge.close()
         if standin is not None:
             incidents_in_standin = len(standin.incidents())
             standin.stop()
@@ -227,6 +225,13 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     summary.update(anomaly_app.summary())
     if incidents_in_standin is not None:
         summary["incidents_in_standin"] = incidents_in_standin
+    if mqtt is not None:
+        summary["mqtt"] = mqtt.summary()
+        console.line(
+            "mqtt",
+            "{published} published, {rejected} rejected, {dropped} dropped, {lost} lost "
+            "(to {broker})".format(**summary["mqtt"]),
+        )
     console.line(
         "done",
         "{} incidents opened, {} updated, {} resolved; {} actions left in the "
@@ -240,6 +245,31 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
     )
     anomaly_app.outbox.close()
     return summary
+
+
+def _attach_mqtt(core: LocalCore, options: SimulationOptions, console: Console) -> Any:
+    """The MQTT bridge for ``--mqtt``, or None."""
+    if not options.mqtt_url:
+        return None
+    from agent.greengrass.mqtt_bridge import BridgeOptions, attach_bridge
+
+    tls = {k: v for k, v in options.mqtt_tls.items() if v}
+    bridge = attach_bridge(
+        core,
+        BridgeOptions(options.mqtt_url, close_timeout=options.mqtt_close_timeout, **tls),
+    )
+    console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
+    return bridge
+
+
+def exit_status(summary: Dict[str, Any]) -> int:
+    """0 when everything was delivered; 1 actions left in the outbox; 4 MQTT messages undelivered."""
+    if not summary["drained"]:
+        return 1
+    mqtt = summary.get("mqtt")
+    if mqtt and mqtt["lost"] + mqtt["dropped"] + mqtt["rejected"] + mqtt["kept"]:
+        return EXIT_MQTT_UNDELIVERED
+    return 0
 
 
 def _round_start(now: float) -> float:

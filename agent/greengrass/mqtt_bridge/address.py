@@ -1,6 +1,10 @@
 """Where the broker is and how to talk to it: ``mqtt(s)://`` URLs, MQTT versions, TLS.
 
-Pure configuration: nothing here opens a connection.
+Pure configuration: nothing here opens a connection. The MQTT version is
+``auto`` unless chosen: MQTT 5 first, and 3.1.1 if the broker refuses 5 with
+the CONNACK the standards prescribe. MQTT 5 matters because its PUBACK says
+when the broker refused a message (an ACL denial); with 3.1.1 Mosquitto
+acknowledges and discards such a message, and nobody can tell.
 """
 
 from __future__ import annotations
@@ -17,14 +21,22 @@ MQTT_PORT = 1883
 MQTTS_PORT = 8883
 AWS_IOT_ALPN = "x-amzn-mqtt-ca"  # AWS IoT Core's ALPN for MQTT with client certificates on 443
 
-_PROTOCOLS = {"3.1.1": "3.1.1", "311": "3.1.1", "4": "3.1.1", "5": "5", "5.0": "5"}
+AUTO = "auto"  # MQTT 5, or 3.1.1 when the broker refuses 5
+_PROTOCOLS = {
+    "3.1.1": "3.1.1",
+    "311": "3.1.1",
+    "4": "3.1.1",
+    "5": "5",
+    "5.0": "5",
+    AUTO: AUTO,
+}
 
 
 class BrokerAddress(NamedTuple):
     host: str
     port: int
     tls: bool
-    protocol: str  # "3.1.1" or "5"
+    protocol: str  # "3.1.1", "5" or "auto"
     client_id: Optional[str]
 
     def __str__(self) -> str:
@@ -36,7 +48,7 @@ def default_client_id() -> str:
 
 
 def normalise_protocol(value: Union[str, int, None]) -> Optional[str]:
-    """``"3.1.1"`` or ``"5"`` from the forms people write; None stays None."""
+    """``"3.1.1"``, ``"5"`` or ``"auto"`` from the forms people write; None stays None."""
     if value is None or value == "":
         return None
     text = str(value).strip().lower()
@@ -47,11 +59,11 @@ def normalise_protocol(value: Union[str, int, None]) -> Optional[str]:
     try:
         return _PROTOCOLS[text]
     except KeyError:
-        raise ConfigError(f"MQTT protocol must be 3.1.1 or 5, got {value!r}")
+        raise ConfigError(f"MQTT protocol must be 3.1.1, 5 or auto, got {value!r}")
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, with ``?protocol=5|3.1.1&client_id=X``."""
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, with ``?protocol=5|3.1.1|auto&client_id=X``."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -76,7 +88,7 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
     if unknown:
         raise ConfigError(f"unknown MQTT URL parameter(s): {', '.join(unknown)}")
     tls = scheme == "mqtts"
-    protocol = normalise_protocol(query.get("protocol", [""])[-1]) or "3.1.1"
+    protocol = normalise_protocol(query.get("protocol", [""])[-1]) or AUTO
     client_id = query.get("client_id", [""])[-1] or None
     return BrokerAddress(
         parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls, protocol, client_id
