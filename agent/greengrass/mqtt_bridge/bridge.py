@@ -292,8 +292,10 @@ class MqttBridge:
             self._report.closed(final, waited, self._spool.kind)
             self._changed.notify_all()
             self._spool.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        # A connect() that outlived its timeout still holds them; that thread ends on its own.
+        if self._network is None or not self._network.is_alive():
+            self._wake_r.close()
+            self._wake_w.close()
         return final
 
     def __enter__(self) -> MqttBridge:

@@ -164,10 +164,9 @@ class Session:
 
 
 def _drain(wake: socket.socket) -> None:
+    """Empty the wake-up socket (non-blocking): one wake-up covers every message waiting."""
     try:
         while wake.recv(4096):
             pass
-    except (BlockingIOError, InterruptedError):
-        pass
-    except OSError:
+    except OSError:  # BlockingIOError: empty
         pass
