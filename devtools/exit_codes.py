@@ -48,7 +48,8 @@ EXIT_CODES: Tuple[ExitCode, ...] = (
     ),
     ExitCode(
         MQTT_LOST,
-        "MQTT messages for the cloud were lost (see `mqtt` in the `--json` summary)",
+        "MQTT messages for the cloud were not delivered: lost, dropped from a full spool, "
+        "refused by the broker, or left in the spool file (see `mqtt` in the `--json` summary)",
         "check the broker address, certificates and policy the console names",
     ),
     ExitCode(
@@ -65,12 +66,17 @@ def exit_code_for(summary: Mapping[str, Any]) -> int:
         return INTERRUPTED
     if summary.get("actions_dead_lettered", 0) or summary.get("messages_rejected", 0):
         return REFUSED
-    mqtt = summary.get("mqtt") or {}
-    if mqtt.get("lost", 0):
+    if mqtt_undelivered(summary):
         return MQTT_LOST
     if summary.get("actions_pending", 0) or not summary.get("drained", True):
         return PENDING
     return OK
+
+
+def mqtt_undelivered(summary: Mapping[str, Any]) -> int:
+    """MQTT messages of this run that did not reach the broker (0 without ``--mqtt``)."""
+    mqtt = summary.get("mqtt") or {}
+    return sum(int(mqtt.get(key, 0)) for key in ("lost", "dropped", "rejected", "kept"))
 
 
 def meaning(code: int) -> str:

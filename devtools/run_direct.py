@@ -33,6 +33,7 @@ log = logging.getLogger("edge_agent.run")
 
 ENV_THING = "AWS_IOT_THING_NAME"
 AWS_IOT_PORT = 8883
+EXIT_MQTT_UNDELIVERED = 4  # messages for the broker were lost, dropped, refused or left spooled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-id", metavar="ID", help="MQTT client id (default: the thing name)"
     )
-    parser.add_argument("--protocol", choices=("3.1.1", "5"), help="MQTT version (default 3.1.1)")
+    parser.add_argument(
+        "--protocol",
+        choices=("3.1.1", "5", "auto"),
+        help="MQTT version (default auto: 5, or 3.1.1 if the broker refuses 5)",
+    )
     parser.add_argument(
         "--sensor",
         metavar="NAME",
@@ -119,8 +124,8 @@ def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
     return url + (f"?protocol={protocol}" if protocol else "")
 
 
-def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Dict[str, Any]]:
-    """attach_bridge's arguments from the command line; None when no broker was given."""
+def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Any]:
+    """The bridge's options (a ``BridgeOptions``) from the command line; None without a broker."""
     thing = args.thing or environ.get(ENV_THING) or None
     client_id = args.client_id or thing
     if args.endpoint:
@@ -135,16 +140,18 @@ def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Option
         url = args.mqtt
     else:
         return None
-    return {
-        "url": url,
-        "client_id": client_id,
-        "ca": args.ca,
-        "cert": args.cert,
-        "key": args.key,
-        "protocol": args.protocol,
-        "spool_path": args.spool_file,
-        "spool_limit_bytes": args.spool_bytes,
-    }
+    from agent.greengrass.mqtt_bridge import BridgeOptions
+
+    return BridgeOptions(
+        url,
+        client_id=client_id,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        protocol=args.protocol,
+        spool_path=args.spool_file,
+        spool_limit_bytes=args.spool_bytes,
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -183,9 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
 
-def _run(
-    args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Dict[str, Any]]
-) -> int:
+def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Any]) -> int:
     from agent.clock import Clock
     from agent.config import SensorSettings
     from agent.greengrass.local import LocalCore
@@ -232,8 +237,7 @@ def _run(
     if settings is not None:
         from agent.greengrass.mqtt_bridge import attach_bridge
 
-        settings = dict(settings)
-        bridge = attach_bridge(core, settings.pop("url"), clock=clock, **settings)
+        bridge = attach_bridge(core, settings, clock=clock)
     else:
         log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
 
@@ -296,8 +300,7 @@ def _run(
         if status is not None:
             status.finish()
             status.close()
-        if bridge is not None:
-            bridge.close()
+        mqtt = bridge.close() if bridge is not None else None
         summary = anomaly_app.summary()
         anomaly_app.outbox.close()
         try:
@@ -311,11 +314,21 @@ def _run(
         summary.get("incidents_opened", 0),
         summary.get("actions_pending", 0),
         ""
-        if bridge is None
-        else "; bridge: {published} published, {dropped} dropped".format(**bridge.stats),
+        if mqtt is None
+        else "; MQTT: {published} published, {rejected} rejected, {dropped} dropped, "
+        "{lost} lost, {kept} kept for the next start".format(**mqtt.as_dict()),
     )
     from devtools.exit_codes import exit_code_for
 
+    if mqtt is not None:
+        summary["mqtt"] = mqtt.summary()
+        if mqtt.undelivered:
+            log.error(
+                "%d message(s) for %s were not delivered (exit status %d)",
+                mqtt.undelivered,
+                mqtt.broker,
+                EXIT_MQTT_UNDELIVERED,
+            )
     return exit_code_for(dict(summary, interrupted=stop_reason.get("why") == "Ctrl-C"))
 
 

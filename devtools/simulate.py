@@ -34,7 +34,7 @@ from agent.sensors import open_sensor
 from agent.sensors.base import METRICS, Sensor
 from agent.topology import STATUS_SWITCH, default_topology
 from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
-from devtools.exit_codes import exit_code_for, meaning
+from devtools.exit_codes import MQTT_LOST, exit_code_for, meaning
 from devtools.local_group import build_group
 from devtools.simulation_checks import Plan, parse_outages, prepare
 from devtools.simulation_loop import (
@@ -54,6 +54,7 @@ log = logging.getLogger("edge_agent.simulate")
 
 DEV_USER = "edge-agent-dev"
 DRAIN_LIMIT_S = 3600.0  # simulated seconds to keep retrying after the last reading
+EXIT_MQTT_UNDELIVERED = MQTT_LOST  # messages for the broker were lost, dropped, refused or kept
 
 
 @dataclass
@@ -73,6 +74,7 @@ class SimulationOptions:
     drain_timeout: float = DRAIN_LIMIT_S
     mqtt_url: Optional[str] = None
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
+    mqtt_close_timeout: float = 10.0  # seconds to wait at the end for the broker to take the rest
     progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
     serve: Optional[str] = None  # [HOST:]PORT of the status page (devtools/status_serve.py)
 
@@ -139,6 +141,7 @@ def _run(
         console.line("state", state_dir)
     standin = None
     bridge = None
+    mqtt = None
     status = None
     start = clock.time()
     interrupted = False
@@ -169,12 +172,8 @@ def _run(
             core.load_secret_file(secret_name, options.secret_file)
         elif secret_value is not None:
             core.add_secret(secret_name, secret_value)
-        if options.mqtt_url:
-            from agent.greengrass.mqtt_bridge import attach_bridge
-
-            tls = {k: v for k, v in options.mqtt_tls.items() if v}
-            bridge = attach_bridge(core, options.mqtt_url, **tls)
-            console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
+        # After the console's warning handler is in place: a broker that refuses at once is shown.
+        bridge = _attach_mqtt(core, options, console)
         sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
         sensor_app.on_reading.append(console.reading)
         sensor_app.on_event.append(console.event)
@@ -231,7 +230,7 @@ def _run(
         raise
     finally:
         if bridge is not None:
-            bridge.close()
+            mqtt = bridge.close()  # its losses are reported on the console too
         incidents_in_standin = None
         if standin is not None:
             incidents_in_standin = len(standin.incidents())
@@ -265,6 +264,13 @@ def _run(
     anomaly_app.outbox.close()
     if incidents_in_standin is not None:
         summary["incidents_in_standin"] = incidents_in_standin
+    if mqtt is not None:
+        summary["mqtt"] = mqtt.summary()
+        console.line(
+            "mqtt",
+            "{published} published, {rejected} rejected, {dropped} dropped, {lost} lost "
+            "(to {broker})".format(**summary["mqtt"]),
+        )
     summary["exit_code"] = exit_code_for(summary)
     summary["state_dir_removed"] = plan.temporary_state and not _kept_for(summary)
     _done_lines(summary, console, plan.temporary_state)
@@ -273,6 +279,26 @@ def _run(
     elif on_finished is not None:
         on_finished(summary)
     return summary
+
+
+def _attach_mqtt(core: LocalCore, options: SimulationOptions, console: Console) -> Any:
+    """The MQTT bridge for ``--mqtt``, or None."""
+    if not options.mqtt_url:
+        return None
+    from agent.greengrass.mqtt_bridge import BridgeOptions, attach_bridge
+
+    tls = {k: v for k, v in options.mqtt_tls.items() if v}
+    bridge = attach_bridge(
+        core,
+        BridgeOptions(options.mqtt_url, close_timeout=options.mqtt_close_timeout, **tls),
+    )
+    console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
+    return bridge
+
+
+def exit_status(summary: Dict[str, Any]) -> int:
+    """The run's exit code (see devtools/exit_codes.py), from its summary."""
+    return exit_code_for(summary)
 
 
 def _start_standin(

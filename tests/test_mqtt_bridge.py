@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
 import socket
 import stat
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import paho.mqtt.client as mqtt
 import pytest
 from mosquitto import Mosquitto, free_port
+from mqtt_helpers import (
+    FAST,
+    READINGS,
+    IoTCoreLikeBroker,
+    Watcher,
+    attach,
+    make_local_ca,
+    new_bridge,
+    reading,
+    wait_until,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
 from agent.greengrass.local import LocalCore
-from agent.greengrass.mqtt_bridge import (
-    MqttBridge,
-    attach_bridge,
-    entry_size,
-    parse_mqtt_url,
-)
+from agent.greengrass.mqtt_bridge import MqttBridge, entry_size, parse_mqtt_url
 from agent.schema import ANOMALY_SCHEMA, READING_SCHEMA
 from agent.topology import (
     ANOMALY_FUNCTION_ID,
@@ -36,98 +39,6 @@ from agent.topology import (
     Subscription,
     default_topology,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-READINGS = "IoTBlog/sensorData"
-FAST = (0.2, 1.0)  # reconnect backoff for tests
-
-
-def _load_make_local_ca() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "make_local_ca", ROOT / "certs-example" / "make_local_ca.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_local_ca"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-make_local_ca = _load_make_local_ca()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-class Watcher:
-    """An external MQTT client, like ``mosquitto_sub -t 'IoTBlog/#'``."""
-
-    def __init__(
-        self,
-        port: int,
-        topic: str = "IoTBlog/#",
-        *,
-        client_id: str = "watcher",
-        persistent: bool = False,
-        protocol: str = "3.1.1",
-        tls: Optional[Any] = None,  # a make_local_ca.LocalCA
-        host: str = "127.0.0.1",
-    ) -> None:
-        self.port = port
-        self.topic = topic
-        self.host = host
-        self.messages: List[Tuple[str, Dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        if protocol == "5":
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-            )
-        else:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=not persistent,
-            )
-        if tls is not None:
-            self.client.tls_set(
-                ca_certs=str(tls.ca), certfile=str(tls.device_cert), keyfile=str(tls.device_key)
-            )
-        self.client.reconnect_delay_set(*FAST)  # type: ignore[arg-type]
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            client.subscribe(self.topic, qos=1)
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self.messages.append((message.topic, json.loads(message.payload)))
-
-    def start(self, timeout: float = 5.0) -> Watcher:
-        self.client.connect(self.host, self.port, keepalive=10)
-        self.client.loop_start()
-        assert self._subscribed.wait(timeout), "the watcher could not subscribe"
-        return self
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def received(self, topic: Optional[str] = None) -> List[Dict[str, Any]]:
-        with self._lock:
-            return [m for t, m in self.messages if topic is None or t == topic]
-
-    def wait_for(self, count: int, topic: Optional[str] = None, timeout: float = 10.0) -> bool:
-        return wait_until(lambda: len(self.received(topic)) >= count, timeout)
 
 
 @pytest.fixture
@@ -162,10 +73,6 @@ def bridges():
         bridge.close(timeout=0)
 
 
-def reading(seq: int) -> Dict[str, Any]:
-    return {"schema": READING_SCHEMA, "device": "pi-test", "seq": seq, "ts": 1790000000.0 + seq}
-
-
 # -- URLs ------------------------------------------------------------------------------------
 
 
@@ -175,11 +82,11 @@ def test_url_forms():
         "broker.local",
         1883,
         False,
-        "3.1.1",
+        "auto",  # MQTT 5, or 3.1.1 if the broker refuses 5
     )
     tls = parse_mqtt_url("mqtts://abc-ats.iot.eu-west-1.amazonaws.com?protocol=5&client_id=pi-1")
     assert (tls.port, tls.tls, tls.protocol, tls.client_id) == (8883, True, "5", "pi-1")
-    assert parse_mqtt_url("mqtt://127.0.0.1:2883?protocol=3.1.1").port == 2883
+    assert parse_mqtt_url("mqtt://127.0.0.1:2883?protocol=3.1.1").protocol == "3.1.1"
     for bad in (
         "http://x",
         "mqtt://",
@@ -193,9 +100,9 @@ def test_url_forms():
 
 def test_certificates_need_tls_and_existing_files(tmp_path):
     with pytest.raises(ConfigError, match="TLS"):
-        MqttBridge("mqtt://127.0.0.1", cert="a.pem", key="a.key")
+        new_bridge("mqtt://127.0.0.1", cert="a.pem", key="a.key")
     with pytest.raises(ConfigError, match="does not exist"):
-        MqttBridge("mqtts://127.0.0.1", ca=str(tmp_path / "missing.pem"))
+        new_bridge("mqtts://127.0.0.1", ca=str(tmp_path / "missing.pem"))
 
 
 # -- readings reach a subscriber -------------------------------------------------------------
@@ -259,7 +166,7 @@ def test_tls_with_client_certificates(tls_broker, local_ca, bridges):
     watcher = Watcher(tls_broker.port, tls=local_ca, host="localhost").start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(
+        bridge = attach(
             core,
             tls_broker.tls_url,
             client_id="pi-test",
@@ -277,34 +184,8 @@ def test_tls_with_client_certificates(tls_broker, local_ca, bridges):
     finally:
         watcher.stop()
     assert [m["seq"] for m in watcher.received(READINGS)] == [0, 1, 2]
-    assert bridge.stats["published"] == 3
+    assert bridge.stats().published == 3
     assert "u'pi-test'" in tls_broker.log_tail(50)  # the certificate's CN became the user name
-
-
-def test_a_client_without_a_certificate_is_refused(tls_broker, local_ca, bridges, caplog):
-    caplog.set_level(logging.WARNING, logger="agent.greengrass.mqtt_bridge")
-    bridge = MqttBridge(tls_broker.tls_url, ca=str(local_ca.ca), reconnect_delay=FAST).start()
-    bridges.append(bridge)
-    assert not bridge.wait_connected(1.0)
-    assert bridge.stats["connects"] == 0
-    assert bridge.last_error
-    # TLS 1.3: "certificate required" after the handshake; TLS 1.2: a handshake failure.
-    assert "SSL" in bridge.last_error or "certificate" in bridge.last_error.lower()
-    assert any(r.levelno == logging.WARNING for r in caplog.records)  # said so, clearly
-
-
-def test_a_broker_with_the_wrong_ca_is_refused(tls_broker, tmp_path, bridges):
-    other = make_local_ca.make_local_ca(tmp_path / "other", "pi-test", tls_broker.port)
-    bridge = MqttBridge(
-        tls_broker.tls_url,
-        ca=str(other.ca),
-        cert=str(other.device_cert),
-        key=str(other.device_key),
-        reconnect_delay=FAST,
-    ).start()
-    bridges.append(bridge)
-    assert not bridge.wait_connected(1.0)
-    assert "CERTIFICATE_VERIFY_FAILED" in (bridge.last_error or "")
 
 
 # -- broker restarts and the spool -----------------------------------------------------------
@@ -314,7 +195,7 @@ def test_messages_published_while_the_broker_is_down_arrive_after_reconnect(brok
     watcher = Watcher(broker.port, persistent=True).start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(core, broker.url, client_id="pi-restart", reconnect_delay=FAST)
+        bridge = attach(core, broker.url, client_id="pi-restart", reconnect_delay=FAST)
         bridges.append(bridge)
         assert bridge.wait_connected(5)
         for seq in range(1, 4):
@@ -326,17 +207,17 @@ def test_messages_published_while_the_broker_is_down_arrive_after_reconnect(brok
         for seq in range(4, 9):
             core.publish(SENSOR_FUNCTION_ID, READINGS, reading(seq))
         assert bridge.pending == 5
-        assert bridge.stats["spooled"] == 5
+        assert bridge.stats().spooled == 5
 
         broker.start()
-        assert bridge.flush(10), bridge.stats
+        assert bridge.flush(10), bridge.stats()
         assert watcher.wait_for(8, READINGS)
     finally:
         watcher.stop()
     seqs = [m["seq"] for m in watcher.received(READINGS)]
     assert list(dict.fromkeys(seqs)) == list(range(1, 9))  # all, in order (QoS 1 may repeat)
-    stats = bridge.stats
-    assert stats["published"] == 8 and stats["reconnects"] == 1 and stats["dropped"] == 0
+    stats = bridge.stats()
+    assert stats.published == 8 and stats.reconnects == 1 and stats.dropped == 0
 
 
 def test_a_full_spool_drops_the_oldest_and_counts_every_drop(broker, bridges, caplog):
@@ -347,7 +228,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_every_drop(broker, bridges, ca
         payloads = [json.dumps({"seq": 100 + i}).encode() for i in range(25)]
         size = entry_size(READINGS, payloads[0])
         assert all(entry_size(READINGS, p) == size for p in payloads)
-        bridge = MqttBridge(
+        bridge = new_bridge(
             broker.url,
             client_id="pi-spool",
             spool_limit_bytes=10 * size + size // 2,
@@ -356,12 +237,12 @@ def test_a_full_spool_drops_the_oldest_and_counts_every_drop(broker, bridges, ca
         bridges.append(bridge)
         for payload in payloads:
             bridge.publish(READINGS, payload)
-        stats = bridge.stats
-        assert stats["dropped"] == 15
-        assert stats["pending"] == 10 and stats["pending_bytes"] == 10 * size
+        stats = bridge.stats()
+        assert stats.dropped == 15
+        assert stats.pending == 10 and stats.pending_bytes == 10 * size
 
         broker.start()
-        assert bridge.flush(10), bridge.stats
+        assert bridge.flush(10), bridge.stats()
         assert watcher.wait_for(10, READINGS)
         time.sleep(0.2)  # nothing more is coming
     finally:
@@ -378,7 +259,7 @@ def test_a_disk_spool_keeps_messages_across_a_restart_of_the_agent(broker, tmp_p
     spool = str(tmp_path / "spool" / "mqtt.sqlite3")
     watcher = Watcher(broker.port).start()
     try:
-        offline = MqttBridge(
+        offline = new_bridge(
             f"mqtt://127.0.0.1:{free_port()}", spool_path=spool, reconnect_delay=FAST
         ).start()
         for seq in range(3):
@@ -386,7 +267,7 @@ def test_a_disk_spool_keeps_messages_across_a_restart_of_the_agent(broker, tmp_p
         assert wait_until(lambda: offline.last_error is not None, 5)
         offline.close(timeout=1)  # the broker is unreachable: nothing is sent, all is kept
 
-        online = MqttBridge(broker.url, spool_path=spool, reconnect_delay=FAST).start()
+        online = new_bridge(broker.url, spool_path=spool, reconnect_delay=FAST).start()
         bridges.append(online)
         assert online.pending == 3
         assert online.flush(5)
@@ -447,7 +328,7 @@ def test_a_message_leaves_the_spool_only_when_the_broker_acknowledges_it(broker,
     proxy = CuttableProxy(broker.port)
     watcher = Watcher(broker.port).start()
     try:
-        bridge = MqttBridge(
+        bridge = new_bridge(
             f"mqtt://127.0.0.1:{proxy.port}", client_id="pi-acks", reconnect_delay=FAST
         ).start()
         bridges.append(bridge)
@@ -457,17 +338,17 @@ def test_a_message_leaves_the_spool_only_when_the_broker_acknowledges_it(broker,
             bridge.publish(READINGS, json.dumps(reading(seq)).encode())
         assert watcher.wait_for(3, READINGS)
         time.sleep(0.1)
-        assert bridge.pending == 3 and bridge.stats["published"] == 0
+        assert bridge.pending == 3 and bridge.stats().published == 0
 
         proxy.swallow.clear()
         proxy.cut()  # the connection dies with three messages unacknowledged
-        assert bridge.flush(10), bridge.stats
+        assert bridge.flush(10), bridge.stats()
         assert watcher.wait_for(6, READINGS)
     finally:
         watcher.stop()
         proxy.close()
-    stats = bridge.stats
-    assert stats["resent"] == 3 and stats["published"] == 3 and stats["reconnects"] == 1
+    stats = bridge.stats()
+    assert stats.resent == 3 and stats.published == 3 and stats.reconnects == 1
     # At least once, never lost: the three again, in order, and nothing else.
     assert [m["seq"] for m in watcher.received(READINGS)] == [0, 1, 2, 0, 1, 2]
 
@@ -513,7 +394,7 @@ def test_a_message_from_the_cloud_reaches_a_subscribed_function(broker, bridges,
         arrived.set()
 
     core.register(ANOMALY_FUNCTION_ID, handler)
-    bridge = attach_bridge(core, broker.url, protocol=protocol, reconnect_delay=FAST)
+    bridge = attach(core, broker.url, protocol=protocol, reconnect_delay=FAST)
     bridges.append(bridge)
     assert bridge.wait_connected(5)  # and subscribed to commands/#
     _external_publish(broker.port, "commands/pi-test/reset", {"action": "reset"}, protocol)
@@ -522,14 +403,14 @@ def test_a_message_from_the_cloud_reaches_a_subscribed_function(broker, bridges,
     assert event == {"action": "reset"}
     assert context.client_context.custom["subject"] == "commands/pi-test/reset"
     assert context.client_context.custom["source"] == CLOUD
-    assert wait_until(lambda: bridge.stats["delivered_from_cloud"] == 1, 2)
+    assert wait_until(lambda: bridge.stats().delivered_from_cloud == 1, 2)
 
 
 def test_mqtt5_end_to_end(broker, bridges):
     watcher = Watcher(broker.port, protocol="5").start()
     try:
         core = LocalCore()
-        bridge = attach_bridge(core, broker.url + "?protocol=5", reconnect_delay=FAST)
+        bridge = attach(core, broker.url + "?protocol=5", reconnect_delay=FAST)
         bridges.append(bridge)
         assert bridge.address.protocol == "5"
         assert bridge.wait_connected(5)
@@ -622,85 +503,9 @@ def test_run_direct_needs_the_thing_name_for_aws(monkeypatch, capsys):
     assert "thing name" in capsys.readouterr().err
 
 
-class _IoTCoreLikeBroker:
-    """A minimal MQTT 3.1.1 broker that answers a publish on a denied topic as AWS IoT
-    Core does: by closing the connection (3.1.1 has no negative PUBACK). Mosquitto
-    acknowledges such a publish instead, so it cannot show this."""
-
-    def __init__(self, denied: str) -> None:
-        import socket as _socket
-
-        self.denied = denied
-        self.delivered: list = []
-        self.connects = 0
-        self._server = _socket.socket()
-        self._server.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(8)
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _packet(conn):
-        head = conn.recv(1)
-        if not head:
-            return None, None
-        multiplier, length = 1, 0
-        while True:
-            byte = conn.recv(1)[0]
-            length += (byte & 127) * multiplier
-            multiplier *= 128
-            if not byte & 128:
-                break
-        body = b""
-        while len(body) < length:
-            chunk = conn.recv(length - len(body))
-            if not chunk:
-                return None, None
-            body += chunk
-        return head[0] >> 4, body
-
-    def _serve(self, conn) -> None:
-        try:
-            while True:
-                kind, body = self._packet(conn)
-                if kind is None:
-                    return
-                if kind == 1:  # CONNECT
-                    self.connects += 1
-                    conn.sendall(b"\x20\x02\x00\x00")
-                elif kind == 3:  # PUBLISH, QoS 1
-                    n = int.from_bytes(body[:2], "big")
-                    topic = body[2 : 2 + n].decode()
-                    if topic == self.denied:
-                        conn.close()
-                        return
-                    self.delivered.append(json.loads(body[4 + n :]))
-                    conn.sendall(b"\x40\x02" + body[2 + n : 4 + n])
-                elif kind == 12:  # PINGREQ
-                    conn.sendall(b"\xd0\x00")
-                elif kind == 14:  # DISCONNECT
-                    return
-        except OSError:
-            return
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._server.close()
-
-
 def test_a_message_the_broker_disconnects_on_is_dropped_and_the_rest_flow(caplog):
-    broker = _IoTCoreLikeBroker(denied="not/allowed")
-    bridge = MqttBridge(
+    broker = IoTCoreLikeBroker(denied="not/allowed")
+    bridge = new_bridge(
         "mqtt://127.0.0.1:{}".format(broker.port), client_id="t", reconnect_delay=(0.05, 0.1)
     ).start()
     try:
@@ -716,5 +521,24 @@ def test_a_message_the_broker_disconnects_on_is_dropped_and_the_rest_flow(caplog
         bridge.close(timeout=1)
         broker.close()
     assert sorted(m["seq"] for m in broker.delivered if m["seq"] >= 0)[-5:] == [1, 2, 3, 4, 5]
-    assert bridge.stats["rejected"] == 1
+    assert bridge.stats().rejected == 1
     assert "dropped it (is the topic allowed by the device's policy?)" in caplog.text
+
+
+def test_an_ack_the_broker_sent_counts_even_if_the_connection_drops_right_after_it():
+    """The broker acknowledges a message and hangs up: it was delivered; never resent."""
+    broker = IoTCoreLikeBroker(hang_up_after_first_ack=True)
+    bridge = new_bridge(
+        f"mqtt://127.0.0.1:{broker.port}", protocol="3.1.1", reconnect_delay=(0.05, 0.1)
+    ).start()
+    try:
+        assert bridge.wait_connected(5)
+        bridge.publish(READINGS, b'{"seq": 1}')
+        assert wait_until(lambda: bridge.stats().reconnects >= 1, 5)  # it hung up; we came back
+        bridge.publish(READINGS, b'{"seq": 2}')
+        assert bridge.flush(5), bridge.stats()
+    finally:
+        final = bridge.close(timeout=0)
+        broker.close()
+    assert [m["seq"] for m in broker.delivered] == [1, 2]  # seq 1 once: not sent again
+    assert (final.published, final.resent, final.rejected) == (2, 0, 0)

@@ -238,10 +238,13 @@ def bridge_collector(bridge: Any) -> Collect:
     """The MQTT bridge's counters (``edge-agent run``/``simulate --mqtt``; a core has its own)."""
 
     def collect() -> Dict[str, Any]:
-        stats = dict(bridge.stats)
-        gauges = {k: stats.pop(k) for k in ("pending", "pending_bytes") if k in stats}
-        gauges["connected"] = 1 if bridge.connected else 0
-        return {"counters": stats, "gauges": gauges}
+        snapshot = bridge.stats().as_dict()
+        gauges = {k: snapshot.pop(k) for k in ("pending", "pending_bytes") if k in snapshot}
+        gauges["connected"] = 1 if snapshot.pop("connected", False) else 0
+        counters = {
+            k: v for k, v in snapshot.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+        return {"counters": counters, "gauges": gauges}
 
     return collect
 

@@ -47,7 +47,12 @@ MESSAGE_OUTCOMES = (
 MQTT_COUNTERS = (
     ("published", "edge_agent_mqtt_published_total", "Messages the broker acknowledged."),
     ("spooled", "edge_agent_mqtt_spooled_total", "Messages that waited in the spool offline."),
-    ("dropped", "edge_agent_mqtt_lost_total", "Messages pushed out of the full spool."),
+    ("dropped", "edge_agent_mqtt_dropped_total", "Messages pushed out of a full spool."),
+    (
+        "lost",
+        "edge_agent_mqtt_lost_total",
+        "Messages left in a memory spool when the bridge closed.",
+    ),
     ("rejected", "edge_agent_mqtt_rejected_total", "Messages the broker refused."),
 )
 
