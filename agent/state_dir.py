@@ -113,7 +113,7 @@ _HELD: Dict[str, Dict[str, object]] = {}
 
 
 def lock_state(
-    state_dir: str, name: str, function: str, grace: float = LOCK_GRACE_SECONDS
+    state_dir: str, name: str, function: str, grace: Optional[float] = None
 ) -> StateLock:
     """Take the exclusive lock ``state_dir/name`` for ``function``, or raise.
 
@@ -133,7 +133,7 @@ def lock_state(
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise unusable_dir_error(state_dir, function, exc)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + (LOCK_GRACE_SECONDS if grace is None else grace)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

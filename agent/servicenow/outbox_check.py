@@ -53,14 +53,12 @@ def problem(db: sqlite3.Connection, path: str) -> Optional[str]:
         lost = lost_wal_commits(path + "-wal", max(0, recovered))
         if lost:
             return (
-                "its write-ahead log is damaged: {} committed transactions after the damage "
+                "{} committed transactions in its write-ahead log follow a damaged frame and "
                 "cannot be read".format(lost)
             )
     rows = db.execute("PRAGMA quick_check").fetchall()
     if [tuple(r) for r in rows] != [("ok",)]:
-        return "it fails SQLite's integrity check: {}".format(
-            "; ".join(str(r[0]) for r in rows[:3])
-        )
+        return "SQLite's integrity check fails: {}".format("; ".join(str(r[0]) for r in rows[:3]))
     return None
 
 
@@ -131,15 +129,13 @@ def read_only_problem(path: str) -> Optional[str]:
     try:
         db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True)
     except sqlite3.Error as exc:
-        return "it cannot be opened: {}".format(exc)
+        return str(exc)
     try:
         rows = db.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
-        return "it cannot be read: {}".format(exc)
+        return str(exc)
     finally:
         db.close()
     if [tuple(r) for r in rows] != [("ok",)]:
-        return "it fails SQLite's integrity check: {}".format(
-            "; ".join(str(r[0]) for r in rows[:3])
-        )
+        return "SQLite's integrity check fails: {}".format("; ".join(str(r[0]) for r in rows[:3]))
     return None

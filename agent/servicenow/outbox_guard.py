@@ -95,8 +95,16 @@ class OutboxGuard:
                 return self._adopt(Outbox(self.path))  # a first start
             folder, moved = self._move_aside()
             outbox = self._adopt(Outbox(self.path), min_sequence=_get(marker, "sequence"))
+            kept = "its leftover files are kept in" if moved else "the record is in"
             self._report(
-                folder, "missing", "is missing", marker, moved, _get(marker, "pending", None), {}
+                folder,
+                "missing",
+                "is missing",
+                "continuing with a fresh outbox; {} {}".format(kept, folder),
+                marker,
+                moved,
+                _get(marker, "pending", None),
+                {},
             )
             return outbox
         _require_writable(self.path)
@@ -110,7 +118,7 @@ class OutboxGuard:
                 check.close()
             raise
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
-            what = "it cannot be read ({})".format(exc)
+            what = str(exc)
         if what is None and check is not None:
             check.close()  # checkpoints the WAL into the file
             return self._open_healthy(marker, marker_state)
@@ -122,7 +130,13 @@ class OutboxGuard:
         carried = outbox.restore(snapshot, _get(marker, "sequence"))
         self._adopt(outbox)
         lost = _possibly_lost(marker, carried.get("pending", 0), snapshot.get("sequence", 0))
-        self._report(folder, "damaged", "is damaged: " + what, marker, moved, lost, carried)
+        outcome = (
+            "{} pending actions it could still read were carried over into a fresh outbox;"
+            " the damaged files are kept in {}".format(carried.get("pending", 0), folder)
+        )
+        self._report(
+            folder, "damaged", "is damaged (" + what + ")", outcome, marker, moved, lost, carried
+        )
         return outbox
 
     def _open_healthy(self, marker: Optional[Dict[str, Any]], marker_state: str) -> Outbox:
@@ -138,7 +152,12 @@ class OutboxGuard:
                 sequence, known
             )
             outbox.restore({}, known)
-            self._report(folder, "rolled back", what, marker, [], lost, {"pending": pending})
+            outcome = "continuing with its {} pending actions; the record is in {}".format(
+                pending, folder
+            )
+            self._report(
+                folder, "rolled back", what, outcome, marker, [], lost, {"pending": pending}
+            )
         elif marker is not None and _identity(self.path) != tuple(marker.get("identity") or ()):
             log.warning(
                 "outbox %s is not the file the agent last used (copied or restored?); using it",
@@ -178,14 +197,22 @@ class OutboxGuard:
                 self._adopt(outbox)
                 log.warning("outbox %s written to disk again", self.path)
             return
+        marker = self._marker()
         what = "was deleted" if identity is None else "was replaced by another file"
-        (folder, moved), carried = outbox.replace_file(self._move_aside)
-        foreign = _pending_in(os.path.join(folder, OUTBOX_FILE)) if identity is not None else None
+        (folder, moved), carried = outbox.replace_file(lambda: self._move_aside(split_own=True))
         self._adopt(outbox)
-        detail = what + " while the agent ran; this agent's actions were carried over"
-        if foreign:
-            detail += "; the file found there holds {} pending actions".format(foreign)
-        self._report(folder, "replaced", detail, self._marker(), moved, foreign or 0, carried)
+        outcome = "its {} pending actions were carried over into a fresh outbox".format(
+            carried.get("pending", 0)
+        )
+        if identity is not None:
+            foreign = _pending_in(os.path.join(folder, OUTBOX_FILE))
+            outcome += (
+                "; the file found there ({} pending actions this agent will not send)"
+                " is kept in {}".format("unreadable, " if foreign is None else foreign, folder)
+            )
+        self._report(
+            folder, "replaced", what + " while the agent ran", outcome, marker, moved, 0, carried
+        )
 
     # -- marker, moving aside, reports ---------------------------------------------------
     def _marker(self) -> Optional[Dict[str, Any]]:
@@ -207,8 +234,14 @@ class OutboxGuard:
         else:
             self._log_error("could not update the outbox marker %s: %s", self.marker_path, error)
 
-    def _move_aside(self, move: bool = True) -> Tuple[str, List[str]]:
-        """Make ``outbox.broken-<time>/`` and move the outbox's files into it; never delete."""
+    def _move_aside(self, move: bool = True, split_own: bool = False) -> Tuple[str, List[str]]:
+        """Make ``outbox.broken-<time>/`` and move the outbox's files into it; never delete.
+
+        With ``split_own``, a WAL or shared-memory file this process has open
+        (the old file's, when the file was deleted or replaced under it) is
+        renamed ``previous-…``: next to a stranger's database under its own
+        name, SQLite would replay it into that database.
+        """
         base = os.path.join(self.state_dir, QUARANTINE_PREFIX + _stamp(time.time()))
         folder, n = base, 1
         while os.path.exists(folder):
@@ -219,8 +252,11 @@ class OutboxGuard:
         for suffix in SIDE_FILES if move else ():
             source = self.path + suffix
             if os.path.exists(source):
-                os.rename(source, os.path.join(folder, OUTBOX_FILE + suffix))
-                moved.append(OUTBOX_FILE + suffix)
+                name = OUTBOX_FILE + suffix
+                if split_own and suffix and _open_here(source):
+                    name = "previous-" + name
+                os.rename(source, os.path.join(folder, name))
+                moved.append(name)
         return folder, moved
 
     def _report(
@@ -228,15 +264,26 @@ class OutboxGuard:
         folder: str,
         reason: str,
         what: str,
+        outcome: str,
         marker: Optional[Dict[str, Any]],
         moved: List[str],
         possibly_lost: Optional[int],
         carried: Dict[str, int],
     ) -> None:
+        """Write ``report.json`` into ``folder`` and say it in one CRITICAL line."""
+        if possibly_lost is None:
+            loss = "an unknown number of queued ServiceNow actions may be lost (no readable marker)"
+        elif possibly_lost:
+            loss = "up to {} queued ServiceNow actions may be lost (the marker counted {})".format(
+                possibly_lost, _describe(marker)
+            )
+        else:
+            loss = "no queued ServiceNow action of this agent was lost"
+        detail = "outbox {} {}: {}; {}".format(self.path, what, loss, outcome)
         record = {
             "detected_at": _stamp(time.time(), iso=True),
             "reason": reason,
-            "detail": "outbox {} {}".format(self.path, what),
+            "detail": detail,
             "possibly_lost": possibly_lost,
             "carried_over": carried,
             "marker": marker,
@@ -245,17 +292,10 @@ class OutboxGuard:
         }
         self.reports.append(dict(record, folder=folder))
         write_json_atomic(os.path.join(folder, REPORT_FILE), record, sync_dir=True)
-        lost = "an unknown number of" if possibly_lost is None else "up to {}".format(possibly_lost)
         log.critical(
-            "outbox %s %s: %s ServiceNow actions may be lost (marker: %s); %d pending actions "
-            "carried over into a fresh outbox; the old files are kept in %s. Check ServiceNow "
-            "for the episodes of that time, then run `edge-agent outbox --state-dir %s --acknowledge`.",
-            self.path,
-            what,
-            lost,
-            _describe(marker),
-            carried.get("pending", 0),
-            folder,
+            "%s. Check ServiceNow for the episodes of that time, then run "
+            "`edge-agent outbox --state-dir %s --acknowledge`.",
+            detail,
             self.state_dir,
         )
 
@@ -300,27 +340,14 @@ def inspect(state_dir: str) -> Dict[str, Any]:
         result["status"] = "loss" if problems else "absent"
         return result
     what = read_only_problem(path)
+    sequence = 0
     if what is None:
-        db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True)
         try:
-            result["counts"] = {
-                t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("pending", "delivered", "dead_letter", "incidents")
-            }
-            rows = db.execute(
-                "SELECT key, kind, status, reason, dead_at FROM dead_letter ORDER BY id"
-            ).fetchall()
-            result["dead_letters"] = [
-                dict(zip(("key", "kind", "status", "reason", "dead_at"), r)) for r in rows
-            ]
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pending'").fetchone()
-            sequence = int(row[0]) if row else 0
+            sequence = _read_only_counts(path, result)
         except sqlite3.DatabaseError as exc:
-            what = "it cannot be read ({})".format(exc)
-        finally:
-            db.close()
+            what = str(exc)
     if what is not None:
-        problems.append("outbox {} {}".format(path, what))
+        problems.append("outbox {} is damaged ({})".format(path, what))
     elif _get(marker, "sequence") > sequence:
         problems.append(
             "outbox {} lost committed transactions (last action id {}, the marker's {})".format(
@@ -329,6 +356,32 @@ def inspect(state_dir: str) -> Dict[str, Any]:
         )
     result["status"] = "loss" if problems else "ok"
     return result
+
+
+def _read_only_counts(path: str, result: Dict[str, Any]) -> int:
+    """Fill in counts and dead letters; return the id sequence. A file whose tables were
+    never written (its WAL is gone) counts as empty."""
+    db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        result["counts"] = {
+            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] if t in tables else 0
+            for t in ("pending", "delivered", "dead_letter", "incidents")
+        }
+        rows = []
+        if "dead_letter" in tables:
+            rows = db.execute(
+                "SELECT key, kind, status, reason, dead_at FROM dead_letter ORDER BY id"
+            ).fetchall()
+        result["dead_letters"] = [
+            dict(zip(("key", "kind", "status", "reason", "dead_at"), r)) for r in rows
+        ]
+        if "sqlite_sequence" not in tables:
+            return 0
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pending'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
 
 
 def list_reports(state_dir: str) -> List[Dict[str, Any]]:
@@ -411,6 +464,23 @@ def _identity(path: str) -> Identity:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _open_here(path: str) -> bool:
+    """Whether this process has ``path`` open (Linux: /proc/self/fd); ``True`` if unknown."""
+    try:
+        target = os.stat(path)
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            st = os.stat("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
 
 
 def _pending_in(path: str) -> Optional[int]:
