@@ -54,11 +54,15 @@ def unusable_dir_error(path: str, function: str, exc: OSError) -> Exception:
             exc.errno, "{} function cannot use stateDir {}: {}".format(function, path, reason)
         )
     uid = os.geteuid()
+    where = "its stateDir {}".format(path)
+    if exc.filename and os.path.abspath(str(exc.filename)) != os.path.abspath(path):
+        where = "{} in its stateDir".format(exc.filename)
     return StateDirError(
-        "{fn} function cannot write its stateDir {path}: {reason} (running as uid {uid}{user}). "
-        "Create it writable by that user, e.g. `sudo install -d -o {uid} -m 0750 {path}`, "
-        "or set stateDir to a writable directory.".format(
-            fn=function, path=path, reason=reason, uid=uid, user=_user_name(uid)
+        "{fn} function cannot write {where}: {reason} (running as uid {uid}{user}). Make the "
+        "directory and its files writable by that user, e.g. `sudo install -d -o {uid} -m 0750 "
+        "{path}` or `sudo chown -R {uid} {path}`, or set stateDir to a writable "
+        "directory.".format(
+            fn=function, where=where, path=path, reason=reason, uid=uid, user=_user_name(uid)
         )
     )
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.config import SensorSettings
+from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.sensor_service import SensorService
@@ -58,7 +59,11 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    service = create_app()
+    try:
+        service = create_app()
+    except AgentError as exc:  # configuration, state directory: the message says what to do
+        log.critical("sensor function cannot start: %s", exc)
+        return 2
     service.run()
     return 0
 

@@ -46,6 +46,13 @@ def main() -> int:
     core = LocalCore()
     core.load_secret_file("greengrass-snow-creds", args.secret)
     if args.uid is not None:
+        # This interpreter's library lives where that user may not read: import what the
+        # agent imports lazily first.
+        import fcntl  # noqa: F401
+        import pwd  # noqa: F401
+        import socket  # noqa: F401
+        import tempfile  # noqa: F401
+
         os.setuid(args.uid)
     if args.fsize is not None:
         _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -66,23 +67,36 @@ def _closed_port_url():
         return "http://127.0.0.1:{}".format(sock.getsockname()[1])
 
 
-def _crashed_with_pending(tmp_path, password, count):
-    """A real anomaly process queues ``count`` actions it cannot deliver, then is SIGKILLed."""
-    secret = tmp_path / "secret.json"
-    secret.write_text(secret_json(password))
-    state = tmp_path / "state"
+@pytest.fixture(scope="module")
+def crashed_original(tmp_path_factory):
+    """A state dir left by a real anomaly process SIGKILLed with 10 actions it could not deliver.
+
+    Made once (it takes a few seconds); each test works on its own copy.
+    """
+    base = tmp_path_factory.mktemp("crashed")
+    secret = base / "secret.json"
+    secret.write_text(secret_json("pw-not-used-no-servicenow-is-reached"))
+    state = base / "state"
     process = AnomalyProcess(_closed_port_url(), str(state), str(secret))
     try:
-        for i in range(count):
+        for i in range(10):
             process.send(_breach(i))
         marker = state / outbox_guard.MARKER_FILE
         # The worker refreshes the marker within CHECK_INTERVAL, without an fsync per action.
         assert wait_until(
-            lambda: json.loads(marker.read_text()).get("pending") == count,
+            lambda: json.loads(marker.read_text()).get("pending") == 10,
             timeout=3 * outbox_guard.CHECK_INTERVAL,
         ), marker.read_text()
     finally:
         process.kill()  # SIGKILL: no clean close, the WAL stays as it was
+    assert (state / "outbox.sqlite3-wal").stat().st_size > 32
+    return state
+
+
+@pytest.fixture
+def crashed(crashed_original, tmp_path):
+    state = tmp_path / "state"
+    shutil.copytree(str(crashed_original), str(state))
     return state
 
 
@@ -174,8 +188,8 @@ def test_a_damaged_page_fails_the_integrity_check_and_readable_rows_are_carried_
     again.close()
 
 
-def test_a_damaged_wal_is_found_though_sqlite_says_nothing(tmp_path, password, core, caplog):
-    state = _crashed_with_pending(tmp_path, password, 10)
+def test_a_damaged_wal_is_found_though_sqlite_says_nothing(crashed, core, caplog):
+    state = crashed
     wal = state / "outbox.sqlite3-wal"
     frames = (wal.stat().st_size - 32) // FRAME
     assert frames > 10
@@ -198,9 +212,9 @@ def test_a_damaged_wal_is_found_though_sqlite_says_nothing(tmp_path, password, c
 
 
 def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_moved_aside_not_replayed(
-    tmp_path, password, core, caplog
+    crashed, core, caplog
 ):
-    state = _crashed_with_pending(tmp_path, password, 10)
+    state = crashed
     os.unlink(str(state / "outbox.sqlite3"))  # its -wal and -shm stay behind
     again = _service(_closed_port_url(), state, core)
     (critical,) = _critical(caplog)
@@ -214,8 +228,8 @@ def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_moved_aside_no
     again.close()
 
 
-def test_a_crash_alone_is_not_mistaken_for_damage(tmp_path, password, core, caplog):
-    state = _crashed_with_pending(tmp_path, password, 10)
+def test_a_crash_alone_is_not_mistaken_for_damage(crashed, core, caplog):
+    state = crashed
     again = _service(_closed_port_url(), state, core)
     assert _critical(caplog) == []
     assert moved_aside(str(state)) == []
@@ -224,8 +238,8 @@ def test_a_crash_alone_is_not_mistaken_for_damage(tmp_path, password, core, capl
     assert _outbox_cli(state).returncode == 0
 
 
-def test_a_deleted_wal_is_reported_as_lost_transactions(tmp_path, password, core, caplog):
-    state = _crashed_with_pending(tmp_path, password, 10)
+def test_a_deleted_wal_is_reported_as_lost_transactions(crashed, core, caplog):
+    state = crashed
     os.unlink(str(state / "outbox.sqlite3-wal"))
     os.unlink(str(state / "outbox.sqlite3-shm"))
     assert "lost committed transactions" in _outbox_cli(state).stderr
