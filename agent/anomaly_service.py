@@ -100,6 +100,7 @@ class AnomalyService:
         self._held_keys: Set[str] = set()
         self._held_lock = threading.RLock()
         self._held_since: Optional[float] = None
+        self._pause_before_fault = 0.0
         self._next_flush_at = 0.0
         self._write_error: Optional[str] = None
         self._last_hold_log = float("-inf")
@@ -178,7 +179,8 @@ class AnomalyService:
         the outbox's key check ignores it.
         """
         corr = action.correlation_id
-        keys = [k for k in self._held_keys if k.startswith(corr + "#")]
+        with self._held_lock:  # the worker may be writing held actions out
+            keys = [k for k in self._held_keys if k.startswith(corr + "#")]
         try:
             keys.extend(self.outbox.keys_for(corr))
         except Exception as exc:
@@ -218,6 +220,7 @@ class AnomalyService:
         self.counts["held"] += 1
         if self._held_since is None:
             self._held_since = self.clock.time()
+            self._pause_before_fault = self.deliverer.paused_until
         return True
 
     def _write_failed(self, exc: BaseException) -> None:
@@ -239,7 +242,7 @@ class AnomalyService:
             )
 
     def _flush_held(self) -> int:
-        """Write held actions to the outbox in order until one fails; return how many left."""
+        """Write held actions to the outbox in order until one fails; return how many went."""
         written = 0
         while self._held:
             action = self._held[0]
@@ -269,6 +272,11 @@ class AnomalyService:
         )
         self._held_since = None
         self._write_error = None
+        # Delivery paused during the fault because it could not record its outcomes; the
+        # disk takes writes again, so resume now. A pause set before the fault stands.
+        self.deliverer.paused_until = min(
+            self.deliverer.paused_until, max(self._pause_before_fault, self.clock.time())
+        )
         self._wake.set()
         return written
 

@@ -187,6 +187,8 @@ def _run_episodes_through_a_fault(standin, password, tmp_path, state_dir, begin,
     assert all(i["state"] == "6" for i in incidents)
     assert summary["actions_dropped"] == 0 and health["ok"] is True
     assert sum("cannot write the outbox" in line for line in process.log) <= 1 + fault_seconds / 60
+    # Delivery resumes when the disk does, not after the 60 s back-off for local faults.
+    assert drain_seconds < 30
     print(
         "\n{} episodes, fault {:.1f}s, up to {} actions held, all delivered {:.1f}s after it".format(
             EPISODES, fault_seconds, held_during_fault, drain_seconds

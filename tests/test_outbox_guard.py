@@ -211,10 +211,9 @@ def test_a_damaged_wal_is_found_though_sqlite_says_nothing(crashed, core, caplog
     assert _outbox_cli(state).returncode == 3
 
 
-def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_moved_aside_not_replayed(
-    crashed, core, caplog
-):
+def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_kept_aside(crashed, core, caplog):
     state = crashed
+    crashed_wal_bytes = (state / "outbox.sqlite3-wal").read_bytes()
     os.unlink(str(state / "outbox.sqlite3"))  # its -wal and -shm stay behind
     again = _service(_closed_port_url(), state, core)
     (critical,) = _critical(caplog)
@@ -222,7 +221,10 @@ def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_moved_aside_no
     folder, report = _report(state)
     assert sorted(report["moved"]) == ["outbox.sqlite3-shm", "outbox.sqlite3-wal"]
     assert folder in critical
-    # A stale WAL next to a new database would be replayed into it: it is gone from there.
+    # The stale WAL holds the lost actions: kept as evidence, not overwritten by the new
+    # outbox's own WAL, and nothing of it mixed into the new database.
+    kept = state / folder / "outbox.sqlite3-wal"
+    assert kept.read_bytes() == (crashed_wal_bytes)
     assert again.outbox.counts()["pending"] == 0
     assert again.handle(_breach(11)) is True
     again.close()
