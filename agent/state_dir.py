@@ -28,8 +28,8 @@ from .errors import AgentError, ConfigError
 log = logging.getLogger(__name__)
 
 # A conflicting lock is retried this long before giving up: `edge-agent outbox`
-# holds the anomaly lock for a moment while it checks a stopped agent's outbox.
-LOCK_GRACE_SECONDS = 3.0
+# takes it for an instant to see whether an agent is running.
+LOCK_GRACE_SECONDS = 1.0
 _PERMANENT = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
 
 

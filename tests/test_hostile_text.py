@@ -85,7 +85,7 @@ MIXED = st.tuples(PIECES, st.integers(0, 9), RARE).map(lambda t: t[0] + t[2] if 
 ACCEPTED = []
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(text=MIXED, limit=st.integers(min_value=1, max_value=300))
 def test_clean_text_leaves_nothing_forbidden_and_is_stable(text, limit):
     cleaned = clean_text(text, limit)

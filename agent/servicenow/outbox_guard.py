@@ -19,9 +19,10 @@ every ``CHECK_INTERVAL`` seconds): a stat tells whether the file at the path is
 still the one opened. If it was deleted or replaced, this process's rows (its
 connection still reads the old file) go into a fresh file, whatever was put at
 the path is moved aside, and the same CRITICAL line and report are written.
-The marker's counts are refreshed when they change, without an fsync: the
-marker may lag a few seconds behind, never run ahead, so "behind the marker"
-always means lost transactions. Only a new outbox file's marker is synced.
+The marker's counts are refreshed when they change, at most every
+``MARKER_INTERVAL`` and without an fsync (never in the handler): the marker may
+lag a few seconds behind, never run ahead, so "behind the marker" always means
+lost transactions. Only a new outbox file's marker is synced.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ LOCK_FILE = "outbox.lock"
 QUARANTINE_PREFIX = "outbox.broken-"
 REPORT_FILE = "report.json"
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
-CHECK_INTERVAL = 5.0
+CHECK_INTERVAL = 5.0  # seconds between stats of the outbox file
+MARKER_INTERVAL = 1.0  # seconds between marker refreshes (only when the counts changed)
 MARKER_VERSION = 1
 ERROR_LOG_INTERVAL = 60.0
 
@@ -64,6 +66,7 @@ class OutboxGuard:
         self._identity: Identity = None
         self._written: Optional[Tuple[int, int]] = None
         self._next_check = 0.0
+        self._next_marker = 0.0
         self._last_error_log = float("-inf")
 
     # -- start ------------------------------------------------------------------------
@@ -178,14 +181,15 @@ class OutboxGuard:
     def maintain(self, outbox: Outbox, force: bool = False) -> None:
         """Check the file is still the one opened and refresh the marker; cheap, rate-limited."""
         now = time.monotonic()
-        if not force and now < self._next_check:
-            return
-        self._next_check = now + CHECK_INTERVAL
         try:
-            identity = None if outbox.in_memory else _identity(self.path)
-            if outbox.in_memory or identity != self._identity:
-                self._replaced_while_running(outbox, identity)
-            elif outbox.progress() != self._written:
+            if force or now >= self._next_check:
+                self._next_check = now + CHECK_INTERVAL
+                identity = None if outbox.in_memory else _identity(self.path)
+                if outbox.in_memory or identity != self._identity:
+                    self._replaced_while_running(outbox, identity)
+                    return
+            if now >= self._next_marker and outbox.progress() != self._written:
+                self._next_marker = now + MARKER_INTERVAL
                 self._write_marker(outbox, durable=False)
         except (sqlite3.Error, OSError) as exc:
             self._log_error("could not check the outbox %s: %s", self.path, exc)
