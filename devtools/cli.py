@@ -175,7 +175,7 @@ def _outbox(args: argparse.Namespace) -> int:
     import time
 
     from agent.servicenow.outbox import Outbox
-    from agent.servicenow.outbox_guard import acknowledge, inspect
+    from agent.servicenow.outbox_inspect import acknowledge, inspect
 
     if args.acknowledge:
         count = acknowledge(args.state_dir)

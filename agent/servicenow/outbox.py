@@ -8,6 +8,11 @@ anomaly message never queues its action twice.
 
 Actions of one incident are delivered in order: only the oldest pending action
 per ``correlation_id`` is ever due.
+
+The file itself (one process at a time, never silently missing, damaged or
+replaced) is looked after by :mod:`.outbox_guard`; this class only offers it
+what it needs: :meth:`Outbox.progress`, :func:`read_tables`,
+:meth:`Outbox.restore` and :meth:`Outbox.replace_file`.
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ import sqlite3
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..state_dir import StateDirError, StateLock, is_locked, lock_state, prepare_state_dir
+from ..state_dir import StateDirError, StateLock, lock_state, prepare_state_dir
 from ..state_file import read_json, try_write_json, write_json_atomic
 from .outbox import Outbox, read_tables
-from .outbox_check import open_for_check, problem, read_only_problem
+from .outbox_check import open_for_check, problem
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class OutboxGuard:
             self._lock = None
 
     def _open_checked(self) -> Outbox:
-        marker, marker_state = _read_marker(self.marker_path)
+        marker, marker_state = read_marker(self.marker_path)
         if not os.path.exists(self.path):
             leftovers = [s for s in SIDE_FILES if os.path.exists(self.path + s)]
             if marker_state == "absent" and not leftovers:
                 return self._adopt(Outbox(self.path))  # a first start
             folder, moved = self._move_aside()
-            outbox = self._adopt(Outbox(self.path), min_sequence=_get(marker, "sequence"))
+            outbox = self._adopt(Outbox(self.path), min_sequence=marker_value(marker, "sequence"))
             kept = "its leftover files are kept in" if moved else "the record is in"
             self._report(
                 folder,
@@ -106,7 +106,7 @@ class OutboxGuard:
                 "continuing with a fresh outbox; {} {}".format(kept, folder),
                 marker,
                 moved,
-                _get(marker, "pending", None),
+                marker_value(marker, "pending", None),
                 {},
             )
             return outbox
@@ -130,7 +130,7 @@ class OutboxGuard:
         if check is not None:
             check.close()  # after the move, so closing cannot delete the damaged WAL
         outbox = Outbox(self.path)
-        carried = outbox.restore(snapshot, _get(marker, "sequence"))
+        carried = outbox.restore(snapshot, marker_value(marker, "sequence"))
         self._adopt(outbox)
         lost = _possibly_lost(marker, carried.get("pending", 0), snapshot.get("sequence", 0))
         outcome = (
@@ -145,7 +145,7 @@ class OutboxGuard:
     def _open_healthy(self, marker: Optional[Dict[str, Any]], marker_state: str) -> Outbox:
         outbox = Outbox(self.path)
         pending, sequence = outbox.progress()
-        known = _get(marker, "sequence")
+        known = marker_value(marker, "sequence")
         if known > sequence:
             # Committed enqueues are gone (its WAL deleted, a backup restored):
             # what is left is consistent, so keep using it, but say so.
@@ -168,13 +168,18 @@ class OutboxGuard:
             )
         if marker_state == "unreadable":
             log.warning("outbox marker %s was unreadable; writing it again", self.marker_path)
-        return self._adopt(outbox)
+        return self._adopt(outbox, marker)
 
-    def _adopt(self, outbox: Outbox, min_sequence: int = 0) -> Outbox:
+    def _adopt(
+        self, outbox: Outbox, marker: Optional[Dict[str, Any]] = None, min_sequence: int = 0
+    ) -> Outbox:
+        """Use ``outbox`` from now on and record it in the marker; synced only when the marker
+        did not know this file (a first start, a fresh or moved file)."""
         if min_sequence:
             outbox.restore({}, min_sequence)
         self._identity = None if outbox.in_memory else _identity(self.path)
-        self._write_marker(outbox, durable=True)
+        known = marker is not None and tuple(marker.get("identity") or ()) == self._identity
+        self._write_marker(outbox, durable=not known)
         return outbox
 
     # -- while running ------------------------------------------------------------------
@@ -220,7 +225,7 @@ class OutboxGuard:
 
     # -- marker, moving aside, reports ---------------------------------------------------
     def _marker(self) -> Optional[Dict[str, Any]]:
-        return _read_marker(self.marker_path)[0]
+        return read_marker(self.marker_path)[0]
 
     def _write_marker(self, outbox: Outbox, durable: bool) -> None:
         pending, sequence = outbox.progress()
@@ -230,7 +235,7 @@ class OutboxGuard:
             "identity": list(self._identity) if self._identity else None,
             "pending": pending,
             "sequence": sequence,
-            "updated_at": _stamp(time.time(), iso=True),
+            "updated_at": stamp(time.time(), iso=True),
         }
         error = try_write_json(self.marker_path, data, sync=durable, sync_dir=durable)
         if error is None:
@@ -246,7 +251,7 @@ class OutboxGuard:
         renamed ``previous-…``: next to a stranger's database under its own
         name, SQLite would replay it into that database.
         """
-        base = os.path.join(self.state_dir, QUARANTINE_PREFIX + _stamp(time.time()))
+        base = os.path.join(self.state_dir, QUARANTINE_PREFIX + stamp(time.time()))
         folder, n = base, 1
         while os.path.exists(folder):
             n += 1
@@ -279,13 +284,13 @@ class OutboxGuard:
             loss = "an unknown number of queued ServiceNow actions may be lost (no readable marker)"
         elif possibly_lost:
             loss = "up to {} queued ServiceNow actions may be lost (the marker counted {})".format(
-                possibly_lost, _describe(marker)
+                possibly_lost, describe_marker(marker)
             )
         else:
             loss = "no queued ServiceNow action of this agent was lost"
         detail = "outbox {} {}: {}; {}".format(self.path, what, loss, outcome)
         record = {
-            "detected_at": _stamp(time.time(), iso=True),
+            "detected_at": stamp(time.time(), iso=True),
             "reason": reason,
             "detail": detail,
             "possibly_lost": possibly_lost,
@@ -310,115 +315,8 @@ class OutboxGuard:
             log.error(message, *args)
 
 
-# -- for `edge-agent outbox` ------------------------------------------------------------
-def inspect(state_dir: str) -> Dict[str, Any]:
-    """What ``edge-agent outbox`` shows: status, problems, counts. Reads only.
-
-    ``status`` is ``ok``, ``absent`` (no outbox was ever made here) or
-    ``loss`` (a report not yet acknowledged, a missing or damaged outbox, or
-    one behind its marker).
-    """
-    path = os.path.join(state_dir, OUTBOX_FILE)
-    marker, marker_state = _read_marker(os.path.join(state_dir, MARKER_FILE))
-    result: Dict[str, Any] = {
-        "state_dir": state_dir,
-        "outbox": path,
-        "marker": marker,
-        "running": is_locked(os.path.join(state_dir, LOCK_FILE)),
-        "reports": list_reports(state_dir),
-        "problems": [],
-    }
-    problems = result["problems"]
-    problems.extend(
-        "{}: {}".format(r["folder"], r.get("detail"))
-        for r in result["reports"]
-        if not r.get("acknowledged_at")
-    )
-    if not os.path.exists(path):
-        if marker_state != "absent":
-            problems.append(
-                "outbox {} is missing; {}: those actions may be lost".format(
-                    path, _describe(marker)
-                )
-            )
-        result["status"] = "loss" if problems else "absent"
-        return result
-    what = read_only_problem(path)
-    sequence = 0
-    if what is None:
-        try:
-            sequence = _read_only_counts(path, result)
-        except sqlite3.DatabaseError as exc:
-            what = str(exc)
-    if what is not None:
-        problems.append("outbox {} is damaged ({})".format(path, what))
-    elif _get(marker, "sequence") > sequence:
-        problems.append(
-            "outbox {} lost committed transactions (last action id {}, the marker's {})".format(
-                path, sequence, _get(marker, "sequence")
-            )
-        )
-    result["status"] = "loss" if problems else "ok"
-    return result
-
-
-def _read_only_counts(path: str, result: Dict[str, Any]) -> int:
-    """Fill in counts and dead letters; return the id sequence. A file whose tables were
-    never written (its WAL is gone) counts as empty."""
-    db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True)
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        result["counts"] = {
-            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] if t in tables else 0
-            for t in ("pending", "delivered", "dead_letter", "incidents")
-        }
-        rows = []
-        if "dead_letter" in tables:
-            rows = db.execute(
-                "SELECT key, kind, status, reason, dead_at FROM dead_letter ORDER BY id"
-            ).fetchall()
-        result["dead_letters"] = [
-            dict(zip(("key", "kind", "status", "reason", "dead_at"), r)) for r in rows
-        ]
-        if "sqlite_sequence" not in tables:
-            return 0
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pending'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        db.close()
-
-
-def list_reports(state_dir: str) -> List[Dict[str, Any]]:
-    """Every ``outbox.broken-*/report.json`` in ``state_dir``, oldest first."""
-    reports = []
-    try:
-        names = sorted(n for n in os.listdir(state_dir) if n.startswith(QUARANTINE_PREFIX))
-    except OSError:
-        return []
-    for name in names:
-        folder = os.path.join(state_dir, name)
-        record = read_json(os.path.join(folder, REPORT_FILE)) or {
-            "detail": "moved-aside outbox files without a readable report"
-        }
-        reports.append(dict(record, folder=folder))
-    return reports
-
-
-def acknowledge(state_dir: str) -> int:
-    """Mark every unacknowledged report as seen (the files stay); return how many."""
-    count = 0
-    for record in list_reports(state_dir):
-        if record.get("acknowledged_at"):
-            continue
-        folder = record.pop("folder")
-        record["acknowledged_at"] = _stamp(time.time(), iso=True)
-        if write_json_atomic(os.path.join(folder, REPORT_FILE), record):
-            count += 1
-    return count
-
-
 # -- helpers -------------------------------------------------------------------------
-def _read_marker(path: str) -> Tuple[Optional[Dict[str, Any]], str]:
+def read_marker(path: str) -> Tuple[Optional[Dict[str, Any]], str]:
     if not os.path.exists(path):
         return None, "absent"
     data = read_json(path)
@@ -427,7 +325,7 @@ def _read_marker(path: str) -> Tuple[Optional[Dict[str, Any]], str]:
     return data, "ok"
 
 
-def _get(marker: Optional[Dict[str, Any]], key: str, default: Any = 0) -> Any:
+def marker_value(marker: Optional[Dict[str, Any]], key: str, default: Any = 0) -> Any:
     value = (marker or {}).get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -440,7 +338,9 @@ def _possibly_lost(
     if marker is None:
         return None
     return max(
-        0, _get(marker, "pending") - carried_pending, _get(marker, "sequence") - carried_sequence
+        0,
+        marker_value(marker, "pending") - carried_pending,
+        marker_value(marker, "sequence") - carried_sequence,
     )
 
 
@@ -456,10 +356,12 @@ def _require_writable(path: str) -> None:
             )
 
 
-def _describe(marker: Optional[Dict[str, Any]]) -> str:
+def describe_marker(marker: Optional[Dict[str, Any]]) -> str:
     if marker is None:
         return "no readable marker"
-    return "{} pending at {}".format(_get(marker, "pending", "?"), marker.get("updated_at", "?"))
+    return "{} pending at {}".format(
+        marker_value(marker, "pending", "?"), marker.get("updated_at", "?")
+    )
 
 
 def _identity(path: str) -> Identity:
@@ -498,5 +400,5 @@ def _pending_in(path: str) -> Optional[int]:
         return None
 
 
-def _stamp(ts: float, iso: bool = False) -> str:
+def stamp(ts: float, iso: bool = False) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ" if iso else "%Y%m%dT%H%M%SZ", time.gmtime(ts))
