@@ -7,7 +7,8 @@ worker thread, prints ``READY <pid>`` and then reads commands, one per line:
 * a JSON object: an anomaly message, handed to the function's handler;
 * ``health`` / ``summary``: prints ``HEALTH {...}`` / ``SUMMARY {...}``;
 * ``drain SECONDS``: waits until nothing is pending or held; prints ``DRAINED`` or ``NOT-DRAINED``;
-* ``raise-fsize``: lifts this process's RLIMIT_FSIZE back to its hard limit (space returns);
+* ``fsize BYTES``: sets this process's RLIMIT_FSIZE (no file may grow past BYTES);
+* ``raise-fsize``: lifts it back to its hard limit (space returns);
 * ``quit``: stops the worker, closes the outbox, exits 0.
 
 ``--fsize BYTES`` sets RLIMIT_FSIZE once started; ``--uid N`` drops to that user before the
@@ -89,6 +90,10 @@ def main() -> int:
                 time.sleep(0.1)
             drained = service.next_attempt_at() is None
             print("DRAINED" if drained else "NOT-DRAINED", flush=True)
+        elif command.startswith("fsize "):
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (int(command.split()[1]), hard))
+            print("LIMITED", flush=True)
         elif command == "raise-fsize":
             _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
             resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))

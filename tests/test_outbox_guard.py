@@ -348,3 +348,31 @@ def test_a_real_process_survives_its_outbox_being_deleted_or_replaced(
     assert len(standin.incidents()) == 5  # nothing of its own lost
     assert _outbox_cli(state).returncode == 3
     assert len(moved_aside(str(state))) == 1
+
+
+@pytest.mark.slow
+def test_replaced_while_no_file_can_be_written_the_rows_wait_in_memory_then_go_to_disk(
+    tmp_path, password, standin
+):
+    secret = tmp_path / "secret.json"
+    secret.write_text(secret_json(password))
+    state = tmp_path / "state"
+    standin.faults.down = True
+    process = AnomalyProcess(standin.url, str(state), str(secret))
+    try:
+        for i in range(2):
+            process.send(_breach(i))
+        assert process.ask("fsize 0") == "LIMITED"  # from now on no file may grow at all
+        os.unlink(str(state / "outbox.sqlite3"))
+        process.wait_for_log("CRITICAL", timeout=3 * outbox_guard.CHECK_INTERVAL)
+        assert process.health()["outbox_in_memory"] is True
+        process.send(_breach(2))  # taken, in memory with the rest
+        assert process.ask("raise-fsize") == "RAISED"
+        process.wait_for_log("written to disk again", timeout=3 * outbox_guard.CHECK_INTERVAL)
+        assert _pending_in(state / "outbox.sqlite3") == 3  # on disk again, all of them
+        standin.faults.down = False
+        assert process.ask("drain 60") == "DRAINED", process.log_text()
+        assert process.quit() == 0
+    finally:
+        process.kill()
+    assert len(standin.incidents()) == 3

@@ -201,7 +201,7 @@ class OutboxGuard:
 
     def _replaced_while_running(self, outbox: Outbox, identity: Identity) -> None:
         if outbox.in_memory:  # a fresh file could not be created last time: try again
-            _, counts = outbox.replace_file(lambda: None)
+            outbox.replace_file(lambda: None)
             if not outbox.in_memory:
                 self._adopt(outbox)
                 log.warning("outbox %s written to disk again", self.path)
@@ -215,10 +215,12 @@ class OutboxGuard:
         )
         if identity is not None:
             foreign = _pending_in(os.path.join(folder, OUTBOX_FILE))
-            outcome += (
-                "; the file found there ({} pending actions this agent will not send)"
-                " is kept in {}".format("unreadable, " if foreign is None else foreign, folder)
+            holds = (
+                "unreadable"
+                if foreign is None
+                else "{} pending actions this agent will not send".format(foreign)
             )
+            outcome += "; the file found there ({}) is kept in {}".format(holds, folder)
         self._report(
             folder, "replaced", what + " while the agent ran", outcome, marker, moved, 0, carried
         )
