@@ -226,3 +226,23 @@ def test_40_episodes_across_a_file_size_limit_all_reach_servicenow(standin, pass
         "--fsize",
         str(200 * 1024),
     )
+
+
+def test_a_pause_servicenow_asked_for_before_the_fault_still_stands_after_it(standin, core, clock):
+    with tmpfs("2m") as disk:
+        service = _service(standin, os.path.join(disk, "state"), core, clock)
+        standin.faults.rate_limit_next(1, retry_after=120)
+        service.handle(_episode(0))
+        assert service.pump() == 0  # 429: wait 120 s
+        resume_at = service.deliverer.paused_until
+        ballast = fill(disk)
+        assert service.handle(_episode(1)) is True  # held
+        os.unlink(ballast)
+        clock.advance(anomaly_service.HELD_RETRY_SECONDS)
+        service.pump()
+        assert service.health()["actions_held"] == 0
+        assert service.deliverer.paused_until == resume_at  # not cut short by the recovery
+        assert service.pump() == 0 and standin.incidents() == []
+        clock.advance_to(resume_at)
+        assert service.pump() == 2
+        service.close()
