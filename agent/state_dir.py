@@ -106,14 +106,24 @@ class StateLock:
             entry = _HELD.get(self.key)
             if entry is None:
                 return
-            entry["count"] -= 1  # type: ignore[operator]
-            if entry["count"] <= 0:  # type: ignore[operator]
+            entry.count -= 1
+            if entry.count <= 0:
                 del _HELD[self.key]
-                os.close(entry["fd"])  # type: ignore[arg-type]  # closing drops the flock
+                os.close(entry.fd)  # closing drops the flock
+
+
+class _Held:
+    """This process's open, locked lock file and how many holders share it."""
+
+    __slots__ = ("fd", "count")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.count = 1
 
 
 _REGISTRY_LOCK = threading.Lock()
-_HELD: Dict[str, Dict[str, object]] = {}
+_HELD: Dict[str, _Held] = {}
 
 
 def lock_state(
@@ -131,7 +141,7 @@ def lock_state(
     with _REGISTRY_LOCK:
         entry = _HELD.get(key)
         if entry is not None:
-            entry["count"] += 1  # type: ignore[operator]
+            entry.count += 1
             return StateLock(key, path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -154,7 +164,7 @@ def lock_state(
                     )
                 time.sleep(0.05)
         _write_holder(fd, path, function)
-        _HELD[key] = {"fd": fd, "count": 1}
+        _HELD[key] = _Held(fd)
         return StateLock(key, path)
 
 
