@@ -88,8 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="show the anomaly function's outbox and whether actions were lost; requeue dead letters",
         description="Show the anomaly function's outbox (JSON on stdout) and any sign that queued "
         "ServiceNow actions were lost (on stderr): an outbox that is missing, damaged or behind "
-        "its marker, or one the agent moved aside into DIR/outbox.broken-<time>/. Reads only, "
-        "so it is safe while the agent runs.",
+        "its marker, or one the agent moved aside into DIR/outbox.broken-<time>/. Without "
+        "--requeue-dead or --acknowledge it only reads, so it is safe while the agent runs.",
         epilog="exit status: 0 the outbox is healthy; 2 there is no outbox in DIR (none was "
         "ever made there); 3 actions may have been lost: check ServiceNow for the episodes of "
         "that time, then run again with --acknowledge (the moved-aside files stay).",
@@ -107,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     box.add_argument(
         "--acknowledge",
         action="store_true",
-        help="mark the reports of moved-aside outboxes as seen (exit 0 again); deletes nothing",
+        help="mark the reports of moved-aside outboxes as seen, so they no longer count for exit "
+        "status 3; deletes nothing",
     )
     sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
