@@ -25,6 +25,9 @@ import unicodedata
 _CODE_MARKUP = re.compile(r"\[\s*/?\s*code\s*\]", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
+# Anything that needs the slow path: not printable ASCII, markup characters, or
+# whitespace to collapse or strip. Device names almost never have any.
+_NEEDS_WORK = re.compile(r"[^\x21-\x7e ]|[\[<>]|  |^ | $")
 # Categories removed: Cc control, Cf format (bidi, zero-width), Cs surrogate,
 # Co private use, Cn unassigned; Zl/Zp (U+2028/9) become spaces.
 _DROP = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
@@ -36,6 +39,8 @@ def clean_text(value: str, limit: int = 200) -> str:
     """``value`` without markup, tags, control, format or bidi characters; see the module doc."""
     if not value:
         return ""
+    if len(value) <= limit and not _NEEDS_WORK.search(value):
+        return value
     text = "".join(_clean_char(c) for c in value)
     previous = None
     while previous != text:  # "[co[code]de]" is "[code]" once the inner one is gone
