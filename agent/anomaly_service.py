@@ -5,15 +5,24 @@ loses nothing when ServiceNow is down. A worker thread (or the simulation, in
 virtual time) delivers from the outbox. This is why the anomaly function runs
 pinned: an on-demand Greengrass V1 function may not live between messages to
 retry what is queued.
+
+An action the outbox cannot take (disk full, I/O error, read-only file system,
+a file-size limit) is held in memory, in order, and written as soon as a write
+succeeds: retried on every new message and by the worker every few seconds.
+While anything is held, ``health()`` says so and an ERROR is logged at most
+once a minute; only when ``MAX_HELD_ACTIONS`` are held is the oldest dropped,
+counted and logged. The outbox file itself is watched by
+:class:`~agent.servicenow.outbox_guard.OutboxGuard` (lock, marker, integrity).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import os
 import random
+import sqlite3
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Deque, Dict, List, Optional, Set
 
 from .clock import SYSTEM_CLOCK, Clock
 from .config import AnomalySettings
@@ -23,12 +32,17 @@ from .greengrass.base import Runtime
 from .schema import decode, validate_anomaly
 from .servicenow.client import TableClient
 from .servicenow.delivery import Deliverer
-from .servicenow.incidents import action_for
+from .servicenow.incidents import Action, action_for
 from .servicenow.outbox import Outbox
+from .servicenow.outbox_guard import CHECK_INTERVAL, OutboxGuard
+from .servicenow.text import clean_text
 
 log = logging.getLogger(__name__)
 
 PRUNE_DELIVERED_AFTER = 7 * 24 * 3600.0
+MAX_HELD_ACTIONS = 1000  # a few MB at most; episodes are rare, so days of them
+HELD_RETRY_SECONDS = 2.0
+HOLD_LOG_INTERVAL = 60.0
 
 
 class AnomalyService:
@@ -44,7 +58,11 @@ class AnomalyService:
         self.settings = settings
         self.runtime = runtime
         self.clock = clock or SYSTEM_CLOCK
-        self.outbox = outbox or Outbox(os.path.join(settings.state_dir, "outbox.sqlite3"))
+        self.guard: Optional[OutboxGuard] = None
+        if outbox is None:
+            self.guard = OutboxGuard(settings.state_dir)
+            outbox = self.guard.open()
+        self.outbox = outbox
         self.credentials = CredentialsProvider(
             runtime.get_secret, settings.secret_id, ttl=settings.secret_ttl, clock=self.clock
         )
@@ -71,48 +89,196 @@ class AnomalyService:
             "queued": 0,
             "duplicates": 0,
             "throttled": 0,
+            "out_of_order": 0,
+            "held": 0,
+            "dropped": 0,
+            "errors": 0,
         }
         self._last_update_ts: Dict[str, float] = {}
+        # Actions the outbox could not take yet, oldest first (see the module doc).
+        self._held: Deque[Action] = collections.deque()
+        self._held_keys: Set[str] = set()
+        self._held_lock = threading.RLock()
+        self._held_since: Optional[float] = None
+        self._pause_before_fault = 0.0
+        self._next_flush_at = 0.0
+        self._write_error: Optional[str] = None
+        self._last_hold_log = float("-inf")
+        self._check_now = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     # -- the handler ---------------------------------------------------------------
     def handle(self, message: Any, topic: str = "") -> bool:
-        """Take one anomaly message; return whether an action was queued. Never raises."""
+        """Take one anomaly message; return whether its action was queued (or held). Never raises."""
+        try:
+            return self._handle(message, topic)
+        except Exception as exc:  # a bug must not take the function down
+            self.counts["errors"] += 1
+            log.error(
+                "unexpected %s while handling a message on %s; message dropped",
+                type(exc).__name__,
+                clean_text(topic) or "?",
+                exc_info=True,
+            )
+            return False
+
+    def _handle(self, message: Any, topic: str) -> bool:
         self.counts["received"] += 1
         try:
             event = validate_anomaly(decode(message))
         except MessageError as exc:
             self.counts["rejected"] += 1
-            log.warning("rejected a message on %s: %s", topic or "?", exc)
+            log.warning("rejected a message on %s: %s", clean_text(topic) or "?", exc)
             return False
         except Exception:  # a validator bug must not take the function down
             self.counts["rejected"] += 1
-            log.exception("could not validate a message on %s", topic or "?")
+            log.exception("could not validate a message on %s", clean_text(topic) or "?")
             return False
         action = action_for(event, self.settings)
-        now = self.clock.time()
+        episode = clean_text(event["episode_id"])
+        if self._out_of_order(action, event, episode):
+            self.counts["out_of_order"] += 1
+            return False
         if event["event"] == "update" and self._throttled(action.correlation_id, event["ts"]):
             self.counts["throttled"] += 1
-            log.info("work note for %s throttled (updateMinutes)", action.correlation_id)
+            log.info("work note for %s throttled (updateMinutes)", episode)
             return False
-        if not self.outbox.enqueue(action, now):
+        with self._held_lock:
+            if self._held:
+                self._flush_held()  # keep order: what waits goes first
+            if self._held:
+                queued = self._hold(action)
+            else:
+                try:
+                    queued = self.outbox.enqueue(action, self.clock.time())
+                    if queued:
+                        self.counts["queued"] += 1
+                except Exception as exc:
+                    if not _storage_error(exc):
+                        raise
+                    queued = self._hold(action)
+                    self._write_failed(exc)
+        if not queued:
             self.counts["duplicates"] += 1
-            log.info("ignored a repeated %s event for %s", event["event"], event["episode_id"])
+            log.info("ignored a repeated %s event for %s", event["event"], episode)
             return False
         if event["event"] == "update":
             self._last_update_ts[action.correlation_id] = event["ts"]
-        self.counts["queued"] += 1
-        log.info(
-            "queued %s for %s (%s %s)",
-            action.kind,
-            event["episode_id"],
-            event["metric"],
-            event["event"],
-        )
+        log.info("queued %s for %s (%s %s)", action.kind, episode, event["metric"], event["event"])
         self._wake.set()
         return True
+
+    def _out_of_order(self, action: Action, event: Dict[str, Any], episode: str) -> bool:
+        """An event older than one already seen for its episode (by ``seq``) is dropped.
+
+        What was seen is what the outbox holds for the correlation id (queued,
+        delivered or dead-lettered keys) plus what is held in memory, so it
+        survives a restart. A repeat of the same event is not out of order:
+        the outbox's key check ignores it.
+        """
+        corr = action.correlation_id
+        with self._held_lock:  # the worker may be writing held actions out
+            keys = [k for k in self._held_keys if k.startswith(corr + "#")]
+        try:
+            keys.extend(self.outbox.keys_for(corr))
+        except Exception as exc:
+            if not _storage_error(exc):
+                raise
+        if action.key in keys:
+            return False
+        seen = [s for s in (_key_seq(k, corr) for k in keys) if s is not None]
+        if not seen or event["seq"] > max(seen):
+            return False
+        log.warning(
+            "dropped an out-of-order %s event (seq %d) for %s: seq %d was already seen",
+            event["event"],
+            event["seq"],
+            episode,
+            max(seen),
+        )
+        return True
+
+    # -- actions the outbox could not take yet ------------------------------------------
+    def _hold(self, action: Action) -> bool:
+        if action.key in self._held_keys:
+            return False
+        if len(self._held) >= MAX_HELD_ACTIONS:
+            oldest = self._held.popleft()
+            self._held_keys.discard(oldest.key)
+            self.counts["dropped"] += 1
+            log.error(
+                "%d actions are held and the outbox still cannot be written: dropped the oldest,"
+                " %s (%d dropped so far)",
+                MAX_HELD_ACTIONS,
+                oldest.key,
+                self.counts["dropped"],
+            )
+        self._held.append(action)
+        self._held_keys.add(action.key)
+        self.counts["held"] += 1
+        if self._held_since is None:
+            self._held_since = self.clock.time()
+            self._pause_before_fault = self.deliverer.paused_until
+        return True
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self._write_error = "{}: {}".format(type(exc).__name__, exc)
+        self._next_flush_at = self.clock.time() + HELD_RETRY_SECONDS
+        self._check_now = True  # perhaps the file was replaced or removed
+        self._wake.set()
+        now = self.clock.monotonic()
+        if now - self._last_hold_log >= HOLD_LOG_INTERVAL:
+            self._last_hold_log = now
+            log.error(
+                "cannot write the outbox %s (%s); %d actions held in memory (at most %d), written"
+                " as soon as it accepts them. Free space or fix the file system under %s.",
+                self.outbox.path,
+                self._write_error,
+                len(self._held),
+                MAX_HELD_ACTIONS,
+                self.settings.state_dir,
+            )
+
+    def _flush_held(self) -> int:
+        """Write held actions to the outbox in order until one fails; return how many went."""
+        written = 0
+        while self._held:
+            action = self._held[0]
+            try:
+                queued = self.outbox.enqueue(action, self.clock.time())
+            except Exception as exc:
+                if _storage_error(exc):
+                    self._write_failed(exc)
+                    return written
+                # Not the disk: this action can never be written. Drop it, loudly,
+                # rather than block every action behind it.
+                queued = False
+                self.counts["dropped"] += 1
+                log.error(
+                    "could not queue the held action %s (%s); dropped",
+                    action.key,
+                    type(exc).__name__,
+                )
+            self._held.popleft()
+            self._held_keys.discard(action.key)
+            written += 1
+            self.counts["queued" if queued else "duplicates"] += 1
+        log.warning(
+            "the outbox accepts writes again: %d held actions written after %.0fs",
+            written,
+            self.clock.time() - (self._held_since or self.clock.time()),
+        )
+        self._held_since = None
+        self._write_error = None
+        # Delivery paused during the fault because it could not record its outcomes; the
+        # disk takes writes again, so resume now. A pause set before the fault stands.
+        self.deliverer.paused_until = min(
+            self.deliverer.paused_until, max(self._pause_before_fault, self.clock.time())
+        )
+        self._wake.set()
+        return written
 
     def function_handler(self, event: Any, context: Any) -> None:
         """The Greengrass V1 / Lambda-style handler."""
@@ -132,16 +298,32 @@ class AnomalyService:
 
     # -- delivery --------------------------------------------------------------------
     def pump(self) -> int:
-        """Deliver what is due now; return how many actions were finished."""
+        """Check the outbox file, write held actions, deliver what is due; return how many
+        actions were finished."""
+        self.maintain()
         return self.deliverer.pump()
+
+    def maintain(self) -> None:
+        """The outbox guard's periodic check, and a retry of held actions when due."""
+        if self.guard is not None:
+            force, self._check_now = self._check_now, False
+            self.guard.maintain(self.outbox, force=force)
+        if self._held and self.clock.time() >= self._next_flush_at:
+            with self._held_lock:
+                if self._held:
+                    self._flush_held()
 
     def wake(self) -> None:
         """Make the worker look at the outbox now instead of at its next timer."""
         self._wake.set()
 
     def next_attempt_at(self) -> Optional[float]:
-        """When delivery should next be tried; ``None`` when nothing is pending."""
-        return self.deliverer.next_attempt_at()
+        """When delivery (or writing held actions) should next be tried; ``None`` when
+        nothing is pending."""
+        next_at = self.deliverer.next_attempt_at()
+        if self._held:
+            next_at = self._next_flush_at if next_at is None else min(next_at, self._next_flush_at)
+        return next_at
 
     def run_worker(self) -> None:
         """Deliver until stopped, sleeping until the next retry or a new action."""
@@ -155,8 +337,9 @@ class AnomalyService:
                 log.error("unexpected %s in the delivery worker", type(exc).__name__)
                 self.deliverer.paused_until = self.clock.time() + self.settings.retry_max
             next_at = self.next_attempt_at()
-            delay = 60.0 if next_at is None else max(0.05, next_at - self.clock.time())
-            self.clock.wait(self._wake, min(delay, 60.0))
+            delay = CHECK_INTERVAL if next_at is None else max(0.05, next_at - self.clock.time())
+            # Wakes at least every CHECK_INTERVAL for the outbox guard's cheap check.
+            self.clock.wait(self._wake, min(delay, CHECK_INTERVAL))
 
     def start(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run_worker, name="snow-delivery", daemon=True)
@@ -169,9 +352,33 @@ class AnomalyService:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def close(self) -> None:
+        """Close the outbox (and release the state directory's lock)."""
+        self.outbox.close()
+
+    def health(self) -> Dict[str, Any]:
+        """Whether every event received is safely on disk, for a status page or a summary."""
+        reports: List[Dict[str, Any]] = self.guard.reports if self.guard is not None else []
+        held = len(self._held)
+        in_memory = self.outbox.in_memory
+        return {
+            "ok": not held and not in_memory and not reports and not self.counts["dropped"],
+            "outbox_writable": self._write_error is None and not in_memory,
+            "write_error": self._write_error,
+            "actions_held": held,
+            "held_since": self._held_since,
+            "actions_dropped": self.counts["dropped"],
+            "outbox_in_memory": in_memory,
+            "outbox_problems": [r["detail"] for r in reports],
+        }
+
     def summary(self) -> Dict[str, Any]:
         stats = self.deliverer.stats
-        counts = self.outbox.counts()
+        try:
+            counts = self.outbox.counts()
+        except (sqlite3.Error, OSError):
+            counts = {"pending": None, "dead_letter": None}
+        health = self.health()
         return {
             "incidents_opened": stats.opened,
             "incidents_reused": stats.reused,
@@ -180,10 +387,29 @@ class AnomalyService:
             "actions_queued": self.counts["queued"],
             "actions_pending": counts["pending"],
             "actions_dead_lettered": counts["dead_letter"],
+            "actions_held": health["actions_held"],
+            "actions_dropped": health["actions_dropped"],
+            "outbox_ok": health["ok"],
             "messages_rejected": self.counts["rejected"],
+            "events_out_of_order": self.counts["out_of_order"],
             "updates_throttled": self.counts["throttled"],
             "retries": stats.retries,
             "auth_failures": stats.auth_failures,
             "secret_fetches": self.credentials.fetches,
             "servicenow_calls": dict(self.client.calls),
         }
+
+
+def _storage_error(exc: BaseException) -> bool:
+    """A fault of the disk or the file (full, I/O error, read-only, locked, damaged), which
+    passes or is repaired, as opposed to a bug in what was written."""
+    return isinstance(exc, OSError) or type(exc) in (
+        sqlite3.OperationalError,
+        sqlite3.DatabaseError,
+    )
+
+
+def _key_seq(key: str, correlation_id: str) -> Optional[int]:
+    """The ``seq`` in an outbox key ``<correlation id>#<seq>:<event>``."""
+    number, sep, _event = key[len(correlation_id) + 1 :].partition(":")
+    return int(number) if sep and number.isdigit() else None

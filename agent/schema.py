@@ -16,7 +16,10 @@ Episode events (``anomalyTopic``), one per change of an episode, never one per s
      "started_at": 1790000000.0, "ts": 1790000015.0, "title": "Humidity above limit"}
 
 ``seq`` counts the events of one episode (0 for the breach), so a consumer can
-drop a repeated event. Within a major version fields are only ever added;
+drop a repeated event, and one older than an event it has already seen. Text
+fields must be valid Unicode without C0 control characters; the anomaly
+function removes markup and other control, format and bidi characters before
+any of it reaches ServiceNow, and takes the unit from the metric, not ``unit``. Within a major version fields are only ever added;
 consumers ignore fields they do not know.
 """
 
@@ -137,6 +140,11 @@ def _text(message: Mapping[str, Any], key: str, limit: int = _MAX_TEXT) -> str:
         )
     if any(ord(c) < 32 for c in value):
         raise MessageError(f"{key} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800" in JSON): not text, and unstorable.
+        raise MessageError(f"{key} is not valid Unicode (it contains a lone surrogate)")
     return value
 
 

@@ -5,6 +5,11 @@ the loop keeps a fixed cadence on the sensor's clock (so ``simulate --fast``
 runs it in virtual time). A failed read or publish is logged and the loop goes
 on; episode events that could not be published are kept and sent first on the
 next tick.
+
+Its ``stateDir`` is checked writable and locked at start (a second sensor
+process for the same device is refused, naming the PID). A state file that
+cannot be written (a full disk) changes nothing in memory: held events stay
+held and the state is written again on the next tick until it succeeds.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from .greengrass.base import Runtime
 from .judge import EpisodeEvent, Judge
 from .schema import READING_SCHEMA
 from .sensors.base import Reading, Sensor
-from .state_file import read_json, write_json_atomic
+from .state_dir import lock_state, prepare_state_dir
+from .state_file import read_json, try_write_json
 
 log = logging.getLogger(__name__)
 
 MAX_HELD_EVENTS = 1000
 STATE_VERSION = 1
+SAVE_ERROR_LOG_INTERVAL = 60.0
 
 
 class SensorService:
@@ -50,9 +57,13 @@ class SensorService:
             debounce_seconds=settings.debounce_seconds,
             renotify_seconds=settings.renotify_seconds,
         )
-        self.state_path = os.path.join(
-            settings.state_dir, "sensor-state-{}.json".format(_safe(settings.device_id))
-        )
+        name = "sensor-state-{}".format(_safe(settings.device_id))
+        self.state_path = os.path.join(settings.state_dir, name + ".json")
+        prepare_state_dir(settings.state_dir, "sensor")
+        # Its own lock file: the anomaly function may share the directory.
+        self._lock = lock_state(settings.state_dir, name + ".lock", "sensor")
+        self._state_dirty = False
+        self._last_save_error = float("-inf")
         self.seq = 0
         self.counts: Dict[str, int] = collections.Counter()
         self._held: Deque[Dict[str, Any]] = collections.deque(maxlen=MAX_HELD_EVENTS)
@@ -68,6 +79,8 @@ class SensorService:
         self.counts["samples"] += 1
         if self._held:
             self._flush_events()  # events a failed publish held back go first, even if the read fails
+        if self._state_dirty:
+            self._save_state()  # the last write failed (a full disk): try again
         try:
             reading = self.sensor.read()
         except EOFError:
@@ -110,7 +123,7 @@ class SensorService:
                 "%d episode events could not be published; the oldest are being dropped",
                 len(self._held),
             )
-        write_json_atomic(
+        error = try_write_json(
             self.state_path,
             {
                 "version": STATE_VERSION,
@@ -119,6 +132,20 @@ class SensorService:
                 "held_events": list(self._held),
             },
         )
+        self._state_dirty = error is not None
+        if error is None:
+            return
+        self.counts["state_write_errors"] += 1
+        now = self.clock.monotonic()
+        if now - self._last_save_error >= SAVE_ERROR_LOG_INTERVAL:
+            self._last_save_error = now
+            log.error(
+                "could not save the sensor state to %s: %s; %d episode events are held in memory"
+                " and the state is written again every tick until it succeeds",
+                self.state_path,
+                error,
+                len(self._held),
+            )
 
     def _load_state(self) -> None:
         data = read_json(self.state_path)
@@ -190,6 +217,10 @@ class SensorService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Release the state directory's lock (after :meth:`stop`)."""
+        self._lock.release()
 
 
 def _round(value: Optional[float]) -> Optional[float]:

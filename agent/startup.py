@@ -7,6 +7,7 @@ import threading
 from typing import Any, Callable
 
 from .errors import ConfigError, SensorError
+from .state_dir import StateDirLocked
 
 log = logging.getLogger(__name__)
 
@@ -18,26 +19,39 @@ def start_on_core(
 ) -> None:
     """Build the service, hand it to ``adopt`` (the module's ``app``) and start it.
 
-    Bad configuration is permanent until a redeploy, so it is logged once and
-    the function stays idle: a pinned function that died at load would be
-    restarted by the core in a tight loop. Anything else, such as a device not
-    ready at boot, is retried with backoff.
+    Bad configuration (an unwritable ``stateDir`` included) is permanent until a
+    redeploy, so it is logged once and the function stays idle: a pinned
+    function that died at load would be restarted by the core in a tight loop.
+    Another process holding the state directory is a real conflict, but may be
+    the previous instance still shutting down: retried with backoff, each time
+    with an ERROR naming the PID, no traceback. Anything else, such as a device
+    not ready at boot, is retried with backoff.
     """
     try:
         service = build()
-    except ConfigError:
-        log.exception("%s function could not start; fix the configuration and redeploy", label)
+    except ConfigError as exc:
+        # A user error: the message says what to fix; a traceback would bury it.
+        log.error(
+            "%s function could not start: %s; it stays idle: fix the configuration and redeploy",
+            label,
+            exc,
+        )
         return
-    except Exception as exc:
+    except StateDirLocked as exc:
+        # A conflict a person must resolve; the message names the PID: no traceback.
         delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
-        if isinstance(exc, SensorError):
-            # The message names what is absent (a device, a group, a folder): no traceback.
-            log.error("%s function could not start; trying again in %.0fs: %s", label, delay, exc)
-        else:
-            log.exception("%s function could not start; trying again in %.0fs", label, delay)
-        timer = threading.Timer(delay, start_on_core, args=(build, adopt, label, attempt + 1))
-        timer.daemon = True
-        timer.start()
+        log.error("%s function could not start: %s Trying again in %.0fs.", label, exc, delay)
+    except SensorError as exc:
+        # The message names what is absent (a device, a group, a folder): no traceback.
+        delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
+        log.error("%s function could not start; trying again in %.0fs: %s", label, delay, exc)
+    except Exception:
+        delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
+        log.exception("%s function could not start; trying again in %.0fs", label, delay)
+    else:
+        adopt(service)
+        service.start()
         return
-    adopt(service)
-    service.start()
+    timer = threading.Timer(delay, start_on_core, args=(build, adopt, label, attempt + 1))
+    timer.daemon = True
+    timer.start()

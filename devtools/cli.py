@@ -121,7 +121,17 @@ def _main(argv: Optional[List[str]] = None) -> int:
     sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
     sim.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
     sub.add_parser("config-table", help="print the configuration table (markdown)")
-    box = sub.add_parser("outbox", help="show the anomaly function's outbox; requeue dead letters")
+    box = sub.add_parser(
+        "outbox",
+        help="show the anomaly function's outbox and whether actions were lost; requeue dead letters",
+        description="Show the anomaly function's outbox (JSON on stdout) and any sign that queued "
+        "ServiceNow actions were lost (on stderr): an outbox that is missing, damaged or behind "
+        "its marker, or one the agent moved aside into DIR/outbox.broken-<time>/. Without "
+        "--requeue-dead or --acknowledge it only reads, so it is safe while the agent runs.",
+        epilog="exit status: 0 the outbox is healthy; 2 there is no outbox in DIR (none was "
+        "ever made there); 3 actions may have been lost: check ServiceNow for the episodes of "
+        "that time, then run again with --acknowledge (the moved-aside files stay).",
+    )
     from agent.config import DEFAULT_STATE_DIR
 
     box.add_argument(
@@ -133,6 +143,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
         "--requeue-dead",
         action="store_true",
         help="put every dead-lettered action back in the queue",
+    )
+    box.add_argument(
+        "--acknowledge",
+        action="store_true",
+        help="mark the reports of moved-aside outboxes as seen, so they no longer count for exit "
+        "status 3; deletes nothing",
     )
     sub.add_parser("standin", help="run the local ServiceNow stand-in (see --help)")
     sub.add_parser("deploy", help="Greengrass deploy commands (see deploy --help)")
@@ -234,28 +250,41 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    """Inspect the outbox; the function can keep running (SQLite WAL allows a second reader)."""
-    import os
+    """Inspect the outbox read-only (safe beside a running agent); exit 0, 2 or 3 (see --help)."""
     import time
 
     from agent.servicenow.outbox import Outbox
+    from agent.servicenow.outbox_inspect import acknowledge, inspect
 
-    path = os.path.join(args.state_dir, "outbox.sqlite3")
-    if not os.path.exists(path):
-        print("edge-agent outbox: no outbox at {}".format(path), file=sys.stderr)
+    if args.acknowledge:
+        count = acknowledge(args.state_dir)
+        print("edge-agent outbox: acknowledged {} reports".format(count), file=sys.stderr)
+    report = inspect(args.state_dir)
+    if report["status"] == "absent":
+        print("edge-agent outbox: no outbox at {}".format(report["outbox"]), file=sys.stderr)
         return 2
-    outbox = Outbox(path)
-    try:
-        if args.requeue_dead:
-            print(
-                "requeued {} dead-lettered actions".format(outbox.requeue_dead_letters(time.time()))
-            )
-        print(
-            json.dumps({"counts": outbox.counts(), "dead_letters": outbox.dead_letters()}, indent=2)
-        )
-    finally:
-        outbox.close()
-    return 0
+    if args.requeue_dead:
+        if "counts" not in report:
+            print("edge-agent outbox: cannot requeue: the outbox is unreadable", file=sys.stderr)
+            return 3
+        outbox = Outbox(report["outbox"])
+        try:
+            count = outbox.requeue_dead_letters(time.time())
+        finally:
+            outbox.close()
+        print("requeued {} dead-lettered actions".format(count), file=sys.stderr)
+        report = inspect(args.state_dir)
+    print(json.dumps(report, indent=2, default=str))
+    if report["status"] == "ok":
+        return 0
+    for problem in report["problems"]:
+        print("edge-agent outbox: ACTIONS MAY BE LOST: {}".format(problem), file=sys.stderr)
+    print(
+        "edge-agent outbox: check ServiceNow for the episodes of that time, then run "
+        "`edge-agent outbox --state-dir {} --acknowledge`".format(args.state_dir),
+        file=sys.stderr,
+    )
+    return 3
 
 
 if __name__ == "__main__":

@@ -302,11 +302,12 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
             status.close()
         mqtt = bridge.close() if bridge is not None else None
         summary = anomaly_app.summary()
-        anomaly_app.outbox.close()
+        anomaly_app.close()  # the outbox, and the state directory's lock
         try:
             sensor_app.sensor.close()
         except Exception:
             log.debug("closing the sensor failed", exc_info=True)
+        sensor_app.close()
     log.info(
         "stopped: %d readings, %d anomaly events; %d incidents opened, %d actions left in the outbox%s",
         sensor_app.counts["readings"],

@@ -261,7 +261,8 @@ def _run(
     if options.replay:
         summary["replay"] = sensor.stats.as_dict()  # type: ignore[attr-defined]
     summary.update(anomaly_app.summary())
-    anomaly_app.outbox.close()
+    anomaly_app.close()  # the outbox, and the state directory's locks
+    sensor_app.close()
     if incidents_in_standin is not None:
         summary["incidents_in_standin"] = incidents_in_standin
     if mqtt is not None:

@@ -173,8 +173,16 @@ def _lock_text(lock: Dict[str, Any]) -> str:
                 "pid {}{}".format(h["pid"], "" if h["alive"] else " (gone)") for h in holders
             ),
         )
-    recorded = " (last written by {})".format(lock["recorded"]) if lock.get("recorded") else ""
-    return "{} free{}".format(name, recorded)
+    recorded = lock.get("recorded")
+    if recorded:
+        try:  # the functions write {"pid", "function", "since"} (agent/state_dir.py)
+            record = json.loads(recorded)
+            recorded = "pid {} ({}) since {}".format(
+                record["pid"], record.get("function", "?"), record.get("since", "?")
+            )
+        except (ValueError, TypeError, KeyError):
+            pass
+    return "{} free{}".format(name, " (last held by {})".format(recorded) if recorded else "")
 
 
 def _row(name: str, text: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 from agent.anomaly_service import AnomalyService
 from agent.clock import Clock
 from agent.config import AnomalySettings
+from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.startup import start_on_core
@@ -62,7 +63,11 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    service = create_app()
+    try:
+        service = create_app()
+    except AgentError as exc:  # configuration, state directory: the message says what to do
+        log.critical("anomaly function could not start: %s", exc)
+        return 2
     from agent.status.health import start_if_enabled
 
     start_if_enabled(service, ANOMALY_FUNCTION_ID)

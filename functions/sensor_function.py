@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.config import SensorSettings
-from agent.errors import AgentError
+from agent.errors import AgentError, BadSensorBackend, SensorError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.sensor_service import SensorService
@@ -68,10 +68,13 @@ def main() -> int:
     )
     try:
         service = create_app()
-    except AgentError as exc:
-        # Bad configuration, or a sensor that is absent: the message says which and what to do.
+    except (SensorError, BadSensorBackend) as exc:
+        # A Sense HAT that is absent or unreachable: the message says which part and what to do.
         log.error("sensor function could not start: %s", exc)
         return 1
+    except AgentError as exc:  # configuration, state directory: the message says what to do
+        log.critical("sensor function could not start: %s", exc)
+        return 2
     from agent.status.health import start_if_enabled
 
     health = start_if_enabled(service, SENSOR_FUNCTION_ID)

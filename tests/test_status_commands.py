@@ -228,7 +228,11 @@ def test_status_command_summarises_a_state_dir_with_the_functions_down(tmp_path,
     )
     assert "pending open edge-agent:sim-pi:temperature:upper:" in text
     assert "ServiceNow unreachable at http://127.0.0.1:" in text
-    assert "locks         none" in text
+    (locks_line,) = [line for line in text.splitlines() if line.startswith("locks ")]
+    # The functions are down: their lock files are there, free, naming who held them last.
+    assert "outbox.lock free (last held by pid" in locks_line and "held by pid" not in (
+        locks_line.replace("last held by pid", "")
+    )
     assert len(text.splitlines()) <= 24  # one screen
 
     assert status_main(["--state-dir", str(tmp_path), "--json"]) == 0

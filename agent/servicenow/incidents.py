@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, Optional
 
 from ..config import AnomalySettings
+from ..sensors.base import UNITS
+from .text import clean_name
 
 CORRELATION_PREFIX = "edge-agent:"
 RESOLVED_STATES = ("6", "7", "8")  # resolved, closed, canceled
@@ -83,15 +85,23 @@ def urgency(event: Mapping[str, Any], settings: AnomalySettings) -> int:
     return 3
 
 
+def unit_of(event: Mapping[str, Any]) -> str:
+    """The metric's own unit: never the device-supplied ``unit`` text."""
+    return UNITS[event["metric"]]
+
+
 def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str, str]:
-    unit = event["unit"]
+    # Every device-supplied string is cleaned (see .text); metric and bound are
+    # schema choices, numbers are formatted here.
+    unit = unit_of(event)
+    device = clean_name(event["device"])
     over = excess(event)
     direction = "above" if event["bound"] == "upper" else "below"
     short = (
         "{metric} {direction} limit on {device}: {value:g} {unit} (limit {limit:g} {unit})".format(
             metric=event["metric"].capitalize(),
             direction=direction,
-            device=event["device"],
+            device=device,
             value=event["value"],
             unit=unit,
             limit=event["limit"],
@@ -99,9 +109,7 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
     )
     description = "\n".join(
         [
-            "The edge agent on device {} detected a {} breach.".format(
-                event["device"], event["metric"]
-            ),
+            "The edge agent on device {} detected a {} breach.".format(device, event["metric"]),
             "Metric: {}".format(event["metric"]),
             "Limit: {:g} {} ({} limit)".format(event["limit"], unit, event["bound"]),
             "Reading: {:g} {}".format(event["value"], unit),
@@ -109,8 +117,8 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
                 event["peak"], unit, over, unit, direction
             ),
             "Episode started: {}".format(_iso(event["started_at"])),
-            "Device: {}".format(event["device"]),
-            "Episode: {}".format(event["episode_id"]),
+            "Device: {}".format(device),
+            "Episode: {}".format(clean_name(event["episode_id"])),
         ]
     )
     fields = {
@@ -134,7 +142,7 @@ def update_note(event: Mapping[str, Any]) -> str:
         _iso(event["ts"]),
         event["metric"],
         event["value"],
-        event["unit"],
+        unit_of(event),
         event["limit"],
         event["peak"],
     )
@@ -146,10 +154,10 @@ def recovery_note(event: Mapping[str, Any]) -> str:
         _iso(event["ts"]),
         event["metric"],
         event["value"],
-        event["unit"],
+        unit_of(event),
         event["limit"],
         event["peak"],
-        event["unit"],
+        unit_of(event),
         minutes,
     )
 

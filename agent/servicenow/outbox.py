@@ -8,6 +8,11 @@ anomaly message never queues its action twice.
 
 Actions of one incident are delivered in order: only the oldest pending action
 per ``correlation_id`` is ever due.
+
+The file itself (one process at a time, never silently missing, damaged or
+replaced) is looked after by :mod:`.outbox_guard`; this class only offers it
+what it needs: :meth:`Outbox.progress`, :func:`read_tables`,
+:meth:`Outbox.restore` and :meth:`Outbox.replace_file`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .incidents import Action
 
@@ -81,21 +86,37 @@ class Outbox:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL (WAL): a commit survives a crash of the process, and a power cut
-        # may roll back the last ones. Only enqueue() must be durable (nothing
-        # sends its event again), so it syncs its own commit. A lost delivered()
-        # just means the action is sent again, which is harmless: an open finds
-        # its incident by correlation id first, a resolve finds it resolved; at
-        # worst a work note repeats. Saves an fsync per delivered action.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        # Called after close(), e.g. to release the state directory's lock.
+        self.on_close: List[Callable[[], None]] = []
+        # True while the rows live in memory only: the file was replaced and a
+        # fresh one could not be created yet (see replace_file).
+        self.in_memory = False
+        self._db = self._connect(path)
+
+    def _connect(self, path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL (WAL): a commit survives a crash of the process, and a power cut
+            # may roll back the last ones. Only enqueue() must be durable (nothing
+            # sends its event again), so it syncs its own commit. A lost delivered()
+            # just means the action is sent again, which is harmless: an open finds
+            # its incident by correlation id first, a resolve finds it resolved; at
+            # worst a work note repeats. Saves an fsync per delivered action.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
 
     # -- queueing ---------------------------------------------------------------
     def enqueue(self, action: Action, now: float) -> bool:
@@ -259,6 +280,147 @@ class Outbox:
             return self._db.execute(
                 "DELETE FROM delivered WHERE delivered_at < ?", (older_than,)
             ).rowcount
+
+    # -- what the outbox guard needs ------------------------------------------------
+    def keys_for(self, correlation_id: str) -> List[str]:
+        """Every key queued, delivered or dead-lettered for ``correlation_id``.
+
+        Keys are ``<correlation id>#<seq>:<event>``; a range on the unique key
+        index finds them without a scan.
+        """
+        low, high = correlation_id + "#", correlation_id + "$"
+        with self._lock:
+            keys: List[str] = []
+            for table in ("pending", "delivered", "dead_letter"):
+                keys.extend(
+                    row[0]
+                    for row in self._db.execute(
+                        f"SELECT key FROM {table} WHERE key >= ? AND key < ?", (low, high)
+                    )
+                )
+        return keys
+
+    def progress(self) -> Tuple[int, int]:
+        """``(pending actions, highest id ever queued)``: what the state dir's marker records.
+
+        The id only grows (AUTOINCREMENT), so an outbox whose id is behind the
+        marker's lost transactions that had been committed.
+        """
+        with self._lock:
+            pending = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+            return pending, _sequence(self._db)
+
+    def restore(self, snapshot: Dict[str, Any], min_sequence: int = 0) -> Dict[str, int]:
+        """Add the well-formed rows of ``snapshot`` (:func:`read_tables` of a damaged outbox).
+
+        Also raises the id sequence to ``min_sequence`` (the marker's), so ids
+        keep growing across the change. Returns the rows added per table.
+        """
+        with self._lock:
+            return self._restore(snapshot, min_sequence)
+
+    def replace_file(self, move_aside: Callable[[], Any]) -> Tuple[Any, Dict[str, int]]:
+        """The file under this outbox was deleted or replaced while open: start a fresh one.
+
+        This connection still reads the file it opened, so its rows are kept,
+        ``move_aside()`` moves whatever is at the path now, and the rows go into
+        a fresh file there. If that file cannot be created (a full disk), they
+        stay in memory (``in_memory``) until this is called again.
+        """
+        with self._lock:
+            snapshot = read_tables(self._db)
+            result = move_aside()
+            try:
+                self._db.close()  # before the new file exists: closing unlinks "<path>-wal"
+            except sqlite3.Error:
+                pass
+            try:
+                self._db = self._connect(self.path)
+                self.in_memory = False
+            except (sqlite3.Error, OSError):
+                self._db = self._connect(":memory:")
+                self.in_memory = True
+            counts = self._restore(snapshot, 0)
+        return result, counts
+
+    def _restore(self, snapshot: Dict[str, Any], min_sequence: int) -> Dict[str, int]:
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                counts = {}
+                for table in TABLES:
+                    columns, rows = snapshot.get(table, ([], []))
+                    counts[table] = _insert_rows(self._db, table, columns, rows)
+                sequence = max(min_sequence, snapshot.get("sequence", 0))
+                if sequence > _sequence(self._db):
+                    self._db.execute("DELETE FROM sqlite_sequence WHERE name = 'pending'")
+                    self._db.execute(
+                        "INSERT INTO sqlite_sequence (name, seq) VALUES ('pending', ?)",
+                        (sequence,),
+                    )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return counts
+
+
+TABLES = ("pending", "delivered", "dead_letter", "incidents")
+_JSON_COLUMNS = ("fields", "open_fields")
+
+
+def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
+    """Every row ``db`` can still read, per table, and its id sequence; stops at damage."""
+    snapshot: Dict[str, Any] = {"sequence": 0}
+    for table in TABLES:
+        columns: List[str] = []
+        rows: List[tuple] = []
+        try:
+            cursor = db.execute(f"SELECT * FROM {table}")
+            columns = [d[0] for d in cursor.description]
+            for row in cursor:
+                rows.append(row)
+        except sqlite3.DatabaseError:
+            pass  # keep what was read before the damage
+        snapshot[table] = (columns, rows)
+    try:
+        snapshot["sequence"] = _sequence(db)
+    except sqlite3.DatabaseError:
+        pass
+    return snapshot
+
+
+def _insert_rows(db: sqlite3.Connection, table: str, columns: List[str], rows: List[tuple]) -> int:
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    keep = [i for i, name in enumerate(columns) if name in present]
+    if not keep:
+        return 0
+    sql = "INSERT OR IGNORE INTO {} ({}) VALUES ({})".format(
+        table, ", ".join(columns[i] for i in keep), ", ".join("?" * len(keep))
+    )
+    json_at = [i for i in keep if columns[i] in _JSON_COLUMNS]
+    copied = 0
+    for row in rows:
+        if not all(_json_or_null(row[i]) for i in json_at):
+            continue  # garbled by the damage: delivering it would fail forever
+        try:
+            copied += db.execute(sql, [row[i] for i in keep]).rowcount
+        except sqlite3.IntegrityError:
+            continue
+    return copied
+
+
+def _json_or_null(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return isinstance(json.loads(value), dict)
+    except (TypeError, ValueError):
+        return False
+
+
+def _sequence(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pending'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _queued(row: tuple) -> QueuedAction:
