@@ -212,6 +212,11 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
         help="aws.greengrass.SecretManager version (v2-up default: the newest)",
     )
     p.add_argument(
+        "--shadow-manager-version",
+        default="",
+        help="aws.greengrass.ShadowManager version (v2-up default: the newest)",
+    )
+    p.add_argument(
         "--posix-user",
         default="",
         help="user:group the components run as (default uid:gid of the topology)",

@@ -339,6 +339,7 @@ def _v2_options(args: argparse.Namespace):
         thing_group=args.thing_group,
         account=args.account,
         secret_manager_version=args.secret_manager_version,
+        shadow_manager_version=args.shadow_manager_version,
         posix_user=args.posix_user,
         packaging=package_options(args),
         certs_dir=args.certs_dir,

@@ -15,7 +15,7 @@ import logging
 from typing import Any, Callable, Mapping, Optional
 
 from agent.clock import Clock
-from agent.errors import AgentError
+from agent.errors import AgentError, GreengrassError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.live_config import LiveConfig, thing_name
@@ -48,7 +48,11 @@ def create_app(
     environ = os.environ if environ is None else environ
     live = LiveSettings(environ)  # the environment's check first, before anything opens
     runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
-    configuration = runtime.component_configuration()  # V2: read over IPC, not Setenv
+    try:
+        configuration = runtime.component_configuration()  # V2: read over IPC, not Setenv
+    except GreengrassError as exc:  # read again when the subscription to changes starts
+        log.warning("starting with the environment's values: %s", exc)
+        configuration = None
     if configuration:
         live = LiveSettings(environ, configuration)
     settings = live.settings
