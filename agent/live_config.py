@@ -18,9 +18,10 @@ How a change travels (issue 13):
    empties (a refused value stays in the delta, and is not decided again).
 
 Requests to the shadow service (the ``get`` at start, the reports) run on a
-worker thread that retries with backoff (V1, V2: the core may be busy or
-restarting), or inline on the local core, whose shadow service is in this
-process and never blocks, so ``simulate --fast`` stays deterministic.
+worker thread that retries with backoff (the core may be busy or restarting),
+or, in virtual time (``simulate --fast``, tests: the local core, whose shadow
+service is in this process and never blocks), inline, so runs stay
+deterministic; a request that failed there is made again at the next change.
 """
 
 from __future__ import annotations
@@ -138,27 +139,39 @@ class LiveConfig:
         if answer == "rejected":
             self._refused(operation, message)
             return
+        state: Mapping[str, Any] = {}
         if (operation, answer) == ("update", "delta"):
-            values, replace, version = message.get("state"), False, message.get("version")
+            # the desired values that differ from reported (changes and new ones)
+            section, replace, version = (
+                _section(message.get("state")),
+                False,
+                message.get("version"),
+            )
         elif (operation, answer) == ("update", "documents"):
+            # what changed in desired from the previous document to the current one: the
+            # one place a removed override shows (a delta never carries a removal)
             current = message.get("current") or {}
             state = current.get("state") or {}
-            values, replace, version = state.get("desired") or {}, True, current.get("version")
+            before = _section(((message.get("previous") or {}).get("state") or {}).get("desired"))
+            after = _section(state.get("desired"))
+            section = _difference(before or {}, after or {}) if before or after else None
+            replace, version = False, current.get("version")
         elif (operation, answer) == ("get", "accepted"):
+            # the whole document: desired is the whole shadow layer
             state = message.get("state") or {}
-            values, replace, version = state.get("desired") or {}, True, message.get("version")
+            section, replace, version = (
+                _section(state.get("desired")) or {},
+                True,
+                message.get("version"),
+            )
         else:
             return
-        if replace:
-            reported = (state.get("reported") or {}).get(REJECTED_SECTION)
-            if isinstance(reported, Mapping):
-                with self._lock:  # rejections reported before a restart, to clear if stale
-                    self._rejected_names |= set(reported)
-        if not isinstance(values, Mapping):
-            return
-        section = values.get(SHADOW_SECTION, {} if replace else None)
+        reported = (state.get("reported") or {}).get(REJECTED_SECTION) if state else None
+        if isinstance(reported, Mapping):
+            with self._lock:  # rejections reported before a restart, to clear if stale
+                self._rejected_names |= set(reported)
         if section is None:
-            return  # a delta about other parts of the shadow
+            return  # about other parts of the shadow
         with self._lock:
             if isinstance(version, int):
                 if version < self._version:
@@ -358,6 +371,22 @@ class LiveConfig:
     def _failed(self, what: str, exc: Exception) -> None:
         level = logging.WARNING if self._failures == 0 else logging.DEBUG
         log.log(level, "could not %s of %s: %s; trying again", what, self.thing, exc)
+
+
+def _section(desired: Any) -> Any:
+    """``desired.sensor`` (None when absent; anything else is checked by the caller)."""
+    if not isinstance(desired, Mapping):
+        return None
+    return desired.get(SHADOW_SECTION)
+
+
+def _difference(before: Any, after: Any) -> Any:
+    """The changes from ``before`` to ``after``: new or changed values, None for removals."""
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return after
+    changes: Dict[str, Any] = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    changes.update({k: None for k in before if k not in after})
+    return changes or None
 
 
 def thing_name(environ: Mapping[str, str], device_id: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Optional
 
-from agent.clock import Clock
+from agent.clock import Clock, VirtualClock
 from agent.errors import AgentError, GreengrassError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
@@ -69,7 +69,9 @@ def create_app(
             runtime,
             live,
             thing_name(environ, settings.device_id),
-            background=runtime.name != "local",  # the local core's shadow never blocks
+            # In virtual time (simulate --fast, tests) a worker's waits would be real:
+            # the requests are made inline then, on the local core that never blocks.
+            background=not isinstance(service.clock, VirtualClock),
         )
         controller.restore(service.saved_live)  # the values in force before a restart
         service.live = controller

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import yaml
+from sensor_acl import sensor_access_control
 from test_deploy_support import DEVICE_DISTS, make_site_packages, make_source_root
 
 from agent.config import VARIABLES
@@ -25,7 +26,6 @@ from deploy.v2 import (
     recipe_errors,
 )
 from deploy.v2.recipes import SHADOW_MANAGER, component_configuration, configuration_names
-from sensor_acl import sensor_access_control
 from deploy.validation import validation_errors
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-snow-creds-AbCdEf"

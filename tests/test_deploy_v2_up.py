@@ -30,8 +30,8 @@ from deploy.errors import DeployError, DeploymentFailed, DeploymentTimedOut
 from deploy.package import PackageOptions
 from deploy.state import State
 from deploy.v2 import SECRET_MANAGER, V2Deployer, V2Options, recipe_errors
-from deploy.v2.recipes import SHADOW_MANAGER
 from deploy.v2.core_documents import core_iot_policy, token_exchange_access_policy
+from deploy.v2.recipes import SHADOW_MANAGER
 
 REGION = "us-east-1"
 THING = "edge-agent-core"

@@ -364,9 +364,7 @@ class V1CoreStandIn:
             return json.dumps({"code": 400, "message": "Bad topic"}).encode()
         thing, operation, _ = parsed
         if not self.shadow_reachable:
-            answer, publications = self.shadows.refuse(
-                thing, operation, 500, "Internal service failure"
-            )
+            answer, publications = self.shadows.refuse(500, "Internal service failure")
         else:
             answer, publications = self.shadows.handle(thing, operation, body)
         self._publish(publications)

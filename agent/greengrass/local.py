@@ -250,7 +250,7 @@ class LocalCore:
         if isinstance(payload, (bytes, bytearray)):
             payload = bytes(payload)
         if not any(f.id == source for f in self.topology.functions):
-            answer, publications = self.shadows.refuse(thing, operation, 401, "Unauthorized")
+            answer, publications = self.shadows.refuse(401, "Unauthorized")
         elif not routed and SHADOW_SERVICE not in route(self.topology.subscriptions, source, topic):
             log.warning(
                 "function %r has no subscription to %s on %r: the shadow service refuses it",
@@ -258,7 +258,7 @@ class LocalCore:
                 SHADOW_SERVICE,
                 topic,
             )
-            answer, publications = self.shadows.refuse(thing, operation, 403, "Forbidden")
+            answer, publications = self.shadows.refuse(403, "Forbidden")
         else:
             answer, publications = self.shadows.handle(thing, operation, payload)
         self._announce(publications)

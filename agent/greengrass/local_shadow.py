@@ -6,7 +6,8 @@ and answers as a core does:
 
 * 401 ``Unauthorized`` to a source that is no function of the group, 403
   ``Forbidden`` to a function with no subscription to the shadow service on
-  the request's topic (the group's table decides, as for any message);
+  the request's topic (the group's table decides, as for any message): those
+  answer the caller only, the request never reaches the service;
 * 404 ``Thing not found`` for a thing the core does not serve;
 * 429 ``Too Many Requests`` above ``max_requests_per_second`` per thing;
 * 500 ``Internal service failure`` when the shadows cannot be saved (with
@@ -74,11 +75,11 @@ class LocalShadowService:
             publications.append(("{}/{}".format(prefix, suffix), doc))
         return answer, publications
 
-    def refuse(self, thing: str, operation: str, code: int, message: str) -> Tuple[Dict, List]:
-        """An answer the core gives before the service sees the request (401, 403)."""
-        error = ShadowRejected(code, message).document(self._now())
+    def refuse(self, code: int, message: str) -> Tuple[Dict[str, Any], List[Publication]]:
+        """The core's answer to a request it does not let through (401, 403, a stand-in's 500):
+        to the caller only, as the service never saw it."""
         self.counts["rejected"] += 1
-        return error, [("{}/{}/rejected".format(topic_prefix(thing), operation), error)]
+        return ShadowRejected(code, message).document(self._now()), []
 
     def document(self, thing: str) -> Optional[Dict[str, Any]]:
         """The thing's shadow as a GET would return it, or None (for tests and tools)."""
