@@ -210,6 +210,7 @@ class LiveConfig:
                 change.describe(),
                 change.name,
                 change.old if change.old is not None else "unset",
+                extra={"observed": bool(self.on_change)},  # a console shows it its own way
             )
             self._notify("rejected", change)
         for change in decision.applied:
