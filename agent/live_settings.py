@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .config import VARIABLES, SensorSettings, unknown_name_message
@@ -51,16 +50,34 @@ _KINDS = {v.name: v.kind for v in VARIABLES}
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
 
-@dataclass(frozen=True)
 class Change:
-    """One variable's change: applied (``reason`` empty) or rejected (``reason`` says why)."""
+    """One variable's change: applied (``reason`` empty) or rejected (``reason`` says why).
 
-    name: str
-    value: Any  # as asked: a JSON value; None removes the override
-    source: str  # SHADOW or CONFIGURATION
-    old: Optional[str] = None  # the value in force before (None: unset)
-    new: Optional[str] = None  # the value in force after
-    reason: str = ""
+    ``value`` is as asked (a JSON value; None removes the override), ``source`` SHADOW or
+    CONFIGURATION, ``old``/``new`` the value in force before and after (None: unset).
+    (Plain classes here, not dataclasses: they cost the function's cold start a millisecond.)
+    """
+
+    __slots__ = ("name", "value", "source", "old", "new", "reason")
+
+    def __init__(
+        self,
+        name: str,
+        value: Any,
+        source: str,
+        old: Optional[str] = None,
+        new: Optional[str] = None,
+        reason: str = "",
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.source = source
+        self.old = old
+        self.new = new
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "Change({})".format(self.describe())
 
     def describe(self) -> str:
         """``humidLimit=55 (was 50)``, ``humidLimit=-5: <reason>``, ``humidLimit removed (now 50)``."""
@@ -71,14 +88,15 @@ class Change:
         return "{}={} (was {})".format(self.name, _shown(self.value), _shown(self.old))
 
 
-@dataclass
 class Decision:
-    """What an update did: the changes applied and rejected, and the settings now in force."""
+    """What an update did: the changes applied and rejected, and the settings now in force
+    (``settings`` None: nothing applied)."""
 
-    applied: List[Change] = field(default_factory=list)
-    rejected: List[Change] = field(default_factory=list)
-    cleared: List[str] = field(default_factory=list)  # earlier rejections no longer asked for
-    settings: Optional[SensorSettings] = None  # None: nothing applied
+    def __init__(self) -> None:
+        self.applied: List[Change] = []
+        self.rejected: List[Change] = []
+        self.cleared: List[str] = []  # earlier rejections no longer asked for
+        self.settings: Optional[SensorSettings] = None
 
     @property
     def changes_report(self) -> bool:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 MAX_CLIENT_TOKEN_BYTES = 64
@@ -88,14 +87,18 @@ def parse_topic(topic: str) -> Optional[Tuple[str, str, str]]:
     return parts[2], parts[4], answer
 
 
-@dataclass(frozen=True)
 class UpdateResult:
     """What an accepted update publishes: ``/update/accepted``, ``/update/delta`` (when there is
     a delta) and ``/update/documents``."""
 
-    accepted: Dict[str, Any]
-    delta: Optional[Dict[str, Any]]
-    documents: Dict[str, Any]
+    __slots__ = ("accepted", "delta", "documents")
+
+    def __init__(
+        self, accepted: Dict[str, Any], delta: Optional[Dict[str, Any]], documents: Dict[str, Any]
+    ) -> None:
+        self.accepted = accepted
+        self.delta = delta
+        self.documents = documents
 
 
 class ThingShadow:
