@@ -174,7 +174,7 @@ class LiveConfig:
             return  # about other parts of the shadow
         with self._lock:
             if isinstance(version, int):
-                if version < self._version:
+                if version < self._version:  # older than what was seen: stale
                     log.debug("ignoring shadow version %s (seen %s)", version, self._version)
                     return
                 self._version = version
@@ -310,12 +310,15 @@ class LiveConfig:
         return ok
 
     def _read_configuration(self) -> bool:
+        # Cleared before reading: a change announced while this read is under way sets it
+        # again, and is read on the next pass instead of being lost.
+        self._need_config = False
         try:
             configuration = self.runtime.component_configuration()
         except GreengrassError as exc:
+            self._need_config = True
             self._failed("read the component configuration", exc)
             return False
-        self._need_config = False
         if configuration is not None:
             with self._lock:
                 decision = self.live.propose(CONFIGURATION, configuration, replace=True)
@@ -323,17 +326,19 @@ class LiveConfig:
         return True
 
     def _read_shadow(self) -> bool:
+        self._need_get = False
         try:
             document = self.runtime.get_thing_shadow(self.thing)
         except ShadowError as exc:
             if exc.code != 404:
+                self._need_get = True
                 self._failed("read the shadow", exc)
                 return False
             document = None  # no shadow yet: the report below creates it
         except GreengrassError as exc:
+            self._need_get = True
             self._failed("read the shadow", exc)
             return False
-        self._need_get = False
         if document is not None:
             self._on_message(document, topic_prefix(self.thing) + "/get/accepted")
         with self._lock:

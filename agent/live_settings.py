@@ -172,7 +172,7 @@ class LiveSettings:
                 continue
             if earlier is not None and _same(earlier.value, value):
                 continue  # refused already: an echo in the next delta, not a new request
-            problem = _value_problem(name, value)
+            problem = _value_problem(name, value, blank_ok=source == CONFIGURATION)
             if problem:
                 decision.rejected.append(self._rejection(name, value, source, problem))
                 continue
@@ -281,8 +281,12 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
-def _value_problem(name: str, value: Any) -> str:
-    """Why ``value`` cannot even be offered to the validator for ``name``, or ''."""
+def _value_problem(name: str, value: Any, blank_ok: bool = False) -> str:
+    """Why ``value`` cannot even be offered to the validator for ``name``, or ''.
+
+    A blank string is "unset" in a component configuration (the recipe's default for a
+    limit that is off); in the shadow it is refused: ``null`` removes an override.
+    """
     if name not in _KINDS:
         return unknown_name_message(name)
     if name not in RUNTIME_VARIABLES:
@@ -292,7 +296,7 @@ def _value_problem(name: str, value: Any) -> str:
         )
     if value is None:
         return ""
-    if not _is_scalar(value):
+    if not _is_scalar(value) or (isinstance(value, str) and not value.strip() and not blank_ok):
         return "{} must be a number, got {}".format(name, _shown(value))
     if isinstance(value, float) and not math.isfinite(value):
         return "{} must be a finite number, got {}".format(name, value)

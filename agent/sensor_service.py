@@ -232,6 +232,8 @@ class SensorService:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self.live is not None:
+            self.live.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -19,7 +19,7 @@ from agent.errors import AgentError, GreengrassError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.live_config import LiveConfig, thing_name
-from agent.live_settings import LiveSettings
+from agent.live_settings import CONFIGURATION, LiveSettings
 from agent.sensor_service import SensorService
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
@@ -54,7 +54,15 @@ def create_app(
         log.warning("starting with the environment's values: %s", exc)
         configuration = None
     if configuration:
-        live = LiveSettings(environ, configuration)
+        # As for a change while running: a value the check refuses is rejected (logged, and
+        # reported once the shadow is reached), the environment's or the default stays.
+        for change in live.propose(CONFIGURATION, configuration, replace=True).rejected:
+            log.warning(
+                "sensor variable from the component configuration rejected: %s; %s stays %s",
+                change.describe(),
+                change.name,
+                change.old if change.old is not None else "unset",
+            )
     settings = live.settings
     if sensor is None:
         sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)

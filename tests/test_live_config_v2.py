@@ -153,3 +153,16 @@ def test_without_shadow_access_readings_go_on_and_deployments_still_apply(
         assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 10)
     finally:
         started.stop()
+
+
+def test_a_bad_value_in_the_configuration_at_start_is_rejected_not_fatal(nucleus, tmp_path, caplog):
+    started = Component(nucleus, tmp_path, configuration=dict(DEPLOYED, debounceSamples="0"))
+    try:
+        assert started.app.settings.debounce_samples == 3  # the default stays
+        assert started.app.settings.period == 0.05  # the valid values apply
+        assert "debounceSamples must be 1 or more, got 0" in caplog.text
+        assert _wait_for(lambda: "sensorRejected" in reported(nucleus))
+        assert reported(nucleus)["sensorRejected"]["debounceSamples"]["source"] == "configuration"
+        assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 3)
+    finally:
+        started.stop()

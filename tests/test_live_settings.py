@@ -71,6 +71,7 @@ def test_a_value_that_breaks_another_layers_value_is_rejected_naming_both():
         ("humidLimit", {"value": 5}, "humidLimit must be a number"),
         ("debounceSamples", 2.5, "debounceSamples must be a whole number"),
         ("period", 0, "period must be a positive number of seconds"),
+        ("humidLimit", " ", "humidLimit must be a number, got ' '"),
     ],
 )
 def test_what_the_shadow_cannot_change_is_rejected_with_a_reason(name, value, reason):
@@ -144,3 +145,11 @@ def test_no_change_decides_nothing():
 )
 def test_command_line_values_become_shadow_values(text, value):
     assert parse_value(text) == value
+
+
+def test_a_blank_configuration_value_is_an_unset_limit():
+    """The recipe's default for a limit that is off is "": the default, whatever else says."""
+    settings = live(humidLowLimit="10")
+    settings.propose(CONFIGURATION, {"humidLowLimit": ""}, replace=True)
+    assert humidity(settings.settings).lower is None
+    assert settings.reported()["humidLowLimit"] is None
