@@ -42,3 +42,16 @@ class GreengrassError(AgentError, OSError):
 
 class PublishError(GreengrassError):
     """The core did not accept a message. The text names the topic, never the payload."""
+
+
+class ShadowError(GreengrassError):
+    """The shadow service refused or failed a request: the documented ``code`` and ``message``
+    (400 bad request, 404 no shadow, 409 version conflict, 429 throttled, 500 failure...);
+    code 0 when the service could not be reached at all."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(
+            "shadow service answered {}: {}".format(code, message) if code else message
+        )
+        self.code = code
+        self.message = message

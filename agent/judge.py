@@ -16,6 +16,11 @@ Per metric and bound (Home Assistant's threshold semantics, Prometheus's
 
 Events: ``breach`` (opened, once per episode), ``update`` (still breaching, at
 most once per ``renotify_seconds``), ``recovered``.
+
+:meth:`Judge.reconfigure` changes limits, debounce and renotify between two
+readings (a shadow or configuration update): open episodes stay open with
+their id, so the next readings either continue them or recover them by the
+new band, after the usual debounce; nothing opens twice.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class _MetricState:
     # pending recovery
     recover_count: int = 0
     recover_since: float = 0.0
+    # the episode's limit, for its events once that side has no limit any more
+    last_limit: Optional[float] = None
 
     def persistent(self) -> Dict[str, Any]:
         return {
@@ -124,6 +131,36 @@ class Judge:
             if event is not None:
                 events.append(event)
         return events
+
+    def reconfigure(
+        self,
+        limits: Iterable[MetricLimits],
+        debounce_samples: int,
+        debounce_seconds: float,
+        renotify_seconds: float,
+    ) -> None:
+        """Judge the next readings by new limits, debounce and renotify interval.
+
+        Open episodes keep their id, start and peak: one inside the new band
+        recovers after the debounce, one still beyond it goes on (no second
+        breach). A metric whose limits are gone keeps being judged while its
+        episode is open, with no bound, so it recovers.
+        Counts under way (a breach or recovery not yet debounced) carry on.
+        """
+        new = {lim.metric: lim for lim in limits if lim.watched}
+        for metric, state in self._states.items():
+            if state.episode_id is None:
+                continue
+            old = self.limits[metric]
+            if state.last_limit is None:
+                state.last_limit = old.upper if state.bound == "upper" else old.lower
+            if metric not in new:
+                new[metric] = MetricLimits(metric, None, None, old.hysteresis)
+        self.limits = new
+        self._states = {m: self._states.get(m) or _MetricState() for m in new}
+        self.debounce_samples = max(1, int(debounce_samples))
+        self.debounce_seconds = max(0.0, float(debounce_seconds))
+        self.renotify_seconds = float(renotify_seconds)
 
     def open_episodes(self) -> Dict[str, str]:
         """metric → episode id, for every metric currently in an episode."""
@@ -173,6 +210,8 @@ class Judge:
             state.recover_count += 1
             if self._debounced(state.recover_count, state.recover_since, ts):
                 event = self._event(state, limits, "recovered", value, ts)
+                # A metric whose limits were removed stays, unwatched (it can open
+                # nothing), until the next reconfigure drops it.
                 self._states[limits.metric] = _MetricState()
                 return event
             return None
@@ -192,6 +231,8 @@ class Judge:
             state.seq += 1
         bound = state.bound or "upper"
         limit = limits.upper if bound == "upper" else limits.lower
+        if limit is None:
+            limit = state.last_limit
         return EpisodeEvent(
             event=kind,
             episode_id=state.episode_id or "",

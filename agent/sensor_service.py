@@ -10,6 +10,10 @@ Its ``stateDir`` is checked writable and locked at start (a second sensor
 process for the same device is refused, naming the PID). A state file that
 cannot be written (a full disk) changes nothing in memory: held events stay
 held and the state is written again on the next tick until it succeeds.
+
+New settings (a shadow or configuration change, ``agent.live_config``) wait in
+a pending slot set from any thread and are swapped in at the start of the
+next tick, before its reading: one attribute test per tick when none waits.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import collections
 import logging
 import os
 import threading
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .clock import Clock
 from .config import SensorSettings
@@ -72,11 +76,20 @@ class SensorService:
         # Observers (the simulation's console) see readings and events as they happen.
         self.on_reading: List[Callable[[Reading], None]] = []
         self.on_event: List[Callable[[EpisodeEvent], None]] = []
+        # Settings changed while running: offered from any thread, applied by the loop.
+        self.on_settings: List[Callable[[SensorSettings], None]] = []
+        self.live: Any = None  # the agent.live_config.LiveConfig feeding offer_settings, if any
+        self.saved_live: Optional[Dict[str, Any]] = None  # its state from before a restart
+        self._live_state: Optional[Dict[str, Any]] = None
+        self._pending: Optional[Tuple[SensorSettings, Optional[Dict[str, Any]]]] = None
+        self._pending_lock = threading.Lock()
         self._load_state()
 
     def tick(self) -> List[EpisodeEvent]:
         """One sample: read, publish, judge, publish events. Never raises for bad input."""
         self.counts["samples"] += 1
+        if self._pending is not None:
+            self._apply_pending()
         if self._held:
             self._flush_events()  # events a failed publish held back go first, even if the read fails
         if self._state_dirty:
@@ -106,6 +119,34 @@ class SensorService:
             self._flush_events()
         return events
 
+    def offer_settings(
+        self, settings: SensorSettings, live_state: Optional[Dict[str, Any]] = None
+    ) -> None:
+        """Use ``settings`` from the next reading on (any thread); ``live_state`` is saved
+        with them, so they survive a restart. A later offer replaces one not yet applied."""
+        with self._pending_lock:
+            self._pending = (settings, live_state)
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        settings, self._live_state = pending
+        self.judge.reconfigure(
+            settings.limits,
+            settings.debounce_samples,
+            settings.debounce_seconds,
+            settings.renotify_seconds,
+        )
+        self.settings = settings
+        self._save_state()
+        for callback in self.on_settings:
+            try:
+                callback(settings)
+            except Exception:
+                log.exception("a settings observer failed")
+
     def _flush_events(self) -> None:
         sent = 0
         while self._held:
@@ -130,6 +171,7 @@ class SensorService:
                 "device": self.settings.device_id,
                 "episodes": self.judge.snapshot(),
                 "held_events": list(self._held),
+                "live": self._live_state,
             },
         )
         self._state_dirty = error is not None
@@ -157,6 +199,9 @@ class SensorService:
         episodes = data.get("episodes")
         if isinstance(episodes, dict):
             self.judge.restore(episodes)
+        live = data.get("live")
+        if isinstance(live, dict):
+            self.saved_live = self._live_state = live
         held = data.get("held_events")
         if isinstance(held, list):
             self._held.extend(m for m in held if isinstance(m, dict))
@@ -187,7 +232,6 @@ class SensorService:
     # -- the loop -------------------------------------------------------------
     def run(self, max_ticks: Optional[int] = None) -> None:
         """Tick every ``period`` seconds on the clock until stopped or the sensor runs out."""
-        period = self.settings.period
         next_at = self.clock.monotonic()
         ticks = 0
         while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
@@ -199,7 +243,7 @@ class SensorService:
             except Exception:  # the loop must outlive any bug in one tick
                 log.exception("unexpected error in a sensor tick")
             ticks += 1
-            next_at += period
+            next_at += self.settings.period  # it may have changed in this tick
             delay = next_at - self.clock.monotonic()
             if delay < 0:  # fell behind (slow read): skip, don't burst
                 next_at = self.clock.monotonic()
@@ -215,6 +259,8 @@ class SensorService:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self.live is not None:
+            self.live.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Tuple
 
 CLOUD = "cloud"
+# A V1 core's local shadow service, as subscriptions name it.
+SHADOW_SERVICE = "GGShadowService"
+# Shadow subjects name the thing, known only where the group runs or is deployed:
+# the topology holds this token, and :meth:`GroupTopology.for_thing` puts the name in.
+THING_TOKEN = "{thing}"
 DEFAULT_SECRET_NAME = "greengrass-snow-creds"
 DEFAULT_READINGS_TOPIC = "IoTBlog/sensorData"
 DEFAULT_ANOMALY_TOPIC = "IoTBlog/anomaly"
@@ -142,6 +147,19 @@ class GroupTopology:
     def subscriptions_from(self, source: str) -> Tuple[Subscription, ...]:
         return tuple(s for s in self.subscriptions if s.source == source)
 
+    def for_thing(self, thing: str) -> GroupTopology:
+        """This topology with ``thing`` in the shadow subjects (see :data:`THING_TOKEN`).
+
+        A deployment names the core's thing; the local core the device's. A
+        topology without the token, or already bound, is returned as is.
+        """
+        if not any(THING_TOKEN in s.subject for s in self.subscriptions):
+            return self
+        subscriptions = tuple(
+            replace(s, subject=s.subject.replace(THING_TOKEN, thing)) for s in self.subscriptions
+        )
+        return replace(self, subscriptions=subscriptions)
+
 
 SENSOR_FUNCTION_ID = "sensor"
 ANOMALY_FUNCTION_ID = "anomaly"
@@ -153,6 +171,18 @@ HEALTH_TOPIC = "edge-agent/health/{function}"
 STATUS_SWITCH = "EDGE_AGENT_STATUS"
 SNOW_SECRET_RESOURCE_ID = "snow-credentials"
 STATE_VOLUME_ID = "edge-agent-state"
+# The sensor's shadow traffic (issue 13): requests it sends to the local shadow service,
+# and the answers and changes the service sends it (V1 subscriptions; on V2 the same
+# subjects become the ShadowManager IPC operations and local pub/sub subscriptions).
+SHADOW_PREFIX = "$aws/things/" + THING_TOKEN + "/shadow"
+SHADOW_REQUESTS = ("update", "get")
+SHADOW_ANSWERS = (
+    "update/delta",
+    "update/documents",
+    "update/rejected",
+    "get/accepted",
+    "get/rejected",
+)
 # The variables that name the topics a function publishes on; subscriptions follow them.
 TOPIC_VARIABLES = ("readingsTopic", "anomalyTopic")
 # Episode state and the outbox must outlive a container restart, so they live on a
@@ -258,7 +288,8 @@ def default_topology(
             Subscription(
                 "anomaly-to-cloud", SENSOR_FUNCTION_ID, anomaly_topic, CLOUD, "anomalyTopic"
             ),
-        ),
+        )
+        + shadow_subscriptions(SENSOR_FUNCTION_ID),
         secrets=(SecretResource(SNOW_SECRET_RESOURCE_ID, secret_name),),
         devices=devices,
         volumes=(VolumeResource(STATE_VOLUME_ID, DEVICE_STATE_DIR, DEVICE_STATE_DIR),),
@@ -266,6 +297,31 @@ def default_topology(
     if status_enabled(environment):
         topology = with_status_function(topology, environment.get(STATUS_FUNCTION_ID, {}))
     return topology
+
+
+def shadow_subscriptions(function_id: str) -> Tuple[Subscription, ...]:
+    """The local shadow's subscriptions for ``function_id``: its requests to the shadow
+    service, and the service's answers and deltas to it (AWS IoT Greengrass V1 Developer
+    Guide, "Configure devices and subscriptions": exact topics, no wildcards)."""
+    requests = tuple(
+        Subscription(
+            "{}-shadow-{}".format(function_id, op),
+            function_id,
+            SHADOW_PREFIX + "/" + op,
+            SHADOW_SERVICE,
+        )
+        for op in SHADOW_REQUESTS
+    )
+    answers = tuple(
+        Subscription(
+            "shadow-{}-to-{}".format(answer.replace("/", "-"), function_id),
+            SHADOW_SERVICE,
+            SHADOW_PREFIX + "/" + answer,
+            function_id,
+        )
+        for answer in SHADOW_ANSWERS
+    )
+    return requests + answers
 
 
 def status_enabled(environment: Mapping[str, Mapping[str, str]]) -> bool:

@@ -1,7 +1,7 @@
 """``python -m deploy <command>`` (and ``edge-agent deploy <command>``).
 
 Commands: plan, package, up, status, reset, destroy, render-config, v2-plan,
-v2-up, v2-status, v2-destroy. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
+v2-up, v2-status, v2-destroy, set, get. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
 3 deployment failed, 4 deployment timed out, 130 interrupted.
 """
 
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from agent.live_settings import RUNTIME_VARIABLES
 from agent.topology import DEFAULT_SECRET_NAME, GroupTopology
 
 from .commands import COMMANDS, build_topology, cmd_render_config
@@ -212,6 +213,11 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
         help="aws.greengrass.SecretManager version (v2-up default: the newest)",
     )
     p.add_argument(
+        "--shadow-manager-version",
+        default="",
+        help="aws.greengrass.ShadowManager version (v2-up default: the newest)",
+    )
+    p.add_argument(
         "--posix-user",
         default="",
         help="user:group the components run as (default uid:gid of the topology)",
@@ -351,6 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--keep-certs", action="store_true", help="keep the local files")
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
             _add_delete_secret_options(p)
+    for name, text in (
+        ("set", "set one device's run-time variables (limits...) in its shadow's desired state"),
+        ("get", "one device's run-time variables: desired, reported, pending, rejected"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_topology_options(p)
+        _add_state_option(p)
+        _add_aws_options(p)
+        p.add_argument(
+            "--thing",
+            default="",
+            help="the device's IoT thing (default: the core up/v2-up created, from --state)",
+        )
+        if name == "set":
+            p.add_argument(
+                "values",
+                nargs="+",
+                metavar="NAME=VALUE",
+                help="e.g. humidLimit=55 (null removes the override): "
+                + ", ".join(RUNTIME_VARIABLES),
+            )
+        else:
+            p.add_argument("--json", action="store_true", help="the whole shadow document")
     return parser
 
 

@@ -339,6 +339,7 @@ def _v2_options(args: argparse.Namespace):
         thing_group=args.thing_group,
         account=args.account,
         secret_manager_version=args.secret_manager_version,
+        shadow_manager_version=args.shadow_manager_version,
         posix_user=args.posix_user,
         packaging=package_options(args),
         certs_dir=args.certs_dir,
@@ -383,6 +384,37 @@ def cmd_v2_destroy(args: argparse.Namespace, topology: GroupTopology, out: Calla
     )
 
 
+def _shadow_api(args: argparse.Namespace, out: Callable) -> Any:
+    """An Api for ``set``/``get``, and ``args.thing`` filled from the state when not given."""
+    state = State.load(args.state, dry_run=True)  # read only: set and get create nothing
+    if not args.thing:
+        v2 = state.get("v2") or {}
+        args.thing = (
+            args.thing_name
+            or (state.get("thing") or {}).get("name")
+            or (v2.get("thing") or {}).get("name")
+            or ""
+        )
+    if not args.thing:
+        raise DeployError(
+            "which device? no --thing, and no core in {}".format(args.state),
+            hint="pass --thing NAME (the device's IoT thing)",
+        )
+    return _api(args, state, out)
+
+
+def cmd_set(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+    from .shadow_cmd import cmd_set as run
+
+    return run(args, topology, _shadow_api(args, out), out)
+
+
+def cmd_get(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
+    from .shadow_cmd import cmd_get as run
+
+    return run(args, topology, _shadow_api(args, out), out)
+
+
 COMMANDS = {
     "plan": cmd_plan,
     "package": cmd_package,
@@ -395,4 +427,6 @@ COMMANDS = {
     "v2-up": cmd_v2_up,
     "v2-status": cmd_v2_status,
     "v2-destroy": cmd_v2_destroy,
+    "set": cmd_set,
+    "get": cmd_get,
 }

@@ -201,6 +201,7 @@ def _endpoint(topology: GroupTopology, target: Target, name: str) -> str:
 
 
 def subscription_definition(topology: GroupTopology, target: Target) -> Document:
+    topology = topology.for_thing(target.thing_name)
     subscriptions = []
     for sub in topology.subscriptions:
         try:
@@ -236,6 +237,7 @@ class Documents:
 
 
 def build_documents(topology: GroupTopology, target: Target) -> Documents:
+    topology = topology.for_thing(target.thing_name)  # the shadow subscriptions name the core
     LOG.debug(
         "building definitions for group %s (placeholders: %s)",
         topology.name,

@@ -7,7 +7,10 @@ Greengrass V1 developer guide, narrowed further:
   thing name with a ``-`` suffix for the core's auxiliary connections);
 * ``iot:Publish`` only on the topics the group's subscriptions send to
   ``cloud``; ``iot:Subscribe``/``iot:Receive`` only on topics subscriptions take
-  from ``cloud``; shadow topics and shadow calls only for the core's own thing;
+  from ``cloud``; shadow topics and shadow calls only for the core's own thing
+  (``SyncShadow``: the sensor's limits live in its classic shadow) and the
+  deployment agent's ``<thing>-gda`` shadow, not for any thing whose name
+  merely starts the same;
 * Greengrass data-plane actions: ``AssumeRoleForGroup`` and
   ``CreateCertificate`` (no resource-level permissions exist for them, so
   ``*``), ``GetDeployment``/``GetDeploymentArtifacts`` on this group's
@@ -55,23 +58,26 @@ def _unique(items: List[str]) -> List[str]:
     return seen
 
 
+def shadow_topics(thing: str) -> List[str]:
+    """Policy patterns for the core's shadow topics: its own thing's (``SyncShadow`` of the
+    classic shadow, where the sensor's limits live), and the deployment agent's, which
+    listens on the shadow of ``<thing>-gda`` (AWS's minimal V1 core policy). Exactly these
+    two things: not ``$aws/things/<thing>*``, which is also every thing whose name starts
+    so. Named shadows of its own thing are not excluded (the core uses none): a Deny for
+    them costs 260 of the 2048 characters a policy may have."""
+    return ["$aws/things/{}/shadow/*".format(thing), "$aws/things/{}-gda/*".format(thing)]
+
+
 def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
     thing = target.thing_name
     region, account = target.region, target.account
     to_cloud = _unique([s.subject for s in topology.subscriptions if s.target == CLOUD])
     from_cloud = _unique([s.subject for s in topology.subscriptions if s.source == CLOUD])
-    # The core's deployment agent talks on the shadow of a suffixed thing name
-    # (<thing>-gda: $aws/things/<thing>-gda/shadow/update/delta), so the shadow
-    # topics are needed whether or not the core syncs its own shadow; AWS's
-    # minimal V1 core policy uses the same "<thing>*" form.
-    shadow = "$aws/things/{}*".format(thing)
+    shadows = shadow_topics(thing)
 
     publish = [_iot_arn(target, "topic/" + topic_resource(s)) for s in to_cloud]
     receive = [_iot_arn(target, "topic/" + topic_resource(s)) for s in from_cloud]
     subscribe = [_iot_arn(target, "topicfilter/" + s) for s in from_cloud]
-    publish.append(_iot_arn(target, "topic/" + shadow))
-    receive.append(_iot_arn(target, "topic/" + shadow))
-    subscribe.append(_iot_arn(target, "topicfilter/" + shadow))
 
     statements: List[Dict[str, Any]] = [
         {
@@ -84,6 +90,16 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
             ],
         }
     ]
+    statements.append(
+        {
+            # its shadows: one statement, as each action only matches its resource type
+            # (Publish and Receive topic/..., Subscribe topicfilter/...)
+            "Effect": "Allow",
+            "Action": ["iot:Publish", "iot:Subscribe", "iot:Receive"],
+            "Resource": [_iot_arn(target, "topic/" + t) for t in shadows]
+            + [_iot_arn(target, "topicfilter/" + t) for t in shadows],
+        }
+    )
     if publish:
         statements.append(
             {
@@ -111,15 +127,19 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
                 "Resource": _unique(receive),
             }
         )
-    statements.append(
-        {
-            # own shadow
-            "Effect": "Allow",
-            "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-            "Resource": [_iot_arn(target, "thing/{}*".format(thing))],
-        }
-    )
     statements += [
+        {
+            # its own shadow (SyncShadow), and its connectivity info
+            "Effect": "Allow",
+            "Action": [
+                "iot:GetThingShadow",
+                "iot:UpdateThingShadow",
+                "iot:DeleteThingShadow",
+                "greengrass:GetConnectivityInfo",
+                "greengrass:UpdateConnectivityInfo",
+            ],
+            "Resource": [_iot_arn(target, "thing/" + thing)],
+        },
         {
             # greengrass core identity
             "Effect": "Allow",
@@ -137,12 +157,6 @@ def iot_policy(topology: GroupTopology, target: Target) -> Dict[str, Any]:
             "Effect": "Allow",
             "Action": ["greengrass:UpdateCoreDeploymentStatus"],
             "Resource": [core_deployment_status_arn(region, account, target.group_id, thing)],
-        },
-        {
-            # greengrass connectivity info
-            "Effect": "Allow",
-            "Action": ["greengrass:GetConnectivityInfo", "greengrass:UpdateConnectivityInfo"],
-            "Resource": [_iot_arn(target, "thing/" + thing)],
         },
     ]
     LOG.debug(

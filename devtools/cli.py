@@ -10,7 +10,7 @@ from typing import List, Optional
 
 # Options whose value may start with "-" (``--outage -60:600``): argparse would take
 # the value for an option and answer "expected one argument"; the check says why.
-_VALUES_MAY_START_WITH_DASH = ("--outage",)
+_VALUES_MAY_START_WITH_DASH = ("--outage", "--at")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -96,6 +96,14 @@ def _main(argv: Optional[List[str]] = None) -> int:
         default=[],
         metavar="START:DURATION",
         help="take the stand-in down for DURATION s, START s into the run",
+    )
+    sim.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="SECONDS:NAME=VALUE",
+        help="set the shadow's desired NAME (a limit, hysteresis, debounce, renotify or "
+        "period) to VALUE, SECONDS into the run, e.g. --at 300:humidLimit=70",
     )
     sim.add_argument(
         "--set",
@@ -193,6 +201,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from devtools.exit_codes import BAD_CONFIGURATION, INTERRUPTED
     from devtools.local_group import parse_assignments
     from devtools.simulate import SimulationOptions, parse_outages, run
+    from devtools.simulation_changes import parse_changes
 
     # The console shows the agent's warnings and ServiceNow outcomes; the full
     # log goes to stderr only with --verbose.
@@ -203,6 +212,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         outages = parse_outages(args.outage)
         environment = parse_assignments(args.set)
+        changes = parse_changes(args.at)
     except ValueError as exc:
         parser.error(str(exc))
     if args.serve:
@@ -227,6 +237,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         mqtt_url=args.mqtt,
         mqtt_tls={"ca": args.mqtt_ca, "cert": args.mqtt_cert, "key": args.mqtt_key},
         serve=args.serve,
+        changes=changes,
     )
 
     def print_summary(summary: dict) -> None:  # when the run ends, before --serve serves on

@@ -182,6 +182,8 @@ class WarningsToConsole(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "observed", False):
+            return  # an observer shows it already (a rejected configuration change)
         try:
             self.console.line(record.levelname, record.getMessage())
         except Exception:

@@ -50,8 +50,10 @@ def build_group(
     anomaly_app = anomaly_function.create_app(
         environ=environ_anomaly, runtime=core.runtime_for(ANOMALY_FUNCTION_ID), clock=clock
     )
-    core.register(SENSOR_FUNCTION_ID, sensor_function.function_handler)
+    core.register(SENSOR_FUNCTION_ID, sensor_function.handler_for(sensor_app))
     core.register(ANOMALY_FUNCTION_ID, anomaly_app.function_handler)
+    # Once its handler is registered: the shadow service answers the first read to it.
+    sensor_function.start_live(sensor_app)
     return sensor_app, anomaly_app
 
 

@@ -36,6 +36,7 @@ from agent.topology import STATUS_SWITCH, default_topology
 from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
 from devtools.exit_codes import MQTT_LOST, exit_code_for, meaning
 from devtools.local_group import build_group
+from devtools.simulation_changes import Timed, change_switch, config_line
 from devtools.simulation_checks import Plan, parse_outages, prepare
 from devtools.simulation_loop import (
     ShiftedClock,
@@ -77,6 +78,7 @@ class SimulationOptions:
     mqtt_close_timeout: float = 10.0  # seconds to wait at the end for the broker to take the rest
     progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
     serve: Optional[str] = None  # [HOST:]PORT of the status page (devtools/status_serve.py)
+    changes: Sequence[Timed] = ()  # --at: (seconds into the run, variable, shadow value)
 
 
 def run(
@@ -166,7 +168,10 @@ def _run(
                 topology, options.serve, {"stateDir": state_dir}, options.environment
             )
             environ_sensor[STATUS_SWITCH] = environ_anomaly[STATUS_SWITCH] = "on"
-        core = LocalCore(topology)
+        # Its shadows in the state folder, as a core keeps them: a run again resumes them.
+        core = LocalCore(
+            topology, clock=clock, shadow_path=os.path.join(state_dir, "local-shadows.json")
+        )
         secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
         if options.secret_file:
             core.load_secret_file(secret_name, options.secret_file)
@@ -177,6 +182,8 @@ def _run(
         sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
         sensor_app.on_reading.append(console.reading)
         sensor_app.on_event.append(console.event)
+        if sensor_app.live is not None:
+            sensor_app.live.on_change.append(config_line(console.line))
         anomaly_app.deliverer.on_outcome.append(console.outcome)
         if environ_status is not None:
             from devtools.status_serve import attach_status
@@ -192,7 +199,19 @@ def _run(
                 bridge,
             )
         set_down = outage_switch(standin, options.outages, start, console)
-        ticks = tick_times(sensor, start, plan.duration, plan.period, bool(options.replay))
+        if options.changes and sensor_app.live is not None:
+            bring_in = change_switch(
+                core, sensor_app.live.thing, options.changes, start, console.line
+            )
+            set_down = _both(set_down, bring_in)
+        # The period may change during the run (--at SECONDS:period=...).
+        ticks = tick_times(
+            sensor,
+            start,
+            plan.duration,
+            lambda: sensor_app.settings.period,
+            bool(options.replay),
+        )
         end = start + plan.duration
 
         def progress() -> str:
@@ -236,6 +255,8 @@ def _run(
             incidents_in_standin = len(standin.incidents())
             standin.stop()
 
+    live_counts = sensor_app.live.counts if sensor_app.live is not None else {}
+    live_counts = {k: live_counts.get(k, 0) for k in ("applied", "rejected")}
     summary: Dict[str, Any] = {
         "scenario": options.replay or options.scenario,
         "fast": options.fast,
@@ -254,6 +275,8 @@ def _run(
         },
         "sensor": console.fault_counts(sensor_app.counts["sensor_errors"]),
         "messages_to_cloud": core.stats["to_cloud"],
+        "config_changes_applied": live_counts["applied"],
+        "config_changes_rejected": live_counts["rejected"],
         "drained": drained,
         "interrupted": interrupted,
         "state_dir": state_dir,
@@ -361,6 +384,14 @@ def _start_line(options: SimulationOptions, plan: Plan, console: Console, sensor
                 options.scenario, clock_text(plan.duration), plan.period, pace
             ),
         )
+
+
+def _both(first: Callable[[float], None], second: Callable[[float], None]) -> Callable:
+    def both(now: float) -> None:
+        first(now)
+        second(now)
+
+    return both
 
 
 def _utc(ts: Optional[float]) -> str:

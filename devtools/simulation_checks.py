@@ -23,6 +23,7 @@ from agent.sensors.base import Sensor
 from agent.sensors.fake import get_scenario
 from agent.topology import default_topology
 from devtools.local_group import check_secret_file, function_environments
+from devtools.simulation_changes import check_changes
 
 if TYPE_CHECKING:
     from devtools.simulate import SimulationOptions
@@ -85,6 +86,7 @@ def prepare(options: SimulationOptions) -> Plan:
         scenario = get_scenario(options.scenario)
         duration = scenario.duration if options.duration is None else options.duration
     check_outages(options.outages, duration)
+    check_changes(options.changes, duration)
 
     # The stand-in's URL is not known yet; a loopback URL stands for it while checking.
     base = {"deviceId": options.device_id, "snowUrl": options.snow_url or "http://127.0.0.1"}

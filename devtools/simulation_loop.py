@@ -9,7 +9,7 @@ keep their times however far apart readings are.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Sequence, Tuple
+from typing import Any, Callable, Iterator, Sequence, Tuple, Union
 
 from agent.clock import Clock, VirtualClock
 from devtools.console import Console
@@ -33,9 +33,14 @@ def round_start(now: float) -> float:
 
 
 def tick_times(
-    sensor: Any, start: float, duration: float, period: float, replay: bool
+    sensor: Any,
+    start: float,
+    duration: float,
+    period: Union[float, Callable[[], float]],
+    replay: bool,
 ) -> Iterator[float]:
-    """When each reading is taken: every ``period`` seconds, or at the replay's own timestamps."""
+    """When each reading is taken: every ``period`` seconds (a callable: the period in force,
+    which a shadow change may alter between readings), or at the replay's own timestamps."""
     if replay:
         end = start + duration
         while True:
@@ -43,10 +48,19 @@ def tick_times(
             if at is None or at > end:
                 return
             yield at
-    else:
+        return
+    every = period if callable(period) else (lambda: period)
+    current = every()
+    base, i = start, 0
+    while True:
+        at = base + i * current
         # 1.2 s at 0.1 s is 12 readings, although 1.2 // 0.1 == 11.0 in floating point.
-        for i in range(int(duration / period + 1e-9)):
-            yield start + i * period
+        if at - start >= duration - 1e-9 * max(1.0, duration):
+            return
+        yield at
+        if every() != current:  # from this reading on, the new period
+            base, i, current = at, 0, every()
+        i += 1
 
 
 def outage_switch(

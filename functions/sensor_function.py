@@ -1,8 +1,10 @@
 """Sensor function: reads the Sense HAT, publishes readings and episode events.
 
 Greengrass V1: a pinned Lambda; the loop starts at module load (outside the
-handler, as the SDK's examples do) and the handler does nothing.
-Greengrass V2: run as a component with ``python3 -m functions.sensor_function``.
+handler, as the SDK's examples do); the handler receives what the local shadow
+service sends the function (deltas, documents, answers: ``agent.live_config``).
+Greengrass V2: run as a component with ``python3 -m functions.sensor_function``;
+shadow messages and configuration changes arrive over IPC.
 Laptop: ``edge-agent simulate`` calls :func:`create_app` with a fake sensor and the
 local core; nothing starts on import outside a core.
 """
@@ -10,13 +12,14 @@ local core; nothing starts on import outside a core.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
-from agent.clock import Clock
-from agent.config import SensorSettings
-from agent.errors import AgentError, BadSensorBackend, SensorError
+from agent.clock import Clock, VirtualClock
+from agent.errors import AgentError, BadSensorBackend, GreengrassError, SensorError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
+from agent.live_config import LiveConfig, thing_name
+from agent.live_settings import CONFIGURATION, LiveSettings
 from agent.sensor_service import SensorService
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
@@ -34,28 +37,84 @@ def create_app(
     sensor: Optional[Sensor] = None,
     clock: Optional[Clock] = None,
 ) -> SensorService:
-    """Build the service from configuration; explicit arguments beat the environment."""
+    """Build the service from configuration; explicit arguments beat the environment.
+
+    The variables that may change at run time come, in order of precedence, from the
+    thing's shadow, the component configuration (V2) or the environment, and the
+    default (``agent.live_settings``); :func:`start_live` starts following them.
+    """
     import os
 
-    settings = SensorSettings.from_mapping(os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    live = LiveSettings(environ)  # the environment's check first, before anything opens
+    runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
+    try:
+        configuration = runtime.component_configuration()  # V2: read over IPC, not Setenv
+    except GreengrassError as exc:  # read again when the subscription to changes starts
+        log.warning("starting with the environment's values: %s", exc)
+        configuration = None
+    if configuration:
+        # As for a change while running: a value the check refuses is rejected (logged, and
+        # reported once the shadow is reached), the environment's or the default stays.
+        for change in live.propose(CONFIGURATION, configuration, replace=True).rejected:
+            log.warning(
+                "sensor variable from the component configuration rejected: %s; %s stays %s",
+                change.describe(),
+                change.name,
+                change.old if change.old is not None else "unset",
+            )
+    settings = live.settings
     if sensor is None:
         sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)
-    runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
     # One source of truth: the runtime routes by the topics this function publishes on.
     runtime.route_topics(
         {"readingsTopic": settings.readings_topic, "anomalyTopic": settings.anomaly_topic}
     )
-    return SensorService(sensor, runtime, settings, clock=clock)
+    service = SensorService(sensor, runtime, settings, clock=clock)
+    if runtime.shadow_supported:
+        controller = LiveConfig(
+            service,
+            runtime,
+            live,
+            thing_name(environ, settings.device_id),
+            # In virtual time (simulate --fast, tests) a worker's waits would be real:
+            # the requests are made inline then, on the local core that never blocks.
+            background=not isinstance(service.clock, VirtualClock),
+        )
+        controller.restore(service.saved_live)  # the values in force before a restart
+        service.live = controller
+    return service
+
+
+def start_live(service: SensorService) -> None:
+    """Follow the shadow (and the V2 configuration): once the handler can receive."""
+    if service.live is not None:
+        service.live.start()
+
+
+def handler_for(service: SensorService) -> Callable[[Any, Any], None]:
+    """The Lambda-style handler of one service (the local core registers it)."""
+
+    def handle(event: Any, context: Any) -> None:
+        custom = getattr(getattr(context, "client_context", None), "custom", None) or {}
+        topic = custom.get("subject") if isinstance(custom, dict) else None
+        if topic and service.live is not None:
+            service.live.on_message(event, topic)
+
+    return handle
 
 
 def function_handler(event: Any, context: Any) -> None:
-    """Nothing is routed to this function; the work happens in the loop."""
-    return None
+    """The local shadow service's messages, routed to this function by the group's
+    subscriptions; the readings' work happens in the loop."""
+    if app is not None:
+        handler_for(app)(event, context)
 
 
 def _adopt(service: Any) -> None:
     global app
     app = service
+    start_live(service)
     from agent.status.health import start_if_enabled  # reports for a status function, if any
 
     start_if_enabled(service, SENSOR_FUNCTION_ID)
@@ -77,6 +136,7 @@ def main() -> int:
         return 2
     from agent.status.health import start_if_enabled
 
+    start_live(service)
     health = start_if_enabled(service, SENSOR_FUNCTION_ID)
     service.run()
     if health is not None:

@@ -151,6 +151,26 @@ def test_subscriptions_map_function_ids_to_alias_arns_and_keep_cloud(tmp_path):
     assert subs["anomaly-to-cloud"]["Target"] == "cloud"
 
 
+def test_the_local_shadow_is_synced_and_routed_for_the_cores_thing(tmp_path):
+    docs = plan(tmp_path, "--account", "123456789012", "--thing-name", "pi-kitchen")
+    [core] = docs["core-definition.json"]["Cores"]
+    assert core["SyncShadow"] is True  # the sensor's limits come from the cloud shadow
+    subs = docs["subscription-definition.json"]["Subscriptions"]
+    sensor = next(s["Source"] for s in subs if s["Id"] == "readings-to-cloud")
+    to_shadow = {s["Subject"] for s in subs if s["Target"] == "GGShadowService"}
+    from_shadow = {s["Subject"] for s in subs if s["Source"] == "GGShadowService"}
+    prefix = "$aws/things/pi-kitchen/shadow/"
+    assert to_shadow == {prefix + "update", prefix + "get"}
+    assert from_shadow == {
+        prefix + a for a in ("update/delta", "update/documents", "update/rejected")
+    } | {
+        prefix + "get/accepted",
+        prefix + "get/rejected",
+    }
+    assert {s["Target"] for s in subs if s["Source"] == "GGShadowService"} == {sensor}
+    assert not any("{thing}" in s["Subject"] for s in subs)
+
+
 def test_resources_secret_and_sense_hat_devices(tmp_path):
     docs = plan(
         tmp_path,

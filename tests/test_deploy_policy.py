@@ -179,3 +179,21 @@ def test_a_policy_aws_would_refuse_for_its_size_fails_at_plan_time():
         make_policy(replace(topology, subscriptions=topology.subscriptions + many))
     size = len("".join(json.dumps(make_policy()).split()))
     assert size <= 2048  # the default group fits, with room for a longer thing name
+
+
+def test_no_shadow_of_a_thing_whose_name_merely_starts_the_same(policy):
+    for longer in (THING + "2", THING + "-kitchen"):
+        topic = "$aws/things/{}/shadow/update".format(longer)
+        assert not allowed(policy, "iot:Publish", arn("topic/" + topic))
+        assert not allowed(policy, "iot:Subscribe", arn("topicfilter/" + topic + "/delta"))
+        assert not allowed(policy, "iot:GetThingShadow", arn("thing/" + longer))
+
+
+def test_the_core_syncs_its_classic_shadow_the_sensors_limits(policy):
+    own = "$aws/things/{}/shadow/".format(THING)
+    for answer in ("update/delta", "update/accepted", "update/documents", "get/accepted"):
+        assert allowed(policy, "iot:Subscribe", arn("topicfilter/" + own + answer))
+        assert allowed(policy, "iot:Receive", arn("topic/" + own + answer))
+    for request in ("update", "get"):
+        assert allowed(policy, "iot:Publish", arn("topic/" + own + request))
+    assert allowed(policy, "iot:UpdateThingShadow", arn("thing/" + THING))

@@ -186,7 +186,20 @@ def test_up_creates_everything(aws, project):
     table = gg.get_subscription_definition_version(
         SubscriptionDefinitionId=subs["id"], SubscriptionDefinitionVersionId=subs["version_id"]
     )["Definition"]["Subscriptions"]
-    assert {s["Target"] for s in table} == {"cloud", state["functions"]["anomaly"]["alias_arn"]}
+    sensor = state["functions"]["sensor"]["alias_arn"]
+    assert {s["Target"] for s in table} == {
+        "cloud",
+        state["functions"]["anomaly"]["alias_arn"],
+        sensor,  # the local shadow service's deltas and answers
+        "GGShadowService",  # the sensor's shadow requests
+    }
+    shadow = {s["Subject"] for s in table if "GGShadowService" in (s["Source"], s["Target"])}
+    prefix = "$aws/things/{}/shadow/".format(thing["thingName"])
+    assert shadow == {
+        prefix + t
+        for t in ("update", "get", "update/delta", "update/documents", "update/rejected")
+        + ("get/accepted", "get/rejected")
+    }
 
     deployments = gg.list_deployments(GroupId=group["Id"])["Deployments"]
     assert [d["DeploymentId"] for d in deployments] == [state["deployment"]["id"]]

@@ -10,9 +10,11 @@ import subprocess
 
 import pytest
 import yaml
+from sensor_acl import sensor_access_control
 from test_deploy_support import DEVICE_DISTS, make_site_packages, make_source_root
 
 from agent.config import VARIABLES
+from agent.live_settings import RUNTIME_VARIABLES
 from agent.topology import default_topology
 from deploy.cli import main
 from deploy.v2 import (
@@ -23,7 +25,7 @@ from deploy.v2 import (
     deployment_params,
     recipe_errors,
 )
-from deploy.v2.recipes import component_configuration, configuration_names
+from deploy.v2.recipes import SHADOW_MANAGER, component_configuration, configuration_names
 from deploy.validation import validation_errors
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-snow-creds-AbCdEf"
@@ -69,10 +71,18 @@ def test_sensor_recipe_takes_every_variable_from_its_configuration():
     env = lifecycle["Setenv"]
     spec = default_topology().function("sensor")
     sensor_variables = {v.name for v in VARIABLES if v.function in ("sensor", "both")}
-    assert set(spec.environment) | sensor_variables <= set(env)
+    # Those that change at run time are read over IPC (no restart); the others are Setenv.
+    assert (set(spec.environment) | sensor_variables) - set(RUNTIME_VARIABLES) <= set(env)
+    assert not set(RUNTIME_VARIABLES) & set(env)
     for name in configuration_names(spec):
-        assert env[name] == "{configuration:/" + name + "}"
+        if name not in RUNTIME_VARIABLES:
+            assert env[name] == "{configuration:/" + name + "}"
     defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    assert set(RUNTIME_VARIABLES) <= set(defaults)
+    # A restart of ShadowManager must not restart the sensor (it asks again): SOFT.
+    assert recipe["ComponentDependencies"] == {
+        SHADOW_MANAGER: {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "SOFT"}
+    }
     assert defaults["tempLimit"] == "30" and defaults["tempLowLimit"] == ""  # documented
     assert "accessControl" not in defaults  # it comes with the deployment
     assert env["PYTHONPATH"] == "{artifacts:decompressedPath}/edge-agent-sensor-v2"
@@ -84,6 +94,59 @@ def test_sensor_recipe_takes_every_variable_from_its_configuration():
     artifact = recipe["Manifests"][0]["Artifacts"][0]
     assert artifact["Unarchive"] == "ZIP" and artifact["URI"].startswith("s3://")
     assert SECRET_MANAGER not in json.dumps(recipe)
+
+
+def test_the_sensor_may_use_exactly_its_things_classic_shadow():
+    sensor, _ = merged(params_for(), "com.edgeagent.sensor")
+    acl = sensor["accessControl"]
+    shadow = "$aws/things/edge-agent-core/shadow"
+    assert acl[SHADOW_MANAGER] == {
+        "com.edgeagent.sensor:shadow-get": {
+            "policyDescription": "get the thing's classic shadow",
+            "operations": ["aws.greengrass#GetThingShadow"],
+            "resources": [shadow],
+        },
+        "com.edgeagent.sensor:shadow-update": {
+            "policyDescription": "update the thing's classic shadow",
+            "operations": ["aws.greengrass#UpdateThingShadow"],
+            "resources": [shadow],
+        },
+    }
+    # ShadowManager's deltas and answers on local pub/sub: subscribe only, no publish there.
+    subscribe = acl[PUBSUB]["com.edgeagent.sensor:subscribe-local"]["resources"]
+    assert set(subscribe) == {
+        shadow + "/" + t
+        for t in ("update/delta", "update/documents", "update/rejected", "get/accepted")
+        + ("get/rejected",)
+    }
+    assert acl[PUBSUB]["com.edgeagent.sensor:publish-local"]["resources"] == ["IoTBlog/anomaly"]
+    assert acl == sensor_access_control("com.edgeagent.sensor", "edge-agent-core")
+    anomaly, _ = merged(params_for(), "com.edgeagent.anomaly")
+    assert SHADOW_MANAGER not in anomaly["accessControl"]
+
+
+def test_the_deployment_syncs_the_cores_classic_shadow():
+    manager = params_for()["components"][SHADOW_MANAGER]
+    assert json.loads(manager["configurationUpdate"]["merge"]) == {
+        "synchronize": {"coreThing": {"classic": True}, "direction": "betweenDeviceAndCloud"}
+    }
+
+
+def test_a_thing_group_names_each_cores_own_thing_in_the_access_control():
+    params = deployment_params(
+        default_topology(),
+        target_arn="arn:aws:iot:us-east-1:123456789012:thinggroup/pis",
+        components={"sensor": "1.0.0", "anomaly": "1.0.0"},
+        prefix="com.edgeagent",
+        secret_arns={"snow-credentials": SECRET_ARN},
+        secret_manager_version="2.2.3",
+        posix_user="1000:1000",
+    )
+    sensor, _ = merged(params, "com.edgeagent.sensor")
+    [resource] = sensor["accessControl"][SHADOW_MANAGER]["com.edgeagent.sensor:shadow-get"][
+        "resources"
+    ]
+    assert resource == "$aws/things/{iot:thingName}/shadow"  # the nucleus interpolates it
 
 
 def test_the_deployment_carries_the_values_and_ipc_access():
@@ -138,7 +201,7 @@ def test_a_changed_limit_or_topic_changes_the_deployment_not_the_recipe():
 def test_a_documented_variable_not_in_the_topology_is_still_configuration():
     """tempLowLimit is unset in the default topology; setting it later needs no new version."""
     recipe = recipe_for("sensor")
-    assert "tempLowLimit" in recipe["Manifests"][0]["Lifecycle"]["Setenv"]
+    assert "tempLowLimit" in recipe["ComponentConfiguration"]["DefaultConfiguration"]
     topology = default_topology(environment={"sensor": {"tempLowLimit": "5"}})
     assert recipe_for("sensor", topology) == recipe
     assert merged(params_for(topology), "com.edgeagent.sensor")[0]["tempLowLimit"] == "5"
@@ -176,7 +239,7 @@ def test_recipe_errors_catch_structural_mistakes():
 
 
 def test_component_configuration_values_are_strings():
-    topology = default_topology()
+    topology = default_topology().for_thing("pi")
     spec = topology.function("sensor")
     config = component_configuration(topology, spec, "com.edgeagent.sensor", {})
     assert all(isinstance(v, str) for k, v in config.items() if k != "accessControl")

@@ -43,14 +43,27 @@ def test_deployment_topics_of_its_own_thing_only(policy):
         assert not allowed(
             policy, action, arn(prefix + shadow.replace(THING, "other") + "/update/delta")
         )
-        # the classic shadow is not the deployment shadow
+        # ...nor of a thing whose name merely starts the same
         assert not allowed(
-            policy, action, arn(prefix + "$aws/things/{}/shadow/update".format(THING))
+            policy, action, arn(prefix + shadow.replace(THING, THING + "2") + "/update/delta")
         )
     assert allowed(policy, "iot:Publish", arn("topic/" + shadow + "/update"))
     assert allowed(
         policy, "iot:Publish", arn("topic/$aws/things/{}/greengrassv2/health/json".format(THING))
     )
+
+
+def test_shadow_manager_can_sync_its_classic_shadow_only(policy):
+    """aws.greengrass.ShadowManager: iot:UpdateThingShadow calls, cloud changes on update/accepted."""
+    classic = "$aws/things/{}/shadow".format(THING)
+    assert allowed(policy, "iot:Subscribe", arn("topicfilter/" + classic + "/update/accepted"))
+    assert allowed(policy, "iot:Receive", arn("topic/" + classic + "/update/accepted"))
+    assert allowed(policy, "iot:Subscribe", arn("topicfilter/" + classic + "/delete/accepted"))
+    for action in ("iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"):
+        assert allowed(policy, action, arn("thing/" + THING))
+        assert not allowed(policy, action, arn("thing/other"))
+    other = "$aws/things/other/shadow/update/accepted"
+    assert not allowed(policy, "iot:Subscribe", arn("topicfilter/" + other))
 
 
 def test_publishes_the_readings_and_anomalies_and_nothing_else(policy):

@@ -31,6 +31,7 @@ from deploy.package import PackageOptions
 from deploy.state import State
 from deploy.v2 import SECRET_MANAGER, V2Deployer, V2Options, recipe_errors
 from deploy.v2.core_documents import core_iot_policy, token_exchange_access_policy
+from deploy.v2.recipes import SHADOW_MANAGER
 
 REGION = "us-east-1"
 THING = "edge-agent-core"
@@ -106,6 +107,7 @@ class V2Setup:
     # -- expected greengrassv2 calls --------------------------------------------------
 
     def expect_secret_manager_versions(self):
+        """The AWS-provided components v2-up deploys: SecretManager, then ShadowManager."""
         self.stub.add_response(
             "list_component_versions",
             {
@@ -115,6 +117,16 @@ class V2Setup:
                 ]
             },
             {"arn": "arn:aws:greengrass:us-east-1:aws:components:" + SECRET_MANAGER},
+        )
+        self.stub.add_response(
+            "list_component_versions",
+            {
+                "componentVersions": [
+                    {"componentName": SHADOW_MANAGER, "componentVersion": "2.3.9", "arn": "c"},
+                    {"componentName": SHADOW_MANAGER, "componentVersion": "2.3.12", "arn": "d"},
+                ]
+            },
+            {"arn": "arn:aws:greengrass:us-east-1:aws:components:" + SHADOW_MANAGER},
         )
 
     def expect_new_components(self):
@@ -270,6 +282,8 @@ def test_v2_up_creates_a_core_a_nucleus_can_be_installed_with(v2):
         "iotRoleAlias": "edge-agent-token-exchange-alias",
         "iotDataEndpoint": state["iot_endpoint"],  # as DescribeEndpoint answered
         "iotCredEndpoint": state["credentials_endpoint"],
+        # {iot:thingName} in a thing group deployment's access control (the shadow)
+        "interpolateComponentConfiguration": True,
     }
     assert nucleus["iotDataEndpoint"].endswith("-ats.iot.us-east-1.amazonaws.com")
     assert nucleus["iotCredEndpoint"].endswith(".credentials.iot.us-east-1.amazonaws.com")

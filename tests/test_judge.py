@@ -136,3 +136,64 @@ def test_default_settings_build_a_judge_with_both_limits():
     settings = SensorSettings.from_mapping({})
     assert [lim.metric for lim in settings.limits] == ["temperature", "humidity"]
     assert settings.debounce_samples == 3 and settings.period == 5.0
+
+
+# -- limits changed while it runs (issue 13) ----------------------------------------------
+
+
+def reconfigure(judge, *limits, samples=3, seconds=0.0, renotify=1800.0):
+    judge.reconfigure(limits, samples, seconds, renotify)
+
+
+def test_raising_the_limit_mid_episode_recovers_it_after_the_debounce():
+    judge = Judge("pi", [HUMID], debounce_samples=3)
+    [breach] = feed(judge, [60, 60, 60])
+    reconfigure(judge, MetricLimits("humidity", 70.0, None, 1.0))
+    assert feed(judge, [60, 60], start=1015.0) == []  # debounce: two readings are not enough
+    [recovered] = feed(judge, [60], start=1025.0)
+    assert recovered.event == "recovered" and recovered.episode_id == breach.episode_id
+    assert recovered.limit == 70.0 and recovered.seq == 1
+
+
+def test_a_change_that_keeps_the_value_beyond_the_band_continues_the_episode():
+    judge = Judge("pi", [HUMID], debounce_samples=2, renotify_seconds=0)
+    [breach] = feed(judge, [60, 60])
+    reconfigure(judge, MetricLimits("humidity", 55.0, None, 1.0), samples=2, renotify=0)
+    assert feed(judge, [60] * 10, start=1010.0) == []  # no second breach, no recovery
+    assert judge.open_episodes() == {"humidity": breach.episode_id}
+
+
+def test_lowering_the_limit_opens_an_episode_after_the_debounce():
+    judge = Judge("pi", [HUMID], debounce_samples=3)
+    assert feed(judge, [45, 45]) == []
+    reconfigure(judge, MetricLimits("humidity", 40.0, None, 1.0))
+    assert feed(judge, [45, 45], start=1010.0) == []
+    [breach] = feed(judge, [45], start=1020.0)
+    assert breach.event == "breach" and breach.limit == 40.0
+    assert breach.started_at == 1010.0  # the first reading beyond the new band
+
+
+def test_a_changed_debounce_counts_the_readings_already_under_way():
+    judge = Judge("pi", [HUMID], debounce_samples=5)
+    assert feed(judge, [60, 60]) == []
+    reconfigure(judge, HUMID, samples=3)
+    assert [e.event for e in feed(judge, [60], start=1010.0)] == ["breach"]
+
+
+def test_an_open_episode_of_a_metric_whose_limit_was_removed_recovers():
+    pressure = MetricLimits("pressure", 1020.0, None, 1.0)
+    judge = Judge("pi", [HUMID, pressure], debounce_samples=2)
+    [breach] = feed(judge, [1030, 1030], metric="pressure")
+    reconfigure(judge, HUMID, samples=2)  # pressureLimit back to unset
+    events = feed(judge, [1030, 1030, 1030], metric="pressure", start=1010.0)
+    assert [e.event for e in events] == ["recovered"]
+    assert events[0].episode_id == breach.episode_id and events[0].limit == 1020.0
+    assert feed(judge, [1100] * 5, metric="pressure", start=1100.0) == []  # nothing watched now
+
+
+def test_a_renotify_change_applies_to_the_open_episode():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=3600)
+    feed(judge, [60])
+    reconfigure(judge, HUMID, samples=1, renotify=60)
+    kinds = [e.event for e in feed(judge, [60] * 13, start=1005.0)]  # one minute
+    assert kinds == ["update"]

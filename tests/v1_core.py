@@ -4,7 +4,11 @@ A V1 core runs an HTTP server on ``localhost:$GG_DAEMON_PORT``; a function's
 ``greengrasssdk`` clients post work to the core's system functions there
 (``GGRouter`` for publish, ``GGSecretManager`` for secrets) with its
 authorization token. :class:`V1CoreStandIn` is that server, on a free port in
-a thread, with a tiny router and secret store behind it.
+a thread, with a tiny router and secret store behind it, and ``GGShadowService``
+(the SDK's ``get_thing_shadow``/``update_thing_shadow``), which serves shadows
+with the agent's own semantics module (``agent.greengrass.local_shadow``) and
+sends its answers and deltas, as a core routes them, to the handlers of
+:meth:`V1CoreStandIn.subscribe_function` in the order it publishes them.
 
 :meth:`V1CoreStandIn.installed` makes this process look like a function on
 the core: the environment a core sets (``MY_FUNCTION_ARN``, ``GG_DAEMON_PORT``,
@@ -27,7 +31,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from agent.greengrass.local_shadow import LocalShadowService
+from agent.greengrass.routing import topic_matches
+from agent.greengrass.shadow_document import parse_topic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORE_MODULES_DIR = os.path.join(HERE, "stand_ins", "v1_core")
@@ -115,6 +123,11 @@ class V1CoreStandIn:
         self._results: Dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.shadows = LocalShadowService(time.time)
+        self.shadow_requests: List[Tuple[str, str]] = []  # (topic, payload) as the SDK sent them
+        self.shadow_reachable = True  # False: GGShadowService answers 500 (it is restarting)
+        self._shadow_subscribers: List[Tuple[str, Callable[[Any, str], None]]] = []
+        self._deliveries: Any = None
         for name, value in (secrets or {}).items():
             self.add_secret(name, value)
         self._server: Optional[ThreadingHTTPServer] = None
@@ -133,6 +146,26 @@ class V1CoreStandIn:
         """The decoded JSON payloads the router accepted on ``topic``."""
         with self._lock:
             return [p.json() for p in self.published.get(topic, [])]
+
+    def subscribe_function(self, subject: str, handler: Callable[[Any, str], None]) -> None:
+        """Route GGShadowService's messages on ``subject`` to ``handler(message, topic)``, one
+        at a time on the core's own thread, as a core invokes a pinned function's handler."""
+        self._shadow_subscribers.append((subject, handler))
+
+    def cloud_update(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
+        """An update from AWS IoT, as the core's shadow sync brings it: the accepted
+        document (or the error document); deltas and documents go to the subscribers."""
+        answer, publications = self.shadows.handle(thing, "update", dict(document))
+        self._publish(publications)
+        return answer
+
+    def wait_deliveries(self, timeout: float = 5.0) -> bool:
+        """Wait until every message routed to a function so far was handled."""
+        if self._deliveries is None:
+            return True
+        done = threading.Event()
+        self._deliveries.put(done)
+        return done.wait(timeout)
 
     @property
     def environ(self) -> Dict[str, str]:
@@ -252,7 +285,9 @@ class V1CoreStandIn:
                 result = self._results.pop(invocation_id, None)
             if result is None:
                 return 404, {}, b"no such invocation"
-            return 200, {}, result
+            # Always there, empty when the function did not fail: greengrasssdk's shadow
+            # client compares it with '' (IoTDataPlane._shadow_op).
+            return 200, {"X-Amz-Function-Error": ""}, result
         invocation_id = "invocation-{}".format(next(self._ids))
         if function_arn == ROUTER_FUNCTION_ARN:
             status = self._route(headers, body)
@@ -261,6 +296,10 @@ class V1CoreStandIn:
         elif function_arn == SECRETS_MANAGER_FUNCTION_ARN:
             with self._lock:
                 self._results[invocation_id] = self._secret_payload(body)
+        elif function_arn == SHADOW_FUNCTION_ARN:
+            answer = self._shadow(headers, body)
+            with self._lock:
+                self._results[invocation_id] = answer
         else:
             return 404, {}, b"function not found"
         return 202, {"X-Amz-InvocationId": invocation_id}, b""
@@ -312,6 +351,49 @@ class V1CoreStandIn:
                 answer["SecretString"] = secret.value
             return json.dumps(answer).encode("utf-8")
         return json.dumps({"Status": status, "Message": message}).encode("utf-8")
+
+    # -- GGShadowService ---------------------------------------------------------
+
+    def _shadow(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        context = json.loads(base64.b64decode(headers["X-Amz-Client-Context"]).decode("utf-8"))
+        topic = context["custom"]["subject"]
+        with self._lock:
+            self.shadow_requests.append((topic, body.decode("utf-8", "replace")))
+        parsed = parse_topic(topic)
+        if parsed is None or parsed[2]:
+            return json.dumps({"code": 400, "message": "Bad topic"}).encode()
+        thing, operation, _ = parsed
+        if not self.shadow_reachable:
+            answer, publications = self.shadows.refuse(500, "Internal service failure")
+        else:
+            answer, publications = self.shadows.handle(thing, operation, body)
+        self._publish(publications)
+        return json.dumps(answer).encode("utf-8")
+
+    def _publish(self, publications: List[Tuple[str, Dict[str, Any]]]) -> None:
+        import queue
+
+        for topic, document in publications:
+            for subject, handler in self._shadow_subscribers:
+                if topic_matches(subject, topic):
+                    if self._deliveries is None:
+                        self._deliveries = queue.SimpleQueue()
+                        threading.Thread(target=self._deliver, daemon=True).start()
+                    self._deliveries.put((handler, json.loads(json.dumps(document)), topic))
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._deliveries.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            handler, message, topic = item
+            try:
+                handler(message, topic)
+            except Exception:  # a core logs a handler's failure and goes on
+                import logging
+
+                logging.getLogger(__name__).exception("handler failed on %s", topic)
 
 
 def _read_chunked(stream: Any) -> bytes:

@@ -5,7 +5,9 @@ A nucleus serves its components over a Unix domain socket
 event-stream RPC protocol: binary frames (prelude, typed headers, payload,
 CRC32s), a CONNECT carrying the component's ``SVCUID`` as ``authToken``, then
 one stream per operation. :class:`FakeNucleus` is such a server, in threads of
-this process, with a tiny pub/sub, IoT Core recorder and secret store behind it.
+this process, with a tiny pub/sub, IoT Core recorder and secret store behind it,
+and ShadowManager, component configuration and access control
+(``nucleus_services.NucleusServices``).
 
 The components are real ``GreengrassCoreIPCClientV2`` objects that connect with
 ``awsiot.greengrasscoreipc.connect()`` (awscrt's own event-stream client) to
@@ -60,6 +62,12 @@ from ipc_model_checks import (
     resource_of,
     type_problems,
 )
+from nucleus_services import (
+    SERVICE_OF,
+    SUBSCRIBE_TO_CONFIGURATION_UPDATE,
+    NucleusServices,
+    resource_of_request,
+)
 from v1_core import StoredSecret, find_secret
 
 from agent.greengrass.routing import topic_matches, validate_subject
@@ -70,12 +78,6 @@ PUBLISH_TO_IOT_CORE = "aws.greengrass#PublishToIoTCore"
 PUBLISH_TO_TOPIC = "aws.greengrass#PublishToTopic"
 SUBSCRIBE_TO_TOPIC = "aws.greengrass#SubscribeToTopic"
 GET_SECRET_VALUE = "aws.greengrass#GetSecretValue"
-_IPC_SERVICE = {
-    PUBLISH_TO_IOT_CORE: "aws.greengrass.ipc.mqttproxy",
-    PUBLISH_TO_TOPIC: "aws.greengrass.ipc.pubsub",
-    SUBSCRIBE_TO_TOPIC: "aws.greengrass.ipc.pubsub",
-    GET_SECRET_VALUE: "aws.greengrass.SecretManager",
-}
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,7 @@ class _Stream:
         self.connection.nucleus._drop_stream(self)
 
 
-class FakeNucleus:
+class FakeNucleus(NucleusServices):
     """A tiny Greengrass V2 nucleus serving real ``GreengrassCoreIPCClientV2`` objects over a socket.
 
     Knobs: ``secrets``, ``deny(operation, resource)``, ``fail_next(operation, error)``.
@@ -261,6 +263,7 @@ class FakeNucleus:
         self._subscriptions: List[_Subscription] = []
         self._clients: List[Any] = []
         self._lock = threading.RLock()
+        self._init_services()
         for name, value in (secrets or {}).items():
             self.add_secret(name, value)
         # A short path: Unix socket paths are limited to 108 bytes.
@@ -408,6 +411,7 @@ class FakeNucleus:
             SUBSCRIBE_TO_TOPIC: self._subscribe_to_topic,
             GET_SECRET_VALUE: self._get_secret_value,
         }
+        handlers.update(self._service_handlers())
         handler = handlers.get(operation)
         if handler is None:
             return stream.reply_error(
@@ -418,7 +422,16 @@ class FakeNucleus:
                 failures = self._failures.get(operation)
                 if failures:
                     raise failures.pop(0)
-            self._authorize(component, operation, resource_of(request))
+            self._authorize(
+                component,
+                operation,
+                resource_of_request(operation, request) or resource_of(request),
+            )
+            if operation == SUBSCRIBE_TO_CONFIGURATION_UPDATE:
+                response = handler(component, request)
+                self._keep_configuration_stream(component, request, stream)
+                stream.reply(response, terminate=False)
+                return
             if operation == SUBSCRIBE_TO_TOPIC:
                 response = handler(component, request)
                 with self._lock:
@@ -435,15 +448,17 @@ class FakeNucleus:
     def _authorize(self, component: str, operation: str, resource: str) -> None:
         from awsiot.greengrasscoreipc import model
 
-        for denied_op, denied_resource in self._denied:
-            if denied_op == operation and denied_resource in ("*", resource):
-                raise model.UnauthorizedError(
-                    message=(
-                        "Principal {} is not authorized to perform {}:{} on resource {}".format(
-                            component, _IPC_SERVICE.get(operation, "?"), operation, resource
-                        )
+        denied = any(
+            op == operation and r in ("*", resource) for op, r in self._denied
+        ) or not self._allowed(component, operation, resource)
+        if denied:
+            raise model.UnauthorizedError(
+                message=(
+                    "Principal {} is not authorized to perform {}:{} on resource {}".format(
+                        component, SERVICE_OF.get(operation, "?"), operation, resource
                     )
                 )
+            )
 
     def _publish_to_iot_core(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model

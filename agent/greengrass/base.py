@@ -1,8 +1,8 @@
-"""The Greengrass shim's interface: publish, receive, get a secret."""
+"""The Greengrass shim's interface: publish, receive, get a secret, the thing's shadow."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 # A message handler gets the decoded JSON message and the topic it came on.
 MessageHandler = Callable[[Dict[str, Any], str], None]
@@ -46,6 +46,46 @@ class Runtime:
     def get_secret(self, secret_id: str) -> str:
         """The secret's ``SecretString``. Raises :class:`agent.errors.SecretError`."""
         raise NotImplementedError
+
+    # -- the device shadow and the component's configuration (issue 13) --------------
+    # A backend that has a local shadow service says so; the others keep these defaults.
+    shadow_supported = False
+
+    def bind_thing(self, thing: str) -> None:
+        """This function acts for ``thing``: route its shadow subjects (the local core; the
+        deployed V1 subscriptions and V2 access control already name the thing)."""
+
+    def get_thing_shadow(self, thing: str) -> Dict[str, Any]:
+        """The thing's classic shadow document (``/get/accepted``).
+
+        Raises :class:`agent.errors.ShadowError` (404 when it has none).
+        """
+        from ..errors import ShadowError
+
+        raise ShadowError(0, f"no shadow service on the {self.name} runtime")
+
+    def update_thing_shadow(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
+        """Send an update request; the ``/update/accepted`` document, or ShadowError."""
+        from ..errors import ShadowError
+
+        raise ShadowError(0, f"no shadow service on the {self.name} runtime")
+
+    def subscribe_shadow(self, thing: str, handler: MessageHandler) -> None:
+        """Receive the shadow service's answers and deltas for ``thing``.
+
+        A V1 core and the local core route them to the function's handler by the
+        group's subscriptions, so this is a no-op there; V2 subscribes to local
+        pub/sub, where ShadowManager publishes them.
+        """
+
+    def component_configuration(self) -> Optional[Dict[str, Any]]:
+        """The component's configuration (V2), or None where there is none."""
+        return None
+
+    def watch_component_configuration(self, handler: Callable[[], None]) -> bool:
+        """Call ``handler()`` after each change of the component's configuration (V2);
+        False where configuration does not change at run time."""
+        return False
 
     def close(self) -> None:
         """Release connections."""

@@ -6,10 +6,13 @@ publisher and its subject (with ``+`` and ``#``) matches the topic. Targets are
 functions, whose handlers are invoked with the decoded JSON event and a
 context whose ``client_context.custom['subject']`` is the topic, or ``cloud``,
 where messages are recorded and handed to any attached cloud link (the MQTT
-bridge). Secrets are served from a local mapping or file.
+bridge), or ``GGShadowService``, the local shadow service
+(:mod:`agent.greengrass.local_shadow`), whose answers are routed the same way
+with that source. Secrets are served from a local mapping or file.
 
 Invocations of one function are serialised, as a core queues invocations of
-a pinned function one at a time.
+a pinned function one at a time: a message for a function published from
+inside that function's own handler waits until the handler returns.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import logging
 import threading
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import SecretError
 from ..schema import encode
-from ..topology import CLOUD, GroupTopology, default_topology
+from ..topology import CLOUD, SHADOW_SERVICE, GroupTopology, default_topology
 from .base import MessageHandler, Runtime
+from .local_shadow import LocalShadowService, answer_error
 from .routing import route
+from .shadow_document import parse_topic, topic_prefix
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +59,14 @@ class LocalCore:
         topology: Optional[GroupTopology] = None,
         secrets: Optional[Mapping[str, str]] = None,
         cloud_history: int = 1000,
+        clock: Optional[Clock] = None,
+        shadow_path: Optional[str] = None,
     ) -> None:
+        """``clock`` stamps shadow documents (a simulation's virtual time); ``shadow_path``
+        keeps the shadows in a file across restarts, as a core's shadow database does."""
         self.topology = topology or default_topology()
+        self.clock = clock or SYSTEM_CLOCK
+        self.shadows = LocalShadowService(self.clock.time, shadow_path)
         self._secrets: Dict[str, str] = dict(secrets or {})
         self._handlers: Dict[str, FunctionHandler] = {}
         self._locks: Dict[str, threading.Lock] = {}
@@ -70,6 +82,9 @@ class LocalCore:
         # (source, topic) -> targets, matched once per pair; rebuilt when the table changes.
         self._routes: Dict[Tuple[str, str], List[str]] = {}
         self._table_lock = threading.Lock()
+        # function id -> messages published to it from inside its own handler (see _invoke_now)
+        self._running: Dict[str, Optional[int]] = {}
+        self._deferred: Dict[str, Deque[Tuple[str, bytes, str]]] = {}
 
     # -- wiring --------------------------------------------------------------
     def register(self, function_id: str, handler: FunctionHandler, queued: bool = False) -> None:
@@ -148,6 +163,14 @@ class LocalCore:
                 self.topology = topology
                 self._routes = {}
 
+    def bind_thing(self, thing: str) -> None:
+        """Put ``thing`` in the topology's shadow subjects (see ``agent.topology.THING_TOKEN``)."""
+        with self._table_lock:
+            topology = self.topology.for_thing(thing)
+            if topology is not self.topology:
+                self.topology = topology
+                self._routes = {}
+
     # -- the core's work ------------------------------------------------------
     def publish(self, source: str, topic: str, message: Mapping[str, Any]) -> List[str]:
         """Route ``message`` from ``source`` on ``topic``; return the targets it reached."""
@@ -165,6 +188,9 @@ class LocalCore:
         for target in targets:
             if target == CLOUD:
                 self._to_cloud(topic, payload)
+                reached.append(target)
+            elif target == SHADOW_SERVICE:
+                self._shadow_request(source, topic, payload, routed=True)
                 reached.append(target)
             elif target in self._queues:  # inline: the enqueue is on the publisher's path
                 self._queues[target].put((topic, payload, source))
@@ -191,6 +217,58 @@ class LocalCore:
         """A message that arrived from the cloud: route it with source ``cloud``."""
         targets = [t for t in route(self.topology.subscriptions, CLOUD, topic) if t != CLOUD]
         return [t for t in targets if self._invoke(t, topic, payload, CLOUD)]
+
+    # -- the shadow service ------------------------------------------------------
+    def shadow_call(self, source: str, thing: str, operation: str, payload: Any) -> Dict[str, Any]:
+        """A function's SDK call to the shadow service (``update_thing_shadow``...): the
+        accepted document, or :class:`agent.errors.ShadowError`. The answers are also
+        published to the subscribers of the shadow topics, as a core does."""
+        topic = "{}/{}".format(topic_prefix(thing), operation)
+        answer = self._shadow_request(source, topic, payload, routed=False)
+        error = answer_error(answer)
+        if error is not None:
+            raise error
+        return answer
+
+    def update_shadow_from_cloud(self, thing: str, document: Any) -> Dict[str, Any]:
+        """An update that came from AWS IoT (``SyncShadow``): applied and announced (delta,
+        documents) to the subscribers; the accepted document, or ShadowError."""
+        answer, publications = self.shadows.handle(thing, "update", document)
+        self._announce(publications)
+        error = answer_error(answer)
+        if error is not None:
+            raise error
+        return answer
+
+    def _shadow_request(self, source: str, topic: str, payload: Any, routed: bool) -> Dict:
+        parsed = parse_topic(topic)
+        if parsed is None or parsed[2]:
+            self.stats["shadow_bad_topic"] += 1
+            log.warning("the shadow service ignores %r from %r: not a request topic", topic, source)
+            return {"code": 400, "message": "Bad topic"}
+        thing, operation, _ = parsed
+        if isinstance(payload, (bytes, bytearray)):
+            payload = bytes(payload)
+        if not any(f.id == source for f in self.topology.functions):
+            answer, publications = self.shadows.refuse(401, "Unauthorized")
+        elif not routed and SHADOW_SERVICE not in route(self.topology.subscriptions, source, topic):
+            log.warning(
+                "function %r has no subscription to %s on %r: the shadow service refuses it",
+                source,
+                SHADOW_SERVICE,
+                topic,
+            )
+            answer, publications = self.shadows.refuse(403, "Forbidden")
+        else:
+            answer, publications = self.shadows.handle(thing, operation, payload)
+        self._announce(publications)
+        return answer
+
+    def _announce(self, publications: List[Tuple[str, Dict[str, Any]]]) -> None:
+        for topic, document in publications:
+            targets = route(self.topology.subscriptions, SHADOW_SERVICE, topic)
+            if targets:
+                self.publish(SHADOW_SERVICE, topic, document)
 
     def get_secret(self, secret_id: str) -> str:
         self.stats["secret_fetches"] += 1
@@ -224,18 +302,38 @@ class LocalCore:
             self.stats["not_running"] += 1
             log.warning("function %s is not running; message on %s dropped", function_id, topic)
             return False
+        me = threading.get_ident()
+        if self._running.get(function_id) == me:
+            # Published from inside this function's own handler: a core queues it behind
+            # the invocation under way (a nested call would deadlock on the lock).
+            self._deferred.setdefault(function_id, collections.deque()).append(
+                (topic, payload, source)
+            )
+            return True
+        with self._locks[function_id]:
+            self._running[function_id] = me
+            try:
+                self._call(function_id, handler, topic, payload, source)
+                deferred = self._deferred.get(function_id)
+                while deferred:
+                    self._call(function_id, handler, *deferred.popleft())
+            finally:
+                self._running[function_id] = None
+        return True
+
+    def _call(
+        self, function_id: str, handler: FunctionHandler, topic: str, payload: bytes, source: str
+    ) -> None:
         # EncodingType json: the handler gets its own decoded copy, never the publisher's object.
         event = json.loads(payload)
         context = LambdaContext(self.topology.function(function_id).lambda_name, topic, source)
-        with self._locks[function_id]:
-            try:
-                handler(event, context)
-            except Exception:
-                self.stats["handler_errors"] += 1
-                log.exception("function %s failed on a message from %s", function_id, topic)
-                return True
+        try:
+            handler(event, context)
+        except Exception:
+            self.stats["handler_errors"] += 1
+            log.exception("function %s failed on a message from %s", function_id, topic)
+            return
         self.stats["delivered"] += 1
-        return True
 
 
 class LocalRuntime(Runtime):
@@ -258,6 +356,17 @@ class LocalRuntime(Runtime):
 
     def get_secret(self, secret_id: str) -> str:
         return self.core.get_secret(secret_id)
+
+    shadow_supported = True
+
+    def bind_thing(self, thing: str) -> None:
+        self.core.bind_thing(thing)
+
+    def get_thing_shadow(self, thing: str) -> Dict[str, Any]:
+        return self.core.shadow_call(self.function_id, thing, "get", b"")
+
+    def update_thing_shadow(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
+        return self.core.shadow_call(self.function_id, thing, "update", encode(document))
 
 
 _default_core: Optional[LocalCore] = None

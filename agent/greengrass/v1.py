@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from .. import schema
-from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError
+from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError, ShadowError
 from .base import MessageHandler, Runtime
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ QUEUE_FULL_POLICY = "AllOrException"
 # What SecretsManagerError says: "Request for secret value returned error
 # code X with message Y" (greengrasssdk/SecretsManager.py).
 _SDK_SECRET_ERROR = re.compile(r"error code (?P<code>\S+) with message (?P<message>.*)", re.S)
+# ... and what its ShadowError says (greengrasssdk/IoTDataPlane.py, _shadow_op).
+_SDK_SHADOW_ERROR = re.compile(r'error code (?P<code>\d+) with message "(?P<message>.*)"', re.S)
 _MAX_ERROR_TEXT = 200
 
 OFF_CORE_HINT = (
@@ -87,6 +90,42 @@ class GreengrassV1Runtime(Runtime):
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """No-op: a V1 core delivers to the function's handler by the subscription table."""
         logger.debug("v1: %r is routed by the group's subscriptions, not subscribed", topic)
+
+    # -- the local shadow service (GGShadowService) --------------------------------
+    shadow_supported = True
+
+    def get_thing_shadow(self, thing: str) -> Dict[str, Any]:
+        """The thing's shadow from the core's local shadow service (synced with the cloud
+        when the core's ``SyncShadow`` is on)."""
+        return self._shadow_call(
+            "get", thing, lambda: self._iot_data.get_thing_shadow(thingName=thing)
+        )
+
+    def update_thing_shadow(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
+        payload = schema.encode(document)
+        return self._shadow_call(
+            "update",
+            thing,
+            lambda: self._iot_data.update_thing_shadow(thingName=thing, payload=payload),
+        )
+
+    def _shadow_call(self, operation: str, thing: str, call: Any) -> Dict[str, Any]:
+        try:
+            response = call()
+        except Exception as exc:
+            text = str(getattr(exc, "message", None) or exc)
+            match = _SDK_SHADOW_ERROR.search(text)
+            if match:  # the service answered with an error document
+                raise ShadowError(
+                    int(match.group("code")), _short(match.group("message"))
+                ) from None
+            raise ShadowError(
+                0, f"shadow {operation} for {thing!r} failed: {describe_error(exc)}"
+            ) from None
+        try:
+            return json.loads(bytes(response["payload"]).decode("utf-8"))
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+            raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer") from None
 
     def get_secret(self, secret_id: str) -> str:
         """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.

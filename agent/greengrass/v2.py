@@ -5,19 +5,33 @@ IoT Core or to local pub/sub, and every local subscriber of the topic gets
 the message. To keep the behaviour of the V1 group, the publishing side
 decides from the group topology (``agent.topology``) where each message may
 go, just as a V1 core's router would.
+
+The thing's shadow is ``aws.greengrass.ShadowManager``'s: ``GetThingShadow``
+and ``UpdateThingShadow`` over IPC, and its answers and deltas on local
+pub/sub (the subjects the topology routes from ``GGShadowService``). The
+component's own configuration is read with ``GetConfiguration`` and followed
+with ``SubscribeToConfigurationUpdate``.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .. import schema
-from ..errors import GreengrassError, MessageError, PublishError, RuntimeUnavailable, SecretError
-from ..topology import GroupTopology, deployed_topology
+from ..errors import (
+    GreengrassError,
+    MessageError,
+    PublishError,
+    RuntimeUnavailable,
+    SecretError,
+    ShadowError,
+)
+from ..topology import SHADOW_SERVICE, GroupTopology, deployed_topology
 from .base import MessageHandler, Runtime
 from .routing import route, targets_by_kind
 from .v1 import describe_error
@@ -236,6 +250,112 @@ class GreengrassV2Runtime(Runtime):
                         f"secret {secret_id!r}: secret_binary is not UTF-8 text"
                     ) from None
         raise SecretError(f"secret {secret_id!r} has neither secret_string nor secret_binary")
+
+    # -- the shadow (aws.greengrass.ShadowManager) and the configuration ------
+
+    shadow_supported = True
+
+    def get_thing_shadow(self, thing: str) -> Dict[str, Any]:
+        """The thing's classic shadow from ShadowManager (``GetThingShadow``)."""
+        return self._shadow_call(
+            "GetThingShadow",
+            thing,
+            lambda: self._ipc.get_thing_shadow(thing_name=thing, shadow_name=""),
+        )
+
+    def update_thing_shadow(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
+        payload = schema.encode(document)
+        return self._shadow_call(
+            "UpdateThingShadow",
+            thing,
+            lambda: self._ipc.update_thing_shadow(
+                thing_name=thing, shadow_name="", payload=payload
+            ),
+        )
+
+    def _shadow_call(self, operation: str, thing: str, call: Callable[[], Any]) -> Dict[str, Any]:
+        model = self._model
+        try:
+            response = call()
+        except model.UnauthorizedError as exc:
+            raise ShadowError(
+                401,
+                "{} on {!r} not authorised ({}); allow aws.greengrass#{} on $aws/things/{}/shadow "
+                "in the component's aws.greengrass.ShadowManager accessControl".format(
+                    operation, thing, describe_error(exc), operation, thing
+                ),
+            ) from None
+        except model.ResourceNotFoundError as exc:
+            raise ShadowError(404, describe_error(exc)) from None
+        except model.InvalidArgumentsError as exc:
+            raise ShadowError(400, describe_error(exc)) from None
+        except model.ConflictError as exc:
+            raise ShadowError(409, describe_error(exc)) from None
+        except model.ServiceError as exc:
+            text = describe_error(exc)
+            raise ShadowError(429 if "Too Many Requests" in text else 500, text) from None
+        except Exception as exc:  # the nucleus or ShadowManager is not there (restarting)
+            raise ShadowError(
+                0, f"{operation} on {thing!r} failed: {describe_error(exc)}"
+            ) from None
+        try:
+            return json.loads(bytes(response.payload or b"{}").decode("utf-8"))
+        except (TypeError, ValueError, UnicodeDecodeError):
+            raise ShadowError(500, f"{operation} on {thing!r}: unreadable answer") from None
+
+    def subscribe_shadow(self, thing: str, handler: MessageHandler) -> None:
+        """ShadowManager's answers and deltas for ``thing`` on local pub/sub: the subjects the
+        topology routes from the shadow service to this function."""
+        for sub in self.topology.for_thing(thing).subscriptions:
+            if sub.source == SHADOW_SERVICE and sub.target == self.function_id:
+                self.subscribe(sub.subject, handler)
+
+    def component_configuration(self) -> Optional[Dict[str, Any]]:
+        """This component's whole configuration (``GetConfiguration``)."""
+        try:
+            response = self._ipc.get_configuration(key_path=[])
+        except Exception as exc:
+            raise GreengrassError(
+                f"reading the component configuration failed: {describe_error(exc)}"
+            ) from None
+        value = getattr(response, "value", None)
+        return dict(value) if isinstance(value, dict) else {}
+
+    def watch_component_configuration(self, handler: Callable[[], None]) -> bool:
+        """``handler()`` after each change (``SubscribeToConfigurationUpdate``); the handler
+        reads the configuration again (on its own thread: not from the IPC callback)."""
+
+        def on_stream_event(event: Any) -> None:
+            try:
+                handler()
+            except Exception:
+                logger.exception("v2: the configuration handler failed")
+
+        def on_stream_error(error: Exception) -> bool:
+            logger.warning("v2: error on the configuration subscription: %s", describe_error(error))
+            return False
+
+        def on_stream_closed() -> None:
+            if not self._closed:
+                logger.warning("v2: the nucleus closed the configuration subscription")
+
+        try:
+            _response, operation = self._ipc.subscribe_to_configuration_update(
+                key_path=[],
+                on_stream_event=on_stream_event,
+                on_stream_error=on_stream_error,
+                on_stream_closed=on_stream_closed,
+            )
+        except Exception as exc:
+            logger.error(
+                "v2: cannot follow the component configuration (%s); changes apply at the "
+                "next restart",
+                describe_error(exc),
+            )
+            return False
+        with self._lock:
+            self._operations.append(operation)
+        return True
 
     # -- lifecycle -------------------------------------------------------
 

@@ -18,7 +18,7 @@ from ..context import RunContext, section
 from ..definitions import content_hash
 from ..errors import DeployError, DeploymentTimedOut
 from ..package import PackageResult
-from .recipes import PLACEHOLDER_SECRET_MANAGER_VERSION, SECRET_MANAGER
+from .recipes import PLACEHOLDER_SECRET_MANAGER_VERSION, SECRET_MANAGER, SHADOW_MANAGER
 
 
 def semver_key(text: str) -> tuple:
@@ -58,6 +58,8 @@ class Components:
                 "cannot find {} versions in {}".format(name, self.ctx.region),
                 hint="pass --secret-manager-version"
                 if name == SECRET_MANAGER
+                else "pass --shadow-manager-version"
+                if name == SHADOW_MANAGER
                 else "pass the version explicitly",
             )
         if self.ctx.api.dry_run:

@@ -8,8 +8,10 @@
 * the core's AWS IoT policy, after "Minimal AWS IoT policy for AWS IoT Greengrass
   V2 core devices" (Developer Guide, "Device authentication and authorization"),
   narrowed to this thing: client ids ``<thing>`` and ``<thing>#<n>`` (the nucleus's
-  extra connections), its deployment shadow and jobs topics, its telemetry topics,
-  and the topics the subscriptions send to or take from ``cloud``;
+  extra connections), its shadows (the deployment shadow, and the classic one
+  ShadowManager syncs with ``iot:UpdateThingShadow`` calls, hearing of cloud
+  changes on ``update/accepted``), its jobs topics, its telemetry topics, and
+  the topics the subscriptions send to or take from ``cloud``;
 * the nucleus installer's partial configuration (``config.yaml``) and the commands
   that install it on the Pi (Developer Guide, "Install AWS IoT Greengrass Core
   software with manual resource provisioning").
@@ -85,7 +87,10 @@ def core_iot_policy(
 
     own = "$aws/things/{}".format(thing)
     core_topics = [
-        "{}/shadow/name/{}/*".format(own, DEPLOYMENT_SHADOW),  # deployments to the thing
+        # its shadows: the named deployment shadow (deployments to the thing) and the
+        # classic one ShadowManager syncs (the sensor's limits) -- AWS's minimal policy's
+        # "<thing>*/shadow/*" without the "*" that would also match other things
+        "{}/shadow/*".format(own),
         "{}/jobs/*".format(own),  # deployments to its thing groups
         "{}/greengrassv2/health/json".format(own),  # fleet status
         "{}/greengrass/health/json".format(own),  # telemetry
@@ -171,6 +176,8 @@ def nucleus_config_yaml(
         "      iotRoleAlias: {}".format(q(role_alias)),
         "      iotDataEndpoint: {}".format(q(data_endpoint)),
         "      iotCredEndpoint: {}".format(q(credentials_endpoint)),
+        # {iot:thingName} in a thing group's access control (the shadow): nucleus 2.6+
+        "      interpolateComponentConfiguration: true",
     ]
     return "\n".join(lines) + "\n"
 

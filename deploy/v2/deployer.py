@@ -35,7 +35,7 @@ from .core_documents import (
 from .deployments import FAILED, DeploymentWatcher
 from .identity import CoreDevice, CoreIdentity
 from .plan import V2Options, build_v2_plan
-from .recipes import SECRET_MANAGER
+from .recipes import SECRET_MANAGER, SHADOW_MANAGER
 
 CONFIG_FILE = "config.yaml"
 INSTALL_SCRIPT = "install-on-pi.sh"
@@ -88,6 +88,9 @@ class V2Deployer:
             options=opts,
             secret_manager_version=self.components.public_component_version(
                 SECRET_MANAGER, opts.secret_manager_version
+            ),
+            shadow_manager_version=self.components.public_component_version(
+                SHADOW_MANAGER, opts.shadow_manager_version
             ),
             out=ctx.out,
         )

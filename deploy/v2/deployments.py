@@ -3,8 +3,12 @@
 Each component runs as the topology's uid:gid (``--posix-user``) with its
 memory limit (KB, like the V1 ``MemorySize``) and gets its configuration (the
 function's variables and ``accessControl``) through ``configurationUpdate``;
-the SecretManager component gets ``cloudSecrets`` the same way. A changed limit
-is therefore a new deployment of the same component versions.
+the SecretManager component gets ``cloudSecrets`` the same way, and the
+ShadowManager component syncs each core's classic shadow with AWS IoT
+(``synchronize.coreThing``). A changed limit is therefore a new deployment of
+the same component versions, which the sensor applies without a restart (it
+reads its run-time variables over IPC); one device's limits change through its
+shadow (``deploy set``).
 """
 
 from __future__ import annotations
@@ -12,11 +16,23 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Sequence
 
-from agent.topology import GroupTopology
+from agent.topology import SHADOW_SERVICE, GroupTopology
 
 from ..context import RunContext
 from ..errors import DeploymentFailed, DeploymentTimedOut
-from .recipes import SECRET_MANAGER, component_configuration, component_name
+from .recipes import (
+    PLACEHOLDER_SHADOW_MANAGER_VERSION,
+    SECRET_MANAGER,
+    SHADOW_MANAGER,
+    component_configuration,
+    component_name,
+    shadow_thing,
+)
+
+# Sync the core's own classic shadow both ways (ShadowManager's "synchronize" configuration).
+SHADOW_SYNC = {
+    "synchronize": {"coreThing": {"classic": True}, "direction": "betweenDeviceAndCloud"}
+}
 
 SUCCEEDED = ("SUCCEEDED", "COMPLETED")
 FAILED = ("FAILED", "REJECTED", "TIMED_OUT", "CANCELED")
@@ -31,8 +47,10 @@ def deployment_params(
     secret_arns: Mapping[str, str],
     secret_manager_version: str,
     posix_user: str,
+    shadow_manager_version: str = PLACEHOLDER_SHADOW_MANAGER_VERSION,
 ) -> Dict[str, Any]:
     specs: Dict[str, Any] = {}
+    topology = topology.for_thing(shadow_thing(target_arn))
     for spec in topology.functions:
         name = component_name(prefix, spec)
         configuration = component_configuration(topology, spec, name, secret_arns)
@@ -60,6 +78,11 @@ def deployment_params(
         specs[SECRET_MANAGER] = {
             "componentVersion": secret_manager_version,
             "configurationUpdate": {"merge": json.dumps({"cloudSecrets": cloud_secrets})},
+        }
+    if any(SHADOW_SERVICE in (s.source, s.target) for s in topology.subscriptions):
+        specs[SHADOW_MANAGER] = {
+            "componentVersion": shadow_manager_version,
+            "configurationUpdate": {"merge": json.dumps(SHADOW_SYNC, sort_keys=True)},
         }
     return {
         "targetArn": target_arn,

@@ -39,6 +39,7 @@ from .recipes import (
     build_recipe,
     component_name,
     recipe_errors,
+    shadow_thing,
 )
 
 
@@ -52,6 +53,7 @@ class V2Options:
     thing_group: str = ""
     account: str = ""
     secret_manager_version: str = ""
+    shadow_manager_version: str = ""
     posix_user: str = ""
     packaging: PackageOptions = field(default_factory=PackageOptions)
     certs_dir: Path = Path("certs")
@@ -92,6 +94,7 @@ def build_v2_plan(
     secret_manager_version: str,
     packages: Optional[Dict[str, PackageResult]] = None,
     out: Callable[[str], None] = lambda _text: None,
+    shadow_manager_version: str = PLACEHOLDER_SECRET_MANAGER_VERSION,
 ) -> V2Plan:
     version = options.version or default_version()
     if not SEMVER.fullmatch(version):
@@ -101,12 +104,19 @@ def build_v2_plan(
     bucket = options.bucket or PLACEHOLDER_BUCKET
     recipes: Dict[str, Dict[str, Any]] = {}
     artifacts: Dict[str, str] = {}
+    if options.thing_group:
+        target = "arn:{}:iot:{}:{}:thinggroup/{}".format(
+            partition_for(region), region, account, options.thing_group
+        )
+    else:
+        target = thing_arn(region, account, Names.for_topology(topology, options.thing_name).thing)
+    bound = topology.for_thing(shadow_thing(target))  # the shadow's access control names it
     for spec in topology.functions:
         name = component_name(options.prefix, spec)
         package = packages[spec.id]
         key = artifact_key(options.artifact_prefix, name, version, package.path.name)
         recipe = build_recipe(
-            topology,
+            bound,
             spec,
             name=name,
             version=version,
@@ -125,12 +135,6 @@ def build_v2_plan(
         )
         recipes[name] = recipe
         artifacts[name] = key
-    if options.thing_group:
-        target = "arn:{}:iot:{}:{}:thinggroup/{}".format(
-            partition_for(region), region, account, options.thing_group
-        )
-    else:
-        target = thing_arn(region, account, Names.for_topology(topology, options.thing_name).thing)
     posix_user = options.run_as(topology)
     params = deployment_params(
         topology,
@@ -140,6 +144,7 @@ def build_v2_plan(
         secret_arns=secret_arns,
         secret_manager_version=secret_manager_version,
         posix_user=posix_user,
+        shadow_manager_version=shadow_manager_version,
     )
     validate_params("greengrassv2", "CreateDeployment", params)
     return V2Plan(recipes=recipes, deployment=params, packages=packages, artifacts=artifacts)
@@ -154,6 +159,7 @@ def v2_plan(
     """``v2-plan``: recipes, deployment, and the core's identity documents and install
     commands, with placeholders where only AWS can answer."""
     secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
+    shadow_manager_version = options.shadow_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
     secret_arns = {s.id: target.secret_arn(topology, s.id) for s in topology.secrets}
     built = build_v2_plan(
         topology,
@@ -162,6 +168,7 @@ def v2_plan(
         secret_arns=secret_arns,
         options=options,
         secret_manager_version=secret_manager_version,
+        shadow_manager_version=shadow_manager_version,
         out=out,
     )
     placeholders = [p for p in target.placeholders if not p.startswith(("certificate", "group"))]
@@ -170,6 +177,8 @@ def v2_plan(
         placeholders.append("bucket")
     if not options.secret_manager_version:
         placeholders.append("secret_manager_version")
+    if not options.shadow_manager_version:
+        placeholders.append("shadow_manager_version")
     plan = Plan(target, placeholders=placeholders)
     for name, recipe in built.recipes.items():
         plan.files["{}.recipe.json".format(name)] = recipe

@@ -14,7 +14,20 @@ talks to the nucleus through the awsiotsdk IPC client (``agent.greengrass.v2``).
   (``SubscribeToIoTCore`` for ones from ``cloud``); ``aws.greengrass.ipc.pubsub``
   ``PublishToTopic``/``SubscribeToTopic`` on local subjects;
   ``aws.greengrass.SecretManager`` ``GetSecretValue`` on the ARNs of the secrets
-  the function may read, plus a dependency on ``aws.greengrass.SecretManager``.
+  the function may read, plus a dependency on ``aws.greengrass.SecretManager``;
+  ``aws.greengrass.ShadowManager`` ``GetThingShadow``/``UpdateThingShadow`` on
+  ``$aws/things/<thing>/shadow`` for the subscriptions the function has to the
+  local shadow service (its deltas and answers are the ``SubscribeToTopic``
+  subjects from ``GGShadowService``), plus a SOFT dependency on ShadowManager
+  (a restart of ShadowManager must not restart the sensor; it asks again).
+* Variables: the nucleus sets each as an environment variable from the
+  component's configuration (``{configuration:/name}`` in ``Setenv``), which
+  restarts the component when a deployment changes it. The sensor's
+  run-time variables (``agent.live_settings.RUNTIME_VARIABLES``: limits,
+  hysteresis, debounce, renotify, period) are left out of ``Setenv``: the
+  component reads them over IPC (``GetConfiguration``) and follows
+  ``SubscribeToConfigurationUpdate``, so a changed limit applies at the next
+  reading without a restart, keeping open episodes and the readings in between.
 
 Device access: a V2 component has no "local device resources"; the posix user
 it runs as must be in the groups i2c, video and input on the Pi.
@@ -28,7 +41,15 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from agent.config import VARIABLES
 from agent.greengrass.routing import validate_subject
-from agent.topology import CLOUD, FunctionSpec, GroupTopology
+from agent.live_settings import RUNTIME_VARIABLES
+from agent.topology import (
+    CLOUD,
+    SENSOR_FUNCTION_ID,
+    SHADOW_SERVICE,
+    THING_TOKEN,
+    FunctionSpec,
+    GroupTopology,
+)
 
 RECIPE_FORMAT_VERSION = "2020-01-25"
 SECRET_MANAGER = "aws.greengrass.SecretManager"
@@ -36,6 +57,16 @@ SECRET_MANAGER_REQUIREMENT = ">=2.1.0 <3.0.0"
 MQTT_PROXY = "aws.greengrass.ipc.mqttproxy"
 ACCESS_CONTROL = "accessControl"
 PUBSUB = "aws.greengrass.ipc.pubsub"
+SHADOW_MANAGER = "aws.greengrass.ShadowManager"
+SHADOW_MANAGER_REQUIREMENT = ">=2.0.0 <3.0.0"
+PLACEHOLDER_SHADOW_MANAGER_VERSION = "RESOLVED-AT-DEPLOY"
+# The core's own thing, for a deployment to a thing group (the nucleus interpolates it
+# when its interpolateComponentConfiguration is on: config.yaml sets it).
+THING_NAME_VARIABLE = "{iot:thingName}"
+SHADOW_OPERATIONS = {
+    "update": "aws.greengrass#UpdateThingShadow",
+    "get": "aws.greengrass#GetThingShadow",
+}
 DEFAULT_PREFIX = "com.edgeagent"
 PLACEHOLDER_BUCKET = "PLACEHOLDER-artifact-bucket"
 PLACEHOLDER_SECRET_MANAGER_VERSION = "RESOLVED-AT-DEPLOY"
@@ -43,6 +74,7 @@ OPERATIONS = {
     MQTT_PROXY: {"aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"},
     PUBSUB: {"aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"},
     SECRET_MANAGER: {"aws.greengrass#GetSecretValue"},
+    SHADOW_MANAGER: set(SHADOW_OPERATIONS.values()),
 }
 SEMVER = re.compile(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?")
 _COMPONENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -68,7 +100,10 @@ def _subjects(topology: GroupTopology, keep: Callable[[Any], bool]) -> List[str]
 def access_control(
     topology: GroupTopology, spec: FunctionSpec, name: str, secret_arns: Mapping[str, str]
 ) -> Dict[str, Any]:
-    """The recipe's ``accessControl`` for one function, from the subscription table."""
+    """The recipe's ``accessControl`` for one function, from the subscription table (bound
+    to the thing: :meth:`GroupTopology.for_thing`)."""
+    if any(THING_TOKEN in s.subject for s in topology.subscriptions):
+        raise ValueError("bind the topology to the core's thing first (for_thing)")
     acl: Dict[str, Dict[str, Any]] = {}
 
     def grant(service: str, suffix: str, operation: str, resources: List[str], text: str) -> None:
@@ -98,9 +133,25 @@ def access_control(
         PUBSUB,
         "publish-local",
         "aws.greengrass#PublishToTopic",
-        _subjects(topology, lambda s: s.source == fid and s.target != CLOUD),
+        _subjects(topology, lambda s: s.source == fid and s.target not in (CLOUD, SHADOW_SERVICE)),
         "publish to local functions",
     )
+    # Requests to the local shadow service are ShadowManager operations on the shadow.
+    for operation, ipc_operation in sorted(SHADOW_OPERATIONS.items()):
+        shadows = [
+            s.subject.rsplit("/", 1)[0]
+            for s in topology.subscriptions
+            if s.source == fid
+            and s.target == SHADOW_SERVICE
+            and s.subject.endswith("/" + operation)
+        ]
+        grant(
+            SHADOW_MANAGER,
+            "shadow-" + operation,
+            ipc_operation,
+            sorted(set(shadows)),
+            "{} the thing's classic shadow".format(operation),
+        )
     grant(
         PUBSUB,
         "subscribe-local",
@@ -118,6 +169,11 @@ def access_control(
         "read the ServiceNow credentials",
     )
     return acl
+
+
+def ipc_variables(spec: FunctionSpec) -> List[str]:
+    """The variables the component reads over IPC instead of its environment."""
+    return list(RUNTIME_VARIABLES) if spec.id == SENSOR_FUNCTION_ID else []
 
 
 def configuration_names(spec: FunctionSpec) -> List[str]:
@@ -145,6 +201,14 @@ def component_configuration(
     return config
 
 
+def shadow_thing(target_arn: str) -> str:
+    """The thing whose shadow the components use: the deployment's thing, or for a thing
+    group each core's own (the ``{iot:thingName}`` recipe variable)."""
+    if ":thing/" in target_arn:
+        return target_arn.split(":thing/", 1)[1]
+    return THING_NAME_VARIABLE
+
+
 def configuration_reference(name: str) -> str:
     """``{configuration:/name}``: the nucleus substitutes the component's current value."""
     return "{configuration:/" + name + "}"
@@ -162,12 +226,19 @@ def build_recipe(
     device_requirements: List[str] = (),  # type: ignore[assignment]
 ) -> Dict[str, Any]:
     """The component recipe. It holds no value that a deployment can change: the variables
-    come from the component's configuration through ``{configuration:/name}`` in
-    ``Setenv`` (a changed value restarts the component with it), and ``accessControl``
-    comes with the deployment too (:func:`component_configuration`)."""
-    acl = access_control(topology, spec, name, secret_arns)
+    come from the component's configuration, through ``{configuration:/name}`` in
+    ``Setenv`` (a changed value restarts the component with it) or, for the sensor's
+    run-time variables, over IPC (applied without a restart); ``accessControl`` comes
+    with the deployment too (:func:`component_configuration`)."""
+    # Which IPC services it uses decides its dependencies, whichever thing it runs as.
+    acl = access_control(topology.for_thing(THING_NAME_VARIABLE), spec, name, secret_arns)
     unpacked = "{{artifacts:decompressedPath}}/{}".format(zip_file[: -len(".zip")])
-    environment = {key: configuration_reference(key) for key in configuration_names(spec)}
+    read_over_ipc = ipc_variables(spec)
+    environment = {
+        key: configuration_reference(key)
+        for key in configuration_names(spec)
+        if key not in read_over_ipc
+    }
     environment.update(PYTHONPATH=unpacked, PYTHONUNBUFFERED="1")
     lifecycle: Dict[str, Any] = {"Setenv": environment}
     python = "python3"
@@ -192,13 +263,19 @@ def build_recipe(
         ),
         "ComponentPublisher": topology.name,
     }
+    dependencies: Dict[str, Any] = {}
     if SECRET_MANAGER in acl:
-        recipe["ComponentDependencies"] = {
-            SECRET_MANAGER: {
-                "VersionRequirement": SECRET_MANAGER_REQUIREMENT,
-                "DependencyType": "HARD",
-            }
+        dependencies[SECRET_MANAGER] = {
+            "VersionRequirement": SECRET_MANAGER_REQUIREMENT,
+            "DependencyType": "HARD",
         }
+    if SHADOW_MANAGER in acl:
+        dependencies[SHADOW_MANAGER] = {
+            "VersionRequirement": SHADOW_MANAGER_REQUIREMENT,
+            "DependencyType": "SOFT",
+        }
+    if dependencies:
+        recipe["ComponentDependencies"] = dependencies
     recipe["ComponentConfiguration"] = {"DefaultConfiguration": default_configuration(spec)}
     recipe["Manifests"] = [
         {

@@ -1,0 +1,221 @@
+"""Limits changed from the shadow while the group runs: episodes, incidents, restarts.
+
+Both functions run on the local core (its shadow service and subscription table, the
+group's own topology) in virtual time, as ``edge-agent simulate --fast`` runs them,
+with the ServiceNow stand-in over HTTP behind the anomaly function. A change is
+made as AWS IoT makes it: an update of the shadow's ``desired`` state that the
+core's shadow sync brings in (``LocalCore.update_shadow_from_cloud``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SNOW_USER, secret_json
+
+from agent.clock import VirtualClock
+from agent.greengrass.local import LocalCore
+from agent.sensors.base import Reading, Sensor
+from agent.topology import default_topology
+from devtools.local_group import build_group, function_environments
+
+THING = "pi-kitchen"
+
+
+class Humidity(Sensor):
+    """Humidity the test sets as it goes (``level``), one reading per tick."""
+
+    name = "scripted"
+
+    def __init__(self, clock, level):
+        super().__init__(clock)
+        self.level = level
+
+    def read(self):
+        return Reading(ts=self.clock.time(), temperature=22.0, humidity=self.level)
+
+
+class Group:
+    """Both functions on a local core, ServiceNow behind, all in virtual time."""
+
+    def __init__(self, state_dir, snow_url, password, level=40.0, core=None, clock=None):
+        self.clock = clock or VirtualClock()
+        self.core = core or LocalCore(
+            default_topology(), clock=self.clock, shadow_path=str(state_dir / "shadows.json")
+        )
+        self.core.add_secret("greengrass-snow-creds", secret_json(password))
+        sensor_env, anomaly_env = function_environments(
+            default_topology(),
+            {"deviceId": THING, "stateDir": str(state_dir), "debounceSamples": "3"},
+            {"snowUrl": snow_url},
+        )
+        self.humidity = Humidity(self.clock, level)
+        self.sensor, self.anomaly = build_group(
+            self.core, sensor_env, anomaly_env, self.clock, self.humidity
+        )
+
+    def desire(self, **values):
+        return self.core.update_shadow_from_cloud(THING, {"state": {"desired": {"sensor": values}}})
+
+    def readings(self, n):
+        for _ in range(n):
+            self.sensor.tick()
+            self.clock.advance(5)
+            self.anomaly.pump()
+
+    def shadow(self):
+        return self.core.shadows.document(THING)["state"]
+
+    def events(self):
+        return [m["event"] for t, m in self.core.cloud_messages if t == "IoTBlog/anomaly"]
+
+    def close(self):
+        self.anomaly.stop()
+        self.anomaly.outbox.close()
+
+
+@pytest.fixture
+def group(tmp_path, standin, password):
+    running = Group(tmp_path, standin.url, password)
+    yield running
+    running.close()
+
+
+def test_a_limit_raised_mid_episode_recovers_it_and_resolves_its_one_incident(group, standin):
+    group.humidity.level = 60.0
+    group.readings(4)
+    assert group.events() == ["breach"]
+    [incident] = standin.incidents()
+    assert incident["state"] == "1"
+    group.desire(humidLimit=70)
+    group.readings(2)
+    assert group.events() == ["breach"]  # the usual debounce: three readings inside
+    group.readings(1)
+    assert group.events() == ["breach", "recovered"]
+    [incident] = standin.incidents()  # the same incident, resolved; no second one
+    assert incident["state"] == "6"
+    recovered = [m for t, m in group.core.cloud_messages if t == "IoTBlog/anomaly"][-1]
+    assert recovered["limit"] == 70.0
+    # reported converged with desired: no delta left
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 70 and "delta" not in state
+    assert group.sensor.counts["readings"] == 7  # every reading published, none skipped
+
+
+def test_a_limit_lowered_while_normal_opens_an_episode_after_the_debounce(group, standin):
+    group.humidity.level = 45.0
+    group.readings(3)
+    group.desire(humidLimit=40)
+    group.readings(2)
+    assert group.events() == []
+    group.readings(1)
+    assert group.events() == ["breach"]
+    assert len(standin.incidents()) == 1
+    assert "limit 40" in standin.incidents()[0]["short_description"]
+
+
+def test_an_invalid_value_is_rejected_changes_nothing_and_is_reported(group, standin, caplog):
+    group.humidity.level = 45.0
+    group.desire(humidLimit=-5, debounceSamples=2)
+    group.readings(5)
+    assert group.events() == []
+    state = group.shadow()
+    reason = state["reported"]["sensorRejected"]["humidLimit"]["reason"]
+    assert reason.startswith("humidLimit must be between 0 and 100 %RH")
+    assert reason in caplog.text and "humidLimit stays 50" in caplog.text
+    assert state["reported"]["sensor"]["humidLimit"] == 50
+    assert state["reported"]["sensor"]["debounceSamples"] == 2  # the valid part applied
+    assert state["delta"] == {"sensor": {"humidLimit": -5}}  # asked for and refused
+    assert group.sensor.live.counts["rejected"] == 1  # once, whatever the deltas after
+    # Asking for something valid clears the rejection.
+    group.desire(humidLimit=55)
+    group.readings(1)
+    state = group.shadow()
+    assert "sensorRejected" not in state["reported"] and "delta" not in state
+
+
+def test_an_applied_value_survives_a_restart_even_before_the_shadow_answers(
+    tmp_path, standin, password
+):
+    first = Group(tmp_path, standin.url, password, level=45.0)
+    first.desire(humidLimit=40)
+    first.readings(1)  # applied at this reading, and saved
+    first.close()
+    saved = json.loads((tmp_path / "sensor-state-{}.json".format(THING)).read_text())
+    assert saved["live"] == {"shadow": {"humidLimit": 40}}
+    # The restarted function's core has lost its shadows: its state file has the value.
+    (tmp_path / "shadows.json").unlink()
+    again = Group(tmp_path, standin.url, password, level=45.0, clock=first.clock)
+    try:
+        assert again.sensor.live.counts["applied"] == 0
+        again.readings(3)
+        assert again.events() == ["breach"]  # 45 %RH is beyond 40 from the first reading on
+        assert again.shadow()["reported"]["sensor"]["humidLimit"] == 40
+    finally:
+        again.close()
+
+
+def test_a_change_not_applied_before_a_restart_comes_back_from_the_shadow(
+    tmp_path, standin, password
+):
+    first = Group(tmp_path, standin.url, password, level=45.0)
+    first.desire(humidLimit=40)  # decided, waiting for the next reading...
+    first.close()  # ...which this process never takes
+    again = Group(tmp_path, standin.url, password, level=45.0, clock=first.clock)
+    try:
+        again.readings(3)
+        assert again.events() == ["breach"]
+        assert "delta" not in again.shadow()
+    finally:
+        again.close()
+
+
+def test_a_change_while_servicenow_is_down_loses_nothing(group, standin):
+    group.humidity.level = 60.0
+    standin.faults.down = True
+    group.readings(4)
+    group.desire(humidLimit=70)
+    group.readings(4)
+    assert group.events() == ["breach", "recovered"]
+    assert standin.incidents() == []
+    assert group.anomaly.outbox.counts()["pending"] == 2
+    standin.faults.down = False
+    group.clock.advance(600)
+    group.anomaly.pump()
+    [incident] = standin.incidents()
+    assert incident["state"] == "6"  # opened, then resolved: nothing lost, nothing twice
+    assert group.anomaly.outbox.counts()["pending"] == 0
+    assert group.sensor.counts["readings"] == 8
+
+
+def test_the_period_changes_at_the_next_reading(tmp_path, standin, password):
+    group = Group(tmp_path, standin.url, password)
+    try:
+        group.desire(period=1)
+        group.sensor.run(max_ticks=11)
+        stamps = [m["ts"] for t, m in group.core.cloud_messages if t == "IoTBlog/sensorData"]
+        gaps = {round(b - a, 3) for a, b in zip(stamps, stamps[1:])}
+        assert gaps == {1.0}  # the first reading applied it; every gap after is the new one
+    finally:
+        group.close()
+
+
+def test_a_secret_never_reaches_the_shadow(group, password):
+    group.desire(snowUrl="https://x.service-now.com")
+    group.readings(1)
+    text = json.dumps(group.core.shadows.document(THING))
+    assert password not in text and SNOW_USER not in text
+    assert "cannot change while the function runs" in text
+
+
+def test_removing_the_override_from_desired_gives_the_deployments_value_back(group):
+    group.desire(humidLimit=60, tempLimit=25)
+    group.readings(1)
+    assert group.shadow()["reported"]["sensor"]["humidLimit"] == 60
+    group.desire(humidLimit=None)  # null deletes it from desired: no delta says so
+    group.readings(1)
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 50  # the function's environment
+    assert state["reported"]["sensor"]["tempLimit"] == 25  # still overridden
+    assert group.sensor.settings.limits[1].upper == 50.0

@@ -1,0 +1,149 @@
+"""Limits from the shadow on a Greengrass V1 core, at the wire.
+
+The core is ``v1_core.V1CoreStandIn``: its IPC endpoint over HTTP with
+``GGShadowService`` behind it, and the installed greengrasssdk on the
+function's side (``get_thing_shadow``/``update_thing_shadow`` cross a real
+socket). The core routes the shadow service's deltas and documents to the
+function's handler by the group's own subscriptions (``agent.topology``),
+one at a time on its thread, as it invokes a pinned function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+
+import pytest
+from v1_core import V1CoreStandIn
+
+from agent.greengrass.local import LambdaContext
+from agent.topology import SENSOR_FUNCTION_ID, SHADOW_SERVICE, default_topology
+
+THING = "pi-v1-core"
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@pytest.fixture
+def v1_sensor(monkeypatch, tmp_path):
+    """The sensor function loaded on the core (module import starts it), steady 40 %RH."""
+    for name, value in {
+        "stateDir": str(tmp_path),
+        "AWS_IOT_THING_NAME": THING,  # what a V1 core sets for its functions
+        "EDGE_AGENT_SENSOR": "fake",
+        "EDGE_AGENT_SCENARIO": "steady",
+        "period": "0.05",
+        "debounceSamples": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
+    monkeypatch.delenv("deviceId", raising=False)
+    holder = {}
+
+    def invoke(message, topic):  # the core's Lambda runtime calling the handler
+        holder["module"].function_handler(
+            message, LambdaContext("edge-agent-sensor", topic, SHADOW_SERVICE)
+        )
+
+    with V1CoreStandIn() as core, core.installed():
+        for sub in default_topology().for_thing(THING).subscriptions:
+            if sub.source == SHADOW_SERVICE and sub.target == SENSOR_FUNCTION_ID:
+                core.subscribe_function(sub.subject, invoke)
+        sys.modules.pop("functions.sensor_function", None)
+        holder["module"] = module = importlib.import_module("functions.sensor_function")
+        assert module.app is not None and module.app.live is not None
+        try:
+            yield core, module.app
+        finally:
+            module.app.stop()
+            module.app.live.stop()
+            core.wait_deliveries()
+
+
+def sensor_state(core):
+    document = core.shadows.document(THING) or {}
+    return document.get("state", {})
+
+
+def test_the_function_reports_the_values_in_force_to_its_shadow(v1_sensor):
+    core, _ = v1_sensor
+    assert _wait_for(lambda: "reported" in sensor_state(core))
+    reported = sensor_state(core)["reported"]["sensor"]
+    assert reported["humidLimit"] == 50 and reported["period"] == 0.05
+    assert reported["debounceSamples"] == 2
+    # The requests crossed the wire as the SDK sends them, on the thing's own topics.
+    topics = [topic for topic, _ in core.shadow_requests]
+    assert topics[:2] == [
+        "$aws/things/{}/shadow/get".format(THING),
+        "$aws/things/{}/shadow/update".format(THING),
+    ]
+
+
+def test_a_lower_limit_from_the_cloud_opens_an_episode_and_desired_and_reported_converge(
+    v1_sensor, tmp_path
+):
+    core, app = v1_sensor
+    assert _wait_for(lambda: "reported" in sensor_state(core))
+    answer = core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 30}}}})
+    assert answer["version"] >= 2
+    assert _wait_for(lambda: core.messages("IoTBlog/anomaly")), "no breach after the change"
+    [breach] = core.messages("IoTBlog/anomaly")[:1]
+    assert breach["event"] == "breach" and breach["limit"] == 30.0
+    assert _wait_for(lambda: "delta" not in sensor_state(core)), sensor_state(core)
+    assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 30
+    assert app.live.counts["applied"] == 1
+    # Applied values are in the state file, for a restart.
+    with open(app.state_path) as handle:
+        assert json.load(handle)["live"] == {"shadow": {"humidLimit": 30}}
+
+
+def test_an_invalid_value_is_rejected_and_reported_with_its_reason(v1_sensor):
+    core, app = v1_sensor
+    assert _wait_for(lambda: "reported" in sensor_state(core))
+    core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": "soggy"}}}})
+    assert _wait_for(lambda: "sensorRejected" in sensor_state(core).get("reported", {}))
+    state = sensor_state(core)
+    rejected = state["reported"]["sensorRejected"]["humidLimit"]
+    assert rejected["value"] == "soggy" and "finite number" in rejected["reason"]
+    assert state["reported"]["sensor"]["humidLimit"] == 50  # the old value stays
+    assert state["delta"] == {"sensor": {"humidLimit": "soggy"}}  # still asked for, refused
+    time.sleep(0.3)
+    assert core.messages("IoTBlog/anomaly") == []
+    assert app.live.counts["rejected"] == 1  # the delta after each report is not decided again
+
+
+def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_path):
+    monkeypatch.setattr("agent.live_config.FIRST_RETRY_S", 0.05)
+    for name, value in {
+        "stateDir": str(tmp_path),
+        "AWS_IOT_THING_NAME": THING,
+        "EDGE_AGENT_SENSOR": "fake",
+        "period": "0.05",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
+    with V1CoreStandIn() as core, core.installed():
+        core.shadow_reachable = False
+        core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 45}}}})
+        sys.modules.pop("functions.sensor_function", None)
+        module = importlib.import_module("functions.sensor_function")
+        try:
+            assert _wait_for(lambda: len(core.shadow_requests) >= 3)  # retried, not given up
+            assert module.app.settings.limits[1].upper == 50.0
+            core.shadow_reachable = True
+            assert _wait_for(lambda: "delta" not in sensor_state(core), timeout=15)
+            assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 45
+        finally:
+            module.app.stop()
+            module.app.live.stop()
+    assert os.path.exists(module.app.state_path)

@@ -1,0 +1,168 @@
+"""Limits from the deployment and the shadow on a Greengrass V2 nucleus, at the wire.
+
+The nucleus is ``v2_nucleus.FakeNucleus``: the installed awsiotsdk's IPC
+client speaks event-stream RPC to it over a Unix socket. It serves the
+component's configuration (``GetConfiguration``, ``SubscribeToConfigurationUpdate``),
+ShadowManager (``GetThingShadow``, ``UpdateThingShadow``, and its answers and
+deltas on local pub/sub as binary JSON), and enforces the access control the
+deployment grants the sensor component (``sensor_acl``, which
+``test_deploy_v2`` checks against ``deploy/v2/recipes.py``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+
+from nucleus_services import GET_THING_SHADOW  # noqa: E402
+from sensor_acl import sensor_access_control  # noqa: E402
+from v2_nucleus import FakeNucleus  # noqa: E402
+
+from agent.clock import Clock  # noqa: E402
+from agent.greengrass.v2 import GreengrassV2Runtime  # noqa: E402
+from agent.sensors import open_sensor  # noqa: E402
+from agent.topology import SENSOR_FUNCTION_ID  # noqa: E402
+from functions import sensor_function  # noqa: E402
+
+COMPONENT = "com.edgeagent.sensor"
+THING = "pi-v2-core"
+DEPLOYED = {"humidLimit": "50", "period": "0.05", "debounceSamples": "2"}
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+class Component:
+    """The sensor component started by the nucleus: its configuration, then the process."""
+
+    def __init__(self, nucleus, tmp_path, configuration=DEPLOYED, acl=None):
+        nucleus.set_configuration(COMPONENT, configuration)
+        nucleus.access_control(COMPONENT, acl or sensor_access_control(COMPONENT, THING))
+        client = nucleus.client(
+            COMPONENT, executor=concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        )
+        self.runtime = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=client)
+        clock = Clock()
+        # What Setenv gives it: the variables that do not change at run time.
+        environ = {"stateDir": str(tmp_path), "AWS_IOT_THING_NAME": THING}
+        self.app = sensor_function.create_app(
+            environ=environ,
+            runtime=self.runtime,
+            sensor=open_sensor("fake", clock=clock, scenario="steady"),
+            clock=clock,
+        )
+        sensor_function.start_live(self.app)
+        self.app.start()
+
+    def humid_limit(self):
+        return next(lim.upper for lim in self.app.settings.limits if lim.metric == "humidity")
+
+    def stop(self):
+        self.app.stop()
+        self.app.live.stop()
+        self.runtime.close()
+
+
+@pytest.fixture
+def nucleus():
+    with FakeNucleus() as nucleus:
+        yield nucleus
+
+
+@pytest.fixture
+def component(nucleus, tmp_path):
+    started = Component(nucleus, tmp_path)
+    yield started
+    started.stop()
+
+
+def reported(nucleus):
+    document = nucleus.shadows.document(THING) or {}
+    return document.get("state", {}).get("reported", {})
+
+
+def test_the_run_time_variables_come_from_the_configuration_over_ipc(nucleus, component):
+    assert component.app.settings.period == 0.05 and component.app.settings.debounce_samples == 2
+    assert _wait_for(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 50)
+    assert component.runtime.unrouted == {}
+    assert nucleus.configuration_subscribers(COMPONENT) == 1
+
+
+def test_a_deployment_that_lowers_the_limit_applies_without_a_restart(nucleus, component):
+    assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) >= 3)
+    app = component.app
+    nucleus.set_configuration(COMPONENT, {"humidLimit": "30"})  # a deployment's merge
+    assert _wait_for(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
+    [breach] = nucleus.iot_core_messages("IoTBlog/anomaly")[:1]
+    assert breach["event"] == "breach" and breach["limit"] == 30.0
+    assert component.app is app and component.humid_limit() == 30.0
+    seqs = [m["seq"] for m in nucleus.iot_core_messages("IoTBlog/sensorData")]
+    assert seqs == list(range(1, len(seqs) + 1))  # one process, no reading lost
+    assert _wait_for(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 30)
+
+
+def test_the_shadow_beats_the_deployment(nucleus, component):
+    nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
+    assert _wait_for(lambda: component.humid_limit() == 35.0)
+    nucleus.set_configuration(COMPONENT, {"humidLimit": "60"})
+    assert _wait_for(lambda: component.app.live.live.configuration.get("humidLimit") == "60")
+    time.sleep(0.2)
+    assert component.humid_limit() == 35.0
+    state = nucleus.shadows.document(THING)["state"]
+    assert state["reported"]["sensor"]["humidLimit"] == 35 and "delta" not in state
+    # The delta reached the component on local pub/sub, from ShadowManager.
+    [delta] = nucleus.local_messages("$aws/things/{}/shadow/update/delta".format(THING))[:1]
+    assert b'"humidLimit": 35' in delta
+
+
+def test_a_bad_configuration_value_is_rejected_reported_and_changes_nothing(nucleus, component):
+    nucleus.set_configuration(COMPONENT, {"debounceSamples": "0"})
+    assert _wait_for(lambda: "sensorRejected" in reported(nucleus))
+    rejected = reported(nucleus)["sensorRejected"]["debounceSamples"]
+    assert rejected == {
+        "value": "0",
+        "reason": "debounceSamples must be 1 or more, got 0",
+        "source": "configuration",
+    }
+    assert component.app.settings.debounce_samples == 2
+
+
+def test_without_shadow_access_readings_go_on_and_deployments_still_apply(
+    nucleus, tmp_path, caplog
+):
+    acl = sensor_access_control(COMPONENT, THING)
+    del acl["aws.greengrass.ShadowManager"]
+    started = Component(nucleus, tmp_path, acl=acl)
+    try:
+        asked = lambda: any(op == GET_THING_SHADOW for _, op, _ in nucleus.requests)  # noqa: E731
+        assert _wait_for(asked)
+        assert _wait_for(lambda: "in the component's aws.greengrass.ShadowManager" in caplog.text)
+        assert nucleus.shadows.document(THING) is None  # refused: the nucleus never served it
+        nucleus.set_configuration(COMPONENT, {"humidLimit": "30"})
+        assert _wait_for(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
+        assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 10)
+    finally:
+        started.stop()
+
+
+def test_a_bad_value_in_the_configuration_at_start_is_rejected_not_fatal(nucleus, tmp_path, caplog):
+    started = Component(nucleus, tmp_path, configuration=dict(DEPLOYED, debounceSamples="0"))
+    try:
+        assert started.app.settings.debounce_samples == 3  # the default stays
+        assert started.app.settings.period == 0.05  # the valid values apply
+        assert "debounceSamples must be 1 or more, got 0" in caplog.text
+        assert _wait_for(lambda: "sensorRejected" in reported(nucleus))
+        assert reported(nucleus)["sensorRejected"]["debounceSamples"]["source"] == "configuration"
+        assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 3)
+    finally:
+        started.stop()
