@@ -1,0 +1,148 @@
+"""Fault injection: what the stand-in does wrong on purpose, changeable while it serves.
+
+Latency, 5xx answers, 429 with ``Retry-After``, dropped connections, a server
+that is down, and a write that commits but is never confirmed.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+from typing import Deque, Dict, NamedTuple, Optional
+
+DEFAULT_RATE_LIMIT = 5000
+
+
+class Fault(NamedTuple):
+    """What to do with one request: ``kind`` is ``ok``, ``drop``, ``rate_limit`` (``arg``:
+    Retry-After seconds), ``fail`` (``arg``: the status) or ``commit_then_drop``."""
+
+    kind: str
+    arg: int = 0
+
+
+OK = Fault("ok")
+DROP = Fault("drop")
+
+
+class Faults:
+    """Fault-injection knobs, safe to change from any thread while serving.
+
+    One-shot faults (``fail_next`` and friends) are consumed in this order per
+    request: ``down``, ``drop_next``, ``rate_limit_next``, ``fail_next``, then
+    the random rates (``drop_rate``, ``rate_limit_rate``, ``fail_rate``).
+    ``fail_after_commit_next`` only counts write requests on the table.
+    Injected faults apply to every request, the token endpoint included, and
+    come before authentication.
+    """
+
+    def __init__(self, seed: Optional[int] = None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._latency = 0.0
+        self._down = False
+        self._fail: Deque[int] = collections.deque()
+        self._rate_limit: Deque[int] = collections.deque()
+        self._drop = 0
+        self._commit_then_drop = 0
+        self.fail_rate = 0.0
+        self.fail_status = 503
+        self.rate_limit_rate = 0.0
+        self.retry_after = 30
+        self.drop_rate = 0.0
+        self.rate_limit_limit = DEFAULT_RATE_LIMIT
+
+    @property
+    def latency(self) -> float:
+        """Seconds added before every response (and before every drop)."""
+        with self._lock:
+            return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        with self._lock:
+            self._latency = float(seconds)
+
+    @property
+    def down(self) -> bool:
+        """While true every request is answered by resetting the connection."""
+        with self._lock:
+            return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        with self._lock:
+            self._down = bool(value)
+
+    def fail_next(self, n: int = 1, status: int = 503) -> None:
+        """Answer the next ``n`` requests with ``status`` (a 5xx) and the error envelope."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status")
+        with self._lock:
+            self._fail.extend([status] * n)
+
+    def rate_limit_next(self, n: int = 1, retry_after: int = 30) -> None:
+        """Answer the next ``n`` requests with 429 and ``Retry-After: retry_after``."""
+        with self._lock:
+            self._rate_limit.extend([int(retry_after)] * n)
+
+    def drop_next(self, n: int = 1) -> None:
+        """Close the connection of the next ``n`` requests without answering."""
+        with self._lock:
+            self._drop += n
+
+    def fail_after_commit_next(self, n: int = 1) -> None:
+        """Perform the next ``n`` table writes, then drop the connection unanswered."""
+        with self._lock:
+            self._commit_then_drop += n
+
+    def reset(self) -> None:
+        """Clear every pending fault and rate, and the latency; bring the server up."""
+        with self._lock:
+            self._latency = 0.0
+            self._down = False
+            self._fail.clear()
+            self._rate_limit.clear()
+            self._drop = 0
+            self._commit_then_drop = 0
+            self.fail_rate = self.rate_limit_rate = self.drop_rate = 0.0
+
+    def pending(self) -> Dict[str, int]:
+        """How many one-shot faults are still queued, by kind."""
+        with self._lock:
+            return {
+                "fail": len(self._fail),
+                "rate_limit": len(self._rate_limit),
+                "drop": self._drop,
+                "fail_after_commit": self._commit_then_drop,
+            }
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self._rng.random() < rate
+
+    def for_request(self, writes_record: bool) -> Fault:
+        """The fault to inject into one request; ``writes_record`` is true for a
+        POST, PATCH, PUT or DELETE on the table (``commit_then_drop`` only hits those)."""
+        with self._lock:
+            if self._down:
+                return DROP
+            if self._drop > 0:
+                self._drop -= 1
+                return DROP
+            if self._rate_limit:
+                return Fault("rate_limit", self._rate_limit.popleft())
+            if self._fail:
+                return Fault("fail", self._fail.popleft())
+            if self._chance(self.drop_rate):
+                return DROP
+            if self._chance(self.rate_limit_rate):
+                return Fault("rate_limit", int(self.retry_after))
+            if self._chance(self.fail_rate):
+                return Fault("fail", int(self.fail_status))
+            if writes_record and self._commit_then_drop > 0:
+                self._commit_then_drop -= 1
+                return Fault("commit_then_drop")
+            return OK
