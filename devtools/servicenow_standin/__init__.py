@@ -19,13 +19,15 @@ they use against an instance. Only the ``incident`` table is served, on both
   envelope, 401 carries ``WWW-Authenticate: Basic realm="Service-now"``.
 
 Faults can be injected at run time through :attr:`ServiceNowStandIn.faults`
-(latency, 5xx, 429 with ``Retry-After``, dropped connections, a server that is
-down, a write that commits but is never confirmed).
+(latency, a slow commit, 5xx, 429 with ``Retry-After``, dropped connections, a
+server that is down, a write that commits but is never confirmed).
 
 The parts, one responsibility each: :mod:`.records` (the record shape and
 encoded queries), :mod:`.store` (SQLite), :mod:`.table` (Table API semantics),
 :mod:`.auth` (Basic, OAuth), :mod:`.faults`, :mod:`.handler` (HTTP),
-:mod:`.standin` (the instance), :mod:`.cli` (the command line).
+:mod:`.standin` (the instance), :mod:`.admin` (a control API for tests),
+:mod:`.cli` (the command line) and :mod:`.process` (the stand-in as a separate
+process, driven from a test).
 
 Run it on its own with ``python -m devtools.servicenow_standin --help``.
 Standard library only.
@@ -35,6 +37,7 @@ from .auth import DEFAULT_TOKEN_TTL
 from .cli import build_parser, main
 from .faults import Fault, Faults
 from .handler import MAX_BODY_BYTES
+from .process import StandInProcess
 from .records import priority_for
 from .responses import error_envelope, redact_path
 from .standin import COUNTER_NAMES, ServiceNowStandIn
@@ -46,6 +49,7 @@ __all__ = [
     "Fault",
     "Faults",
     "ServiceNowStandIn",
+    "StandInProcess",
     "build_parser",
     "error_envelope",
     "main",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency", type=_non_negative, default=0.0, help="seconds added to every response"
     )
     parser.add_argument(
+        "--commit-delay",
+        type=_non_negative,
+        default=0.0,
+        help="seconds a table write takes before it is stored (a slow instance)",
+    )
+    parser.add_argument(
         "--fail-rate", type=_rate, default=0.0, help="share of requests answered with a 5xx"
     )
     parser.add_argument(
@@ -91,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for the random faults")
     parser.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
+    parser.add_argument(
+        "--admin-token-env",
+        metavar="NAME",
+        help="turn on the control API under /__standin/ (for tests driving this process), "
+        "with the token read from environment variable NAME",
+    )
     return parser
 
 
@@ -104,6 +117,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    admin_token = None
+    if args.admin_token_env:
+        admin_token = os.environ.get(args.admin_token_env)
+        if not admin_token:
+            parser.error(f"--admin-token-env: environment variable {args.admin_token_env} is empty")
     users = dict(args.user) if args.user else {"admin": "admin"}
     clients = dict(args.oauth_client) if args.oauth_client else {}
     standin = ServiceNowStandIn(
@@ -114,9 +132,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         oauth_clients=clients,
         token_ttl=args.token_ttl,
         seed=args.seed,
+        admin_token=admin_token,
     )
     faults = standin.faults
     faults.latency = args.latency
+    faults.commit_delay = args.commit_delay
     faults.fail_rate = args.fail_rate
     faults.fail_status = args.fail_status
     faults.rate_limit_rate = args.rate_limit_rate
@@ -138,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if clients:
         print(f"  oauth clients: {', '.join(sorted(clients))}", flush=True)
     print(f"  database: {args.db}", flush=True)
+    if admin_token:
+        print("  control API: /__standin/ (token from the environment)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while not stop.wait(0.2):

@@ -1,7 +1,8 @@
 """Fault injection: what the stand-in does wrong on purpose, changeable while it serves.
 
-Latency, 5xx answers, 429 with ``Retry-After``, dropped connections, a server
-that is down, and a write that commits but is never confirmed.
+Latency, a slow commit, 5xx answers, 429 with ``Retry-After``, dropped
+connections, a server that is down, and a write that commits but is never
+confirmed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import collections
 import random
 import threading
-from typing import Deque, Dict, NamedTuple, Optional
+from typing import Any, Deque, Dict, Mapping, NamedTuple, Optional
 
 DEFAULT_RATE_LIMIT = 5000
 
@@ -24,6 +25,19 @@ class Fault(NamedTuple):
 
 OK = Fault("ok")
 DROP = Fault("drop")
+_SETTABLE = frozenset(
+    {
+        "latency",
+        "commit_delay",
+        "down",
+        "fail_rate",
+        "fail_status",
+        "rate_limit_rate",
+        "retry_after",
+        "drop_rate",
+    }
+)
+_ONE_SHOT = frozenset({"fail_next", "rate_limit_next", "drop_next", "fail_after_commit_next"})
 
 
 class Faults:
@@ -41,6 +55,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._latency = 0.0
+        self._commit_delay = 0.0
         self._down = False
         self._fail: Deque[int] = collections.deque()
         self._rate_limit: Deque[int] = collections.deque()
@@ -65,6 +80,25 @@ class Faults:
             raise ValueError("latency must be >= 0")
         with self._lock:
             self._latency = float(seconds)
+
+    @property
+    def commit_delay(self) -> float:
+        """Seconds a table write takes before it commits (and then answers).
+
+        Unlike ``latency``, which answers late what is already stored, a read
+        during this time does not see the write yet, and a client that gives up
+        (or dies) meanwhile does not stop it: the record appears later anyway,
+        as with a slow instance.
+        """
+        with self._lock:
+            return self._commit_delay
+
+    @commit_delay.setter
+    def commit_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("commit_delay must be >= 0")
+        with self._lock:
+            self._commit_delay = float(seconds)
 
     @property
     def down(self) -> bool:
@@ -100,9 +134,10 @@ class Faults:
             self._commit_then_drop += n
 
     def reset(self) -> None:
-        """Clear every pending fault and rate, and the latency; bring the server up."""
+        """Clear every pending fault and rate, the latency and commit delay; bring the server up."""
         with self._lock:
             self._latency = 0.0
+            self._commit_delay = 0.0
             self._down = False
             self._fail.clear()
             self._rate_limit.clear()
@@ -119,6 +154,57 @@ class Faults:
                 "drop": self._drop,
                 "fail_after_commit": self._commit_then_drop,
             }
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Apply knobs by name, as the admin API and the CLI hand them over.
+
+        Settable: ``latency``, ``commit_delay``, ``down``, ``fail_rate``,
+        ``fail_status``, ``rate_limit_rate``, ``retry_after``, ``drop_rate``; one-shot:
+        ``fail_next`` (``{"n", "status"}``), ``rate_limit_next`` (``{"n",
+        "retry_after"}``), ``drop_next`` and ``fail_after_commit_next`` (a count);
+        ``reset`` (true) first clears everything. Unknown names raise ValueError.
+        """
+        unknown = sorted(set(settings) - _SETTABLE - _ONE_SHOT - {"reset"})
+        if unknown:
+            raise ValueError("unknown fault setting(s): " + ", ".join(unknown))
+        if settings.get("reset"):
+            self.reset()
+        for name in sorted(_SETTABLE & set(settings)):
+            value = settings[name]
+            if name == "down":
+                self.down = bool(value)
+            elif name in ("fail_status", "retry_after"):
+                setattr(self, name, int(value))
+            elif name in ("latency", "commit_delay"):
+                setattr(self, name, float(value))
+            else:
+                rate = float(value)
+                if not 0.0 <= rate <= 1.0:
+                    raise ValueError(f"{name} must be between 0 and 1")
+                setattr(self, name, rate)
+        if "fail_next" in settings:
+            spec = dict(settings["fail_next"])
+            self.fail_next(int(spec.get("n", 1)), int(spec.get("status", 503)))
+        if "rate_limit_next" in settings:
+            spec = dict(settings["rate_limit_next"])
+            self.rate_limit_next(int(spec.get("n", 1)), int(spec.get("retry_after", 30)))
+        if "drop_next" in settings:
+            self.drop_next(int(settings["drop_next"]))
+        if "fail_after_commit_next" in settings:
+            self.fail_after_commit_next(int(settings["fail_after_commit_next"]))
+
+    def describe(self) -> Dict[str, Any]:
+        """Every knob's current value and the one-shot faults still queued."""
+        with self._lock:
+            knobs: Dict[str, Any] = {
+                "latency": self._latency,
+                "commit_delay": self._commit_delay,
+                "down": self._down,
+            }
+        for name in ("fail_rate", "fail_status", "rate_limit_rate", "retry_after", "drop_rate"):
+            knobs[name] = getattr(self, name)
+        knobs["pending"] = self.pending()
+        return knobs
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate

@@ -120,6 +120,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             standin.record_request(self.command, self._log_path, None, self._started)
             return
 
+        if standin.admin is not None and standin.admin.handles(self.path):
+            # The test's control channel: no faults, no latency, not logged.
+            status, payload, headers = standin.admin.handle(
+                self.command, self.path, self.headers, body
+            )
+            self._write(status, payload, headers, record=False)
+            return
         path = urlsplit(self.path).path
         writes_record = self.command in _WRITE_METHODS and standin.is_table_path(path)
         kind, arg = standin.faults.for_request(writes_record)
@@ -152,6 +159,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._respond(arg, error_envelope(phrase, "Injected fault (servicenow stand-in)"), {})
             return
 
+        commit_delay = standin.faults.commit_delay if writes_record else 0.0
+        if commit_delay > 0:
+            time.sleep(commit_delay)  # a slow instance: the write is not stored before this
         try:
             status, payload, headers = standin.handle(self.command, self.path, self.headers, body)
         except Exception:  # the stand-in's own bug: answer like an instance would
@@ -225,11 +235,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._sleep_latency()
         self._write(status, payload, headers)
 
-    def _write(self, status: int, payload: Optional[Dict[str, Any]], headers: Dict[str, str]):
+    def _write(
+        self,
+        status: int,
+        payload: Optional[Dict[str, Any]],
+        headers: Dict[str, str],
+        record: bool = True,
+    ) -> None:
         body = b"" if payload is None else json.dumps(payload).encode("utf-8")
         # Recorded before the answer leaves, so a client that has its answer
         # always finds the request in the log and the counters.
-        self.server.standin.record_request(self.command, self._log_path, status, self._started)
+        if record:
+            self.server.standin.record_request(self.command, self._log_path, status, self._started)
         try:
             self.send_response(status)
             if payload is not None:

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
+from .admin import AdminApi
 from .auth import DEFAULT_TOKEN_TTL, Authenticator
 from .faults import Faults
 from .handler import StandInServer
@@ -50,7 +51,8 @@ class ServiceNowStandIn:
     ``users`` maps user name to password for HTTP Basic and the OAuth password
     grant; ``oauth_clients`` maps client id to client secret for
     ``/oauth_token.do``. ``clock`` (epoch seconds) drives timestamps and token
-    expiry, so tests can age tokens without sleeping.
+    expiry, so tests can age tokens without sleeping. ``admin_token`` turns on
+    the control API under ``/__standin/`` (see :mod:`.admin`).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ServiceNowStandIn:
         token_ttl: float = DEFAULT_TOKEN_TTL,
         clock: Callable[[], float] = time.time,
         seed: Optional[int] = None,
+        admin_token: Optional[str] = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -71,7 +74,7 @@ class ServiceNowStandIn:
         self.clock = clock
         self._state_lock = threading.Lock()  # counters, log, connections
         self._counters: Dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        self._request_log: List[Tuple[str, str, Optional[int]]] = []
+        self._request_log: List[Tuple[float, str, str, Optional[int]]] = []
         self._connections: set = set()
         self._server: Optional[StandInServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -84,6 +87,7 @@ class ServiceNowStandIn:
         )
         self.store = IncidentStore(db_path)
         self.table = IncidentTable(self.store, clock, self.count, lambda: self.url)
+        self.admin = AdminApi(self, admin_token) if admin_token else None
 
     @property
     def db_path(self) -> str:
@@ -216,6 +220,12 @@ class ServiceNowStandIn:
         """Every request as ``(method, redacted path with query, status)``;
         status is ``None`` when the connection was dropped instead."""
         with self._state_lock:
+            return [entry[1:] for entry in self._request_log]
+
+    @property
+    def timed_request_log(self) -> List[Tuple[float, str, str, Optional[int]]]:
+        """The request log with the stand-in clock's time each request was answered."""
+        with self._state_lock:
             return list(self._request_log)
 
     def reset_stats(self) -> None:
@@ -248,7 +258,7 @@ class ServiceNowStandIn:
         method = method or "-"
         with self._state_lock:
             self._counters["requests"] += 1
-            self._request_log.append((method, path, status))
+            self._request_log.append((self.clock(), method, path, status))
         elapsed_ms = (time.monotonic() - started) * 1000 if started else 0.0
         LOG.info(
             "%s %s -> %s (%.0f ms)",
