@@ -177,6 +177,13 @@ VARIABLES: List[Variable] = [
     ),
     Variable("retryBaseSeconds", "float", "2", "anomaly", "First retry delay; doubles each try."),
     Variable("retryMaxSeconds", "float", "300", "anomaly", "Longest retry delay."),
+    Variable(
+        "snowMaxRequestsPerSecond",
+        "float",
+        "5",
+        "anomaly",
+        "At most this many ServiceNow requests start in any second (0: no cap).",
+    ),
 ]
 
 _BY_NAME: Dict[str, Variable] = {v.name: v for v in VARIABLES}
@@ -222,11 +229,24 @@ def parse_snow_url(text: str, name: str = "snowUrl") -> str:
 
     ``https://dev1.service-now.com`` and
     ``https://dev1.service-now.com/api/now/table/incident`` both give
-    ``https://dev1.service-now.com``.
+    ``https://dev1.service-now.com``. A URL with credentials in it
+    (``https://user:pw@...``) is refused, and the error does not repeat them.
     """
     from urllib.parse import urlsplit, urlunsplit  # deferred: only the anomaly function has a URL
 
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.hostname  # noqa: B018 - parses the host; a bad IPv6 literal raises here
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL; give e.g. https://dev12345.service-now.com")
+    if "@" in parts.netloc:
+        # Never echo it: what is before the @ is a user name and likely a password.
+        host = parts.netloc.rsplit("@", 1)[1] or "dev12345.service-now.com"
+        raise ConfigError(
+            f"{name} must not contain a user name or password (the part before '@'): give "
+            f"the bare instance URL, e.g. https://{host}, and put the credentials in the "
+            "secret that snowSecretId names"
+        )
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise ConfigError(
             "{} must be https:// (credentials go with every call); plain http is only "
@@ -360,6 +380,7 @@ class AnomalySettings:
     retry_max: float
     state_dir: str
     anomaly_topic: str
+    max_requests_per_second: float = 5.0
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -410,6 +431,7 @@ class AnomalySettings:
             retry_max=_positive(v, "retryMaxSeconds"),
             state_dir=v.get("stateDir"),
             anomaly_topic=_topic(v, "anomalyTopic"),
+            max_requests_per_second=_non_negative(v, "snowMaxRequestsPerSecond"),
         )
 
     @classmethod

@@ -123,7 +123,10 @@ def run(options: SimulationOptions, out: Optional[TextIO] = None) -> Dict[str, A
         snow_url = standin.url
         console.line("servicenow", f"local stand-in at {snow_url}")
     else:
-        snow_url = options.snow_url
+        from agent.config import parse_snow_url
+
+        # Checked before it is shown: a URL with credentials in it is refused, unechoed.
+        snow_url = parse_snow_url(options.snow_url, "--snow-url")
         console.line("servicenow", snow_url)
 
     topology = default_topology()

@@ -108,6 +108,9 @@ class StoredSecret:
     version_id: str = "00000000-0000-0000-0000-000000000001"
     stages: Tuple[str, ...] = ("AWSCURRENT",)
     created: float = field(default_factory=time.time)
+    # V2: a value rotated in Secrets Manager that the nucleus' SecretManager has
+    # not fetched yet; it serves it only after a request with refresh=True.
+    cloud_value: Optional[Union[str, bytes]] = None
 
     def __post_init__(self) -> None:
         if not self.arn:
@@ -494,6 +497,11 @@ class FakeNucleus:
         self.secrets[name] = secret
         return secret
 
+    def rotate_in_cloud(self, name: str, value: Union[str, bytes]) -> None:
+        """Change the secret in Secrets Manager: the nucleus keeps serving its cached copy
+        until a component asks with ``refresh=True`` (nucleus 2.13+)."""
+        self.secrets[name].cloud_value = value
+
     def deny(self, operation: str, resource: str = "*") -> None:
         """Leave ``operation`` on ``resource`` out of the component's accessControl."""
         self._denied.append((operation, resource))
@@ -681,6 +689,8 @@ class FakeNucleus:
                 resource_type="secret",
                 resource_name=request.secret_id,
             )
+        if request.refresh and secret.cloud_value is not None:
+            secret.value, secret.cloud_value = secret.cloud_value, None
         if isinstance(secret.value, bytes):
             value = model.SecretValue(secret_binary=secret.value)
         else:

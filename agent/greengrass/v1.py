@@ -88,11 +88,12 @@ class GreengrassV1Runtime(Runtime):
         """No-op: a V1 core delivers to the function's handler by the subscription table."""
         logger.debug("v1: %r is routed by the group's subscriptions, not subscribed", topic)
 
-    def get_secret(self, secret_id: str) -> str:
+    def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
         """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.
 
         ``secret_id`` is the Secrets Manager name or ARN, not the resource Id.
-        V1 values change only when the group is redeployed, so there is no refresh.
+        V1 values change only when the group is redeployed, and the SDK has no
+        refresh: ``refresh`` asks the core again all the same.
         """
         try:
             response = self._secrets.get_secret_value(SecretId=secret_id)

@@ -29,6 +29,7 @@ _SETTABLE = frozenset(
     {
         "latency",
         "commit_delay",
+        "commit_jitter",
         "down",
         "fail_rate",
         "fail_status",
@@ -67,6 +68,7 @@ class Faults:
         self.retry_after = 30
         self.drop_rate = 0.0
         self.rate_limit_limit = DEFAULT_RATE_LIMIT
+        self.commit_jitter = 0.0
 
     @property
     def latency(self) -> float:
@@ -99,6 +101,13 @@ class Faults:
             raise ValueError("commit_delay must be >= 0")
         with self._lock:
             self._commit_delay = float(seconds)
+
+    def write_delay(self) -> float:
+        """How long this table write takes to commit: ``commit_delay`` plus a uniform
+        random share of ``commit_jitter`` seconds."""
+        with self._lock:
+            jitter = self._rng.uniform(0, self.commit_jitter) if self.commit_jitter > 0 else 0.0
+            return self._commit_delay + jitter
 
     @property
     def down(self) -> bool:
@@ -138,6 +147,7 @@ class Faults:
         with self._lock:
             self._latency = 0.0
             self._commit_delay = 0.0
+            self.commit_jitter = 0.0
             self._down = False
             self._fail.clear()
             self._rate_limit.clear()
@@ -158,7 +168,7 @@ class Faults:
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Apply knobs by name, as the admin API and the CLI hand them over.
 
-        Settable: ``latency``, ``commit_delay``, ``down``, ``fail_rate``,
+        Settable: ``latency``, ``commit_delay``, ``commit_jitter``, ``down``, ``fail_rate``,
         ``fail_status``, ``rate_limit_rate``, ``retry_after``, ``drop_rate``; one-shot:
         ``fail_next`` (``{"n", "status"}``), ``rate_limit_next`` (``{"n",
         "retry_after"}``), ``drop_next`` and ``fail_after_commit_next`` (a count);
@@ -175,7 +185,9 @@ class Faults:
                 self.down = bool(value)
             elif name in ("fail_status", "retry_after"):
                 setattr(self, name, int(value))
-            elif name in ("latency", "commit_delay"):
+            elif name in ("latency", "commit_delay", "commit_jitter"):
+                if float(value) < 0:
+                    raise ValueError(f"{name} must be >= 0")
                 setattr(self, name, float(value))
             else:
                 rate = float(value)
@@ -199,6 +211,7 @@ class Faults:
             knobs: Dict[str, Any] = {
                 "latency": self._latency,
                 "commit_delay": self._commit_delay,
+                "commit_jitter": self.commit_jitter,
                 "down": self._down,
             }
         for name in ("fail_rate", "fail_status", "rate_limit_rate", "retry_after", "drop_rate"):

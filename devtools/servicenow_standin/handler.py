@@ -159,7 +159,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._respond(arg, error_envelope(phrase, "Injected fault (servicenow stand-in)"), {})
             return
 
-        commit_delay = standin.faults.commit_delay if writes_record else 0.0
+        commit_delay = standin.faults.write_delay() if writes_record else 0.0
         if commit_delay > 0:
             time.sleep(commit_delay)  # a slow instance: the write is not stored before this
         try:

@@ -50,6 +50,7 @@ class RemoteFaults:
     _KNOBS = (
         "latency",
         "commit_delay",
+        "commit_jitter",
         "down",
         "fail_rate",
         "fail_status",
