@@ -144,3 +144,20 @@ def test_a_file_secret_that_turns_invalid_is_a_clear_error_and_is_read_again(tmp
         backend.core.get_secret(DEFAULT_SECRET_NAME)
     backend.fix(json.dumps({"username": "u", "password": "p2"}))
     assert json.loads(backend.core.get_secret(DEFAULT_SECRET_NAME))["password"] == "p2"
+
+
+def test_v2_falls_back_to_the_nucleus_copy_when_a_refresh_is_refused(caplog, tmp_path):
+    from awsiot.greengrasscoreipc import model
+    from sdk_fakes import GET_SECRET_VALUE
+
+    backend = V2Backend(tmp_path, secret_json("pw-cached"))
+    # A nucleus before 2.13 may refuse a request with refresh set.
+    backend.nucleus.fail_next(GET_SECRET_VALUE, model.ServiceError(message="unknown field"))
+    value = backend.runtime.get_secret(DEFAULT_SECRET_NAME, refresh=True)
+    assert json.loads(value)["password"] == "pw-cached"
+    asked = [
+        body for _, operation, body in backend.nucleus.requests if operation == GET_SECRET_VALUE
+    ]
+    assert [body.get("refresh") for body in asked] == [True, None]  # refused, then plain
+    assert "refresh needs nucleus 2.13+" in caplog.text
+    backend.runtime.close()

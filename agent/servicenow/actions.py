@@ -116,7 +116,10 @@ class ActionRunner:
                 # Most likely our own earlier PATCH, unconfirmed but applied.
                 self.stats.resolved += 1
                 log.info(
-                    "resolved incident %s (%s; confirmed by reading it)", incident.number, corr
+                    "resolved incident %s (%s): an earlier, unconfirmed resolve landed"
+                    " (or a person resolved it meanwhile)",
+                    incident.number,
+                    corr,
                 )
                 return incident
             self.stats.skipped += 1

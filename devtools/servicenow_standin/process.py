@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -158,10 +159,20 @@ class StandInProcess:
         """The last lines the process printed (its log goes there too)."""
         return list(self._output)
 
-    def pause(self) -> None:
-        """SIGSTOP: the server hangs (the kernel still accepts connections)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the server hangs (the kernel still accepts connections).
+
+        Returns once every thread of the process is stopped: the signal is
+        delivered asynchronously, and a request sent right after ``kill``
+        could otherwise still be answered.
+        """
         os.kill(self._proc.pid, signal.SIGSTOP)
         self._paused = True
+        deadline = time.monotonic() + timeout
+        while not _all_threads_stopped(self._proc.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the stand-in (pid {self._proc.pid}) did not stop")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT: the server carries on with whatever queued up meanwhile."""
@@ -236,6 +247,24 @@ class StandInProcess:
         """Stored incidents with their ``_journal``; ``query`` is an encoded query."""
         suffix = "" if query is None else "?" + urllib.parse.urlencode({"query": query})
         return self._admin("GET", "incidents" + suffix)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (Linux /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True  # gone, or not Linux: nothing more to wait for
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                # "tid (comm) S ...": the state follows the last ')'.
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        if state not in ("T", "t"):
+            return False
+    return True
 
 
 def _read_output(stream: Any, output: Deque[str], lines: queue.Queue) -> None:
