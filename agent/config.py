@@ -176,7 +176,13 @@ VARIABLES: List[Variable] = [
         "secretTtlSeconds", "float", "3600", "anomaly", "How long fetched credentials are cached."
     ),
     Variable("retryBaseSeconds", "float", "2", "anomaly", "First retry delay; doubles each try."),
-    Variable("retryMaxSeconds", "float", "300", "anomaly", "Longest retry delay."),
+    Variable(
+        "retryMaxSeconds",
+        "float",
+        "300",
+        "anomaly",
+        "Longest retry delay (while ServiceNow is unreachable, at most 60 s: one probe every 30-60 s).",
+    ),
     Variable(
         "snowMaxRequestsPerSecond",
         "float",

@@ -825,3 +825,7 @@ def test_cli_rejects_malformed_options():
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["--fail-rate", "1.5"])
+    with pytest.raises(SystemExit):
+        main(["--commit-delay", "-1"])
+    with pytest.raises(SystemExit):  # the control API needs its token in the environment
+        main(["--port", "0", "--admin-token-env", "EDGE_AGENT_TEST_UNSET_VARIABLE"])
