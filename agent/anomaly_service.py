@@ -64,7 +64,11 @@ class AnomalyService:
             outbox = self.guard.open()
         self.outbox = outbox
         self.credentials = CredentialsProvider(
-            runtime.get_secret, settings.secret_id, ttl=settings.secret_ttl, clock=self.clock
+            runtime.get_secret,
+            settings.secret_id,
+            ttl=settings.secret_ttl,
+            clock=self.clock,
+            fetch_fresh=lambda secret_id: runtime.get_secret(secret_id, refresh=True),
         )
         self.client = TableClient(
             settings.snow_url,
@@ -73,6 +77,7 @@ class AnomalyService:
             verify=settings.verify_tls,
             clock=self.clock,
             session=session,
+            max_requests_per_second=settings.max_requests_per_second,
         )
         self.deliverer = Deliverer(
             self.outbox,
@@ -348,6 +353,7 @@ class AnomalyService:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self.deliverer.stop()  # a long, paced drain returns after its current action
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

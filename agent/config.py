@@ -209,7 +209,20 @@ VARIABLES: List[Variable] = [
         "secretTtlSeconds", "float", "3600", "anomaly", "How long fetched credentials are cached."
     ),
     Variable("retryBaseSeconds", "float", "2", "anomaly", "First retry delay; doubles each try."),
-    Variable("retryMaxSeconds", "float", "300", "anomaly", "Longest retry delay."),
+    Variable(
+        "retryMaxSeconds",
+        "float",
+        "300",
+        "anomaly",
+        "Longest retry delay (while ServiceNow is unreachable, at most 60 s: one probe every 30-60 s).",
+    ),
+    Variable(
+        "snowMaxRequestsPerSecond",
+        "float",
+        "5",
+        "anomaly",
+        "At most this many ServiceNow requests start in any second (0: no cap).",
+    ),
     # --- status function (in the group only when statusPort is set) -------
     Variable(
         "statusPort",
@@ -286,11 +299,24 @@ def parse_snow_url(text: str, name: str = "snowUrl") -> str:
 
     ``https://dev1.service-now.com`` and
     ``https://dev1.service-now.com/api/now/table/incident`` both give
-    ``https://dev1.service-now.com``.
+    ``https://dev1.service-now.com``. A URL with credentials in it
+    (``https://user:pw@...``) is refused, and the error does not repeat them.
     """
     from urllib.parse import urlsplit, urlunsplit  # deferred: only the anomaly function has a URL
 
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.hostname  # noqa: B018 - parses the host; a bad IPv6 literal raises here
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL; give e.g. https://dev12345.service-now.com")
+    if "@" in parts.netloc:
+        # Never echo it: what is before the @ is a user name and likely a password.
+        host = parts.netloc.rsplit("@", 1)[1] or "dev12345.service-now.com"
+        raise ConfigError(
+            f"{name} must not contain a user name or password (the part before '@'): give "
+            f"the bare instance URL, e.g. https://{host}, and put the credentials in the "
+            "secret that snowSecretId names"
+        )
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise ConfigError(
             "{} must be https:// (credentials go with every call); plain http is only "
@@ -416,6 +442,7 @@ class AnomalySettings:
     retry_max: float
     state_dir: str
     anomaly_topic: str
+    max_requests_per_second: float = 5.0
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -445,6 +472,7 @@ class AnomalySettings:
             retry_max=values["retryMaxSeconds"],
             state_dir=values["stateDir"],
             anomaly_topic=values["anomalyTopic"],
+            max_requests_per_second=values["snowMaxRequestsPerSecond"],
         )
 
     @classmethod
@@ -481,7 +509,13 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
     factor = values["tempCompensationFactor"]
     if factor is not None and factor <= 0:
         raise ConfigError(f"tempCompensationFactor must be positive, got {factor}")
-    for name in ("debounceSeconds", "renotifyMinutes", "updateMinutes", "secretTtlSeconds"):
+    for name in (
+        "debounceSeconds",
+        "renotifyMinutes",
+        "updateMinutes",
+        "secretTtlSeconds",
+        "snowMaxRequestsPerSecond",
+    ):
         _non_negative(v, name)
     for name in ("retryBaseSeconds", "retryMaxSeconds"):
         _positive(v, name)

@@ -1,7 +1,8 @@
 """ServiceNow credentials from the Greengrass secret resource, cached.
 
 In the manner of the Powertools parameters utility: a small provider with a
-cache and ``max_age``, and a ``force_fetch`` for the one refetch a 401 earns.
+cache and ``max_age``, and a ``force_fetch`` for the refetch a 401 earns (at
+most once a minute: see ``agent.servicenow.auth_recovery``).
 The secret's JSON is the value as stored in Secrets Manager:
 
 * basic auth: ``{"username": ..., "password": ...}``
@@ -47,6 +48,12 @@ class Credentials:
     def __repr__(self) -> str:
         return f"Credentials(kind={self.kind!r}, username={self.username!r}, secrets=***)"
 
+    def same_as(self, other: Optional[Credentials]) -> bool:
+        """Whether ``other`` holds exactly these values (e.g. a refetch changed nothing)."""
+        return other is not None and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
     def secret_values(self) -> tuple:
         """Every secret string here, for scrubbing; never log the result."""
         return tuple(v for v in (self.password, self.client_secret) if v)
@@ -89,7 +96,12 @@ class Credentials:
 
 
 class CredentialsProvider:
-    """Fetches the secret through the Greengrass shim and caches it for ``ttl`` seconds."""
+    """Fetches the secret through the Greengrass shim and caches it for ``ttl`` seconds.
+
+    ``fetch_fresh``, when given, is used for a forced fetch instead of ``fetch``:
+    it bypasses caches below this one (Greengrass V2's SecretManager keeps its
+    own copy; ``refresh=True`` makes the nucleus fetch the secret from the cloud).
+    """
 
     def __init__(
         self,
@@ -97,8 +109,10 @@ class CredentialsProvider:
         secret_id: str,
         ttl: float = 3600.0,
         clock: Optional[Clock] = None,
+        fetch_fresh: Optional[Callable[[str], str]] = None,
     ) -> None:
         self._fetch = fetch
+        self._fetch_fresh = fetch_fresh or fetch
         self.secret_id = secret_id
         self.ttl = ttl
         self.clock = clock or SYSTEM_CLOCK
@@ -114,8 +128,21 @@ class CredentialsProvider:
             if self._cached is not None and not force_fetch and now - self._fetched_at < self.ttl:
                 return self._cached
             self.fetches += 1
-            raw = self._fetch(self.secret_id)  # raises SecretError, which never holds the value
+            fetch = self._fetch_fresh if force_fetch else self._fetch
+            raw = fetch(self.secret_id)  # raises SecretError, which never holds the value
             creds = Credentials.from_secret_string(raw, self.secret_id)
+            # Quiet when nothing changed: while logins are refused this runs every minute.
+            level = logging.DEBUG if creds.same_as(self._cached) else logging.INFO
+            log.log(
+                level,
+                "fetched ServiceNow credentials from %s (%s auth)",
+                self.secret_id,
+                creds.kind,
+            )
             self._cached, self._fetched_at = creds, now
-            log.info("fetched ServiceNow credentials from %s (%s auth)", self.secret_id, creds.kind)
             return creds
+
+    def cached(self) -> Optional[Credentials]:
+        """The credentials in the cache (the ones requests use), without fetching."""
+        with self._lock:
+            return self._cached

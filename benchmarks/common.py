@@ -173,56 +173,14 @@ def anomaly_message(
 STANDIN_MODES = ("process", "thread")
 
 
-class StandInProcess:
-    """The stand-in as its own process (``python -m devtools.servicenow_standin``).
-
-    The default for the benchmarks: a ServiceNow instance does not share the
-    agent's interpreter, so its request handling should not take the agent's
-    GIL and be counted as the agent's latency.
-    """
-
-    def __init__(self, password: str) -> None:
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devtools.servicenow_standin",
-                "--port",
-                "0",
-                "--db",
-                ":memory:",
-                "--user",
-                f"{SNOW_USER}:{password}",
-                "--log-level",
-                "WARNING",
-            ],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self._proc.stdout.readline()  # type: ignore[union-attr]
-        prefix = "ServiceNow stand-in listening on "
-        if not line.startswith(prefix):
-            self.stop()
-            raise RuntimeError(f"the stand-in did not start: {line!r}")
-        self.url = line[len(prefix) :].strip()
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-
-
 def start_standin(password: str, mode: str = "thread") -> Any:
     """The local ServiceNow stand-in: ``.url`` and ``.stop()``, in a process or a thread."""
     if mode == "process":
-        return StandInProcess(password)
+        # Its own process: a ServiceNow instance does not share the agent's
+        # interpreter, so its request handling should not take the agent's GIL.
+        from devtools.servicenow_standin import StandInProcess
+
+        return StandInProcess(users={SNOW_USER: password})
     if mode != "thread":
         raise ValueError(f"stand-in mode must be one of {STANDIN_MODES}, got {mode!r}")
     from devtools.servicenow_standin import ServiceNowStandIn

@@ -15,7 +15,7 @@ ServiceNow server they are given (:mod:`benchmarks.servers`).
   here, so 0), publish, routing, the secret fetch, a new connection, the POST.
 * **drain**: actions queued through the anomaly function's handler (an open
   and a resolve per episode), then ``pump()`` until none is pending; an open
-  costs a GET and a POST, a resolve a PATCH: 1.5 calls per action.
+  costs a GET and a POST, a resolve a GET and a PATCH: 2 calls per action.
 """
 
 from __future__ import annotations

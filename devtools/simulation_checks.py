@@ -67,6 +67,11 @@ def prepare(options: SimulationOptions) -> Plan:
         raise ConfigError(
             f"give --period or --set period, not both (got {options.period:g} and {set_period})"
         )
+    if options.snow_url:
+        from agent.config import parse_snow_url
+
+        # First: a URL with credentials in it is refused, and never echoed.
+        parse_snow_url(options.snow_url, "--snow-url")
     if options.snow_url and not options.secret_file:
         raise ConfigError(
             "--snow-url needs --secret-file FILE: the ServiceNow credentials as stored in "

@@ -111,6 +111,7 @@ def test_malformed_snapshots_are_skipped_with_a_log(caplog):
 
 def test_a_long_device_name_still_fits_servicenows_correlation_id():
     from agent.servicenow.incidents import correlation_id
+    from agent.servicenow.query_safe import is_query_safe
 
     name = "factory-7-building-c-floor-3-cold-room-12-raspberry-pi-sense-hat-unit-0042"
     judge = Judge(name, [HUMID], debounce_samples=1)
@@ -118,8 +119,14 @@ def test_a_long_device_name_still_fits_servicenows_correlation_id():
     assert len(event.episode_id) <= 89
     assert event.episode_id.startswith(name[:31] + "~")
     other = Judge(name[:-1] + "3", [HUMID], debounce_samples=1)
-    assert feed(other, [60])[0].episode_id != event.episode_id  # still unique per device
-    assert correlation_id(event.episode_id).endswith(event.episode_id)  # nothing cut off
+    other_id = feed(other, [60])[0].episode_id
+    assert other_id != event.episode_id  # still unique per device
+    # The "~" is not inert in an encoded query: the correlation id maps it (and adds a
+    # hash), still unique, within the column's 100 characters, nothing cut off.
+    corr = correlation_id(event.episode_id)
+    assert corr != correlation_id(other_id)
+    assert len(corr) <= 100 and is_query_safe(corr)
+    assert corr.startswith("edge-agent:" + name[:31] + "_") and ":humidity:upper:" in corr
 
 
 def test_event_message_follows_the_schema():

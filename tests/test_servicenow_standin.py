@@ -20,6 +20,7 @@ import requests
 from devtools.servicenow_standin import (
     Faults,
     ServiceNowStandIn,
+    StandInProcess,
     main,
     priority_for,
     redact_path,
@@ -579,7 +580,7 @@ def test_random_faults_are_seeded():
     def run(seed):
         faults = Faults(seed)
         faults.fail_rate = 0.5
-        return [faults.decide(False)[0] for _ in range(50)]
+        return [faults.for_request(False).kind for _ in range(50)]
 
     assert run(1) == run(1)
     assert {"ok", "fail"} == set(run(1))
@@ -590,6 +591,123 @@ def test_fail_rate_one_fails_everything(standin, http):
     assert http.get(standin.url + V2, timeout=5).status_code == 503
     standin.faults.reset()
     assert http.get(standin.url + V2, timeout=5).status_code == 200
+
+
+def test_commit_delay_stores_a_write_only_later_even_if_the_client_gave_up(standin, http):
+    standin.faults.commit_delay = 0.6
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        http.post(standin.url + V1, json={"correlation_id": "slow"}, timeout=0.2)
+    # The client gave up; the instance has not stored it yet, so a lookup misses it...
+    assert standin.incidents({"correlation_id": "slow"}) == []
+    reads = http.get(standin.url + V2, params={"sysparm_query": "correlation_id=slow"}, timeout=5)
+    assert reads.json()["result"] == []
+    # ...and it appears once the commit is through, answer or no answer.
+    deadline = time.monotonic() + 5
+    while not standin.incidents({"correlation_id": "slow"}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(standin.incidents({"correlation_id": "slow"})) == 1
+    assert time.monotonic() - started >= 0.6
+    standin.faults.reset()
+    assert standin.faults.commit_delay == 0
+
+
+def test_sys_mod_count_counts_every_update_and_journal_entry(standin, http):
+    record = create(http, standin)
+    url = f"{standin.url}{V1}/{record['sys_id']}"
+    counts = []
+    for body in ({"work_notes": "one"}, {"work_notes": "two"}, {"urgency": "2"}, {}):
+        counts.append(http.patch(url, json=body, timeout=5).json()["result"]["sys_mod_count"])
+    assert counts == ["1", "2", "3", "3"]  # an update that changes nothing is no update
+    fields = "sys_mod_count,sys_updated_by,work_notes"
+    read = http.get(url, params={"sysparm_fields": fields}, timeout=5).json()["result"]
+    assert read == {"sys_mod_count": "3", "sys_updated_by": "agent", "work_notes": ""}
+
+
+def test_faults_configure_by_name_and_refuse_unknown_knobs():
+    faults = Faults()
+    faults.configure({"latency": 0.1, "commit_delay": 2, "down": True, "fail_next": {"n": 2}})
+    assert faults.describe()["commit_delay"] == 2.0 and faults.down
+    assert faults.pending()["fail"] == 2
+    faults.configure({"reset": True})
+    assert not faults.down and faults.pending()["fail"] == 0
+    with pytest.raises(ValueError, match="unknown fault setting"):
+        faults.configure({"latancy": 1})
+    with pytest.raises(ValueError):
+        faults.configure({"fail_rate": 2})
+
+
+def test_the_request_log_has_the_time_of_each_request(standin, http, clock):
+    standin.reset_stats()
+    http.get(standin.url + V2, timeout=5)
+    clock.now += 30
+    http.get(standin.url + V2, timeout=5)
+    times = [entry[0] for entry in standin.timed_request_log]
+    assert times == [clock.now - 30, clock.now]
+
+
+# -- control API and the stand-in as a process -----------------------------------------
+def test_the_control_api_is_off_by_default(standin):
+    response = requests.get(standin.url + "/__standin/state", timeout=5)
+    assert response.status_code == 404  # an unknown path, as on an instance
+
+
+def test_the_control_api_needs_its_token_and_bypasses_faults(clock):
+    with ServiceNowStandIn(users={"agent": PASSWORD}, clock=clock, admin_token="tok-1") as server:
+        url = server.url + "/__standin/"
+        assert requests.get(url + "state", timeout=5).status_code == 403
+        wrong = {"X-Standin-Admin": "tok-2"}
+        assert requests.get(url + "state", headers=wrong, timeout=5).status_code == 403
+        admin = {"X-Standin-Admin": "tok-1"}
+        answer = requests.post(url + "faults", json={"down": True}, headers=admin, timeout=5)
+        assert answer.status_code == 200 and answer.json()["result"]["faults"]["down"] is True
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url + V2, auth=("agent", PASSWORD), timeout=5)
+        # Still reachable while "down", and never in the request log.
+        requests.post(url + "faults", json={"down": False}, headers=admin, timeout=5)
+        assert [entry[1] for entry in server.request_log] == [V2]
+        bad = requests.post(url + "faults", json={"nonsense": 1}, headers=admin, timeout=5)
+        assert bad.status_code == 400 and "nonsense" in bad.json()["error"]["detail"]
+
+
+def test_a_standin_process_is_driven_across_the_process_boundary():
+    rotated = "pw-Rotated-9917"
+    with StandInProcess(users={"agent": PASSWORD}) as snow:
+        session = requests.Session()
+        session.headers.update(JSON_HEADERS)
+        assert session.post(snow.url + V1, json={}, auth=("agent", PASSWORD)).status_code == 201
+        snow.set_users({"agent": rotated})
+        assert session.get(snow.url + V2, auth=("agent", PASSWORD)).status_code == 401
+        assert session.get(snow.url + V2, auth=("agent", rotated)).status_code == 200
+        snow.faults.fail_next(1, status=502)
+        assert session.get(snow.url + V2, auth=("agent", rotated)).status_code == 502
+        snow.faults.commit_delay = 0.3
+        assert snow.faults.commit_delay == 0.3
+        assert [i["number"] for i in snow.incidents()] == ["INC0010001"]
+        assert snow.counters["auth_failures"] == 1
+        assert [entry[2] for entry in snow.request_log] == [201, 401, 200, 502]
+        # SIGSTOP: the kernel still accepts the connection, nobody answers.
+        snow.pause()
+        with pytest.raises(requests.Timeout):
+            requests.get(snow.url + V2, auth=("agent", rotated), timeout=0.5)
+        snow.resume()
+        assert session.get(snow.url + V2, auth=("agent", rotated), timeout=5).status_code == 200
+        pid = snow.pid
+        snow.pause()  # stopping must work on a frozen process too
+    assert snow.running is False
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_forgotten_standin_process_is_stopped_when_collected():
+    import gc
+
+    snow = StandInProcess()
+    pid = snow.pid
+    del snow
+    gc.collect()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 # -- connections ----------------------------------------------------------------------
@@ -622,13 +740,23 @@ def test_unsupported_method_gets_json_error(standin):
 
 
 # -- CLI ------------------------------------------------------------------------------
+# The child resets SIGINT to Python's handler before it runs the CLI: a test
+# process started with SIGINT ignored (a background job, some CI runners)
+# passes SIG_IGN on to its children, and Ctrl-C would then never stop them.
+_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'servicenow_standin'; "
+    "runpy.run_module('devtools.servicenow_standin', run_name='__main__', alter_sys=True)"
+)
+
+
 def test_cli_serves_until_interrupted(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "devtools.servicenow_standin",
+            "-c",
+            _WITH_CTRL_C,
             "--port",
             "0",
             "--db",
@@ -664,9 +792,12 @@ def test_cli_serves_until_interrupted(tmp_path):
         )
         assert response.status_code == 201
         assert requests.get(url + V2, auth=("admin", "admin"), timeout=5).status_code == 401
-    finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:  # never leave a server behind, whatever failed above
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0
     text = first + output
     assert "bob" in text and "edge" in text
@@ -694,3 +825,7 @@ def test_cli_rejects_malformed_options():
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["--fail-rate", "1.5"])
+    with pytest.raises(SystemExit):
+        main(["--commit-delay", "-1"])
+    with pytest.raises(SystemExit):  # the control API needs its token in the environment
+        main(["--port", "0", "--admin-token-env", "EDGE_AGENT_TEST_UNSET_VARIABLE"])

@@ -128,7 +128,13 @@ def test_api_state_tells_readings_episodes_incidents_and_delivery(group, passwor
     assert [i["action"] for i in state["incidents"]] == ["resolved", "opened"]
     delivery = state["delivery"]
     assert delivery["outbox"]["pending"] == 0 and delivery["credentials"]["cached"]
-    assert delivery["servicenow"]["requests"] == {"GET 404": 1, "POST 201": 1, "PATCH 200": 1}
+    # GET (none yet), POST; GET (the incident's state before resolving it), PATCH.
+    assert delivery["servicenow"]["requests"] == {
+        "GET 404": 1,
+        "POST 201": 1,
+        "GET 200": 1,
+        "PATCH 200": 1,
+    }
     assert state["health"] == {"ok": True, "reasons": []}
     # Nothing secret in any answer.
     for path in ("api/state?readings=all", "metrics", "healthz", ""):

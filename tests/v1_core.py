@@ -82,6 +82,9 @@ class StoredSecret:
     version_id: str = "00000000-0000-0000-0000-000000000001"
     stages: Tuple[str, ...] = ("AWSCURRENT",)
     created: float = field(default_factory=time.time)
+    # V2: a value rotated in Secrets Manager that the nucleus' SecretManager has
+    # not fetched yet; it serves it only after a request with refresh=True.
+    cloud_value: Optional[Union[str, bytes]] = None
 
     def __post_init__(self) -> None:
         if not self.arn:

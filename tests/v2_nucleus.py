@@ -316,6 +316,11 @@ class FakeNucleus(NucleusServices):
         """Leave ``operation`` on ``resource`` out of the component's accessControl."""
         self._denied.append((operation, resource))
 
+    def rotate_in_cloud(self, name: str, value: Union[str, bytes]) -> None:
+        """Change the secret in Secrets Manager: the nucleus keeps serving its cached copy
+        until a component asks with ``refresh=True`` (nucleus 2.13+)."""
+        self.secrets[name].cloud_value = value
+
     def fail_next(self, operation: str, error: Exception) -> None:
         """Answer the next ``operation`` request with ``error`` (a model error shape)."""
         self._failures[operation].append(error)
@@ -551,6 +556,8 @@ class FakeNucleus(NucleusServices):
                 resource_type="secret",
                 resource_name=request.secret_id,
             )
+        if request.refresh and secret.cloud_value is not None:
+            secret.value, secret.cloud_value = secret.cloud_value, None
         if isinstance(secret.value, bytes):
             value = model.SecretValue(secret_binary=secret.value)
         else:

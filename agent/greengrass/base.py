@@ -43,8 +43,12 @@ class Runtime:
         there; Greengrass V2 components subscribe through IPC.
         """
 
-    def get_secret(self, secret_id: str) -> str:
-        """The secret's ``SecretString``. Raises :class:`agent.errors.SecretError`."""
+    def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
+        """The secret's ``SecretString``. Raises :class:`agent.errors.SecretError`.
+
+        ``refresh=True`` asks for the current value, past any cache the core
+        keeps (after a 401, when the password may have been rotated).
+        """
         raise NotImplementedError
 
     # -- the device shadow and the component's configuration (issue 13) --------------

@@ -8,7 +8,8 @@ context whose ``client_context.custom['subject']`` is the topic, or ``cloud``,
 where messages are recorded and handed to any attached cloud link (the MQTT
 bridge), or ``GGShadowService``, the local shadow service
 (:mod:`agent.greengrass.local_shadow`), whose answers are routed the same way
-with that source. Secrets are served from a local mapping or file.
+with that source. Secrets are served from a local mapping or from files, re-read when
+they change.
 
 Invocations of one function are serialised, as a core queues invocations of
 a pinned function one at a time: a message for a function published from
@@ -68,6 +69,7 @@ class LocalCore:
         self.clock = clock or SYSTEM_CLOCK
         self.shadows = LocalShadowService(self.clock.time, shadow_path)
         self._secrets: Dict[str, str] = dict(secrets or {})
+        self._secret_files: Dict[str, Tuple[str, Optional[Tuple[int, int, int]]]] = {}
         self._handlers: Dict[str, FunctionHandler] = {}
         self._locks: Dict[str, threading.Lock] = {}
         self._queues: Dict[str, Any] = {}  # function id -> inbox, for register(queued=True)
@@ -135,16 +137,14 @@ class LocalCore:
         self._secrets[secret_id] = value
 
     def load_secret_file(self, secret_id: str, path: str) -> None:
-        """Serve the file's contents (the secret's value as stored in Secrets Manager)."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                value = handle.read().strip()
-            json.loads(value)
-        except OSError as exc:
-            raise SecretError(f"cannot read secret file {path}: {exc.strerror}")
-        except ValueError:
-            raise SecretError(f"secret file {path} is not JSON")
-        self._secrets[secret_id] = value
+        """Serve the file's contents (the secret's value as stored in Secrets Manager).
+
+        The file is read now (so a bad one fails at start) and again whenever
+        the secret is fetched after it changed (inode, size or mtime), or with
+        ``refresh``: a rotated password is picked up without a restart.
+        """
+        self._secrets[secret_id] = _read_secret_file(path)
+        self._secret_files[secret_id] = (path, _file_identity(path))
 
     def runtime_for(self, function_id: str) -> LocalRuntime:
         self.topology.function(function_id)
@@ -270,8 +270,14 @@ class LocalCore:
             if targets:
                 self.publish(SHADOW_SERVICE, topic, document)
 
-    def get_secret(self, secret_id: str) -> str:
+    def get_secret(self, secret_id: str, refresh: bool = False) -> str:
         self.stats["secret_fetches"] += 1
+        if secret_id in self._secret_files:
+            path, seen = self._secret_files[secret_id]
+            current = _file_identity(path)
+            if refresh or current != seen:
+                self._secrets[secret_id] = _read_secret_file(path)
+                self._secret_files[secret_id] = (path, current)
         try:
             return self._secrets[secret_id]
         except KeyError:
@@ -354,8 +360,8 @@ class LocalRuntime(Runtime):
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """No-op: the subscription table routes to the registered handler."""
 
-    def get_secret(self, secret_id: str) -> str:
-        return self.core.get_secret(secret_id)
+    def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
+        return self.core.get_secret(secret_id, refresh=refresh)
 
     shadow_supported = True
 
@@ -367,6 +373,29 @@ class LocalRuntime(Runtime):
 
     def update_thing_shadow(self, thing: str, document: Mapping[str, Any]) -> Dict[str, Any]:
         return self.core.shadow_call(self.function_id, thing, "update", encode(document))
+
+
+def _read_secret_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+        json.loads(value)
+    except OSError as exc:
+        raise SecretError(f"cannot read secret file {path}: {exc.strerror}")
+    except ValueError:
+        raise SecretError(f"secret file {path} is not JSON")
+    return value
+
+
+def _file_identity(path: str) -> Optional[Tuple[int, int, int]]:
+    """What changes when a file is rewritten or replaced: (inode, size, mtime in ns)."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # gone: reading it will say so
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 _default_core: Optional[LocalCore] = None

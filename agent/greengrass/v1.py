@@ -127,11 +127,12 @@ class GreengrassV1Runtime(Runtime):
         except (KeyError, TypeError, ValueError, UnicodeDecodeError):
             raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer") from None
 
-    def get_secret(self, secret_id: str) -> str:
+    def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
         """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.
 
         ``secret_id`` is the Secrets Manager name or ARN, not the resource Id.
-        V1 values change only when the group is redeployed, so there is no refresh.
+        V1 values change only when the group is redeployed, and the SDK has no
+        refresh: ``refresh`` asks the core again all the same.
         """
         try:
             response = self._secrets.get_secret_value(SecretId=secret_id)

@@ -50,6 +50,19 @@ NOT_INSTALLED_HINT = (
 __all__ = ["GreengrassV2Runtime", "PublishError", "GreengrassError"]
 
 
+class _NoSecretPayloads(logging.Filter):
+    """awsiotsdk's ``awsiot.eventstreamrpc`` logs every message payload at DEBUG, the
+    GetSecretValue answer (the password) included: drop those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any("GetSecretValue" in type(arg).__name__ for arg in args)
+
+
+_SDK_LOGGER = logging.getLogger("awsiot.eventstreamrpc")
+_SECRET_FILTER = _NoSecretPayloads()
+
+
 class GreengrassV2Runtime(Runtime):
     """Publish, subscribe and read secrets through ``GreengrassCoreIPCClientV2``."""
 
@@ -70,6 +83,7 @@ class GreengrassV2Runtime(Runtime):
         except ImportError as exc:
             raise RuntimeUnavailable(NOT_INSTALLED_HINT) from exc
         self._model = model
+        _SDK_LOGGER.addFilter(_SECRET_FILTER)  # idempotent: a filter is added once
         if ipc_client is None:
             ipc_client = _connect()
         self._ipc = ipc_client
@@ -236,6 +250,17 @@ class GreengrassV2Runtime(Runtime):
                 "list its ARN in the aws.greengrass.SecretManager cloudSecrets"
             ) from None
         except Exception as exc:
+            if refresh:
+                # A nucleus older than 2.13 may not take refresh: its cached value
+                # (refreshed by the SecretManager's periodicRefreshIntervalMin) is
+                # better than none.
+                logger.warning(
+                    "v2: refreshing secret %r failed (%s; refresh needs nucleus 2.13+);"
+                    " reading the nucleus' copy",
+                    secret_id,
+                    describe_error(exc),
+                )
+                return self.get_secret(secret_id)
             # No chaining: the SDK's exception never travels with a secret around it.
             raise SecretError(f"secret {secret_id!r}: {describe_error(exc)}") from None
         value = getattr(response, "secret_value", None)

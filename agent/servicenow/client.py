@@ -1,11 +1,12 @@
 """A small ServiceNow Table API client for the ``incident`` table.
 
-One ``requests.Session`` is reused for every call. Failures are sorted into
-what the delivery worker must do about them:
+One ``requests.Session`` is reused for every call, and no more than
+``max_requests_per_second`` start in any second (:mod:`.pacing`). Failures are
+sorted into what the delivery worker must do about them:
 
 * :class:`Unavailable` (connection errors, timeouts, 5xx, 408, 409): retry later;
 * :class:`RateLimited` (429): retry after ``Retry-After``;
-* :class:`AuthFailed` (401): refetch the credentials once, then wait;
+* :class:`AuthFailed` (401): refetch the credentials (at most once a minute), then wait;
 * :class:`Rejected` (any other 4xx): do not retry, dead-letter.
 
 Exception texts name the operation and status, never credentials.
@@ -16,16 +17,19 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any, Callable, Dict, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import Credentials
+from .pacing import RequestPacer
+from .query_safe import is_query_safe
 
 log = logging.getLogger(__name__)
 
 TABLE_PATH = "/api/now/table/incident"
 TOKEN_PATH = "/oauth_token.do"
 RETRYABLE_4XX = (408, 409)
+WRITE_METHODS = ("POST", "PATCH")
 
 
 class ServiceNowError(Exception):
@@ -37,8 +41,8 @@ class ServiceNowError(Exception):
 class Unavailable(ServiceNowError, ConnectionError):
     """ServiceNow could not be reached or failed; the call may be retried.
 
-    ``ambiguous`` is true when a create was sent and may have been committed
-    although no answer confirmed it.
+    ``ambiguous`` is true when a write (create or update) was sent and may have
+    been committed although no answer confirmed it.
     """
 
     def __init__(
@@ -60,15 +64,31 @@ class RateLimited(ServiceNowError):
 
 
 class AuthFailed(ServiceNowError, PermissionError):
-    """401: the credentials were refused."""
+    """401: the credentials were refused.
+
+    ``token_rejected`` is true when what was refused is an OAuth access token
+    (expired or revoked early): a new token may work with the same credentials.
+    """
+
+    def __init__(
+        self, message: str, status: Optional[int] = None, token_rejected: bool = False
+    ) -> None:
+        super().__init__(message, status)
+        self.token_rejected = token_rejected
 
 
 class Rejected(ServiceNowError, ValueError):
     """A 4xx that retrying will not fix (bad request, ACL, data policy, not found)."""
 
 
+# What the agent reads of an incident: enough to know whether it may still be
+# changed (state) and whether a timed-out work note landed (sys_mod_count,
+# sys_updated_by; journal fields read back empty, so the note itself cannot be).
+INCIDENT_FIELDS = "sys_id,number,state,correlation_id,sys_mod_count,sys_updated_by"
+
+
 class TableClient:
-    """Create, find and update incidents."""
+    """Create, find, read and update incidents, at most ``max_requests_per_second``."""
 
     def __init__(
         self,
@@ -78,7 +98,11 @@ class TableClient:
         verify: Any = True,
         clock: Optional[Clock] = None,
         session: Any = None,
+        max_requests_per_second: float = 0.0,
     ) -> None:
+        if "@" in urlsplit(base_url).netloc:
+            # The configuration refuses these; never carry one into a log line.
+            raise ValueError("the ServiceNow URL must not hold credentials")
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self.timeout = timeout
@@ -93,6 +117,7 @@ class TableClient:
         # on_call(method, path, outcome, seconds), outcome a status code or
         # "unreachable" (never sent) / "no_answer" / "error".
         self.on_call: list = []
+        self.pacer = RequestPacer(max_requests_per_second, self.clock)
 
     @property
     def session(self) -> Any:
@@ -125,11 +150,18 @@ class TableClient:
 
     # -- table operations -------------------------------------------------------
     def find_by_correlation(self, correlation_id: str) -> Optional[Dict[str, str]]:
-        """The newest incident with this ``correlation_id``, or ``None``."""
+        """The newest incident with this ``correlation_id`` in any state, or ``None``.
+
+        Resolved and closed ones count: an episode has one incident, and one a
+        person closed is left closed, not opened again (see the delivery).
+        """
+        if not is_query_safe(correlation_id):
+            # A programming error: a '^' or '=' here would silently change the query.
+            raise ValueError("correlation id is not safe in an encoded query")
         params = {
             "sysparm_query": f"correlation_id={correlation_id}^ORDERBYDESCsys_created_on",
             "sysparm_limit": "1",
-            "sysparm_fields": "sys_id,number,state,correlation_id",
+            "sysparm_fields": INCIDENT_FIELDS,
         }
         response = self._request("GET", TABLE_PATH, params=params, not_found_ok=True)
         if response is None:
@@ -143,6 +175,16 @@ class TableClient:
             if isinstance(record, dict) and record.get("correlation_id") == correlation_id:
                 return record
         return None
+
+    def read(self, sys_id: str) -> Optional[Dict[str, str]]:
+        """The incident as it is now (``INCIDENT_FIELDS``), or ``None`` if it is gone."""
+        response = self._request(
+            "GET",
+            f"{TABLE_PATH}/{quote(sys_id)}",
+            params={"sysparm_fields": INCIDENT_FIELDS},
+            not_found_ok=True,
+        )
+        return None if response is None else _record(response)
 
     def create(self, fields: Dict[str, str]) -> Dict[str, str]:
         response = self._request("POST", TABLE_PATH, json=fields)
@@ -203,21 +245,26 @@ class TableClient:
         try:
             response = self._send(method, path, **kwargs)
         except Unavailable as exc:
-            if method == "POST" and not exc.never_sent:
+            if method in WRITE_METHODS and not exc.never_sent:
                 exc.ambiguous = True
             raise
-        if response.status_code == 401 and self._token is not None:
+        token_rejected = response.status_code == 401 and self._token is not None
+        if token_rejected:
             self._token = None  # an expired or revoked token: the caller's retry gets a new one
         if not_found_ok and response.status_code == 404:
             return None  # the v1 Table API answers a query with no match with 404
         try:
             self._raise_for(response, "{} {}".format(method, path))
         except Unavailable as exc:
-            exc.ambiguous = method == "POST"  # a 5xx after a create may hide a commit
+            exc.ambiguous = method in WRITE_METHODS  # a 5xx after a write may hide a commit
+            raise
+        except AuthFailed as exc:
+            exc.token_rejected = token_rejected
             raise
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.pacer.acquire()  # before the clock starts: a paced wait is not ServiceNow's latency
         if not self.on_call:
             return self._send_request(method, path, **kwargs)
         from time import perf_counter

@@ -16,9 +16,11 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..config import AnomalySettings
 from ..sensors.base import UNITS
+from .query_safe import query_safe
 from .text import clean_name
 
 CORRELATION_PREFIX = "edge-agent:"
+CORRELATION_MAX = 100  # ServiceNow's correlation_id column
 RESOLVED_STATES = ("6", "7", "8")  # resolved, closed, canceled
 
 
@@ -36,8 +38,19 @@ class Action:
 
 
 def correlation_id(episode_id: str) -> str:
-    # ServiceNow's correlation_id column is 100 characters; episode ids are capped at 89.
-    return (CORRELATION_PREFIX + episode_id)[:100]
+    """The incident's key in ServiceNow: inert in an encoded query, at most 100 characters
+    (the column's size), the episode id itself whenever that is safe (see ``query_safe``)."""
+    return CORRELATION_PREFIX + query_safe(episode_id, CORRELATION_MAX - len(CORRELATION_PREFIX))
+
+
+def safe_correlation_id(value: str) -> str:
+    """``value`` as :func:`correlation_id` makes it today; unchanged if it already is.
+
+    Actions queued by an older version may hold a raw one (``edge-agent:lab^pi:...``).
+    """
+    if value.startswith(CORRELATION_PREFIX):
+        return correlation_id(value[len(CORRELATION_PREFIX) :])
+    return query_safe(value, CORRELATION_MAX)
 
 
 def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:

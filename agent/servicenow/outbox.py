@@ -64,6 +64,43 @@ CREATE TABLE IF NOT EXISTS incidents (
 """
 
 
+# What the delivery worker must remember across a crash about requests whose
+# outcome it may not have seen (added after the first release: see
+# migrate_delivery_state).
+# * create_intents: a create for this correlation id may have been sent at
+#   sent_at; before looking for the incident again (and maybe creating it), wait
+#   until it would have committed.
+# * note_attempts: the incident's sys_mod_count just before a work-note PATCH,
+#   so a retry can tell whether the note already landed.
+DELIVERY_STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS create_intents (
+    correlation_id TEXT PRIMARY KEY,
+    sent_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS note_attempts (
+    key TEXT PRIMARY KEY,
+    sys_id TEXT NOT NULL,
+    mod_count INTEGER NOT NULL,
+    sent_at REAL NOT NULL
+);
+"""
+
+
+def migrate_delivery_state(db: sqlite3.Connection) -> None:
+    """Add the delivery-state tables to an outbox made by an older version. Idempotent."""
+    db.executescript(DELIVERY_STATE_SCHEMA)
+
+
+@dataclass(frozen=True)
+class NoteAttempt:
+    """A work-note PATCH that was (maybe) sent: the incident's state just before it."""
+
+    key: str
+    sys_id: str
+    mod_count: int
+    sent_at: float
+
+
 @dataclass(frozen=True)
 class QueuedAction:
     id: int
@@ -106,6 +143,7 @@ class Outbox:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            migrate_delivery_state(db)
         except BaseException:
             db.close()
             raise
@@ -190,7 +228,13 @@ class Outbox:
                 "INSERT OR REPLACE INTO delivered (key, delivered_at) VALUES (?, ?)",
                 (queued.action.key, now),
             )
+            self._db.execute("DELETE FROM note_attempts WHERE key = ?", (queued.action.key,))
             if incident is not None:
+                # The incident is known now: no create for it can be in doubt any more.
+                self._db.execute(
+                    "DELETE FROM create_intents WHERE correlation_id = ?",
+                    (incident.correlation_id,),
+                )
                 # INSERT OR REPLACE, not UPSERT: SQLite before 3.24 (old Raspbian) lacks it.
                 self._db.execute(
                     "INSERT OR REPLACE INTO incidents (correlation_id, sys_id, number, state)"
@@ -226,6 +270,53 @@ class Outbox:
                     now,
                 ),
             )
+
+    # -- requests whose outcome may be unknown ---------------------------------------
+    def record_create_intent(self, correlation_id: str, now: float) -> None:
+        """Remember, durably (synced) before the POST leaves, that a create may be sent."""
+        self._synced(
+            "INSERT OR REPLACE INTO create_intents (correlation_id, sent_at) VALUES (?, ?)",
+            (correlation_id, now),
+        )
+
+    def create_intent(self, correlation_id: str) -> Optional[float]:
+        """When a create for ``correlation_id`` may last have been sent; ``None`` if never."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sent_at FROM create_intents WHERE correlation_id = ?", (correlation_id,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def clear_create_intent(self, correlation_id: str) -> None:
+        """The create surely did not commit (refused, or never sent)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "DELETE FROM create_intents WHERE correlation_id = ?", (correlation_id,)
+            )
+
+    def record_note_attempt(self, key: str, sys_id: str, mod_count: int, now: float) -> None:
+        """Remember, durably (synced) before the PATCH leaves, the incident's sys_mod_count."""
+        self._synced(
+            "INSERT OR REPLACE INTO note_attempts (key, sys_id, mod_count, sent_at)"
+            " VALUES (?, ?, ?, ?)",
+            (key, sys_id, mod_count, now),
+        )
+
+    def note_attempt(self, key: str) -> Optional[NoteAttempt]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, sys_id, mod_count, sent_at FROM note_attempts WHERE key = ?", (key,)
+            ).fetchone()
+        return NoteAttempt(*row) if row else None
+
+    def _synced(self, sql: str, args: tuple) -> None:
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._db:
+                    self._db.execute(sql, args)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     # -- incidents we know about -------------------------------------------------------
     def incident(self, correlation_id: str) -> Optional[Incident]:
@@ -364,7 +455,16 @@ class Outbox:
         return counts
 
 
-TABLES = ("pending", "delivered", "dead_letter", "incidents")
+# Carried into a fresh outbox when the file is damaged or replaced: the delivery
+# state too, so a create that may have been sent keeps its wait after the move.
+TABLES = (
+    "pending",
+    "delivered",
+    "dead_letter",
+    "incidents",
+    "create_intents",
+    "note_attempts",
+)
 _JSON_COLUMNS = ("fields", "open_fields")
 
 
