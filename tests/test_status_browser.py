@@ -152,10 +152,11 @@ def test_the_page_charts_readings_limits_episodes_and_incident_markers(browser, 
 
 
 class HostileServiceNow(BaseHTTPRequestHandler):
-    """A Table API that answers with markup in the incident number."""
+    """A Table API that answers with markup in the incident number (one incident at a time)."""
 
     number = "INC<img src=x onerror=window.__snow=1><b>7</b>"
     sys_id = "0123456789abcdef0123456789abcdef"
+    created = {}  # the last created record, as the agent reads it back
 
     def _answer(self, status, result):
         body = json.dumps({"result": result}).encode()
@@ -165,19 +166,25 @@ class HostileServiceNow(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _record(self):
-        return {"sys_id": self.sys_id, "number": self.number, "state": "1"}
+    def _record(self, **changes):
+        record = {"sys_id": self.sys_id, "number": self.number, "state": "1"}
+        record.update(HostileServiceNow.created, **changes)
+        return record
 
     def do_GET(self):
-        self._answer(200, [])
+        if self.path.split("?")[0].endswith("/" + self.sys_id):
+            self._answer(200, self._record())  # read before resolving
+        else:
+            self._answer(200, [])  # the lookup before a create finds nothing
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
+        sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        HostileServiceNow.created = {"correlation_id": sent.get("correlation_id", "")}
         self._answer(201, self._record())
 
     def do_PATCH(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self._answer(200, dict(self._record(), state="6"))
+        sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._answer(200, self._record(state=sent.get("state", "1")))
 
     def log_message(self, *args):
         pass

@@ -234,6 +234,26 @@ def test_healthz_names_stale_readings_stuck_delivery_and_an_unreadable_outbox():
     ]
 
 
+def test_an_episode_of_a_device_named_with_markup_finds_its_incident():
+    # Such a device id reaches ServiceNow mapped to a query-safe correlation id; the page
+    # must still put the incident on the episode the sensor named.
+    from agent.servicenow.incidents import correlation_id
+
+    episode_id = '<img src=x onerror="x()">&amp;:humidity:upper:1790000000'
+    model = StatusModel()
+    model.handle(anomaly(episode=episode_id))
+    views = _views()
+    cid = correlation_id(episode_id)
+    assert cid != "edge-agent:" + episode_id
+    views["outbox"]["incidents"] = {cid: {"number": "INC0010007", "state": "1", "sys_id": "a" * 32}}
+    views["outbox"]["delivered"] = [{"key": cid + "#0:breach", "at": T0}]
+    doc = document.build(model, views, settings(snowUrl="http://snow.example"), now=T0 + 1)
+    (episode,) = doc["episodes"]
+    assert episode["id"] == episode_id and episode["incident"]["number"] == "INC0010007"
+    (incident,) = doc["incidents"]
+    assert incident["episode_id"] == episode_id and incident["metric"] == "humidity"
+
+
 def test_incident_links_point_at_the_record_without_credentials():
     url = document.incident_url(public_url("https://user:pw@dev1.service-now.com/"), "a" * 32)
     assert url == "https://dev1.service-now.com/nav_to.do?uri=incident.do%3Fsys_id%3D" + "a" * 32

@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
-from ..servicenow.incidents import CORRELATION_PREFIX, RESOLVED_STATES
+from ..servicenow.incidents import CORRELATION_PREFIX, RESOLVED_STATES, correlation_id
 from . import STATE_SCHEMA
 from .model import StatusModel
 from .settings import StatusSettings
@@ -238,7 +238,8 @@ def _episode(
 ) -> Dict[str, Any]:
     episode["open"] = bool(is_open)
     episode["hysteresis"] = (limits.get(episode.get("metric")) or {}).get("hysteresis")
-    known = incidents.get(CORRELATION_PREFIX + episode["id"])
+    # ServiceNow knows the episode by its query-safe correlation id (see correlation_id).
+    known = incidents.get(correlation_id(episode["id"]))
     episode["incident"] = (
         None
         if known is None
@@ -255,6 +256,9 @@ def _incidents(
     outbox: Mapping[str, Any], model: StatusModel, snow_url: Optional[str]
 ) -> List[Dict[str, Any]]:
     known = outbox.get("incidents") or {}
+    # A device id with characters a query cannot carry is mapped in the correlation id:
+    # join back to the episode the sensor named.
+    episode_of = {correlation_id(eid): eid for eid in model.episodes}
     out = []
     for delivered in outbox.get("delivered") or ():
         parts = parse_action_key(delivered["key"])
@@ -264,7 +268,9 @@ def _incidents(
         action = ACTIONS.get(parts["event"], parts["event"])
         if action == "resolved" and incident.get("state") not in RESOLVED_STATES:
             action = "noted"  # recoveryAction=note, or resolved later by hand
-        episode_id = parts["correlation_id"][len(CORRELATION_PREFIX) :]
+        episode_id = episode_of.get(parts["correlation_id"]) or parts["correlation_id"][
+            len(CORRELATION_PREFIX) :
+        ]
         episode = model.episodes.get(episode_id) or {}
         out.append(
             {
