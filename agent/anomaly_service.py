@@ -160,6 +160,8 @@ class AnomalyService:
                     queued = self.outbox.enqueue(action, self.clock.time())
                     if queued:
                         self.counts["queued"] += 1
+                    if self.deliverer.waiting_on_local_fault:
+                        self.deliverer.local_fault_cleared()  # this write went through
                 except Exception as exc:
                     if not _storage_error(exc):
                         raise
@@ -279,9 +281,7 @@ class AnomalyService:
         self._write_error = None
         # Delivery paused during the fault because it could not record its outcomes; the
         # disk takes writes again, so resume now. A pause set before the fault stands.
-        self.deliverer.paused_until = min(
-            self.deliverer.paused_until, max(self._pause_before_fault, self.clock.time())
-        )
+        self.deliverer.local_fault_cleared(self._pause_before_fault)
         self._wake.set()
         return written
 
@@ -340,7 +340,8 @@ class AnomalyService:
             except Exception as exc:
                 # Never spin: wait as after an outage. Type only: see Deliverer.
                 log.error("unexpected %s in the delivery worker", type(exc).__name__)
-                self.deliverer.paused_until = self.clock.time() + self.settings.retry_max
+                # Most likely the disk (a bug otherwise): the next successful write ends it.
+                self.deliverer.pause_for_local_fault(self.settings.retry_max)
             next_at = self.next_attempt_at()
             delay = CHECK_INTERVAL if next_at is None else max(0.05, next_at - self.clock.time())
             # Wakes at least every CHECK_INTERVAL for the outbox guard's cheap check.

@@ -117,6 +117,29 @@ def test_past_the_memory_bound_the_oldest_is_dropped_counted_and_logged(
         service.close()
 
 
+def test_an_action_put_off_by_the_full_disk_goes_as_soon_as_a_write_succeeds(
+    standin, core, clock, caplog
+):
+    # The disk fills between the enqueue and the delivery: the create intent cannot be
+    # recorded, so the action waits out the back-off for local faults (60 s)...
+    with tmpfs("2m") as disk:
+        service = _service(standin, os.path.join(disk, "state"), core, clock)
+        assert service.handle(_episode(0)) is True
+        ballast = fill(disk)
+        assert service.pump() == 0
+        assert "unexpected" in caplog.text and standin.incidents() == []
+        assert service.deliverer.next_attempt_at() >= clock.time() + 30
+        # ...unless the disk takes writes again first: the next message is written,
+        # and the action put off goes with it, not a minute later.
+        os.unlink(ballast)
+        clock.advance(1)
+        assert service.handle(_episode(1)) is True
+        assert service.deliverer.next_attempt_at() <= clock.time()
+        assert service.pump() == 2
+        assert len(standin.incidents()) == 2
+        service.close()
+
+
 def test_held_events_of_the_sensor_survive_a_failed_state_write(tmp_path):
     """The sensor's state file cannot be written and the core refuses publishes: nothing is lost."""
     with tmpfs("1m") as disk:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import CredentialsProvider
@@ -75,6 +75,11 @@ class Deliverer:
         self.runner = ActionRunner(outbox, client, self.clock, self.stats, self._user, self._emit)
         self.paused_until = 0.0
         self._outage_streak = 0  # failed tries in a row while ServiceNow is unavailable
+        # Actions put off by a local fault (a full disk, say), by outbox id: due again
+        # as soon as the disk takes writes (local_fault_cleared), not after the back-off.
+        self._put_off_locally: Dict[int, str] = {}
+        self._pause_before_local = 0.0  # paused_until when the first of them was put off
+        self._paused_for_local = False
         self._stop = threading.Event()
         # Observers of every outcome, called on the delivering thread; one that
         # raises is logged and never stops delivery.
@@ -192,7 +197,12 @@ class Deliverer:
                 key,
                 delay,
             )
-            self._reschedule(queued, delay, type(exc).__name__)
+            self.pause_for_local_fault(delay)
+            self._put_off_locally[queued.id] = key
+            try:
+                self._reschedule(queued, delay, type(exc).__name__)
+            except Exception:
+                pass  # the disk takes not even this: the pause in memory holds it back
             return _STOP
         self._outage_streak = 0
         try:
@@ -203,9 +213,38 @@ class Deliverer:
                 key,
                 type(exc).__name__,
             )
-            self.paused_until = self.clock.time() + self._backoff(1, floor=UNEXPECTED_ERROR_BASE)
+            self.pause_for_local_fault(self._backoff(1, floor=UNEXPECTED_ERROR_BASE))
             return _STOP
         return _DONE
+
+    @property
+    def waiting_on_local_fault(self) -> bool:
+        """Whether delivery waits out the back-off of a local (not ServiceNow) error."""
+        return self._paused_for_local
+
+    def pause_for_local_fault(self, delay: float) -> None:
+        """Pause all delivery for ``delay`` s after a local error (a full disk, say), or
+        until :meth:`local_fault_cleared`."""
+        if not self._paused_for_local:
+            self._pause_before_local = self.paused_until
+            self._paused_for_local = True
+        self.paused_until = max(self.paused_until, self.clock.time() + delay)
+
+    def local_fault_cleared(self, pause_before_fault: Optional[float] = None) -> None:
+        """The disk takes writes again: what waited on a local error is due now.
+
+        A pause ServiceNow asked for before the fault stands: ``pause_before_fault``
+        when the caller knows when the fault began, else the pause in force when the
+        first action was put off here.
+        """
+        now = self.clock.time()
+        before = self._pause_before_local if pause_before_fault is None else pause_before_fault
+        self.paused_until = min(self.paused_until, max(before, now))
+        self._paused_for_local = False
+        if self._put_off_locally:
+            ids = list(self._put_off_locally)
+            self._put_off_locally.clear()
+            self.outbox.make_due(ids, now)
 
     def _run(self, queued: QueuedAction) -> Optional[Incident]:
         """Run the action; after a 401, once more at once if the recovery policy says so."""

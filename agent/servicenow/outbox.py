@@ -250,6 +250,14 @@ class Outbox:
                 (when, error[:500], queued.id),
             )
 
+    def make_due(self, ids: List[int], now: float) -> None:
+        """Make these pending actions due at ``now`` (attempts unchanged)."""
+        with self._lock, self._db:
+            self._db.executemany(
+                "UPDATE pending SET next_attempt_at = ? WHERE id = ? AND next_attempt_at > ?",
+                [(now, i, now) for i in ids],
+            )
+
     def dead_letter(
         self, queued: QueuedAction, now: float, reason: str, status: Optional[int]
     ) -> None:
