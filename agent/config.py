@@ -4,7 +4,7 @@ Greengrass V1 passes configuration as the function's environment variables
 (``Environment.Variables`` in the function definition); the names of the
 source blog (``tempLimit``, ``humidLimit``, ``snowUrl``) keep working. Explicit
 arguments beat the environment: ``SensorSettings.from_mapping(...)`` takes any
-mapping, ``from_environment()`` is the convenience on top.
+mapping (the functions pass their environment).
 
 A bad value raises :class:`agent.errors.ConfigError` naming the variable and
 what was expected. ``VARIABLES`` is the single list the README's table is
@@ -416,10 +416,6 @@ class SensorSettings:
             state_dir=values["stateDir"],
         )
 
-    @classmethod
-    def from_environment(cls) -> SensorSettings:
-        return cls.from_mapping(os.environ)
-
 
 @dataclass(frozen=True)
 class AnomalySettings:
@@ -474,10 +470,6 @@ class AnomalySettings:
             anomaly_topic=values["anomalyTopic"],
             max_requests_per_second=values["snowMaxRequestsPerSecond"],
         )
-
-    @classmethod
-    def from_environment(cls) -> AnomalySettings:
-        return cls.from_mapping(os.environ)
 
 
 # -- the one validation -------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 Labels = Tuple[Tuple[str, str], ...]
-Sample = Tuple[str, Labels, float]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
@@ -48,10 +47,6 @@ class StatusSettings:
             stale_seconds=stale,
             stuck_seconds=stuck,
         )
-
-    @classmethod
-    def from_environment(cls) -> StatusSettings:
-        return cls.from_mapping(os.environ)
 
     @property
     def loopback_only(self) -> bool:
