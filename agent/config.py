@@ -20,6 +20,7 @@ functions, ``simulate``, ``run`` and ``deploy``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -265,7 +266,7 @@ def _parse(var: Variable, raw: str) -> Any:
     try:
         if var.kind == "float":
             value = float(text)
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 raise ValueError
             return value
         if var.kind == "int":

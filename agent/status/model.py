@@ -113,7 +113,7 @@ def columns_json_parts(
 
 
 def _json_number(value: float) -> str:
-    return "null" if value != value else repr(value)
+    return "null" if math.isnan(value) else repr(value)
 
 
 class StatusModel:
@@ -344,4 +344,4 @@ def _text(value: Any) -> Optional[str]:
 
 
 def _none_if_nan(value: float) -> Optional[float]:
-    return None if value != value else value
+    return None if math.isnan(value) else value
