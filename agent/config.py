@@ -334,8 +334,8 @@ def parse_snow_url(text: str, name: str = "snowUrl") -> str:
     return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
 
 
-class Values:
-    """Typed access to configuration variables from one mapping."""
+class VariableReader:
+    """Reads configuration variables from one mapping: parsed to their type, defaults filled in."""
 
     def __init__(self, source: Mapping[str, str]) -> None:
         self._source = source
@@ -444,7 +444,7 @@ class AnomalySettings:
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
         values = check_values(source)
-        v = Values(source)
+        v = VariableReader(source)
         return cls(
             device_id=default_device_id(source),
             snow_url=v.require("snowUrl"),
@@ -486,7 +486,7 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
     function (``snowUrl`` is required by the anomaly function alone). Names
     that are not variables are ignored here; see :func:`check_names`.
     """
-    v = Values(source)
+    v = VariableReader(source)
     values: Dict[str, Any] = {}
     for var in VARIABLES:
         if var.name == "snowVerifyTls":
@@ -585,7 +585,7 @@ def check_group(topology: Any) -> None:
         check_environment(spec.environment, f"function {spec.id}")
 
 
-def _verify_tls(v: Values, source: Mapping[str, str]) -> Any:
+def _verify_tls(v: VariableReader, source: Mapping[str, str]) -> Any:
     verify_raw = source.get("snowVerifyTls", "true")
     try:
         return v.get("snowVerifyTls")
@@ -607,7 +607,7 @@ def _urgency_bands(raw: str) -> Tuple[float, float]:
     return low, high
 
 
-def _limits(v: Values, metric: str, prefix: str) -> MetricLimits:
+def _limits(v: VariableReader, metric: str, prefix: str) -> MetricLimits:
     upper = v.get(prefix + "Limit")
     lower = v.get(prefix + "LowLimit")
     hysteresis = v.get(prefix + "Hysteresis")
@@ -630,7 +630,7 @@ def _limits(v: Values, metric: str, prefix: str) -> MetricLimits:
     return MetricLimits(metric, upper, lower, hysteresis)
 
 
-def _topic(v: Values, name: str) -> str:
+def _topic(v: VariableReader, name: str) -> str:
     topic = v.get(name)
     if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 256:
         raise ConfigError(
@@ -639,21 +639,21 @@ def _topic(v: Values, name: str) -> str:
     return topic
 
 
-def _non_negative(v: Values, name: str) -> float:
+def _non_negative(v: VariableReader, name: str) -> float:
     value = v.get(name)
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
     return value
 
 
-def _positive(v: Values, name: str) -> float:
+def _positive(v: VariableReader, name: str) -> float:
     value = v.get(name)
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
 
 
-def _one_to_three(v: Values, name: str) -> int:
+def _one_to_three(v: VariableReader, name: str) -> int:
     value = v.get(name)
     if value not in (1, 2, 3):
         raise ConfigError(f"{name} must be 1, 2 or 3, got {value}")

@@ -117,4 +117,3 @@ def _seed(text: str) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f"{ENV_SEED} must be an integer, got {text!r}")
-

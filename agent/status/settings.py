@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
-from ..config import Values, _topic
+from ..config import VariableReader, _topic
 from ..errors import ConfigError
 from ..topology import ANOMALY_FUNCTION_ID, HEALTH_TOPIC, SENSOR_FUNCTION_ID
 
@@ -25,7 +25,7 @@ class StatusSettings:
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> StatusSettings:
-        v = Values(source)
+        v = VariableReader(source)
         port = v.get("statusPort")
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"statusPort must be a port number from 0 to 65535, got {port}")
