@@ -1,13 +1,14 @@
-"""The status function's configuration, from its variables (see ``agent.config.VARIABLES``)."""
+"""The status function's configuration, from its variables (see ``agent.variables.VARIABLES``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
-from ..config import VariableReader, _topic
+from ..config import _topic
 from ..errors import ConfigError
 from ..topology import ANOMALY_FUNCTION_ID, HEALTH_TOPIC, SENSOR_FUNCTION_ID
+from ..variables import VariableReader
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MIN_STALE_SECONDS = 15.0
