@@ -35,8 +35,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..state_dir import StateDirError, StateLock, lock_state, prepare_state_dir
 from ..state_file import read_json, try_write_json, write_json_atomic
-from .outbox import Outbox, read_tables
+from .outbox import Outbox
 from .outbox_check import open_for_check, problem
+from .outbox_salvage import read_tables
 
 log = logging.getLogger(__name__)
 
