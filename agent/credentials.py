@@ -54,10 +54,6 @@ class Credentials:
             getattr(self, name) == getattr(other, name) for name in self.__slots__
         )
 
-    def secret_values(self) -> tuple:
-        """Every secret string here, for scrubbing; never log the result."""
-        return tuple(v for v in (self.password, self.client_secret) if v)
-
     @classmethod
     def from_secret_string(cls, text: str, secret_id: str = "the secret") -> Credentials:
         try:

@@ -7,7 +7,7 @@ without a redeploy (issue 13). Where a value comes from, highest first:
    AWS IoT console, ``simulate --at``);
 2. the deployment: V2 component configuration (a thing-group deployment for
    many devices), or the V1 function's environment;
-3. the variable's documented default (``agent.config.VARIABLES``).
+3. the variable's documented default (``agent.variables.VARIABLES``).
 
 Every change is decided here, by the validation the functions run at start
 (:meth:`agent.config.SensorSettings.from_mapping`) on the whole mapping the

@@ -35,6 +35,7 @@ READING_SCHEMA = "edge-agent/reading/1"
 ANOMALY_SCHEMA = "edge-agent/anomaly/1"
 EVENTS = ("breach", "update", "recovered")
 BOUNDS = ("upper", "lower")
+METRICS = ("temperature", "humidity", "pressure")  # a reading's fields, in this order
 METRIC_RANGES = {
     # What the Sense HAT's chips can physically report, with margin; a value
     # outside is garbage, not an anomaly.

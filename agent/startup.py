@@ -15,9 +15,9 @@ MAX_RETRY_DELAY = 300.0
 
 
 def start_on_core(
-    build: Callable[[], Any], adopt: Callable[[Any], None], label: str, attempt: int = 0
+    build: Callable[[], Any], install: Callable[[Any], None], label: str, attempt: int = 0
 ) -> None:
-    """Build the service, hand it to ``adopt`` (the module's ``app``) and start it.
+    """Build the service, hand it to ``install`` (which makes it the module's ``app``) and start it.
 
     Bad configuration (an unwritable ``stateDir`` included) is permanent until a
     redeploy, so it is logged once and the function stays idle: a pinned
@@ -49,9 +49,9 @@ def start_on_core(
         delay = min(MAX_RETRY_DELAY, 5.0 * 2**attempt)
         log.exception("%s function could not start; trying again in %.0fs", label, delay)
     else:
-        adopt(service)
+        install(service)
         service.start()
         return
-    timer = threading.Timer(delay, start_on_core, args=(build, adopt, label, attempt + 1))
+    timer = threading.Timer(delay, start_on_core, args=(build, install, label, attempt + 1))
     timer.daemon = True
     timer.start()

@@ -52,7 +52,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run both functions on this laptop")
-    from agent.sensors import SCENARIOS
+    from agent.sensors.fake import SCENARIOS
 
     source = sim.add_mutually_exclusive_group()
     source.add_argument(

@@ -24,7 +24,8 @@ from typing import Callable, Dict, Optional, Sequence, TextIO, Tuple
 
 from agent.clock import Clock
 from agent.judge import EpisodeEvent
-from agent.sensors.base import METRICS, UNITS, Reading
+from agent.schema import METRICS
+from agent.sensors.base import UNITS, Reading
 from agent.servicenow.delivery import Outcome
 from agent.servicenow.incidents import RESOLVED_STATES
 

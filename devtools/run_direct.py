@@ -33,7 +33,6 @@ log = logging.getLogger("edge_agent.run")
 
 ENV_THING = "AWS_IOT_THING_NAME"
 AWS_IOT_PORT = 8883
-EXIT_MQTT_UNDELIVERED = 4  # messages for the broker were lost, dropped, refused or left spooled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +318,7 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
         else "; MQTT: {published} published, {rejected} rejected, {dropped} dropped, "
         "{lost} lost, {kept} kept for the next start".format(**mqtt.as_dict()),
     )
-    from devtools.exit_codes import exit_code_for
+    from devtools.exit_codes import MQTT_LOST, exit_code_for
 
     if mqtt is not None:
         summary["mqtt"] = mqtt.summary()
@@ -328,7 +327,7 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
                 "%d message(s) for %s were not delivered (exit status %d)",
                 mqtt.undelivered,
                 mqtt.broker,
-                EXIT_MQTT_UNDELIVERED,
+                MQTT_LOST,
             )
     return exit_code_for(dict(summary, interrupted=stop_reason.get("why") == "Ctrl-C"))
 

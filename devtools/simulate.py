@@ -30,11 +30,12 @@ from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
 from agent.clock import Clock, VirtualClock
 from agent.credentials import Credentials
 from agent.greengrass.local import LocalCore
+from agent.schema import METRICS
 from agent.sensors import open_sensor
-from agent.sensors.base import METRICS, Sensor
+from agent.sensors.base import Sensor
 from agent.topology import STATUS_SWITCH, default_topology
 from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
-from devtools.exit_codes import MQTT_LOST, exit_code_for, meaning
+from devtools.exit_codes import exit_code_for, meaning
 from devtools.local_group import build_group
 from devtools.simulation_changes import Timed, change_switch, config_line
 from devtools.simulation_checks import Plan, parse_outages, prepare
@@ -55,7 +56,6 @@ log = logging.getLogger("edge_agent.simulate")
 
 DEV_USER = "edge-agent-dev"
 DRAIN_LIMIT_S = 3600.0  # simulated seconds to keep retrying after the last reading
-EXIT_MQTT_UNDELIVERED = MQTT_LOST  # messages for the broker were lost, dropped, refused or kept
 
 
 @dataclass
@@ -318,11 +318,6 @@ def _attach_mqtt(core: LocalCore, options: SimulationOptions, console: Console) 
     )
     console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
     return bridge
-
-
-def exit_status(summary: Dict[str, Any]) -> int:
-    """The run's exit code (see devtools/exit_codes.py), from its summary."""
-    return exit_code_for(summary)
 
 
 def _start_standin(

@@ -48,7 +48,6 @@ def tick_times(
             if at is None or at > end:
                 return
             yield at
-        return
     every = period if callable(period) else (lambda: period)
     current = every()
     base, i = start, 0

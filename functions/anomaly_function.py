@@ -49,7 +49,8 @@ def function_handler(event: Any, context: Any) -> None:
     app.function_handler(event, context)
 
 
-def _adopt(service: Any) -> None:
+def _install_app(service: Any) -> None:
+    """Make ``service`` the ``app`` the V1 handler serves; start its health reports."""
     global app
     app = service
     from agent.status.health import start_if_enabled  # reports for a status function, if any
@@ -80,4 +81,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    start_on_core(create_app, _adopt, "anomaly")
+    start_on_core(create_app, _install_app, "anomaly")

@@ -111,7 +111,8 @@ def function_handler(event: Any, context: Any) -> None:
         handler_for(app)(event, context)
 
 
-def _adopt(service: Any) -> None:
+def _install_app(service: Any) -> None:
+    """Make ``service`` the ``app`` the V1 handler serves; start its live configuration and health reports."""
     global app
     app = service
     start_live(service)
@@ -147,4 +148,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    start_on_core(create_app, _adopt, "sensor")
+    start_on_core(create_app, _install_app, "sensor")

@@ -45,7 +45,8 @@ def function_handler(event: Any, context: Any) -> None:
         app.function_handler(event, context)
 
 
-def _adopt(service: Any) -> None:
+def _install_app(service: Any) -> None:
+    """Make ``service`` the ``app`` the V1 handler serves."""
     global app
     app = service
 
@@ -67,4 +68,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    start_on_core(create_app, _adopt, "status")
+    start_on_core(create_app, _install_app, "status")

@@ -13,7 +13,8 @@ import pytest
 from mosquitto import Mosquitto, free_port
 from mqtt_helpers import READINGS, ROOT, Watcher
 
-from devtools.simulate import EXIT_MQTT_UNDELIVERED, SimulationOptions, exit_status, run
+from devtools.exit_codes import MQTT_LOST
+from devtools.simulate import SimulationOptions, run
 
 
 def simulate(tmp_path, url: str, **options) -> tuple:
@@ -40,7 +41,7 @@ def test_simulate_with_no_broker_says_so_counts_every_message_and_exits_4(tmp_pa
     assert summary["mqtt"]["lost"] == sent and summary["mqtt"]["published"] == 0
     assert summary["mqtt"]["broker"] == url
     assert "connection refused" in summary["mqtt"]["last_error"]
-    assert exit_status(summary) == EXIT_MQTT_UNDELIVERED == 4
+    assert summary["exit_code"] == MQTT_LOST == 4
     failures = [line for line in console if f"WARNING   cannot connect to {url}: " in line]
     assert len(failures) == 1, console  # on the console without -v, once
     assert "connection refused" in failures[0]
@@ -59,7 +60,7 @@ def test_simulate_with_a_broker_publishes_everything_and_exits_0(tmp_path):
     sent = summary["messages_to_cloud"]
     assert summary["mqtt"]["published"] == sent
     assert (summary["mqtt"]["lost"], summary["mqtt"]["dropped"]) == (0, 0)
-    assert exit_status(summary) == 0
+    assert summary["exit_code"] == 0
     assert not [line for line in console if "WARNING" in line or "ERROR" in line], console
 
 

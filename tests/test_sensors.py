@@ -11,9 +11,8 @@ import pytest
 
 from agent.clock import VirtualClock
 from agent.errors import BadSensorBackend, ConfigError, SensorError
-from agent.sensors import SCENARIOS, Reading, Sensor, open_sensor
-from agent.sensors.fake import SCENARIOS as SCENARIO_TABLE
-from agent.sensors.fake import FakeSensor
+from agent.sensors import Reading, Sensor, open_sensor
+from agent.sensors.fake import SCENARIOS, FakeSensor
 from agent.sensors.replay import ReplayFinished, ReplaySensor
 from agent.sensors.sensehat import SenseHatSensor, chip_value
 
@@ -71,10 +70,10 @@ def test_scenarios_are_exported_with_durations():
         "invalid-zeros",
         "io-errors",
     }
-    assert all(SCENARIO_TABLE[name].duration > 0 for name in SCENARIOS)
+    assert all(SCENARIOS[name].duration > 0 for name in SCENARIOS)
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenarios_are_deterministic_by_seed(name):
     def run(seed: int) -> List[object]:
         clock = VirtualClock()
@@ -101,7 +100,7 @@ def test_steady(clock):
 
 def test_humid_spell_is_about_ten_minutes_above_the_band(clock):
     sensor = FakeSensor("humid-spell", seed=3, clock=clock)
-    readings = play(sensor, clock, SCENARIO_TABLE["humid-spell"].duration)
+    readings = play(sensor, clock, SCENARIOS["humid-spell"].duration)
     seconds_above = 5 * len([r for r in readings if r.humidity > 51])
     assert 600 <= seconds_above <= 660
     assert readings[0].humidity < 41 and readings[-1].humidity < 41

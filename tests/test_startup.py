@@ -31,27 +31,27 @@ def test_a_device_not_ready_at_boot_is_retried_with_growing_delays(monkeypatch, 
     monkeypatch.setattr(startup.threading, "Timer", ImmediateTimer)
     ImmediateTimer.delays = []
     failures = [SensorError("Humidity Init Failed")] * 3
-    adopted = []
+    installed = []
 
     def build():
         if failures:
             raise failures.pop()
         return Service()
 
-    startup.start_on_core(build, adopted.append, "sensor")
+    startup.start_on_core(build, installed.append, "sensor")
     assert ImmediateTimer.delays == [5.0, 10.0, 20.0]
-    assert adopted and adopted[0].started
+    assert installed and installed[0].started
     assert "sensor function could not start; trying again in 5s" in caplog.text
 
 
 def test_bad_configuration_is_logged_once_and_not_retried(monkeypatch, caplog):
     monkeypatch.setattr(startup.threading, "Timer", ImmediateTimer)
     ImmediateTimer.delays = []
-    adopted = []
+    installed = []
 
     def build():
         raise ConfigError("humidLimit must be a finite number, got 'x'")
 
-    startup.start_on_core(build, adopted.append, "sensor")
-    assert ImmediateTimer.delays == [] and adopted == []
+    startup.start_on_core(build, installed.append, "sensor")
+    assert ImmediateTimer.delays == [] and installed == []
     assert "fix the configuration and redeploy" in caplog.text

@@ -157,18 +157,18 @@ def test_on_a_v1_core_a_lock_conflict_is_logged_plainly_and_retried(
     state = tmp_path / "state"
     other = AnomalyProcess(standin.url, str(state), secret_file)
     try:
-        adopted = []
+        installed = []
         startup.start_on_core(
             lambda: anomaly_function.create_app(
                 environ={"snowUrl": standin.url, "stateDir": str(state)},
                 runtime=LocalCore().runtime_for(ANOMALY_FUNCTION_ID),
             ),
-            adopted.append,
+            installed.append,
             "anomaly",
         )
     finally:
         other.quit()
-    assert adopted == [] and delays == [5.0]
+    assert installed == [] and delays == [5.0]
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info is None  # no traceback for a conflict a person must resolve
     message = record.getMessage()

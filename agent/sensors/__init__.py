@@ -2,7 +2,7 @@
 
 * ``sensehat``: the Raspberry Pi Sense HAT (the ``sense_hat`` library);
 * ``emulator``: the sense-emu emulator, headless (driven by a scenario) or its window;
-* ``fake``: a simulated sensor playing a scenario (see :data:`SCENARIOS`);
+* ``fake``: a simulated sensor playing a scenario (see :data:`agent.sensors.fake.SCENARIOS`);
 * ``replay``: a CSV log played back with its recorded timestamps.
 
 As with gpiozero's pin factories, the backend comes from the ``backend``
@@ -32,7 +32,6 @@ PI_MODEL_PATH = "/proc/device-tree/model"
 
 __all__ = [
     "BACKENDS",
-    "SCENARIOS",
     "Reading",
     "Sensor",
     "is_raspberry_pi",
@@ -118,13 +117,3 @@ def _seed(text: str) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f"{ENV_SEED} must be an integer, got {text!r}")
-
-
-def __getattr__(name: str) -> Any:
-    # SCENARIOS is looked up lazily: on a Pi the sensor function never loads the
-    # fake (and, through it, ``random``) at import time.
-    if name == "SCENARIOS":
-        from .fake import SCENARIOS as registry
-
-        return tuple(registry)
-    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

@@ -8,7 +8,6 @@ from typing import Optional
 
 from ..clock import SYSTEM_CLOCK, Clock
 
-METRICS = ("temperature", "humidity", "pressure")
 UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
 
 

@@ -35,13 +35,12 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..clock import Clock
 from ..errors import ConfigError, SensorError
-from ..schema import METRIC_RANGES
-from .base import METRICS, Reading, Sensor
+from ..schema import METRIC_RANGES, METRICS
+from .base import Reading, Sensor
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("timestamp", "temperature", "humidity")
-OPTIONAL_COLUMNS = ("pressure",)
 _EXPECTED = "timestamp,temperature,humidity[,pressure]"
 SKIPPED_ROW_REASONS = ("unreadable_timestamp", "short_row")
 MISSING_CELL_REASONS = ("empty", "non_numeric", "nan", "inf", "out_of_range")

@@ -231,12 +231,12 @@ class ActionRunner:
     def _current(self, corr: str, queued_corr: str) -> object:
         """The incident as ServiceNow has it now; ``None`` if there is none, ``_GONE`` if
         the one this outbox knew was deleted."""
-        known = self.outbox.incident(corr)
-        if known is None and queued_corr != corr:
-            known = self.outbox.incident(queued_corr)  # recorded by an older version
-        if known is None:
+        recorded = self.outbox.incident(corr)
+        if recorded is None and queued_corr != corr:
+            recorded = self.outbox.incident(queued_corr)  # recorded by an older version
+        if recorded is None:
             return self.client.find_by_correlation(corr)
-        record = self.client.read(known.sys_id)
+        record = self.client.read(recorded.sys_id)
         return _GONE if record is None else record
 
     def _landed(self, attempt: NoteAttempt, record: Record) -> bool:

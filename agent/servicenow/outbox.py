@@ -11,8 +11,8 @@ per ``correlation_id`` is ever due.
 
 The file itself (one process at a time, never silently missing, damaged or
 replaced) is looked after by :mod:`.outbox_guard`; this class only offers it
-what it needs: :meth:`Outbox.progress`, :func:`read_tables`,
-:meth:`Outbox.restore` and :meth:`Outbox.replace_file`.
+what it needs: :meth:`Outbox.progress`, :meth:`Outbox.restore` and
+:meth:`Outbox.replace_file`, with :func:`.outbox_salvage.read_tables`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .incidents import Action
+from .outbox_salvage import TABLES, insert_rows, pending_sequence, read_tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -407,7 +408,7 @@ class Outbox:
         """
         with self._lock:
             pending = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
-            return pending, _sequence(self._db)
+            return pending, pending_sequence(self._db)
 
     def restore(self, snapshot: Dict[str, Any], min_sequence: int = 0) -> Dict[str, int]:
         """Add the well-formed rows of ``snapshot`` (:func:`read_tables` of a damaged outbox).
@@ -450,9 +451,9 @@ class Outbox:
                 counts = {}
                 for table in TABLES:
                     columns, rows = snapshot.get(table, ([], []))
-                    counts[table] = _insert_rows(self._db, table, columns, rows)
+                    counts[table] = insert_rows(self._db, table, columns, rows)
                 sequence = max(min_sequence, snapshot.get("sequence", 0))
-                if sequence > _sequence(self._db):
+                if sequence > pending_sequence(self._db):
                     self._db.execute("DELETE FROM sqlite_sequence WHERE name = 'pending'")
                     self._db.execute(
                         "INSERT INTO sqlite_sequence (name, seq) VALUES ('pending', ?)",
@@ -461,74 +462,6 @@ class Outbox:
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
         return counts
-
-
-# Carried into a fresh outbox when the file is damaged or replaced: the delivery
-# state too, so a create that may have been sent keeps its wait after the move.
-TABLES = (
-    "pending",
-    "delivered",
-    "dead_letter",
-    "incidents",
-    "create_intents",
-    "note_attempts",
-)
-_JSON_COLUMNS = ("fields", "open_fields")
-
-
-def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
-    """Every row ``db`` can still read, per table, and its id sequence; stops at damage."""
-    snapshot: Dict[str, Any] = {"sequence": 0}
-    for table in TABLES:
-        columns: List[str] = []
-        rows: List[tuple] = []
-        try:
-            cursor = db.execute(f"SELECT * FROM {table}")
-            columns = [d[0] for d in cursor.description]
-            for row in cursor:
-                rows.append(row)
-        except sqlite3.DatabaseError:
-            pass  # keep what was read before the damage
-        snapshot[table] = (columns, rows)
-    try:
-        snapshot["sequence"] = _sequence(db)
-    except sqlite3.DatabaseError:
-        pass
-    return snapshot
-
-
-def _insert_rows(db: sqlite3.Connection, table: str, columns: List[str], rows: List[tuple]) -> int:
-    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    keep = [i for i, name in enumerate(columns) if name in present]
-    if not keep:
-        return 0
-    sql = "INSERT OR IGNORE INTO {} ({}) VALUES ({})".format(
-        table, ", ".join(columns[i] for i in keep), ", ".join("?" * len(keep))
-    )
-    json_at = [i for i in keep if columns[i] in _JSON_COLUMNS]
-    copied = 0
-    for row in rows:
-        if not all(_json_or_null(row[i]) for i in json_at):
-            continue  # garbled by the damage: delivering it would fail forever
-        try:
-            copied += db.execute(sql, [row[i] for i in keep]).rowcount
-        except sqlite3.IntegrityError:
-            continue
-    return copied
-
-
-def _json_or_null(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return isinstance(json.loads(value), dict)
-    except (TypeError, ValueError):
-        return False
-
-
-def _sequence(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pending'").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _queued(row: tuple) -> QueuedAction:

@@ -35,8 +35,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..state_dir import StateDirError, StateLock, lock_state, prepare_state_dir
 from ..state_file import read_json, try_write_json, write_json_atomic
-from .outbox import Outbox, read_tables
+from .outbox import Outbox
 from .outbox_check import open_for_check, problem
+from .outbox_salvage import read_tables
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,19 @@ class OutboxGuard:
         if not os.path.exists(self.path):
             leftovers = [s for s in SIDE_FILES if os.path.exists(self.path + s)]
             if marker_state == "absent" and not leftovers:
-                return self._adopt(Outbox(self.path))  # a first start
-            folder, moved = self._move_aside()
-            outbox = self._adopt(Outbox(self.path), min_sequence=marker_value(marker, "sequence"))
-            kept = "its leftover files are kept in" if moved else "the record is in"
+                return self._use_and_mark(Outbox(self.path))  # a first start
+            folder, moved_files = self._move_aside()
+            outbox = self._use_and_mark(
+                Outbox(self.path), min_sequence=marker_value(marker, "sequence")
+            )
+            kept = "its leftover files are kept in" if moved_files else "the record is in"
             self._report(
                 folder,
                 "missing",
                 "is missing",
                 "continuing with a fresh outbox; {} {}".format(kept, folder),
                 marker,
-                moved,
+                moved_files,
                 marker_value(marker, "pending", None),
                 {},
             )
@@ -126,35 +129,42 @@ class OutboxGuard:
             check.close()  # checkpoints the WAL into the file
             return self._open_healthy(marker, marker_state)
         snapshot = read_tables(check) if check is not None else {}
-        folder, moved = self._move_aside()
+        folder, moved_files = self._move_aside()
         if check is not None:
             check.close()  # after the move, so closing cannot delete the damaged WAL
         outbox = Outbox(self.path)
         carried = outbox.restore(snapshot, marker_value(marker, "sequence"))
-        self._adopt(outbox)
+        self._use_and_mark(outbox)
         lost = _possibly_lost(marker, carried.get("pending", 0), snapshot.get("sequence", 0))
         outcome = (
             "{} pending actions it could still read were carried over into a fresh outbox;"
             " the damaged files are kept in {}".format(carried.get("pending", 0), folder)
         )
         self._report(
-            folder, "damaged", "is damaged (" + what + ")", outcome, marker, moved, lost, carried
+            folder,
+            "damaged",
+            "is damaged (" + what + ")",
+            outcome,
+            marker,
+            moved_files,
+            lost,
+            carried,
         )
         return outbox
 
     def _open_healthy(self, marker: Optional[Dict[str, Any]], marker_state: str) -> Outbox:
         outbox = Outbox(self.path)
         pending, sequence = outbox.progress()
-        known = marker_value(marker, "sequence")
-        if known > sequence:
+        marker_sequence = marker_value(marker, "sequence")
+        if marker_sequence > sequence:
             # Committed enqueues are gone (its WAL deleted, a backup restored):
             # what is left is consistent, so keep using it, but say so.
             folder, _ = self._move_aside(move=False)
-            lost = known - sequence
+            lost = marker_sequence - sequence
             what = "lost committed transactions (its last action id is {}, the marker's {})".format(
-                sequence, known
+                sequence, marker_sequence
             )
-            outbox.restore({}, known)
+            outbox.restore({}, marker_sequence)
             outcome = "continuing with its {} pending actions; the record is in {}".format(
                 pending, folder
             )
@@ -168,9 +178,9 @@ class OutboxGuard:
             )
         if marker_state == "unreadable":
             log.warning("outbox marker %s was unreadable; writing it again", self.marker_path)
-        return self._adopt(outbox, marker)
+        return self._use_and_mark(outbox, marker)
 
-    def _adopt(
+    def _use_and_mark(
         self, outbox: Outbox, marker: Optional[Dict[str, Any]] = None, min_sequence: int = 0
     ) -> Outbox:
         """Use ``outbox`` from now on and record it in the marker; synced only when the marker
@@ -178,8 +188,10 @@ class OutboxGuard:
         if min_sequence:
             outbox.restore({}, min_sequence)
         self._identity = None if outbox.in_memory else _identity(self.path)
-        known = marker is not None and tuple(marker.get("identity") or ()) == self._identity
-        self._write_marker(outbox, durable=not known)
+        marker_knows_file = (
+            marker is not None and tuple(marker.get("identity") or ()) == self._identity
+        )
+        self._write_marker(outbox, durable=not marker_knows_file)
         return outbox
 
     # -- while running ------------------------------------------------------------------
@@ -203,13 +215,15 @@ class OutboxGuard:
         if outbox.in_memory:  # a fresh file could not be created last time: try again
             outbox.replace_file(lambda: None)
             if not outbox.in_memory:
-                self._adopt(outbox)
+                self._use_and_mark(outbox)
                 log.warning("outbox %s written to disk again", self.path)
             return
         marker = self._marker()
         what = "was deleted" if identity is None else "was replaced by another file"
-        (folder, moved), carried = outbox.replace_file(lambda: self._move_aside(split_own=True))
-        self._adopt(outbox)
+        (folder, moved_files), carried = outbox.replace_file(
+            lambda: self._move_aside(split_own=True)
+        )
+        self._use_and_mark(outbox)
         outcome = "its {} pending actions were carried over into a fresh outbox".format(
             carried.get("pending", 0)
         )
@@ -222,7 +236,14 @@ class OutboxGuard:
             )
             outcome += "; the file found there ({}) is kept in {}".format(holds, folder)
         self._report(
-            folder, "replaced", what + " while the agent ran", outcome, marker, moved, 0, carried
+            folder,
+            "replaced",
+            what + " while the agent ran",
+            outcome,
+            marker,
+            moved_files,
+            0,
+            carried,
         )
 
     # -- marker, moving aside, reports ---------------------------------------------------
@@ -259,7 +280,7 @@ class OutboxGuard:
             n += 1
             folder = "{}-{}".format(base, n)
         os.mkdir(folder)
-        moved = []
+        moved_files = []
         for suffix in SIDE_FILES if move else ():
             source = self.path + suffix
             if os.path.exists(source):
@@ -267,8 +288,8 @@ class OutboxGuard:
                 if split_own and suffix and _open_here(source):
                     name = "previous-" + name
                 os.rename(source, os.path.join(folder, name))
-                moved.append(name)
-        return folder, moved
+                moved_files.append(name)
+        return folder, moved_files
 
     def _report(
         self,
@@ -277,7 +298,7 @@ class OutboxGuard:
         what: str,
         outcome: str,
         marker: Optional[Dict[str, Any]],
-        moved: List[str],
+        moved_files: List[str],
         possibly_lost: Optional[int],
         carried: Dict[str, int],
     ) -> None:
@@ -298,7 +319,7 @@ class OutboxGuard:
             "possibly_lost": possibly_lost,
             "carried_over": carried,
             "marker": marker,
-            "moved": moved,
+            "moved": moved_files,
             "acknowledged_at": None,
         }
         self.reports.append(dict(record, folder=folder))

@@ -239,14 +239,14 @@ def _episode(
     episode["open"] = bool(is_open)
     episode["hysteresis"] = (limits.get(episode.get("metric")) or {}).get("hysteresis")
     # ServiceNow knows the episode by its query-safe correlation id (see correlation_id).
-    known = incidents.get(correlation_id(episode["id"]))
+    incident = incidents.get(correlation_id(episode["id"]))
     episode["incident"] = (
         None
-        if known is None
+        if incident is None
         else {
-            "number": known["number"],
-            "state": known["state"],
-            "url": incident_url(snow_url, known["sys_id"]),
+            "number": incident["number"],
+            "state": incident["state"],
+            "url": incident_url(snow_url, incident["sys_id"]),
         }
     )
     return episode
@@ -255,7 +255,7 @@ def _episode(
 def _incidents(
     outbox: Mapping[str, Any], model: StatusModel, snow_url: Optional[str]
 ) -> List[Dict[str, Any]]:
-    known = outbox.get("incidents") or {}
+    incident_by_correlation = outbox.get("incidents") or {}
     # A device id with characters a query cannot carry is mapped in the correlation id:
     # join back to the episode the sensor named.
     episode_of = {correlation_id(eid): eid for eid in model.episodes}
@@ -264,7 +264,7 @@ def _incidents(
         parts = parse_action_key(delivered["key"])
         if parts is None:
             continue
-        incident = known.get(parts["correlation_id"]) or {}
+        incident = incident_by_correlation.get(parts["correlation_id"]) or {}
         action = ACTIONS.get(parts["event"], parts["event"])
         if action == "resolved" and incident.get("state") not in RESOLVED_STATES:
             action = "noted"  # recoveryAction=note, or resolved later by hand

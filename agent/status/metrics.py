@@ -10,10 +10,10 @@ whose source has not reported yet are left out rather than shown as 0.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 Labels = Tuple[Tuple[str, str], ...]
-Sample = Tuple[str, Labels, float]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -283,11 +283,12 @@ def _number(value: float) -> str:
         value = int(value)
     if isinstance(value, int):
         return str(value)
-    if value != value:
+    value = float(value)  # what is neither bool nor int: a float, or a number that converts
+    if math.isnan(value):
         return "NaN"
-    if value in (float("inf"), float("-inf")):
+    if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    return repr(value)
 
 
 def _escape_label(value: str) -> str:

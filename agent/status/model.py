@@ -16,10 +16,9 @@ from array import array
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..errors import MessageError
-from ..schema import ANOMALY_SCHEMA, METRIC_RANGES, READING_SCHEMA, validate_anomaly
+from ..schema import ANOMALY_SCHEMA, METRIC_RANGES, METRICS, READING_SCHEMA, validate_anomaly
 from . import HEALTH_SCHEMA
 
-METRICS = ("temperature", "humidity", "pressure")
 DEFAULT_HISTORY = 8640  # readings kept: 12 hours at the default 5 s period (~280 KB)
 MAX_EPISODES = 300
 MAX_EVENT_KEYS = 4000
@@ -114,7 +113,7 @@ def columns_json_parts(
 
 
 def _json_number(value: float) -> str:
-    return "null" if value != value else repr(value)
+    return "null" if math.isnan(value) else repr(value)
 
 
 class StatusModel:
@@ -123,7 +122,6 @@ class StatusModel:
     def __init__(self, history: int = DEFAULT_HISTORY) -> None:
         self.readings = ReadingRing(history)
         self.device: Optional[str] = None
-        self.last_seq: Optional[int] = None
         self.invalid: Dict[str, int] = {m: 0 for m in METRICS}
         self.episodes: Dict[str, Dict[str, Any]] = collections.OrderedDict()
         self.event_counts: Dict[Tuple[str, str, str], int] = {}
@@ -168,8 +166,6 @@ class StatusModel:
             values.append(value)
         self.readings.append(ts, tuple(values))
         self.device = device
-        seq = message.get("seq")
-        self.last_seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         self.version += 1
         return "reading"
 
@@ -348,4 +344,4 @@ def _text(value: Any) -> Optional[str]:
 
 
 def _none_if_nan(value: float) -> Optional[float]:
-    return None if value != value else value
+    return None if math.isnan(value) else value

@@ -1,14 +1,14 @@
-"""The status function's configuration, from its variables (see ``agent.config.VARIABLES``)."""
+"""The status function's configuration, from its variables (see ``agent.variables.VARIABLES``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
-from ..config import Values, _topic
+from ..config import _topic
 from ..errors import ConfigError
 from ..topology import ANOMALY_FUNCTION_ID, HEALTH_TOPIC, SENSOR_FUNCTION_ID
+from ..variables import VariableReader
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MIN_STALE_SECONDS = 15.0
@@ -26,7 +26,7 @@ class StatusSettings:
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> StatusSettings:
-        v = Values(source)
+        v = VariableReader(source)
         port = v.get("statusPort")
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"statusPort must be a port number from 0 to 65535, got {port}")
@@ -48,10 +48,6 @@ class StatusSettings:
             stale_seconds=stale,
             stuck_seconds=stuck,
         )
-
-    @classmethod
-    def from_environment(cls) -> StatusSettings:
-        return cls.from_mapping(os.environ)
 
     @property
     def loopback_only(self) -> bool:

@@ -28,7 +28,6 @@ from ..naming import DEFAULT_NUCLEUS_VERSION, partition_for
 from ..policy import POLICY_VERSION, check_policy_size, topic_resource
 
 TOKEN_EXCHANGE_SERVICE = "credentials.iot.amazonaws.com"
-DEPLOYMENT_SHADOW = "AWSManagedGreengrassV2Deployment"
 GREENGRASS_ROOT = "/greengrass/v2"
 ROOT_CA_FILE = "AmazonRootCA1.pem"
 ROOT_CA_URL = "https://www.amazontrust.com/repository/AmazonRootCA1.pem"

@@ -45,33 +45,37 @@ TOKEN_ENV = "EDGE_AGENT_STANDIN_ADMIN_TOKEN"
 BANNER = "ServiceNow stand-in listening on "
 
 
-class RemoteFaults:
-    """``standin.faults`` of the other process: the same knob names, set over the admin API."""
+def _knob(name: str) -> Any:
+    """A property of :class:`RemoteFaults`: read from and written to the other process."""
 
-    _KNOBS = (
-        "latency",
-        "commit_delay",
-        "commit_jitter",
-        "down",
-        "fail_rate",
-        "fail_status",
-        "rate_limit_rate",
-        "retry_after",
-        "drop_rate",
-    )
+    def read(self: RemoteFaults) -> Any:
+        return self._process.state()["faults"][name]
+
+    def write(self: RemoteFaults, value: Any) -> None:
+        self._process.configure_faults(**{name: value})
+
+    return property(read, write, doc=f"``Faults.{name}`` of the stand-in process.")
+
+
+class RemoteFaults:
+    """``standin.faults`` of the other process: the same knob names, set over the admin API,
+    so a test drives either stand-in the same way. Only these names: a misspelt knob is an
+    AttributeError (``__slots__``), not a new attribute that injects nothing."""
+
+    __slots__ = ("_process",)
+
+    latency = _knob("latency")
+    commit_delay = _knob("commit_delay")
+    commit_jitter = _knob("commit_jitter")
+    down = _knob("down")
+    fail_rate = _knob("fail_rate")
+    fail_status = _knob("fail_status")
+    rate_limit_rate = _knob("rate_limit_rate")
+    retry_after = _knob("retry_after")
+    drop_rate = _knob("drop_rate")
 
     def __init__(self, process: StandInProcess) -> None:
-        object.__setattr__(self, "_process", process)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._KNOBS:
-            return self._process.state()["faults"][name]
-        raise AttributeError(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in self._KNOBS:
-            raise AttributeError(f"no fault knob {name!r}")
-        self._process.configure_faults(**{name: value})
+        self._process = process
 
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         self._process.configure_faults(fail_next={"n": n, "status": status})
