@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import SecretError
@@ -54,7 +54,7 @@ class Credentials:
             getattr(self, name) == getattr(other, name) for name in self.__slots__
         )
 
-    def secret_values(self) -> tuple:
+    def secret_values(self) -> Tuple[str, ...]:
         """Every secret string here, for scrubbing; never log the result."""
         return tuple(v for v in (self.password, self.client_secret) if v)
 

@@ -59,12 +59,13 @@ class GreengrassV1Runtime(Runtime):
         super().__init__(function_id)
         if sdk is None:
             try:
-                import greengrasssdk as sdk
+                import greengrasssdk as installed_sdk
             except ImportError as exc:
                 raise RuntimeUnavailable(
                     "greengrasssdk is not installed (pip install 'edge-agent[greengrass-v1]'); "
                     + OFF_CORE_HINT
                 ) from exc
+            sdk = installed_sdk
         # Clients are created once: each one opens the core's IPC endpoint,
         # and a pinned function publishes every few seconds.
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -116,7 +116,7 @@ class TableClient:
         # Observers of every HTTP call (the status function's counters):
         # on_call(method, path, outcome, seconds), outcome a status code or
         # "unreachable" (never sent) / "no_answer" / "error".
-        self.on_call: list = []
+        self.on_call: List[Callable[[str, str, str, float], None]] = []
         self.pacer = RequestPacer(max_requests_per_second, self.clock)
 
     @property

@@ -214,7 +214,8 @@ class Outbox:
                 " WHERE p.id = (SELECT MIN(q.id) FROM pending q"
                 "               WHERE q.correlation_id = p.correlation_id)"
             ).fetchone()
-        return row[0]
+        earliest: Optional[float] = row[0]  # MIN() of no rows is NULL
+        return earliest
 
     # -- outcomes ----------------------------------------------------------------
     def delivered(
@@ -309,7 +310,7 @@ class Outbox:
             ).fetchone()
         return NoteAttempt(*row) if row else None
 
-    def _synced(self, sql: str, args: tuple) -> None:
+    def _synced(self, sql: str, args: Tuple[Any, ...]) -> None:
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")
             try:
@@ -473,7 +474,7 @@ def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
     snapshot: Dict[str, Any] = {"sequence": 0}
     for table in TABLES:
         columns: List[str] = []
-        rows: List[tuple] = []
+        rows: List[Tuple[Any, ...]] = []
         try:
             cursor = db.execute(f"SELECT * FROM {table}")
             columns = [d[0] for d in cursor.description]
@@ -489,7 +490,9 @@ def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
     return snapshot
 
 
-def _insert_rows(db: sqlite3.Connection, table: str, columns: List[str], rows: List[tuple]) -> int:
+def _insert_rows(
+    db: sqlite3.Connection, table: str, columns: List[str], rows: List[Tuple[Any, ...]]
+) -> int:
     present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
     keep = [i for i, name in enumerate(columns) if name in present]
     if not keep:
@@ -523,7 +526,7 @@ def _sequence(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _queued(row: tuple) -> QueuedAction:
+def _queued(row: Tuple[Any, ...]) -> QueuedAction:
     id_, key, corr, kind, fields, open_fields, attempts, next_at = row
     action = Action(
         kind, key, corr, json.loads(fields), json.loads(open_fields) if open_fields else None

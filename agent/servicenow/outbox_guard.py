@@ -138,7 +138,7 @@ class OutboxGuard:
             " the damaged files are kept in {}".format(carried.get("pending", 0), folder)
         )
         self._report(
-            folder, "damaged", "is damaged (" + what + ")", outcome, marker, moved, lost, carried
+            folder, "damaged", "is damaged ({})".format(what), outcome, marker, moved, lost, carried
         )
         return outbox
 
@@ -339,11 +339,9 @@ def _possibly_lost(
     last one that was (whichever is more); ``None`` without a marker."""
     if marker is None:
         return None
-    return max(
-        0,
-        marker_value(marker, "pending") - carried_pending,
-        marker_value(marker, "sequence") - carried_sequence,
-    )
+    pending: int = marker_value(marker, "pending")
+    sequence: int = marker_value(marker, "sequence")
+    return max(0, pending - carried_pending, sequence - carried_sequence)
 
 
 def _require_writable(path: str) -> None:
