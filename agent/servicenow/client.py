@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import Credentials
+from ..errors import SecretError
 from .pacing import RequestPacer
 from .query_safe import is_query_safe
 
@@ -198,6 +199,9 @@ class TableClient:
     def _auth(self) -> Dict[str, Any]:
         creds = self._credentials()
         if creds.kind == "basic":
+            if not creds.username or not creds.password:
+                # Credentials.from_secret_string refuses these; one made in code may lack them.
+                raise SecretError("basic auth needs a username and a password")
             # Bytes: requests would encode str as Latin-1 and fail on other characters.
             return {"auth": (creds.username.encode("utf-8"), creds.password.encode("utf-8"))}
         return {"headers": {"Authorization": "Bearer " + self._bearer(creds)}}
@@ -229,6 +233,9 @@ class TableClient:
             token = body["access_token"]
             lifetime = float(body.get("expires_in", 1800))
         except (ValueError, KeyError, TypeError):
+            raise Unavailable("ServiceNow's token endpoint answered without a token")
+        if not isinstance(token, str) or not token:
+            # null, a number, "": the header would fail to build, or carry no token at all.
             raise Unavailable("ServiceNow's token endpoint answered without a token")
         # Renew a minute early so a token never expires mid-request.
         self._token, self._token_for = token, identity
