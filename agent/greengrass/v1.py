@@ -124,9 +124,12 @@ class GreengrassV1Runtime(Runtime):
                 0, f"shadow {operation} for {thing!r} failed: {describe_error(exc)}"
             ) from None
         try:
-            return json.loads(bytes(response["payload"]).decode("utf-8"))
+            document = json.loads(bytes(response["payload"]).decode("utf-8"))
         except (KeyError, TypeError, ValueError, UnicodeDecodeError):
-            raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer") from None
+            document = None
+        if not isinstance(document, dict):  # the service answers with a JSON object
+            raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer")
+        return document
 
     def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
         """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.
