@@ -11,7 +11,7 @@ import binascii
 import json
 import logging
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from .. import schema
 from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError, ShadowError
@@ -110,7 +110,7 @@ class GreengrassV1Runtime(Runtime):
             lambda: self._iot_data.update_thing_shadow(thingName=thing, payload=payload),
         )
 
-    def _shadow_call(self, operation: str, thing: str, call: Any) -> Dict[str, Any]:
+    def _shadow_call(self, operation: str, thing: str, call: Callable[[], Any]) -> Dict[str, Any]:
         try:
             response = call()
         except Exception as exc:

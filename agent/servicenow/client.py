@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -24,6 +24,9 @@ from ..credentials import Credentials
 from ..errors import SecretError
 from .pacing import RequestPacer
 from .query_safe import is_query_safe
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,9 @@ class TableClient:
         base_url: str,
         credentials: Callable[[], Credentials],
         timeout: float = 10.0,
-        verify: Any = True,
+        verify: Union[bool, str] = True,
         clock: Optional[Clock] = None,
-        session: Any = None,
+        session: Optional[requests.Session] = None,
         max_requests_per_second: float = 0.0,
     ) -> None:
         if "@" in urlsplit(base_url).netloc:
@@ -121,7 +124,7 @@ class TableClient:
         self.pacer = RequestPacer(max_requests_per_second, self.clock)
 
     @property
-    def session(self) -> Any:
+    def session(self) -> requests.Session:
         if self._session is None:
             import requests  # deferred: the sensor function never pays for it
 
@@ -270,7 +273,7 @@ class TableClient:
             raise
         return response
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         self.pacer.acquire()  # before the clock starts: a paced wait is not ServiceNow's latency
         if not self.on_call:
             return self._send_request(method, path, **kwargs)
@@ -288,7 +291,7 @@ class TableClient:
             for observe in self.on_call:
                 observe(method, path, outcome, perf_counter() - started)
 
-    def _send_request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send_request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         import requests
 
         try:
@@ -315,7 +318,7 @@ class TableClient:
             )
 
     @staticmethod
-    def _raise_for(response: Any, what: str) -> None:
+    def _raise_for(response: requests.Response, what: str) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -345,7 +348,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
             return None
 
 
-def _error_message(response: Any) -> str:
+def _error_message(response: requests.Response) -> str:
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
