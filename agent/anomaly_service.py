@@ -22,7 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
-from typing import Any, Deque, Dict, List, Optional, Set
+from typing import Any, Deque, Dict, List, Mapping, Optional, Set
 
 from .clock import SYSTEM_CLOCK, Clock
 from .config import AnomalySettings
@@ -381,6 +381,7 @@ class AnomalyService:
 
     def summary(self) -> Dict[str, Any]:
         stats = self.deliverer.stats
+        counts: Mapping[str, Optional[int]]
         try:
             counts = self.outbox.counts()
         except (sqlite3.Error, OSError):

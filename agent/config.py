@@ -334,7 +334,7 @@ def _limits(v: VariableReader, metric: str, prefix: str) -> MetricLimits:
 
 
 def _topic(v: VariableReader, name: str) -> str:
-    topic = v.get(name)
+    topic: Optional[str] = v.get(name)
     if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 256:
         raise ConfigError(
             f"{name} must be a topic name without wildcards, at most 256 bytes, got {topic!r}"
@@ -343,21 +343,21 @@ def _topic(v: VariableReader, name: str) -> str:
 
 
 def _non_negative(v: VariableReader, name: str) -> float:
-    value = v.get(name)
+    value: float = v.get(name)
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
     return value
 
 
 def _positive(v: VariableReader, name: str) -> float:
-    value = v.get(name)
+    value: float = v.get(name)
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
 
 
 def _one_to_three(v: VariableReader, name: str) -> int:
-    value = v.get(name)
+    value: int = v.get(name)
     if value not in (1, 2, 3):
         raise ConfigError(f"{name} must be 1, 2 or 3, got {value}")
     return value

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 from .errors import MessageError
 
@@ -124,9 +124,9 @@ def _short(value: Any) -> Any:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _choice(message: Mapping[str, Any], key: str, choices: tuple) -> str:
+def _choice(message: Mapping[str, Any], key: str, choices: Tuple[str, ...]) -> str:
     value = message.get(key)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise MessageError(
             "{} must be one of {}, got {}".format(key, ", ".join(choices), _short(value))
         )

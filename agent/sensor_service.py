@@ -111,8 +111,8 @@ class SensorService:
             for event in events:
                 self.counts[event.event] += 1
                 self._held.append(event.to_message())
-                for callback in self.on_event:
-                    callback(event)
+                for observer in self.on_event:
+                    observer(event)
             # Saved before publishing: a restart now neither reopens the episode
             # nor forgets the event it has not published yet.
             self._save_state()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional
 
-# A message handler gets the decoded JSON message and the topic it came on.
-MessageHandler = Callable[[Dict[str, Any], str], None]
+# A message handler gets the decoded JSON message and the topic it came on. What it
+# returns is ignored (the services' handlers return what they did with the message).
+MessageHandler = Callable[[Dict[str, Any], str], object]
 
 
 class Runtime:

@@ -240,7 +240,9 @@ class LocalCore:
             raise error
         return answer
 
-    def _shadow_request(self, source: str, topic: str, payload: Any, routed: bool) -> Dict:
+    def _shadow_request(
+        self, source: str, topic: str, payload: Any, routed: bool
+    ) -> Dict[str, Any]:
         parsed = parse_topic(topic)
         if parsed is None or parsed[2]:
             self.stats["shadow_bad_topic"] += 1

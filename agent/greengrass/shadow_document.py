@@ -121,7 +121,8 @@ class ThingShadow:
         _check_version(request, self.version, token)
         before = self._document(with_delta=False) if self.exists else None
         desired, reported = copy.deepcopy(self.desired), copy.deepcopy(self.reported)
-        meta = copy.deepcopy(self.meta)
+        # A section's metadata is None here when it ends up empty (dropped below).
+        meta: Dict[str, Optional[Dict[str, Any]]] = dict(copy.deepcopy(self.meta))
         if state is None:  # "state": null clears both sections
             desired = reported = None
             meta = {}

@@ -11,7 +11,7 @@ import binascii
 import json
 import logging
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from .. import schema
 from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError, ShadowError
@@ -59,12 +59,13 @@ class GreengrassV1Runtime(Runtime):
         super().__init__(function_id)
         if sdk is None:
             try:
-                import greengrasssdk as sdk
+                import greengrasssdk as installed_sdk
             except ImportError as exc:
                 raise RuntimeUnavailable(
                     "greengrasssdk is not installed (pip install 'edge-agent[greengrass-v1]'); "
                     + OFF_CORE_HINT
                 ) from exc
+            sdk = installed_sdk
         # Clients are created once: each one opens the core's IPC endpoint,
         # and a pinned function publishes every few seconds.
         try:
@@ -109,7 +110,7 @@ class GreengrassV1Runtime(Runtime):
             lambda: self._iot_data.update_thing_shadow(thingName=thing, payload=payload),
         )
 
-    def _shadow_call(self, operation: str, thing: str, call: Any) -> Dict[str, Any]:
+    def _shadow_call(self, operation: str, thing: str, call: Callable[[], Any]) -> Dict[str, Any]:
         try:
             response = call()
         except Exception as exc:
@@ -123,9 +124,12 @@ class GreengrassV1Runtime(Runtime):
                 0, f"shadow {operation} for {thing!r} failed: {describe_error(exc)}"
             ) from None
         try:
-            return json.loads(bytes(response["payload"]).decode("utf-8"))
+            document = json.loads(bytes(response["payload"]).decode("utf-8"))
         except (KeyError, TypeError, ValueError, UnicodeDecodeError):
-            raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer") from None
+            document = None
+        if not isinstance(document, dict):  # the service answers with a JSON object
+            raise ShadowError(500, f"shadow {operation} for {thing!r}: unreadable answer")
+        return document
 
     def get_secret(self, secret_id: str, *, refresh: bool = False) -> str:
         """The secret's ``SecretString`` (or UTF-8 ``SecretBinary``) as the core downloaded it.

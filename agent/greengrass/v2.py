@@ -324,9 +324,12 @@ class GreengrassV2Runtime(Runtime):
                 0, f"{operation} on {thing!r} failed: {describe_error(exc)}"
             ) from None
         try:
-            return json.loads(bytes(response.payload or b"{}").decode("utf-8"))
+            document = json.loads(bytes(response.payload or b"{}").decode("utf-8"))
         except (TypeError, ValueError, UnicodeDecodeError):
-            raise ShadowError(500, f"{operation} on {thing!r}: unreadable answer") from None
+            document = None
+        if not isinstance(document, dict):  # ShadowManager answers with a JSON object
+            raise ShadowError(500, f"{operation} on {thing!r}: unreadable answer")
+        return document
 
     def subscribe_shadow(self, thing: str, handler: MessageHandler) -> None:
         """ShadowManager's answers and deltas for ``thing`` on local pub/sub: the subjects the

@@ -65,7 +65,7 @@ def open_sensor(
     model file in tests.
     """
     environ = os.environ if environ is None else environ
-    name = (backend or environ.get(ENV_BACKEND, "")).strip().lower()
+    name = (backend or environ.get(ENV_BACKEND) or "").strip().lower()
     if not name:
         if is_raspberry_pi(model_path):
             name = "sensehat"

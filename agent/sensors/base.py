@@ -21,7 +21,8 @@ class Reading:
     pressure: Optional[float] = None
 
     def value(self, metric: str) -> Optional[float]:
-        return getattr(self, metric)
+        value: Optional[float] = getattr(self, metric)
+        return value
 
 
 def valid_or_none(value: object, low: float, high: float) -> Optional[float]:

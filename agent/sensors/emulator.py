@@ -115,7 +115,8 @@ def emulator_is_driven() -> bool:
     """Whether a live process (``sense_emu_gui``, ``sense_play``, another agent) holds the lock."""
     from sense_emu.lock import EmulatorLock
 
-    return EmulatorLock("edge-agent").wait(0)
+    driven: bool = EmulatorLock("edge-agent").wait(0)
+    return driven
 
 
 class EmulatorSensor(SenseHatSensor):

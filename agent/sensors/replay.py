@@ -31,7 +31,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ..clock import Clock
 from ..errors import ConfigError, SensorError
@@ -356,7 +356,7 @@ class ReplaySensor(Sensor):
         if self._runs is None and self._sorted_in_memory is None:
             self._sort()
         if self._sorted_in_memory is not None:
-            rows: Iterator[Tuple[float, int, Any, Any, Any]] = iter(self._sorted_in_memory)
+            rows: Iterable[Tuple[float, int, Any, Any, Any]] = iter(self._sorted_in_memory)
         else:
             rows = heapq.merge(*(_read_run(run) for run in self._runs or ()))
         for ts, _, temperature, humidity, pressure in rows:

@@ -24,9 +24,10 @@ what a failure means.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Final, Literal, Optional, Tuple, Union
 
 from ..clock import Clock
 from ..errors import SecretError
@@ -114,6 +115,7 @@ class ActionRunner:
         """Carry out one action; return the incident as ServiceNow has it now."""
         action = queued.action
         corr = safe_correlation_id(action.correlation_id)
+        record: Union[Record, None, Literal[_Gone.GONE]]
         if action.kind == "open":
             record, created = self._open(corr, action.fields)
             opened = _incident(corr, record)
@@ -228,7 +230,7 @@ class ActionRunner:
         )
         return record, True
 
-    def _current(self, corr: str, queued_corr: str) -> object:
+    def _current(self, corr: str, queued_corr: str) -> Union[Record, None, Literal[_Gone.GONE]]:
         """The incident as ServiceNow has it now; ``None`` if there is none, ``_GONE`` if
         the one this outbox knew was deleted."""
         recorded = self.outbox.incident(corr)
@@ -251,7 +253,13 @@ class ActionRunner:
         return not me or not last or last == me
 
 
-_GONE = object()
+class _Gone(enum.Enum):
+    """A sentinel a type checker can tell apart from a record (``_current``'s third answer)."""
+
+    GONE = "gone"
+
+
+_GONE: Final = _Gone.GONE
 
 
 def _mod_count(record: Record) -> int:

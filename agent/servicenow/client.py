@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import Credentials
+from ..errors import SecretError
 from .pacing import RequestPacer
 from .query_safe import is_query_safe
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +99,9 @@ class TableClient:
         base_url: str,
         credentials: Callable[[], Credentials],
         timeout: float = 10.0,
-        verify: Any = True,
+        verify: Union[bool, str] = True,
         clock: Optional[Clock] = None,
-        session: Any = None,
+        session: Optional[requests.Session] = None,
         max_requests_per_second: float = 0.0,
     ) -> None:
         if "@" in urlsplit(base_url).netloc:
@@ -116,11 +120,11 @@ class TableClient:
         # Observers of every HTTP call (the status function's counters):
         # on_call(method, path, outcome, seconds), outcome a status code or
         # "unreachable" (never sent) / "no_answer" / "error".
-        self.on_call: list = []
+        self.on_call: List[Callable[[str, str, str, float], None]] = []
         self.pacer = RequestPacer(max_requests_per_second, self.clock)
 
     @property
-    def session(self) -> Any:
+    def session(self) -> requests.Session:
         if self._session is None:
             import requests  # deferred: the sensor function never pays for it
 
@@ -198,6 +202,9 @@ class TableClient:
     def _auth(self) -> Dict[str, Any]:
         creds = self._credentials()
         if creds.kind == "basic":
+            if not creds.username or not creds.password:
+                # Credentials.from_secret_string refuses these; one made in code may lack them.
+                raise SecretError("basic auth needs a username and a password")
             # Bytes: requests would encode str as Latin-1 and fail on other characters.
             return {"auth": (creds.username.encode("utf-8"), creds.password.encode("utf-8"))}
         return {"headers": {"Authorization": "Bearer " + self._bearer(creds)}}
@@ -229,6 +236,9 @@ class TableClient:
             token = body["access_token"]
             lifetime = float(body.get("expires_in", 1800))
         except (ValueError, KeyError, TypeError):
+            raise Unavailable("ServiceNow's token endpoint answered without a token")
+        if not isinstance(token, str) or not token:
+            # null, a number, "": the header would fail to build, or carry no token at all.
             raise Unavailable("ServiceNow's token endpoint answered without a token")
         # Renew a minute early so a token never expires mid-request.
         self._token, self._token_for = token, identity
@@ -263,7 +273,7 @@ class TableClient:
             raise
         return response
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         self.pacer.acquire()  # before the clock starts: a paced wait is not ServiceNow's latency
         if not self.on_call:
             return self._send_request(method, path, **kwargs)
@@ -281,7 +291,7 @@ class TableClient:
             for observe in self.on_call:
                 observe(method, path, outcome, perf_counter() - started)
 
-    def _send_request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send_request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         import requests
 
         try:
@@ -308,7 +318,7 @@ class TableClient:
             )
 
     @staticmethod
-    def _raise_for(response: Any, what: str) -> None:
+    def _raise_for(response: requests.Response, what: str) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -338,7 +348,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
             return None
 
 
-def _error_message(response: Any) -> str:
+def _error_message(response: requests.Response) -> str:
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):

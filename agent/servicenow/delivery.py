@@ -279,7 +279,7 @@ class Deliverer:
         low = 0.0 if floor is None else floor
         start = max(low, self.retry_base)
         top = self.retry_max if ceiling is None else min(self.retry_max, ceiling)
-        limit = max(low, min(top, start * (2 ** min(max(attempt, 1) - 1, 30))))
+        limit = max(low, min(top, start * (2.0 ** min(max(attempt, 1) - 1, 30))))
         return max(low, limit / 2 + self.rng.uniform(0, limit / 2))
 
     def _reschedule(self, queued: QueuedAction, delay: float, error: str) -> None:

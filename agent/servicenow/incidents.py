@@ -81,9 +81,11 @@ def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:
 
 def excess(event: Mapping[str, Any]) -> float:
     """How far past its limit the episode went (at its peak), in the metric's unit."""
+    peak: float = event["peak"]
+    limit: float = event["limit"]
     if event["bound"] == "upper":
-        return max(0.0, event["peak"] - event["limit"])
-    return max(0.0, event["limit"] - event["peak"])
+        return max(0.0, peak - limit)
+    return max(0.0, limit - peak)
 
 
 def urgency(event: Mapping[str, Any], settings: AnomalySettings) -> int:

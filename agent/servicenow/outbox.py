@@ -215,7 +215,8 @@ class Outbox:
                 " WHERE p.id = (SELECT MIN(q.id) FROM pending q"
                 "               WHERE q.correlation_id = p.correlation_id)"
             ).fetchone()
-        return row[0]
+        earliest: Optional[float] = row[0]  # MIN() of no rows is NULL
+        return earliest
 
     # -- outcomes ----------------------------------------------------------------
     def delivered(
@@ -318,7 +319,7 @@ class Outbox:
             ).fetchone()
         return NoteAttempt(*row) if row else None
 
-    def _synced(self, sql: str, args: tuple) -> None:
+    def _synced(self, sql: str, args: Tuple[Any, ...]) -> None:
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")
             try:
@@ -464,7 +465,7 @@ class Outbox:
         return counts
 
 
-def _queued(row: tuple) -> QueuedAction:
+def _queued(row: Tuple[Any, ...]) -> QueuedAction:
     id_, key, corr, kind, fields, open_fields, attempts, next_at = row
     action = Action(
         kind, key, corr, json.loads(fields), json.loads(open_fields) if open_fields else None

@@ -143,7 +143,7 @@ class OutboxGuard:
         self._report(
             folder,
             "damaged",
-            "is damaged (" + what + ")",
+            "is damaged ({})".format(what),
             outcome,
             marker,
             moved_files,
@@ -360,11 +360,9 @@ def _possibly_lost(
     last one that was (whichever is more); ``None`` without a marker."""
     if marker is None:
         return None
-    return max(
-        0,
-        marker_value(marker, "pending") - carried_pending,
-        marker_value(marker, "sequence") - carried_sequence,
-    )
+    pending: int = marker_value(marker, "pending")
+    sequence: int = marker_value(marker, "sequence")
+    return max(0, pending - carried_pending, sequence - carried_sequence)
 
 
 def _require_writable(path: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 # Carried into a fresh outbox when the file is damaged or replaced: the delivery
 # state too, so a create that may have been sent keeps its wait after the move.
@@ -31,7 +31,7 @@ def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
     snapshot: Dict[str, Any] = {"sequence": 0}
     for table in TABLES:
         columns: List[str] = []
-        rows: List[tuple] = []
+        rows: List[Tuple[Any, ...]] = []
         try:
             cursor = db.execute(f"SELECT * FROM {table}")
             columns = [d[0] for d in cursor.description]
@@ -47,7 +47,9 @@ def read_tables(db: sqlite3.Connection) -> Dict[str, Any]:
     return snapshot
 
 
-def insert_rows(db: sqlite3.Connection, table: str, columns: List[str], rows: List[tuple]) -> int:
+def insert_rows(
+    db: sqlite3.Connection, table: str, columns: List[str], rows: List[Tuple[Any, ...]]
+) -> int:
     """Insert ``rows`` (with ``columns``, from :func:`read_tables`) into ``table``; the count added.
 
     Columns ``table`` does not have are left out; rows whose JSON is garbled, or whose

@@ -237,7 +237,7 @@ def _episode(
     snow_url: Optional[str],
 ) -> Dict[str, Any]:
     episode["open"] = bool(is_open)
-    episode["hysteresis"] = (limits.get(episode.get("metric")) or {}).get("hysteresis")
+    episode["hysteresis"] = (limits.get(episode["metric"]) or {}).get("hysteresis")
     # ServiceNow knows the episode by its query-safe correlation id (see correlation_id).
     incident = incidents.get(correlation_id(episode["id"]))
     episode["incident"] = (
@@ -306,8 +306,9 @@ def _mqtt(model: StatusModel) -> Optional[Dict[str, Any]]:
 
 def _state_device(states: List[Mapping[str, Any]]) -> Optional[str]:
     for state in states:
-        if state.get("device"):
-            return state["device"]
+        device: Optional[str] = state.get("device")  # a string or None: store.sensor_states
+        if device:
+            return device
     return None
 
 

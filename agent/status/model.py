@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import math
 from array import array
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, OrderedDict, Tuple
 
 from ..errors import MessageError
 from ..schema import ANOMALY_SCHEMA, METRIC_RANGES, METRICS, READING_SCHEMA, validate_anomaly
@@ -59,7 +59,7 @@ class ReadingRing:
 
     def arrays(
         self, since: Optional[float] = None, after_total: Optional[int] = None
-    ) -> Tuple[array, ...]:
+    ) -> Tuple[array[float], ...]:
         """Compact copies of the columns (ts and the metrics, NaN for missing) for readings
         newer than ``since`` (a timestamp) or than the first ``after_total`` ever appended."""
         count = self._size
@@ -76,7 +76,9 @@ class ReadingRing:
             return tuple(column[start:end] for column in self._columns)
         return tuple(column[start:] + column[: end - self.capacity] for column in self._columns)
 
-    def columns(self, since: Optional[float] = None, after_total: Optional[int] = None) -> Dict:
+    def columns(
+        self, since: Optional[float] = None, after_total: Optional[int] = None
+    ) -> Dict[str, List[Any]]:
         """``{"ts": [...], "temperature": [...], ...}`` as lists, ``None`` for a missing value."""
         arrays = self.arrays(since, after_total)
         out: Dict[str, List[Any]] = {"ts": list(arrays[0])}
@@ -88,13 +90,15 @@ class ReadingRing:
         return self._columns[column][(self._start + offset) % self.capacity]
 
 
-def columns_json(arrays: Tuple[array, ...], extra: Optional[Mapping[str, Any]] = None) -> bytes:
+def columns_json(
+    arrays: Tuple[array[float], ...], extra: Optional[Mapping[str, Any]] = None
+) -> bytes:
     """The JSON object ``{**extra, "ts": [...], "temperature": [...], ...}`` of :meth:`arrays`."""
     return b"".join(columns_json_parts(arrays, extra))
 
 
 def columns_json_parts(
-    arrays: Tuple[array, ...], extra: Optional[Mapping[str, Any]] = None
+    arrays: Tuple[array[float], ...], extra: Optional[Mapping[str, Any]] = None
 ) -> Iterator[bytes]:
     """:func:`columns_json` a block of numbers at a time: a full ring as Python lists and
     one big ``json.dumps`` would cost megabytes of peak memory on the device."""
@@ -125,7 +129,7 @@ class StatusModel:
         self.invalid: Dict[str, int] = {m: 0 for m in METRICS}
         self.episodes: Dict[str, Dict[str, Any]] = collections.OrderedDict()
         self.event_counts: Dict[Tuple[str, str, str], int] = {}
-        self._event_keys: Dict[Tuple[str, int, str], None] = collections.OrderedDict()
+        self._event_keys: OrderedDict[Tuple[str, int, str], None] = collections.OrderedDict()
         self.health: Dict[str, Dict[str, Any]] = {}
         self.restarts: Dict[str, int] = {}
         self.dropped: Dict[str, int] = {"malformed": 0, "out_of_order": 0, "repeated": 0}
@@ -289,7 +293,8 @@ def clean_health(message: Mapping[str, Any], started: float, ts: float) -> Dict[
 
 def _clean_servicenow(snow: Mapping[str, Any]) -> Dict[str, Any]:
     url = _text(snow.get("url"))
-    latency = snow.get("latency") if isinstance(snow.get("latency"), Mapping) else {}
+    raw_latency = snow.get("latency")
+    latency = raw_latency if isinstance(raw_latency, Mapping) else {}
     buckets = [b for b in latency.get("buckets") or () if _number(b, 0.0, 1e6) is not None]
     cumulative = [c for c in latency.get("cumulative") or () if _count(c) is not None]
     error = snow.get("last_error") if isinstance(snow.get("last_error"), Mapping) else None
@@ -332,9 +337,9 @@ def _number(value: Any, low: float, high: float) -> Optional[float]:
 
 
 def _count(value: Any) -> Optional[int]:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _text(value: Any) -> Optional[str]:

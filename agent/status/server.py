@@ -18,7 +18,7 @@ import logging
 import socket
 import socketserver
 import threading
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Response(NamedTuple):
 class Request(NamedTuple):
     method: str
     path: str
-    query: Dict[str, list]
+    query: Dict[str, List[str]]
     headers: Dict[str, str]
 
 

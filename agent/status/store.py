@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +213,13 @@ def locks(state_dir: str, proc_locks: str = "/proc/locks") -> List[Dict[str, Any
     return out
 
 
-def _held_inodes(proc_locks: str) -> Dict[int, List[tuple]]:
+def _held_inodes(proc_locks: str) -> Dict[int, List[Tuple[int, str]]]:
     """``inode -> [(pid, "FLOCK WRITE"), ...]`` from ``/proc/locks``.
 
     Matched by inode alone: on an overlay the device numbers ``stat`` and the
     kernel report differ, and two lock files in one directory never share an inode.
     """
-    held: Dict[int, List[tuple]] = {}
+    held: Dict[int, List[Tuple[int, str]]] = {}
     try:
         with open(proc_locks, encoding="ascii", errors="replace") as handle:
             lines = handle.readlines()

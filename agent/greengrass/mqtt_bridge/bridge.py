@@ -36,7 +36,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from ...clock import SYSTEM_CLOCK, Clock
 from .address import AUTO, AWS_IOT_ALPN, tls_context
@@ -55,6 +55,11 @@ from .session import Session, import_paho
 from .spool import MemorySpool, Spool, SpoolError, SqliteSpool
 from .stats import BridgeStats
 from .suspects import Suspects
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger("agent.greengrass.mqtt_bridge")
 _paho_log = logging.getLogger("agent.greengrass.mqtt_bridge.paho")
@@ -411,7 +416,12 @@ class MqttBridge:
 
     # -- paho callbacks (all on the network thread) -----------------------------------------
     def _on_connect(
-        self, client: Any, session: Session, flags: Any, reason: Any, properties: Any
+        self,
+        client: Client,
+        session: Session,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        properties: Optional[Properties],
     ) -> None:
         if reason.is_failure:
             if (
@@ -446,7 +456,12 @@ class MqttBridge:
             log.warning("could not subscribe to %s", ", ".join(self.subscriptions))
 
     def _on_subscribe(
-        self, client: Any, session: Session, mid: int, reasons: Any, properties: Any
+        self,
+        client: Client,
+        session: Session,
+        mid: int,
+        reasons: List[ReasonCode],
+        properties: Optional[Properties],
     ) -> None:
         failed = [s for s, r in zip(self.subscriptions, reasons) if r.is_failure]
         if failed:
@@ -457,7 +472,12 @@ class MqttBridge:
             self._subscribed.set()
 
     def _on_publish(
-        self, client: Any, session: Session, mid: int, reason: Any, properties: Any
+        self,
+        client: Client,
+        session: Session,
+        mid: int,
+        reason: ReasonCode,
+        properties: Optional[Properties],
     ) -> None:
         with self._lock:
             found = session.inflight.pop(mid, None)
@@ -479,7 +499,12 @@ class MqttBridge:
         self._changed.notify_all()
 
     def _on_disconnect(
-        self, client: Any, session: Session, flags: Any, reason: Any, properties: Any
+        self,
+        client: Client,
+        session: Session,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        properties: Optional[Properties],
     ) -> None:
         self._session_ended(session, reason)
 
@@ -539,10 +564,10 @@ class MqttBridge:
             self._report.connect_failed(failure, 0 if self._closed else len(self._spool))
             self._changed.notify_all()
 
-    def _on_message(self, client: Any, session: Session, message: Any) -> None:
+    def _on_message(self, client: Client, session: Session, message: MQTTMessage) -> None:
         self._inbound.offer(message.topic, bytes(message.payload))
 
-    def _on_log(self, client: Any, session: Session, level: int, text: str) -> None:
+    def _on_log(self, client: Client, session: Session, level: int, text: str) -> None:
         if text.startswith("Caught exception"):
             log.error("paho: %s", text)
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 log = logging.getLogger("agent.greengrass.mqtt_bridge")
 
@@ -26,7 +26,10 @@ class Inbound:
         self.handler = handler
         self.delivered = 0
         self.dropped = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=size)  # (topic, payload); None: stop
+        # (topic, payload); None: stop. An attribute's annotation is never evaluated, so
+        # subscripting Queue is fine on Python 3.8 (vermin cannot tell).
+        self._queue: queue.Queue[Optional[Tuple[str, bytes]]]  # novermin
+        self._queue = queue.Queue(maxsize=size)
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="mqtt-bridge-inbound", daemon=True)
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import RuntimeUnavailable
 from .address import BrokerAddress
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho_client
 
 
 def import_paho() -> Any:
@@ -46,7 +49,9 @@ class Session:
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol  # "5" or "3.1.1"
-        self.client: Any = None
+        # Typed as paho's client so that every call on it is checked against paho's
+        # signatures; make_client sets it before any other method runs.
+        self.client: paho_client.Client = None  # type: ignore[assignment]
         self.accepted = False  # the broker's CONNACK accepted the connection
         self.ended = False  # on_disconnect was called (or the client was given up)
         self.books_closed = False  # the bridge has counted and reported the end
@@ -65,10 +70,11 @@ class Session:
         tls: Optional[ssl.SSLContext],
         max_inflight: int,
         connect_timeout: float,
-    ) -> Any:
+    ) -> paho_client.Client:
         mqtt = import_paho()
         from paho.mqtt.enums import CallbackAPIVersion
 
+        client: paho_client.Client
         if self.protocol == "5":
             client = mqtt.Client(
                 callback_api_version=CallbackAPIVersion.VERSION2,

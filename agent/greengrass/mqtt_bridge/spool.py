@@ -145,7 +145,9 @@ class SqliteSpool:
                 "INSERT INTO spool (topic, payload, size) VALUES (?, ?, ?)",
                 (topic, sqlite3.Binary(payload), size),
             )
-            return int(cursor.lastrowid), dropped
+            if cursor.lastrowid is None:  # set by every INSERT; rolled back by _write if not
+                raise sqlite3.DatabaseError("the spool insert reported no row id")
+            return cursor.lastrowid, dropped
 
         entry_id, dropped = self._write(insert)
         self._count += 1
