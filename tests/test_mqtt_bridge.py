@@ -267,9 +267,10 @@ def test_a_disk_spool_keeps_messages_across_a_restart_of_the_agent(broker, tmp_p
         assert wait_until(lambda: offline.last_error is not None, 5)
         offline.close(timeout=1)  # the broker is unreachable: nothing is sent, all is kept
 
-        online = new_bridge(broker.url, spool_path=spool, reconnect_delay=FAST).start()
+        online = new_bridge(broker.url, spool_path=spool, reconnect_delay=FAST)
         bridges.append(online)
-        assert online.pending == 3
+        assert online.pending == 3  # found in the spool before it connects (and sends them)
+        online.start()
         assert online.flush(5)
         assert watcher.wait_for(3, READINGS)
     finally:
