@@ -20,11 +20,11 @@ from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
 from agent.live_config import LiveConfig, thing_name
 from agent.live_settings import CONFIGURATION, LiveSettings
+from agent.names import SENSOR_FUNCTION_ID
 from agent.sensor_service import SensorService
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
 from agent.startup import start_on_core
-from agent.topology import SENSOR_FUNCTION_ID
 
 log = logging.getLogger("edge_agent.sensor_function")
 

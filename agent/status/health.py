@@ -23,7 +23,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from ..topology import HEALTH_TOPIC, SENSOR_FUNCTION_ID, STATUS_SWITCH
+from ..names import HEALTH_TOPIC, SENSOR_FUNCTION_ID, STATUS_SWITCH
 from . import HEALTH_SCHEMA
 
 log = logging.getLogger(__name__)
