@@ -1,9 +1,10 @@
 """Small immutable value classes without ``dataclasses``.
 
 ``dataclasses`` imports ``inspect`` (and with it ``ast`` and ``dis``) and
-builds each class's methods with ``exec``: about 15 ms of the sensor
-function's cold start on a Pi-class CPU, for a handful of value classes
-(issue 15). A :class:`Record` subclass lists its fields in ``__slots__`` and
+builds each class's methods with ``exec``: with the frozen classes of the
+topology, the variables and the settings, about 17 ms of the sensor function's
+import on the benchmark machine (a 2-CPU Xeon VM), for a handful of value
+classes (issue 15). A :class:`Record` subclass lists its fields in ``__slots__`` and
 sets them in an explicit ``__init__`` (through :meth:`Record._fill`);
 it gets what ``@dataclass(frozen=True)`` gave it: equality and hashing by
 value, the same ``repr``, assignment refused, and :meth:`Record.with_changes`
