@@ -15,10 +15,9 @@ before it writes anything.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+from .record import Record
 from .schema import METRIC_RANGES
 from .variables import (
     DEFAULT_STATE_DIR,
@@ -32,6 +31,10 @@ from .variables import (
     markdown_table,
     parse_snow_url,
 )
+
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, Tuple
 
 # The table's names, importable from here as before the table had its own module.
 __all__ = [
@@ -68,22 +71,40 @@ def default_device_id(source: Mapping[str, str]) -> str:
     return socket.gethostname()
 
 
-@dataclass(frozen=True)
-class MetricLimits:
+class MetricLimits(Record):
     """Limits for one metric; ``None`` means that side is not watched."""
 
+    __slots__ = ("metric", "upper", "lower", "hysteresis")
     metric: str
     upper: Optional[float]
     lower: Optional[float]
     hysteresis: float
+
+    def __init__(
+        self, metric: str, upper: Optional[float], lower: Optional[float], hysteresis: float
+    ) -> None:
+        self._fill(metric, upper, lower, hysteresis)
 
     @property
     def watched(self) -> bool:
         return self.upper is not None or self.lower is not None
 
 
-@dataclass(frozen=True)
-class SensorSettings:
+class SensorSettings(Record):
+    """What the sensor function runs with, from its variables."""
+
+    __slots__ = (
+        "device_id",
+        "limits",
+        "debounce_samples",
+        "debounce_seconds",
+        "renotify_seconds",
+        "period",
+        "readings_topic",
+        "anomaly_topic",
+        "compensation_factor",
+        "state_dir",
+    )
     device_id: str
     limits: Tuple[MetricLimits, ...]
     debounce_samples: int
@@ -94,6 +115,32 @@ class SensorSettings:
     anomaly_topic: str
     compensation_factor: Optional[float]
     state_dir: str
+
+    def __init__(
+        self,
+        device_id: str,
+        limits: Tuple[MetricLimits, ...],
+        debounce_samples: int,
+        debounce_seconds: float,
+        renotify_seconds: float,
+        period: float,
+        readings_topic: str,
+        anomaly_topic: str,
+        compensation_factor: Optional[float],
+        state_dir: str,
+    ) -> None:
+        self._fill(
+            device_id,
+            limits,
+            debounce_samples,
+            debounce_seconds,
+            renotify_seconds,
+            period,
+            readings_topic,
+            anomaly_topic,
+            compensation_factor,
+            state_dir,
+        )
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> SensorSettings:
@@ -121,8 +168,31 @@ class SensorSettings:
         )
 
 
-@dataclass(frozen=True)
-class AnomalySettings:
+class AnomalySettings(Record):
+    """What the anomaly function runs with, from its variables."""
+
+    __slots__ = (
+        "device_id",
+        "snow_url",
+        "secret_id",
+        "timeout",
+        "verify_tls",
+        "assignment_group",
+        "category",
+        "caller_id",
+        "impact",
+        "urgency_bands",
+        "recovery_action",
+        "close_code",
+        "close_notes",
+        "update_seconds",
+        "secret_ttl",
+        "retry_base",
+        "retry_max",
+        "state_dir",
+        "anomaly_topic",
+        "max_requests_per_second",
+    )
     device_id: str
     snow_url: str
     secret_id: str
@@ -142,7 +212,53 @@ class AnomalySettings:
     retry_max: float
     state_dir: str
     anomaly_topic: str
-    max_requests_per_second: float = 5.0
+    max_requests_per_second: float
+
+    def __init__(
+        self,
+        device_id: str,
+        snow_url: str,
+        secret_id: str,
+        timeout: float,
+        verify_tls: Any,
+        assignment_group: str,
+        category: str,
+        caller_id: str,
+        impact: Mapping[str, int],
+        urgency_bands: Tuple[float, float],
+        recovery_action: str,
+        close_code: str,
+        close_notes: str,
+        update_seconds: float,
+        secret_ttl: float,
+        retry_base: float,
+        retry_max: float,
+        state_dir: str,
+        anomaly_topic: str,
+        max_requests_per_second: float = 5.0,
+    ) -> None:
+        self._fill(
+            device_id,
+            snow_url,
+            secret_id,
+            timeout,
+            verify_tls,
+            assignment_group,
+            category,
+            caller_id,
+            impact,
+            urgency_bands,
+            recovery_action,
+            close_code,
+            close_notes,
+            update_seconds,
+            secret_ttl,
+            retry_base,
+            retry_max,
+            state_dir,
+            anomaly_topic,
+            max_requests_per_second,
+        )
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:

@@ -26,20 +26,37 @@ new band, after the usual debounce; nothing opens twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Optional
 
 from .config import MetricLimits
+from .record import Record
 from .schema import ANOMALY_SCHEMA
 from .sensors.base import UNITS, Reading
+
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional
 
 log = logging.getLogger(__name__)
 
 MAX_DEVICE_IN_ID = 40  # keeps episode ids under 90 characters
 
 
-@dataclass(frozen=True)
-class EpisodeEvent:
+class EpisodeEvent(Record):
+    """One change of an episode: what :meth:`Judge.observe` returns."""
+
+    __slots__ = (
+        "event",
+        "episode_id",
+        "seq",
+        "device",
+        "metric",
+        "bound",
+        "limit",
+        "value",
+        "peak",
+        "started_at",
+        "ts",
+    )
     event: str  # "breach" | "update" | "recovered"
     episode_id: str
     seq: int
@@ -52,6 +69,24 @@ class EpisodeEvent:
     started_at: float
     ts: float
 
+    def __init__(
+        self,
+        event: str,
+        episode_id: str,
+        seq: int,
+        device: str,
+        metric: str,
+        bound: str,
+        limit: float,
+        value: float,
+        peak: float,
+        started_at: float,
+        ts: float,
+    ) -> None:
+        self._fill(
+            event, episode_id, seq, device, metric, bound, limit, value, peak, started_at, ts
+        )
+
     @property
     def title(self) -> str:
         what = "above" if self.bound == "upper" else "below"
@@ -62,33 +97,58 @@ class EpisodeEvent:
     def to_message(self) -> Dict[str, Any]:
         """The ``edge-agent/anomaly/1`` message for this event."""
         message: Dict[str, Any] = {"schema": ANOMALY_SCHEMA}
-        message.update(asdict(self))
+        for name in self.__slots__:  # every field, in order, as dataclasses.asdict gave them
+            message[name] = getattr(self, name)
         message["unit"] = UNITS[self.metric]
         message["title"] = self.title
         return message
 
 
-@dataclass
 class _MetricState:
     """What the judge remembers about one metric. Only episodes are persisted."""
 
-    # pending breach
-    pending_bound: Optional[str] = None
-    pending_count: int = 0
-    pending_since: float = 0.0
-    pending_peak: float = 0.0
-    # open episode
-    episode_id: Optional[str] = None
-    bound: Optional[str] = None
-    seq: int = 0
-    started_at: float = 0.0
-    peak: float = 0.0
-    last_notified: float = 0.0
-    # pending recovery
-    recover_count: int = 0
-    recover_since: float = 0.0
-    # the episode's limit, for its events once that side has no limit any more
-    last_limit: Optional[float] = None
+    __slots__ = (
+        "pending_bound",
+        "pending_count",
+        "pending_since",
+        "pending_peak",
+        "episode_id",
+        "bound",
+        "seq",
+        "started_at",
+        "peak",
+        "last_notified",
+        "recover_count",
+        "recover_since",
+        "last_limit",
+    )
+
+    def __init__(
+        self,
+        episode_id: Optional[str] = None,
+        bound: Optional[str] = None,
+        seq: int = 0,
+        started_at: float = 0.0,
+        peak: float = 0.0,
+        last_notified: float = 0.0,
+    ) -> None:
+        # pending breach
+        self.pending_bound: Optional[str] = None
+        self.pending_count = 0
+        self.pending_since = 0.0
+        self.pending_peak = 0.0
+        # open episode
+        self.episode_id = episode_id
+        self.bound = bound
+        self.seq = seq
+        self.started_at = started_at
+        self.peak = peak
+        self.last_notified = last_notified
+        # pending recovery
+        self.recover_count = 0
+        self.recover_since = 0.0
+        # the episode's limit, for its events once that side has no limit any more
+        self.last_limit: Optional[float] = None
 
     def persistent(self) -> Dict[str, Any]:
         return {

@@ -27,9 +27,9 @@ deterministic; a request that failed there is made again at the next change.
 from __future__ import annotations
 
 import collections
+import collections.abc  # Mapping for isinstance: typing is not loaded at run time
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from .errors import GreengrassError, ShadowError
 from .greengrass.base import Runtime
@@ -44,12 +44,19 @@ from .live_settings import (
     LiveSettings,
 )
 
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 # (kind, change): kind is "rejected", "accepted" (decided, in force at the next reading) or "applied"
-ChangeObserver = Callable[[str, Change], None]
+if TYPE_CHECKING:
+    ChangeObserver = Callable[[str, Change], None]
+else:  # only annotations use it
+    ChangeObserver = "Callable[[str, Change], None]"
 
 
 class LiveConfig:
@@ -133,7 +140,11 @@ class LiveConfig:
 
     def _on_message(self, message: Mapping[str, Any], topic: str) -> None:
         parsed = parse_topic(topic)
-        if parsed is None or parsed[0] != self.thing or not isinstance(message, Mapping):
+        if (
+            parsed is None
+            or parsed[0] != self.thing
+            or not isinstance(message, collections.abc.Mapping)
+        ):
             return
         _, operation, answer = parsed
         if answer == "rejected":
@@ -167,7 +178,7 @@ class LiveConfig:
         else:
             return
         reported = (state.get("reported") or {}).get(REJECTED_SECTION) if state else None
-        if isinstance(reported, Mapping):
+        if isinstance(reported, collections.abc.Mapping):
             with self._lock:  # rejections reported before a restart, to clear if stale
                 self._rejected_names |= set(reported)
         if section is None:
@@ -178,7 +189,7 @@ class LiveConfig:
                     log.debug("ignoring shadow version %s (seen %s)", version, self._version)
                     return
                 self._version = version
-            if not isinstance(section, Mapping):
+            if not isinstance(section, collections.abc.Mapping):
                 log.warning(
                     "desired.%s of %s must be an object of variables, got %r; ignored",
                     SHADOW_SECTION,
@@ -381,14 +392,16 @@ class LiveConfig:
 
 def _section(desired: Any) -> Any:
     """``desired.sensor`` (None when absent; anything else is checked by the caller)."""
-    if not isinstance(desired, Mapping):
+    if not isinstance(desired, collections.abc.Mapping):
         return None
     return desired.get(SHADOW_SECTION)
 
 
 def _difference(before: Any, after: Any) -> Any:
     """The changes from ``before`` to ``after``: new or changed values, None for removals."""
-    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+    if not isinstance(before, collections.abc.Mapping) or not isinstance(
+        after, collections.abc.Mapping
+    ):
         return after
     changes: Dict[str, Any] = {k: v for k, v in after.items() if k not in before or before[k] != v}
     changes.update({k: None for k in before if k not in after})

@@ -25,11 +25,15 @@ consumers ignore fields they do not know.
 
 from __future__ import annotations
 
+import collections.abc  # Mapping for isinstance: typing is not loaded at run time
 import json
 import math
-from typing import Any, Dict, Mapping, Tuple
 
 from .errors import MessageError
+
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Tuple
 
 READING_SCHEMA = "edge-agent/reading/1"
 ANOMALY_SCHEMA = "edge-agent/anomaly/1"
@@ -57,7 +61,7 @@ def encode(message: Mapping[str, Any]) -> bytes:
 
 def decode(payload: Any) -> Dict[str, Any]:
     """Turn what a core hands a handler (dict, bytes or str) into a dict, or raise MessageError."""
-    if isinstance(payload, Mapping):
+    if isinstance(payload, collections.abc.Mapping):
         if len(encode_lenient(payload)) > MAX_MESSAGE_BYTES:
             raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
         return dict(payload)

@@ -21,9 +21,12 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Optional
 
 from .errors import AgentError, ConfigError
+
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Dict, Optional
 
 log = logging.getLogger(__name__)
 

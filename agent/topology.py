@@ -10,67 +10,167 @@ id (or ``cloud``), and the deploy step turns ids into qualified Lambda ARNs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Tuple
 
-CLOUD = "cloud"
-# A V1 core's local shadow service, as subscriptions name it.
-SHADOW_SERVICE = "GGShadowService"
-# Shadow subjects name the thing, known only where the group runs or is deployed:
-# the topology holds this token, and :meth:`GroupTopology.for_thing` puts the name in.
-THING_TOKEN = "{thing}"
-DEFAULT_SECRET_NAME = "greengrass-snow-creds"
-DEFAULT_READINGS_TOPIC = "IoTBlog/sensorData"
-DEFAULT_ANOMALY_TOPIC = "IoTBlog/anomaly"
+from .names import (
+    ANOMALY_FUNCTION_ID,
+    CLOUD,
+    DEFAULT_ANOMALY_TOPIC,
+    DEFAULT_READINGS_TOPIC,
+    DEFAULT_SECRET_NAME,
+    DEVICE_STATE_DIR,
+    HEALTH_TOPIC,
+    SENSOR_FUNCTION_ID,
+    SHADOW_SERVICE,
+    SNOW_SECRET_RESOURCE_ID,
+    STATE_VOLUME_ID,
+    STATUS_FUNCTION_ID,
+    STATUS_SWITCH,
+    THING_TOKEN,
+)
+from .record import Record
+
+# The names above are defined in agent.names (a function loads them without this
+# module's classes) and are importable from here as before.
+__all__ = [
+    "ANOMALY_FUNCTION_ID",
+    "CLOUD",
+    "DEFAULT_ANOMALY_TOPIC",
+    "DEFAULT_READINGS_TOPIC",
+    "DEFAULT_SECRET_NAME",
+    "DEVICE_STATE_DIR",
+    "HEALTH_TOPIC",
+    "SENSOR_FUNCTION_ID",
+    "SHADOW_SERVICE",
+    "SNOW_SECRET_RESOURCE_ID",
+    "STATE_VOLUME_ID",
+    "STATUS_FUNCTION_ID",
+    "STATUS_SWITCH",
+    "THING_TOKEN",
+    "DEFAULT_FRAMEBUFFER",
+    "DEFAULT_JOYSTICK",
+    "SHADOW_ANSWERS",
+    "SHADOW_PREFIX",
+    "SHADOW_REQUESTS",
+    "TOPIC_VARIABLES",
+    "DeviceResource",
+    "FunctionSpec",
+    "GroupTopology",
+    "ResourceAccess",
+    "SecretResource",
+    "Subscription",
+    "VolumeResource",
+    "default_topology",
+    "deployed_topology",
+    "shadow_subscriptions",
+    "status_enabled",
+    "with_status_function",
+]
 
 
-@dataclass(frozen=True)
-class SecretResource:
+class SecretResource(Record):
     """A Secrets Manager secret the core downloads and serves to functions."""
 
+    __slots__ = ("id", "secret_name", "staging_labels")
     id: str
     secret_name: str
-    staging_labels: Tuple[str, ...] = ()
+    staging_labels: Tuple[str, ...]
+
+    def __init__(self, id: str, secret_name: str, staging_labels: Tuple[str, ...] = ()) -> None:
+        self._fill(id, secret_name, staging_labels)
 
 
-@dataclass(frozen=True)
-class DeviceResource:
+class DeviceResource(Record):
     """A local device file (``/dev/...``) a containerised function may open."""
 
+    __slots__ = ("id", "source_path")
     id: str
     source_path: str
 
+    def __init__(self, id: str, source_path: str) -> None:
+        self._fill(id, source_path)
 
-@dataclass(frozen=True)
-class VolumeResource:
+
+class VolumeResource(Record):
     """A host directory mounted into the function's container (state that must survive)."""
 
+    __slots__ = ("id", "source_path", "destination_path")
     id: str
     source_path: str
     destination_path: str
 
+    def __init__(self, id: str, source_path: str, destination_path: str) -> None:
+        self._fill(id, source_path, destination_path)
 
-@dataclass(frozen=True)
-class ResourceAccess:
+
+class ResourceAccess(Record):
+    """A function's access to one resource of the group."""
+
+    __slots__ = ("resource_id", "permission")
     resource_id: str
-    permission: str = "ro"  # "ro" or "rw"
+    permission: str  # "ro" or "rw"
+
+    def __init__(self, resource_id: str, permission: str = "ro") -> None:
+        self._fill(resource_id, permission)
 
 
-@dataclass(frozen=True)
-class FunctionSpec:
+class FunctionSpec(Record):
     """One Greengrass function: its code, how the core runs it, what it may touch."""
 
+    __slots__ = (
+        "id",
+        "lambda_name",
+        "module",
+        "handler",
+        "pinned",
+        "timeout_s",
+        "memory_kb",
+        "environment",
+        "resource_access",
+        "access_sysfs",
+        "device_extras",
+    )
     id: str
     lambda_name: str
     module: str  # importable module holding the handler, e.g. functions.sensor_function
-    handler: str = "function_handler"
-    pinned: bool = False
-    timeout_s: int = 10
-    memory_kb: int = 32 * 1024
-    environment: Mapping[str, str] = field(default_factory=dict)
-    resource_access: Tuple[ResourceAccess, ...] = ()
-    access_sysfs: bool = False
-    device_extras: Tuple[str, ...] = ()  # pyproject extras this function needs on the device
+    handler: str
+    pinned: bool
+    timeout_s: int
+    memory_kb: int
+    environment: Mapping[str, str]
+    resource_access: Tuple[ResourceAccess, ...]
+    access_sysfs: bool
+    device_extras: Tuple[str, ...]  # pyproject extras this function needs on the device
+
+    def __init__(
+        self,
+        id: str,
+        lambda_name: str,
+        module: str,
+        handler: str = "function_handler",
+        pinned: bool = False,
+        timeout_s: int = 10,
+        memory_kb: int = 32 * 1024,
+        environment: Optional[Mapping[str, str]] = None,
+        resource_access: Tuple[ResourceAccess, ...] = (),
+        access_sysfs: bool = False,
+        device_extras: Tuple[str, ...] = (),
+    ) -> None:
+        self._fill(
+            id,
+            lambda_name,
+            module,
+            handler,
+            pinned,
+            timeout_s,
+            memory_kb,
+            {}
+            if environment is None
+            else environment,  # a new dict each, as field(default_factory=dict)
+            resource_access,
+            access_sysfs,
+            device_extras,
+        )
 
     @property
     def executable(self) -> str:
@@ -78,8 +178,7 @@ class FunctionSpec:
         return f"{self.module}.{self.handler}"
 
 
-@dataclass(frozen=True)
-class Subscription:
+class Subscription(Record):
     """Route messages on ``subject`` from ``source`` to ``target`` (function id or ``cloud``).
 
     ``subject_variable`` names the source function's variable that holds the
@@ -88,23 +187,60 @@ class Subscription:
     routes by and the topic the function publishes on come from one value.
     """
 
+    __slots__ = ("id", "source", "subject", "target", "subject_variable")
     id: str
     source: str
     subject: str
     target: str
-    subject_variable: Optional[str] = None
+    subject_variable: Optional[str]
+
+    def __init__(
+        self,
+        id: str,
+        source: str,
+        subject: str,
+        target: str,
+        subject_variable: Optional[str] = None,
+    ) -> None:
+        self._fill(id, source, subject, target, subject_variable)
 
 
-@dataclass(frozen=True)
-class GroupTopology:
+class GroupTopology(Record):
+    """The whole group: its functions, subscriptions, resources and the functions' uid/gid."""
+
+    __slots__ = (
+        "name",
+        "functions",
+        "subscriptions",
+        "secrets",
+        "devices",
+        "volumes",
+        "run_as_uid",
+        "run_as_gid",
+    )
     name: str
     functions: Tuple[FunctionSpec, ...]
     subscriptions: Tuple[Subscription, ...]
-    secrets: Tuple[SecretResource, ...] = ()
-    devices: Tuple[DeviceResource, ...] = ()
-    volumes: Tuple[VolumeResource, ...] = ()
-    run_as_uid: int = 1000
-    run_as_gid: int = 1000
+    secrets: Tuple[SecretResource, ...]
+    devices: Tuple[DeviceResource, ...]
+    volumes: Tuple[VolumeResource, ...]
+    run_as_uid: int
+    run_as_gid: int
+
+    def __init__(
+        self,
+        name: str,
+        functions: Tuple[FunctionSpec, ...],
+        subscriptions: Tuple[Subscription, ...],
+        secrets: Tuple[SecretResource, ...] = (),
+        devices: Tuple[DeviceResource, ...] = (),
+        volumes: Tuple[VolumeResource, ...] = (),
+        run_as_uid: int = 1000,
+        run_as_gid: int = 1000,
+    ) -> None:
+        self._fill(
+            name, functions, subscriptions, secrets, devices, volumes, run_as_uid, run_as_gid
+        )
 
     def function(self, function_id: str) -> FunctionSpec:
         for spec in self.functions:
@@ -120,16 +256,16 @@ class GroupTopology:
         """
         self.function(function_id)  # an unknown id is a wiring bug: fail loudly
         functions = tuple(
-            replace(f, environment={**f.environment, **variables}) if f.id == function_id else f
+            f.with_changes(environment={**f.environment, **variables}) if f.id == function_id else f
             for f in self.functions
         )
         subscriptions = tuple(
-            replace(s, subject=variables[s.subject_variable])
+            s.with_changes(subject=variables[s.subject_variable])
             if s.source == function_id and s.subject_variable in variables
             else s
             for s in self.subscriptions
         )
-        return replace(self, functions=functions, subscriptions=subscriptions)
+        return self.with_changes(functions=functions, subscriptions=subscriptions)
 
     def with_topics(self, function_id: str, topics: Mapping[str, str]) -> GroupTopology:
         """This topology as routed for ``function_id`` publishing on ``topics``.
@@ -156,21 +292,12 @@ class GroupTopology:
         if not any(THING_TOKEN in s.subject for s in self.subscriptions):
             return self
         subscriptions = tuple(
-            replace(s, subject=s.subject.replace(THING_TOKEN, thing)) for s in self.subscriptions
+            s.with_changes(subject=s.subject.replace(THING_TOKEN, thing))
+            for s in self.subscriptions
         )
-        return replace(self, subscriptions=subscriptions)
+        return self.with_changes(subscriptions=subscriptions)
 
 
-SENSOR_FUNCTION_ID = "sensor"
-ANOMALY_FUNCTION_ID = "anomaly"
-STATUS_FUNCTION_ID = "status"
-# Each function's health counters (edge-agent/health/1), local only: never routed to cloud.
-HEALTH_TOPIC = "edge-agent/health/{function}"
-# Set by the topology in every function's environment when the group has a status
-# function, so a V2 component (which routes its own messages) knows to send it copies.
-STATUS_SWITCH = "EDGE_AGENT_STATUS"
-SNOW_SECRET_RESOURCE_ID = "snow-credentials"
-STATE_VOLUME_ID = "edge-agent-state"
 # The sensor's shadow traffic (issue 13): requests it sends to the local shadow service,
 # and the answers and changes the service sends it (V1 subscriptions; on V2 the same
 # subjects become the ShadowManager IPC operations and local pub/sub subscriptions).
@@ -185,15 +312,6 @@ SHADOW_ANSWERS = (
 )
 # The variables that name the topics a function publishes on; subscriptions follow them.
 TOPIC_VARIABLES = ("readingsTopic", "anomalyTopic")
-# Episode state and the outbox must outlive a container restart, so they live on a
-# host directory mounted as a local volume resource (create it on the Pi, owned by
-# the functions' uid/gid). Not /var/lib: AWS IoT Greengrass V1 accepts a volume's
-# source path anywhere on the root file system *except under /sys, /dev or /var*
-# (Developer Guide, "Access local resources with Lambda functions and connectors",
-# docs.aws.amazon.com/greengrass/v1/developerguide/access-local-resources.html);
-# the core fails with "unable to start lambda container" otherwise. /opt is the
-# FHS place for an add-on package's files and is not on that list.
-DEVICE_STATE_DIR = "/opt/edge-agent/state"
 # The usual Sense HAT device nodes on Raspberry Pi OS. The library finds both by
 # name under /sys/class (``RPi-Sense FB``, ``Raspberry Pi Sense HAT Joystick``),
 # so a Pi with another framebuffer first may number them differently: the sensor
@@ -355,7 +473,8 @@ def with_status_function(
     }
     status_env.update(environment or {})
     functions = tuple(
-        replace(f, environment={**f.environment, STATUS_SWITCH: "on"}) for f in topology.functions
+        f.with_changes(environment={**f.environment, STATUS_SWITCH: "on"})
+        for f in topology.functions
     )
     status = FunctionSpec(
         id=STATUS_FUNCTION_ID,
@@ -384,7 +503,7 @@ def with_status_function(
             STATUS_FUNCTION_ID,
         ),
     )
-    return replace(topology, functions=functions + (status,), subscriptions=subscriptions)
+    return topology.with_changes(functions=functions + (status,), subscriptions=subscriptions)
 
 
 def deployed_topology(environ: Mapping[str, str]) -> GroupTopology:

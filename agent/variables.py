@@ -14,21 +14,24 @@ are in :mod:`agent.config`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
-from .topology import (
+from .names import (
     DEFAULT_ANOMALY_TOPIC,
     DEFAULT_READINGS_TOPIC,
     DEFAULT_SECRET_NAME,
     DEVICE_STATE_DIR,
 )
+from .record import Record
+
+TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 # One default for every tool (the functions, ``edge-agent run``, ``edge-agent
 # outbox``, ``edge-agent status``): the deployed state volume's path, durable
 # across reboots (so queued incident actions survive one) and a path a
-# Greengrass V1 volume resource may use (see agent/topology.py).
+# Greengrass V1 volume resource may use (see agent/names.py).
 DEFAULT_STATE_DIR = DEVICE_STATE_DIR
 # Environment names the process reads that are not function variables.
 PROCESS_SWITCHES = (
@@ -45,14 +48,27 @@ PROCESS_SWITCHES = (
 LIMIT_PREFIXES = (("temperature", "temp"), ("humidity", "humid"), ("pressure", "pressure"))
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(Record):
+    """One variable of the table: how it is parsed, its default, which function reads it."""
+
+    __slots__ = ("name", "kind", "default", "function", "help", "choices")
     name: str
     kind: str  # "float", "int", "str", "bool", "url", "choice"
     default: Optional[str]
     function: str  # "sensor", "anomaly" or "both"
     help: str
-    choices: Tuple[str, ...] = ()
+    choices: Tuple[str, ...]
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        default: Optional[str],
+        function: str,
+        help: str,
+        choices: Tuple[str, ...] = (),
+    ) -> None:
+        self._fill(name, kind, default, function, help, choices)
 
 
 VARIABLES: List[Variable] = [

@@ -10,7 +10,6 @@ import argparse
 import importlib
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -96,7 +95,7 @@ def build_topology(
         raise DeployError("uid/gid 0 is root", hint="pass --run-as-root explicitly to run as root")
     if uid < 0 or gid < 0:
         raise DeployError("--uid/--gid must be positive")
-    return replace(topology, run_as_uid=uid, run_as_gid=gid)
+    return topology.with_changes(run_as_uid=uid, run_as_gid=gid)
 
 
 def with_state_dir(topology: GroupTopology, directory: str) -> GroupTopology:
@@ -109,18 +108,18 @@ def with_state_dir(topology: GroupTopology, directory: str) -> GroupTopology:
             "--state-dir: the topology has no {!r} volume to move".format(STATE_VOLUME_ID)
         )
     volumes = tuple(
-        replace(v, source_path=directory, destination_path=directory)
+        v.with_changes(source_path=directory, destination_path=directory)
         if v.id == STATE_VOLUME_ID
         else v
         for v in topology.volumes
     )
     functions = tuple(
-        replace(f, environment=dict(f.environment, stateDir=directory))
+        f.with_changes(environment=dict(f.environment, stateDir=directory))
         if "stateDir" in f.environment
         else f
         for f in topology.functions
     )
-    return replace(topology, volumes=volumes, functions=functions)
+    return topology.with_changes(volumes=volumes, functions=functions)
 
 
 def _region(args: argparse.Namespace, state: State, required: bool) -> str:

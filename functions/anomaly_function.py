@@ -18,8 +18,8 @@ from agent.config import AnomalySettings
 from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
+from agent.names import ANOMALY_FUNCTION_ID
 from agent.startup import start_on_core
-from agent.topology import ANOMALY_FUNCTION_ID
 
 log = logging.getLogger("edge_agent.anomaly_function")
 

@@ -17,10 +17,10 @@ from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
 from agent.greengrass import detect_backend, open_runtime
+from agent.names import STATUS_FUNCTION_ID
 from agent.startup import start_on_core
 from agent.status.service import StatusService
 from agent.status.settings import StatusSettings
-from agent.topology import STATUS_FUNCTION_ID
 
 log = logging.getLogger("edge_agent.status_function")
 

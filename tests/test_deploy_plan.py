@@ -300,11 +300,10 @@ def _target(topology):
 def test_resource_access_policies_are_capped():
     topology = default_topology()
     devices = tuple(DeviceResource("dev{}".format(i), "/dev/x{}".format(i)) for i in range(11))
-    sensor = replace(
-        topology.function("sensor"),
+    sensor = topology.function("sensor").with_changes(
         resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices),
     )
-    big = replace(topology, devices=devices, functions=(sensor, topology.function("anomaly")))
+    big = topology.with_changes(devices=devices, functions=(sensor, topology.function("anomaly")))
     with pytest.raises(DeployError, match="at most {}".format(MAX_RESOURCE_ACCESS_POLICIES)):
         function_definition(big, _target(big))
 
@@ -312,8 +311,8 @@ def test_resource_access_policies_are_capped():
 @pytest.mark.parametrize("memory_kb", [48, 48 * 1024 * 1000])
 def test_memory_size_must_look_like_kilobytes(memory_kb):
     topology = default_topology()
-    sensor = replace(topology.function("sensor"), memory_kb=memory_kb)
-    bad = replace(topology, functions=(sensor, topology.function("anomaly")))
+    sensor = topology.function("sensor").with_changes(memory_kb=memory_kb)
+    bad = topology.with_changes(functions=(sensor, topology.function("anomaly")))
     with pytest.raises(DeployError, match="KB"):
         function_definition(bad, _target(bad))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -139,7 +138,7 @@ def test_no_wildcard_actions_and_no_star_resource_for_iot(policy):
 def test_topics_follow_the_topology():
     topology = default_topology(environment={"sensor": {"readingsTopic": "plant/+/readings"}})
     cloud_in = Subscription("commands-from-cloud", CLOUD, "plant/commands/#", "anomaly")
-    topology = replace(topology, subscriptions=topology.subscriptions + (cloud_in,))
+    topology = topology.with_changes(subscriptions=topology.subscriptions + (cloud_in,))
     policy = make_policy(topology)
     assert allowed(policy, "iot:Publish", arn("topic/plant/line1/readings"))
     assert not allowed(policy, "iot:Publish", arn("topic/IoTBlog/sensorData"))
@@ -176,7 +175,7 @@ def test_a_policy_aws_would_refuse_for_its_size_fails_at_plan_time():
         for i in range(40)
     )
     with pytest.raises(DeployError, match="AWS IoT allows 2048"):
-        make_policy(replace(topology, subscriptions=topology.subscriptions + many))
+        make_policy(topology.with_changes(subscriptions=topology.subscriptions + many))
     size = len("".join(json.dumps(make_policy()).split()))
     assert size <= 2048  # the default group fits, with room for a longer thing name
 

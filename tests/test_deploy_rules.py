@@ -7,7 +7,6 @@ the resource, the rule and the AWS document; the valid neighbours pass.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import boto3
 import pytest
@@ -44,11 +43,10 @@ def with_volume(source, destination=None, permission="rw"):
     topology = test_topology()
     volume = VolumeResource("extra-volume", source, destination or source)
     sensor = topology.function("sensor")
-    sensor = replace(
-        sensor, resource_access=sensor.resource_access + (ResourceAccess(volume.id, permission),)
+    sensor = sensor.with_changes(
+        resource_access=sensor.resource_access + (ResourceAccess(volume.id, permission),)
     )
-    return replace(
-        topology,
+    return topology.with_changes(
         volumes=topology.volumes + (volume,),
         functions=(sensor, topology.function("anomaly")),
     )
@@ -68,8 +66,7 @@ def test_volume_sources_under_sys_dev_var_are_refused(tmp_path, capsys, source):
 
 
 def test_the_default_state_volume_under_var_is_refused_with_a_way_out(tmp_path, capsys):
-    topology = replace(
-        default_topology(),
+    topology = default_topology().with_changes(
         volumes=(VolumeResource("edge-agent-state", "/var/lib/edge-agent", "/var/lib/edge-agent"),),
     )
     code, text, _ = plan(tmp_path, capsys, topology)
@@ -117,8 +114,7 @@ def test_volume_permission_and_destination_rules(
 @pytest.mark.parametrize("path", ["/opt/i2c-1", "/dev/shm/ring", "dev/i2c-1", "/dev"])
 def test_device_resources_must_be_device_files_under_dev(tmp_path, capsys, path):
     topology = test_topology()
-    topology = replace(
-        topology,
+    topology = topology.with_changes(
         devices=tuple(
             DeviceResource(d.id, path) if d.id == "i2c-bus" else d for d in topology.devices
         ),
@@ -131,14 +127,13 @@ def test_device_resources_must_be_device_files_under_dev(tmp_path, capsys, path)
 def test_secret_resources_are_read_only(tmp_path, capsys):
     topology = test_topology()
     anomaly = topology.function("anomaly")
-    anomaly = replace(
-        anomaly,
+    anomaly = anomaly.with_changes(
         resource_access=tuple(
             ResourceAccess(a.resource_id, "rw") if a.resource_id == "snow-credentials" else a
             for a in anomaly.resource_access
         ),
     )
-    topology = replace(topology, functions=(topology.function("sensor"), anomaly))
+    topology = topology.with_changes(functions=(topology.function("sensor"), anomaly))
     code, text, _ = plan(tmp_path, capsys, topology)
     assert code == 1
     assert "function 'anomaly', resource 'snow-credentials': permission 'rw' on a secret" in text
@@ -159,7 +154,7 @@ def test_subscriptions_reference_functions_by_version_or_alias_only(
 ):
     topology = test_topology()
     extra = Subscription("to-other", "sensor", "IoTBlog/anomaly", endpoint)
-    topology = replace(topology, subscriptions=topology.subscriptions + (extra,))
+    topology = topology.with_changes(subscriptions=topology.subscriptions + (extra,))
     code, text, _ = plan(tmp_path, capsys, topology)
     assert code == 1, text
     assert "subscription 'to-other': target" in text and problem in text
@@ -179,7 +174,7 @@ def test_subscriptions_reference_functions_by_version_or_alias_only(
 def test_qualified_functions_devices_cloud_and_shadow_are_valid_targets(tmp_path, capsys, endpoint):
     topology = test_topology()
     extra = Subscription("to-other", "sensor", "IoTBlog/anomaly", endpoint)
-    topology = replace(topology, subscriptions=topology.subscriptions + (extra,))
+    topology = topology.with_changes(subscriptions=topology.subscriptions + (extra,))
     code, text, _ = plan(tmp_path, capsys, topology)
     assert code == 0, text
 
@@ -187,7 +182,7 @@ def test_qualified_functions_devices_cloud_and_shadow_are_valid_targets(tmp_path
 def test_every_broken_rule_is_reported_at_once(tmp_path, capsys):
     topology = with_volume("/sys/kernel", "/data")
     extra = Subscription("to-latest", "sensor", "x/y", "arn:aws:lambda:us-east-1:1:function:f")
-    topology = replace(topology, subscriptions=topology.subscriptions + (extra,))
+    topology = topology.with_changes(subscriptions=topology.subscriptions + (extra,))
     code, text, _ = plan(tmp_path, capsys, topology)
     assert code == 1
     assert "2 of AWS's documented rules broken" in text

@@ -6,7 +6,6 @@ Evaluated with the small AWS IoT/IAM policy evaluator of test_deploy_policy.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from test_deploy_policy import allowed
@@ -75,8 +74,7 @@ def test_publishes_the_readings_and_anomalies_and_nothing_else(policy):
 
 def test_topics_from_the_cloud_follow_the_subscriptions():
     topology = default_topology()
-    topology = replace(
-        topology,
+    topology = topology.with_changes(
         subscriptions=topology.subscriptions
         + (Subscription("cmd", CLOUD, "plant/commands/#", "anomaly"),),
     )

@@ -29,7 +29,7 @@ import shutil
 import statistics
 import struct
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -343,7 +343,7 @@ class ReplaySensor(Sensor):
                 self._source = self._play()
                 reading = next(self._source, None)
             if reading is not None and self._laps:
-                reading = replace(reading, ts=reading.ts + self._laps * self._lap)
+                reading = reading.with_changes(ts=reading.ts + self._laps * self._lap)
             self._next = reading
         return self._next
 

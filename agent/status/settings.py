@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Tuple
 
 from ..config import _topic
 from ..errors import ConfigError
-from ..topology import ANOMALY_FUNCTION_ID, HEALTH_TOPIC, SENSOR_FUNCTION_ID
+from ..names import ANOMALY_FUNCTION_ID, HEALTH_TOPIC, SENSOR_FUNCTION_ID
 from ..variables import VariableReader
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -15,7 +15,7 @@ lives with the service it drives: ``lambdas`` (IAM and Lambda), ``things``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -110,7 +110,7 @@ class V1Deployer:
         ctx, opts = self.ctx, self.opts
         topology = self.topology
         if opts.run_as_root:
-            topology = replace(topology, run_as_uid=0, run_as_gid=0)
+            topology = topology.with_changes(run_as_uid=0, run_as_gid=0)
             self.topology = topology
             ctx.out("note: " + ROOT_CONFIG_NOTE)
         ctx.resolve_account(opts.account)

@@ -11,7 +11,7 @@ from .options import BridgeOptions
 
 def cloud_subjects(topology: Any) -> List[str]:
     """The subjects of the topology's subscriptions whose source is ``cloud``."""
-    from ...topology import CLOUD
+    from ...names import CLOUD
 
     return list(dict.fromkeys(s.subject for s in topology.subscriptions_from(CLOUD)))
 
