@@ -1,0 +1,141 @@
+"""The outbox as the delivery worker sees it: dedup, per-incident order, durability of a queued action."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from agent.servicenow import outbox as outbox_module
+from agent.servicenow.incidents import Action
+from agent.servicenow.outbox import Incident, Outbox
+
+NOW = 1_790_000_000.0
+
+
+def action(corr: str, seq: int, kind: str = "open") -> Action:
+    return Action(kind, "{}#{}:{}".format(corr, seq, kind), corr, {"short_description": corr})
+
+
+@pytest.fixture
+def box(tmp_path):
+    outbox = Outbox(str(tmp_path / "outbox.db"))
+    yield outbox
+    outbox.close()
+
+
+def test_a_key_is_queued_once_whether_pending_delivered_or_dead(box):
+    pending, delivered, dead = action("a", 0), action("b", 0), action("c", 0)
+    assert box.enqueue(pending, NOW) and box.enqueue(delivered, NOW) and box.enqueue(dead, NOW)
+    assert not box.enqueue(pending, NOW)
+    by_key = {q.action.key: q for q in box.due(NOW)}
+    box.delivered(by_key[delivered.key], NOW)
+    box.dead_letter(by_key[dead.key], NOW, "403 forbidden", 403)
+    # A repeated message (MQTT redelivery, a restarted sensor) queues nothing again.
+    assert not box.enqueue(delivered, NOW + 1)
+    assert not box.enqueue(dead, NOW + 1)
+    assert box.counts() == {"pending": 1, "delivered": 1, "dead_letter": 1, "incidents": 0}
+    assert [d["key"] for d in box.dead_letters()] == [dead.key]
+    assert box.dead_letters()[0]["status"] == 403
+
+
+def test_only_the_oldest_action_of_an_incident_is_due(box):
+    a0, a1, b0 = action("a", 0), action("a", 1, "note"), action("b", 0)
+    for queued in (a0, a1, b0):
+        box.enqueue(queued, NOW)
+    assert [q.action.key for q in box.due(NOW)] == [a0.key, b0.key]
+    # The head of "a" waits: its note must not overtake it, "b" goes on.
+    head = box.due(NOW)[0]
+    box.retry_later(head, NOW + 60, "timeout")
+    assert [q.action.key for q in box.due(NOW + 30)] == [b0.key]
+    assert box.next_attempt_at() == NOW  # b0
+    box.delivered(box.due(NOW + 30)[0], NOW + 30)
+    assert box.next_attempt_at() == NOW + 60  # the head of "a", not its note
+    (again,) = box.due(NOW + 60)
+    assert again.action.key == a0.key and again.attempts == 1
+    box.delivered(again, NOW + 60, Incident("a", "sys1", "INC1", "1"))
+    assert [q.action.key for q in box.due(NOW + 60)] == [a1.key]
+    assert box.incident("a") == Incident("a", "sys1", "INC1", "1")
+
+
+def test_due_honours_the_retry_time_and_the_limit(box):
+    for i in range(5):
+        box.enqueue(action("c{}".format(i), 0), NOW + i)
+    assert len(box.due(NOW + 2)) == 3
+    assert len(box.due(NOW + 10, limit=2)) == 2
+    assert box.next_attempt_at() == NOW
+    assert Outbox(":memory:").next_attempt_at() is None
+
+
+def test_requeued_dead_letters_are_due_again(box):
+    box.enqueue(action("a", 0), NOW)
+    box.enqueue(action("b", 0), NOW)
+    for queued in box.due(NOW):
+        box.dead_letter(queued, NOW, "403", 403)
+    assert box.requeue_dead_letters(NOW + 5, keys=[action("b", 0).key]) == 1
+    assert [q.action.key for q in box.due(NOW + 5)] == [action("b", 0).key]
+    assert box.requeue_dead_letters(NOW + 6) == 1
+    assert box.counts()["dead_letter"] == 0 and box.counts()["pending"] == 2
+
+
+def test_old_delivered_keys_are_pruned(box):
+    box.enqueue(action("a", 0), NOW)
+    box.delivered(box.due(NOW)[0], NOW)
+    assert box.prune_delivered(NOW) == 0
+    assert box.prune_delivered(NOW + 1) == 1
+    assert box.counts()["delivered"] == 0
+
+
+def test_a_long_error_is_kept_short(box):
+    box.enqueue(action("a", 0), NOW)
+    (queued,) = box.due(NOW)
+    box.retry_later(queued, NOW + 5, "x" * 2000)
+    db = sqlite3.connect(box.path)
+    (last_error,) = db.execute("SELECT last_error FROM pending").fetchone()
+    box.dead_letter(box.due(NOW + 5)[0], NOW, "y" * 2000, None)
+    (reason,) = db.execute("SELECT reason FROM dead_letter").fetchone()
+    db.close()
+    assert len(last_error) == 500 and len(reason) == 500
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """Every SQL statement the outbox's own connection runs, in order."""
+    seen = []
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        db = real_connect(*args, **kwargs)
+        db.set_trace_callback(seen.append)
+        return db
+
+    monkeypatch.setattr(outbox_module.sqlite3, "connect", connect)
+    return seen
+
+
+def _synchronous_at(statements, index):
+    modes = [s for s in statements[:index] if s.upper().startswith("PRAGMA SYNCHRONOUS")]
+    return modes[-1].split("=")[1].upper() if modes else None
+
+
+def _last_commit(statements):
+    return max(i for i, s in enumerate(statements) if s.upper() == "COMMIT")
+
+
+def test_a_queued_action_is_committed_with_a_full_sync(tmp_path, statements):
+    # Nothing sends the event again once enqueue() returned, so its commit must
+    # reach the disk (synchronous=FULL); the rest of the outbox runs NORMAL.
+    box = Outbox(str(tmp_path / "outbox.db"))
+    assert _synchronous_at(statements, len(statements)) == "NORMAL"
+    statements.clear()
+    box.enqueue(action("a", 0), NOW)
+    assert _synchronous_at(statements, _last_commit(statements)) == "FULL"
+    assert _synchronous_at(statements, len(statements)) == "NORMAL"
+    box.record_create_intent("a", NOW)
+    assert _synchronous_at(statements, _last_commit(statements)) == "FULL"
+    assert _synchronous_at(statements, len(statements)) == "NORMAL"
+    assert box.create_intent("a") == NOW
+    statements.clear()
+    box.delivered(box.due(NOW)[0], NOW)
+    assert _synchronous_at(statements, len(statements)) is None  # no sync of its own
+    box.close()
