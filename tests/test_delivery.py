@@ -1,0 +1,178 @@
+"""What a failure means for the queue, against the ServiceNow stand-in in virtual time:
+Retry-After (bounded), backoff with jitter, one pause for every action, dead letters."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import SNOW_USER, secret_json
+from helpers import anomaly
+
+from agent.clock import VirtualClock
+from agent.config import AnomalySettings
+from agent.credentials import CredentialsProvider
+from agent.servicenow.client import TableClient
+from agent.servicenow.delivery import MAX_RETRY_AFTER, Deliverer
+from agent.servicenow.incidents import action_for
+from agent.servicenow.outbox import Outbox
+from devtools.servicenow_standin import ServiceNowStandIn
+
+SETTINGS = AnomalySettings.from_mapping({"snowUrl": "https://x.service-now.com"})
+
+
+@pytest.fixture
+def vclock():
+    return VirtualClock(start=1_790_000_000.0)
+
+
+@pytest.fixture
+def snow(password, vclock):
+    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=vclock.time).start()
+    yield server
+    server.stop()
+
+
+def make_deliverer(snow, password, vclock, tmp_path, seed=1, retry_base=2.0, retry_max=300.0):
+    outbox = Outbox(str(tmp_path / "outbox-{}.db".format(seed)))
+    credentials = CredentialsProvider(lambda _id: secret_json(password), "snow-creds", clock=vclock)
+    client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+    return Deliverer(
+        outbox,
+        client,
+        credentials,
+        clock=vclock,
+        retry_base=retry_base,
+        retry_max=retry_max,
+        rng=random.Random(seed),
+    )
+
+
+def queue(deliverer, vclock, episode="pi-test:humidity:upper:1790000000", kind="breach", seq=0):
+    action = action_for(anomaly(kind, seq, episode), SETTINGS)
+    assert deliverer.outbox.enqueue(action, vclock.time())
+    return action
+
+
+def wait_of(deliverer, vclock):
+    return deliverer.next_attempt_at() - vclock.time()
+
+
+@pytest.mark.parametrize(
+    "retry_after, wait", [(45, 45.0), (0, 2.0), (1, 2.0), (7200, MAX_RETRY_AFTER)]
+)
+def test_a_429_waits_as_retry_after_asks_within_bounds(snow, password, vclock, tmp_path, retry_after, wait):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    queue(deliverer, vclock)
+    snow.faults.rate_limit_next(1, retry_after=retry_after)
+    assert deliverer.pump() == 0
+    assert wait_of(deliverer, vclock) == wait
+    vclock.advance(wait - 0.5)
+    assert deliverer.pump() == 0 and len(snow.request_log) == 1  # nothing sent meanwhile
+    vclock.advance(0.5)
+    assert deliverer.pump() == 1 and len(snow.incidents()) == 1
+
+
+def test_while_servicenow_fails_every_action_waits_not_only_the_failed_one(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    queue(deliverer, vclock)
+    snow.faults.fail_next(1, status=503)
+    assert deliverer.pump() == 0
+    requests = len(snow.request_log)
+    # Another incident's action, queued during the pause, waits for it too.
+    queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
+    assert deliverer.pump() == 0 and len(snow.request_log) == requests
+    assert deliverer.next_attempt_at() > vclock.time()
+    vclock.advance_to(deliverer.next_attempt_at())
+    assert deliverer.pump() == 2 and len(snow.incidents()) == 2
+    assert deliverer.next_attempt_at() is None
+
+
+def test_retry_delays_are_jittered_between_half_and_the_whole_backoff(
+    snow, password, vclock, tmp_path
+):
+    waits = []
+    for seed in range(6):
+        deliverer = make_deliverer(snow, password, vclock, tmp_path, seed=seed, retry_base=8.0)
+        queue(deliverer, vclock)
+        snow.faults.fail_next(1, status=503)
+        assert deliverer.pump() == 0
+        waits.append(wait_of(deliverer, vclock))
+        deliverer.outbox.close()
+    assert all(4.0 <= w <= 8.0 for w in waits), waits
+    assert len(set(waits)) == len(waits)  # clients that failed together do not retry together
+
+
+def test_a_long_outage_is_probed_every_30_to_60_seconds_and_recovers_at_once(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path, retry_max=3600.0)
+    queue(deliverer, vclock)
+    snow.faults.down = True
+    waits = []
+    for _ in range(12):
+        assert deliverer.pump() == 0
+        waits.append(wait_of(deliverer, vclock))
+        vclock.advance_to(deliverer.next_attempt_at())
+    # Doubling from 2 s (1-2, 2-4, ... s), then held at 30-60 s: never more.
+    assert 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0
+    assert all(30.0 <= w <= 60.0 for w in waits[6:]), waits
+    snow.faults.down = False
+    assert deliverer.pump() == 1
+    # The streak is over: the next failure starts from the base again.
+    queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
+    snow.faults.fail_next(1, status=503)
+    assert deliverer.pump() == 0 and wait_of(deliverer, vclock) <= 2.0
+
+
+def test_an_action_servicenow_refuses_for_good_is_dead_lettered_and_the_rest_go_on(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    refused = queue(deliverer, vclock)
+    queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append((o.kind, o.action.key)))
+    snow.faults.fail_next(1, status=403)
+    assert deliverer.pump() == 2
+    assert [d["key"] for d in deliverer.outbox.dead_letters()] == [refused.key]
+    assert deliverer.outbox.dead_letters()[0]["status"] == 403
+    assert ("dead_lettered", refused.key) in outcomes and len(snow.incidents()) == 1
+    assert deliverer.stats.dead_lettered == 1 and deliverer.stats.opened == 1
+
+
+def test_refused_credentials_hold_everything_for_a_minute_or_so(snow, password, vclock, tmp_path):
+    outbox = Outbox(str(tmp_path / "outbox.db"))
+    credentials = CredentialsProvider(
+        lambda _id: secret_json("wrong-password"), "snow-creds", clock=vclock
+    )
+    client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+    deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(3))
+    queue(deliverer, vclock)
+    assert deliverer.pump() == 0
+    assert 60.0 <= wait_of(deliverer, vclock) <= 70.0
+    assert deliverer.stats.auth_failures == 1
+
+
+def test_an_observer_that_raises_never_stops_delivery(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    seen = []
+
+    def broken(outcome):
+        raise RuntimeError("observer bug")
+
+    deliverer.on_outcome.extend([broken, seen.append])
+    queue(deliverer, vclock)
+    queue(deliverer, vclock, kind="recovered", seq=1)
+    assert deliverer.pump() == 2
+    assert [o.kind for o in seen] == ["opened", "resolved"]
+
+
+def test_stop_ends_a_pump_between_actions(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    for i in range(3):
+        queue(deliverer, vclock, episode="pi-test:humidity:upper:{}".format(1_790_000_000 + i))
+    deliverer.on_outcome.append(lambda outcome: deliverer.stop())
+    assert deliverer.pump() == 1
