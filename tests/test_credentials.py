@@ -68,7 +68,9 @@ def make_provider(clock, ttl=600.0):
         fresh.append(secret_id)
         return fetch(secret_id)
 
-    provider = CredentialsProvider(fetch, "snow-creds", ttl=ttl, clock=clock, fetch_fresh=fetch_fresh)
+    provider = CredentialsProvider(
+        fetch, "snow-creds", ttl=ttl, clock=clock, fetch_fresh=fetch_fresh
+    )
     return provider, values, fetched, fresh
 
 

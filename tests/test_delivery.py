@@ -61,7 +61,9 @@ def wait_of(deliverer, vclock):
 @pytest.mark.parametrize(
     "retry_after, wait", [(45, 45.0), (0, 2.0), (1, 2.0), (7200, MAX_RETRY_AFTER)]
 )
-def test_a_429_waits_as_retry_after_asks_within_bounds(snow, password, vclock, tmp_path, retry_after, wait):
+def test_a_429_waits_as_retry_after_asks_within_bounds(
+    snow, password, vclock, tmp_path, retry_after, wait
+):
     deliverer = make_deliverer(snow, password, vclock, tmp_path)
     queue(deliverer, vclock)
     snow.faults.rate_limit_next(1, retry_after=retry_after)
