@@ -71,6 +71,7 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_slow_create_crash.py",
     ],
     "agent/servicenow/auth_recovery.py": [
+        "tests/test_auth_recovery.py",
         "tests/test_password_rotation.py",
         "tests/test_delivery.py",
     ],

@@ -296,3 +296,25 @@ def test_a_device_id_of_exactly_the_maximum_length_is_kept_whole():
     [event] = feed(Judge(longer, [HUMID], debounce_samples=1), [60])
     assert event.episode_id.split(":")[0] != longer and "~" in event.episode_id
     assert len(event.episode_id.split(":")[0]) == MAX_DEVICE_IN_ID
+
+
+def test_a_saved_episode_of_a_metric_no_longer_watched_is_not_continued():
+    first = Judge("pi", [HUMID, TEMP], debounce_samples=1)
+    feed(first, [5], metric="temperature")
+    saved = first.snapshot()
+    assert set(saved) == {"temperature"}
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    judge.restore(saved)
+    assert judge.open_episodes() == {} and judge.snapshot() == {}
+    judge.restore({"humidity": "not a dict"})
+    assert judge.open_episodes() == {}
+
+
+def test_a_continued_episode_keeps_its_seq_and_renotify_time():
+    first = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    feed(first, [60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60])  # update at 1060
+    second = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    second.restore(first.snapshot())
+    events = feed(second, [60] * 13, start=1065.0)
+    assert [(e.event, e.seq, e.ts) for e in events] == [("update", 2, 1120.0)]
+    assert events[0].started_at == 1000.0 and events[0].peak == 60
