@@ -178,3 +178,85 @@ def test_stop_ends_a_pump_between_actions(snow, password, vclock, tmp_path):
         queue(deliverer, vclock, episode="pi-test:humidity:upper:{}".format(1_790_000_000 + i))
     deliverer.on_outcome.append(lambda outcome: deliverer.stop())
     assert deliverer.pump() == 1
+
+
+def close_in_servicenow(snow, password, incident, state="7"):
+    """An engineer closes the incident in ServiceNow (here through the Table API)."""
+    import requests
+
+    response = requests.patch(
+        "{}/api/now/table/incident/{}".format(snow.url, incident["sys_id"]),
+        json={"state": state},
+        auth=(SNOW_USER, password),
+        headers={"Accept": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+
+
+def test_stats_and_outcomes_tell_what_became_of_each_action(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append((o.kind, o.action.kind, o.detail)))
+    queue(deliverer, vclock)
+    queue(deliverer, vclock, kind="update", seq=1)
+    queue(deliverer, vclock, kind="recovered", seq=2)
+    assert deliverer.pump() == 3
+    (incident,) = snow.incidents()
+    assert incident["state"] == "6"
+    # The same episode from a second agent (a replaced device): found, not created again.
+    other = make_deliverer(snow, password, vclock, tmp_path, seed=2)
+    other.on_outcome.append(lambda o: outcomes.append((o.kind, o.action.kind, o.detail)))
+    queue(other, vclock)
+    assert other.pump() == 1 and len(snow.incidents()) == 1
+    # A closed incident is left alone.
+    episode = "pi-test:temperature:upper:1790000000"
+    queue(deliverer, vclock, episode=episode)
+    deliverer.pump()
+    closed = [i for i in snow.incidents() if i["state"] != "6"][0]
+    close_in_servicenow(snow, password, closed)
+    queue(deliverer, vclock, episode=episode, kind="update", seq=1)
+    assert deliverer.pump() == 1
+    assert [i["state"] for i in snow.incidents()].count("7") == 1
+    assert outcomes == [
+        ("opened", "open", ""),
+        ("noted", "note", ""),
+        ("resolved", "resolve", ""),
+        ("reused", "open", ""),
+        ("opened", "open", ""),
+        ("skipped", "note", "already closed in ServiceNow"),
+    ]
+    stats = deliverer.stats
+    assert (stats.opened, stats.reused, stats.noted, stats.resolved, stats.skipped) == (
+        2,
+        0,
+        1,
+        1,
+        1,
+    )
+    assert (stats.retries, stats.dead_lettered, stats.auth_failures) == (0, 0, 0)
+    assert (other.stats.opened, other.stats.reused) == (0, 1)
+
+
+def test_a_note_without_an_incident_opens_it_first(snow, password, vclock, tmp_path):
+    # The breach was lost before it was queued: the update still records the episode.
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append(o.kind))
+    queue(deliverer, vclock, kind="update", seq=1)
+    assert deliverer.pump() == 1
+    (incident,) = snow.incidents()
+    assert incident["state"] == "1" and incident["short_description"].startswith("Humidity above")
+    assert outcomes == ["opened", "noted"]
+    assert (deliverer.stats.opened, deliverer.stats.noted) == (1, 1)
+
+
+def test_a_retry_counts_and_says_why(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append((o.kind, o.detail)))
+    queue(deliverer, vclock)
+    snow.faults.fail_next(1, status=503)
+    deliverer.pump()
+    assert deliverer.stats.retries == 1
+    assert [k for k, _ in outcomes] == ["retry"] and "503" in outcomes[0][1]
