@@ -260,3 +260,37 @@ def test_a_retry_counts_and_says_why(snow, password, vclock, tmp_path):
     deliverer.pump()
     assert deliverer.stats.retries == 1
     assert [k for k, _ in outcomes] == ["retry"] and "503" in outcomes[0][1]
+
+
+def test_an_unreadable_secret_backs_off_like_an_outage(snow, password, vclock, tmp_path):
+    outbox = Outbox(str(tmp_path / "outbox.db"))
+    credentials = CredentialsProvider(lambda _id: "{not json", "snow-creds", clock=vclock)
+    client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+    deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(5))
+    queue(deliverer, vclock)
+    waits = []
+    for _ in range(3):
+        assert deliverer.pump() == 0
+        waits.append(wait_of(deliverer, vclock))
+        vclock.advance_to(deliverer.next_attempt_at())
+    assert 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0 and 4.0 <= waits[2] <= 8.0
+    assert snow.request_log == []  # nothing sent without credentials
+
+
+def test_the_wait_after_refused_credentials_is_jittered_over_ten_seconds(
+    snow, password, vclock, tmp_path
+):
+    waits = []
+    # Seeds whose first draw is near either end of the jitter: 0.12 and 9.56 of 10 s.
+    for seed in (31, 2):
+        outbox = Outbox(str(tmp_path / "outbox-{}.db".format(seed)))
+        credentials = CredentialsProvider(
+            lambda _id: secret_json("wrong-password"), "snow-creds", clock=vclock
+        )
+        client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+        deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(seed))
+        queue(deliverer, vclock)
+        deliverer.pump()
+        waits.append(wait_of(deliverer, vclock))
+        outbox.close()
+    assert 60.0 <= waits[0] < 61.0 and 69.0 < waits[1] <= 70.0
