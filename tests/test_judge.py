@@ -318,3 +318,41 @@ def test_a_continued_episode_keeps_its_seq_and_renotify_time():
     events = feed(second, [60] * 13, start=1065.0)
     assert [(e.event, e.seq, e.ts) for e in events] == [("update", 2, 1120.0)]
     assert events[0].started_at == 1000.0 and events[0].peak == 60
+
+
+def test_a_continued_episode_recovers_after_the_full_debounce():
+    first = Judge("pi", [HUMID], debounce_samples=2)
+    feed(first, [55, 55])
+    second = Judge("pi", [HUMID], debounce_samples=2)
+    second.restore(first.snapshot())
+    # The first reading after the restart is already back inside: one is not enough.
+    assert feed(second, [40], start=2000.0) == []
+    assert [e.event for e in feed(second, [40], start=2005.0)] == ["recovered"]
+
+
+def test_the_default_judge_debounces_three_samples_and_renotifies_every_half_hour():
+    judge = Judge("pi", [HUMID])
+    assert feed(judge, [55, 55]) == []
+    events = feed(judge, [55] * 400, start=1010.0, step=5.0)  # 1010..3005
+    assert [(e.event, e.ts) for e in events] == [("breach", 1010.0), ("update", 2810.0)]
+
+
+def test_a_reconfigured_debounce_of_zero_means_at_once():
+    judge = Judge("pi", [HUMID], debounce_samples=3, debounce_seconds=30)
+    reconfigure(judge, HUMID, samples=0, seconds=-1)
+    assert [e.event for e in feed(judge, [55])] == ["breach"]
+
+
+def test_a_renotify_interval_of_a_second_updates_on_every_reading():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=1)
+    assert [e.event for e in feed(judge, [55] * 4)] == ["breach", "update", "update", "update"]
+
+
+def test_an_event_is_a_value_that_cannot_be_changed():
+    import dataclasses
+
+    import pytest
+
+    [event] = feed(Judge("pi", [HUMID], debounce_samples=1), [55])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.value = 1.0
