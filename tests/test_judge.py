@@ -356,3 +356,20 @@ def test_an_event_is_a_value_that_cannot_be_changed():
     [event] = feed(Judge("pi", [HUMID], debounce_samples=1), [55])
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.value = 1.0
+
+
+def test_values_in_events_are_rounded_to_three_decimals():
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    [event] = feed(judge, [55.123456])
+    assert event.value == 55.123 and event.peak == 55.123
+    assert event.to_message()["value"] == 55.123
+
+
+def test_an_episode_restored_where_its_side_has_no_limit_recovers_with_limit_zero():
+    first = Judge("pi", [TEMP], debounce_samples=1)
+    feed(first, [40], metric="temperature")
+    lower_only = MetricLimits("temperature", upper=None, lower=10.0, hysteresis=1.0)
+    judge = Judge("pi", [lower_only], debounce_samples=1)
+    judge.restore(first.snapshot())
+    [recovered] = feed(judge, [40], metric="temperature", start=2000.0)
+    assert recovered.event == "recovered" and recovered.limit == 0.0
