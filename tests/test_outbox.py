@@ -139,3 +139,80 @@ def test_a_queued_action_is_committed_with_a_full_sync(tmp_path, statements):
     box.delivered(box.due(NOW)[0], NOW)
     assert _synchronous_at(statements, len(statements)) is None  # no sync of its own
     box.close()
+
+
+def test_the_outbox_is_a_wal_database_that_waits_for_another_writer(box):
+    other = sqlite3.connect(box.path, isolation_level=None, check_same_thread=False)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Another connection (outbox inspect, the guard) holds the write lock for a moment:
+    # enqueue waits for it instead of failing with "database is locked".
+    other.execute("BEGIN IMMEDIATE")
+    import threading
+
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        assert box.enqueue(action("a", 0), NOW)
+    finally:
+        release.join()
+        other.close()
+    assert box.counts()["pending"] == 1
+
+
+def test_close_releases_the_file_and_tells_the_owner(tmp_path):
+    box = Outbox(str(tmp_path / "outbox.db"))
+    told = []
+    box.on_close.append(lambda: told.append("closed"))
+    box.close()
+    assert told == ["closed"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        box.counts()
+
+
+def _fail_inserts_into(path, table):
+    """A real write error in the middle of an outbox transaction (as a full disk would give)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "CREATE TRIGGER fail_{0} BEFORE INSERT ON {0} BEGIN SELECT RAISE(ABORT, 'no'); END".format(
+            table
+        )
+    )
+    db.close()
+
+
+@pytest.mark.parametrize("outcome", ["delivered", "dead_letter"])
+def test_an_outcome_that_cannot_be_recorded_leaves_the_action_pending(box, outcome):
+    box.enqueue(action("a", 0), NOW)
+    (queued,) = box.due(NOW)
+    _fail_inserts_into(box.path, outcome)
+    with pytest.raises(sqlite3.DatabaseError):
+        if outcome == "delivered":
+            box.delivered(queued, NOW)
+        else:
+            box.dead_letter(queued, NOW, "403", 403)
+    # Neither half of the move happened: the action is still there, still due.
+    assert [q.action.key for q in box.due(NOW)] == [queued.action.key]
+
+
+def test_a_requeue_that_fails_keeps_the_dead_letters(box):
+    box.enqueue(action("a", 0), NOW)
+    box.dead_letter(box.due(NOW)[0], NOW, "403", 403)
+    _fail_inserts_into(box.path, "pending")
+    with pytest.raises(sqlite3.DatabaseError):
+        box.requeue_dead_letters(NOW)
+    assert len(box.dead_letters()) == 1
+
+
+def test_due_gives_at_most_fifty_at_a_time_by_default(box):
+    for i in range(60):
+        box.enqueue(action("c{}".format(i), 0), NOW)
+    assert len(box.due(NOW)) == 50
+
+
+def test_keys_for_an_incident_cover_every_table_and_no_other_incident(box):
+    box.enqueue(action("a", 0), NOW)
+    box.enqueue(action("a", 1, "note"), NOW)
+    box.enqueue(action("ab", 0), NOW)
+    box.delivered(box.due(NOW)[0], NOW)
+    assert sorted(box.keys_for("a")) == ["a#0:open", "a#1:note"]
+    assert box.progress() == (2, 3)
