@@ -57,6 +57,7 @@ def test_same_as_compares_every_value():
 
 
 def make_provider(clock, ttl=600.0):
+    clock.advance(1000)  # a monotonic clock that has run a while, as on a device
     values = {"password": "p1"}
     fetched, fresh = [], []
 

@@ -13,7 +13,16 @@ SETTINGS = AnomalySettings.from_mapping({"snowUrl": "https://dev1.service-now.co
 
 @pytest.mark.parametrize(
     "peak, urgency",
-    [(50.5, "3"), (52.4, "3"), (52.5, "2"), (59.9, "2"), (60.0, "1"), (80.0, "1")],
+    [
+        (50.5, "3"),
+        (52.4, "3"),
+        (52.49, "3"),
+        (52.5, "2"),
+        (59.9, "2"),
+        (59.95, "2"),
+        (60.0, "1"),
+        (80.0, "1"),
+    ],
 )
 def test_urgency_rises_with_the_excess_over_the_limit(peak, urgency):
     # Default bands 5 % and 20 % of a 50 %RH limit: 2.5 and 10 units over.
@@ -140,8 +149,8 @@ def test_the_excess_of_a_peak_inside_the_limit_is_zero():
 
 
 def test_a_limit_of_zero_still_gives_an_urgency():
-    event = anomaly(metric="temperature", limit=0.0, value=0.5, peak=0.5)
-    # The excess is measured against 1 unit when the limit is 0: 50 % → urgency 1.
+    event = anomaly(metric="temperature", limit=0.0, value=0.25, peak=0.25)
+    # The excess is measured against 1 unit when the limit is 0: 25 % → urgency 1.
     assert action_for(event, SETTINGS).fields["urgency"] == "1"
     event = anomaly(metric="temperature", limit=0.0, value=0.01, peak=0.01)
     assert action_for(event, SETTINGS).fields["urgency"] == "3"
@@ -155,3 +164,11 @@ def test_the_default_impact_per_metric():
     assert [f["impact"] for f in fields] == ["2", "3", "3"]
     assert all(f["correlation_display"] == "edge-agent" for f in fields)
     assert all(f["category"] == SETTINGS.category for f in fields)
+
+
+def test_an_action_is_a_value_that_cannot_be_changed():
+    import dataclasses
+
+    action = action_for(anomaly(), SETTINGS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        action.kind = "resolve"
