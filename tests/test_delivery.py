@@ -294,3 +294,20 @@ def test_the_wait_after_refused_credentials_is_jittered_over_ten_seconds(
         waits.append(wait_of(deliverer, vclock))
         outbox.close()
     assert 60.0 <= waits[0] < 61.0 and 69.0 < waits[1] <= 70.0
+
+
+def test_a_create_servicenow_refused_is_not_waited_for_when_tried_again(
+    snow, password, vclock, tmp_path
+):
+    from agent.servicenow.incidents import Action
+
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    corr = "edge-agent:pi-test:humidity:upper:1790000000"
+    # Resolved without close code and notes: ServiceNow's data policy refuses it (403).
+    refused = Action("open", corr + "#0:breach", corr, {"short_description": "x", "state": "6"})
+    deliverer.outbox.enqueue(refused, vclock.time())
+    assert deliverer.pump() == 1 and len(deliverer.outbox.dead_letters()) == 1
+    # Nothing was created, so nothing may still commit: a requeued create goes at once.
+    assert deliverer.outbox.requeue_dead_letters(vclock.time()) == 1
+    assert deliverer.pump() == 1
+    assert [m for m, _, _ in snow.request_log].count("POST") == 2

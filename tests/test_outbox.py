@@ -132,7 +132,8 @@ def test_a_queued_action_is_committed_with_a_full_sync(tmp_path, statements):
     assert _synchronous_at(statements, _last_commit(statements)) == "FULL"
     assert _synchronous_at(statements, len(statements)) == "NORMAL"
     box.record_create_intent("a", NOW)
-    assert _synchronous_at(statements, _last_commit(statements)) == "FULL"
+    insert = max(i for i, s in enumerate(statements) if "INTO create_intents" in s)
+    assert _synchronous_at(statements, insert) == "FULL"
     assert _synchronous_at(statements, len(statements)) == "NORMAL"
     assert box.create_intent("a") == NOW
     statements.clear()
@@ -169,13 +170,12 @@ def test_close_releases_the_file_and_tells_the_owner(tmp_path):
         box.counts()
 
 
-def _fail_inserts_into(path, table):
+def _fail_inserts_into(path, table, when="1"):
     """A real write error in the middle of an outbox transaction (as a full disk would give)."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(
-        "CREATE TRIGGER fail_{0} BEFORE INSERT ON {0} BEGIN SELECT RAISE(ABORT, 'no'); END".format(
-            table
-        )
+        "CREATE TRIGGER fail_{0} BEFORE INSERT ON {0} WHEN {1}"
+        " BEGIN SELECT RAISE(ABORT, 'no'); END".format(table, when)
     )
     db.close()
 
@@ -196,11 +196,14 @@ def test_an_outcome_that_cannot_be_recorded_leaves_the_action_pending(box, outco
 
 def test_a_requeue_that_fails_keeps_the_dead_letters(box):
     box.enqueue(action("a", 0), NOW)
-    box.dead_letter(box.due(NOW)[0], NOW, "403", 403)
-    _fail_inserts_into(box.path, "pending")
+    box.enqueue(action("b", 0), NOW)
+    for queued in box.due(NOW):
+        box.dead_letter(queued, NOW, "403", 403)
+    # The second of the two fails: the first must not be half moved either.
+    _fail_inserts_into(box.path, "pending", when="NEW.key = 'b#0:open'")
     with pytest.raises(sqlite3.DatabaseError):
         box.requeue_dead_letters(NOW)
-    assert len(box.dead_letters()) == 1
+    assert len(box.dead_letters()) == 2 and box.due(NOW) == []
 
 
 def test_due_gives_at_most_fifty_at_a_time_by_default(box):
@@ -216,3 +219,37 @@ def test_keys_for_an_incident_cover_every_table_and_no_other_incident(box):
     box.delivered(box.due(NOW)[0], NOW)
     assert sorted(box.keys_for("a")) == ["a#0:open", "a#1:note"]
     assert box.progress() == (2, 3)
+
+
+def test_rows_restored_into_a_fresh_outbox_are_synced_and_keep_their_order(tmp_path, statements):
+    old = Outbox(str(tmp_path / "old.db"))
+    for i in range(3):
+        old.enqueue(action("a", i, "note" if i else "open"), NOW)
+    snapshot = outbox_module.read_tables(sqlite3.connect(old.path))
+    old.close()
+    fresh = Outbox(str(tmp_path / "state" / "new.db"))  # its directory is created
+    statements.clear()
+    assert fresh.restore(snapshot)["pending"] == 3
+    assert _synchronous_at(statements, _last_commit(statements)) == "FULL"
+    assert _synchronous_at(statements, len(statements)) == "NORMAL"
+    assert fresh.progress() == (3, 3)
+    assert [q.action.key for q in fresh.due(NOW)] == ["a#0:open"]
+    empty = Outbox(str(tmp_path / "empty.db"))
+    empty.restore({"sequence": 0})
+    assert empty.progress() == (0, 0)
+    fresh.close()
+    empty.close()
+
+
+def test_queued_actions_and_incidents_are_values(box):
+    import dataclasses
+
+    box.enqueue(action("a", 0), NOW)
+    (queued,) = box.due(NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        queued.attempts = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Incident("a", "s", "INC1", "1").state = "7"
+    box.record_note_attempt("k", "s", 3, NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        box.note_attempt("k").mod_count = 4
