@@ -235,7 +235,7 @@ def test_rows_restored_into_a_fresh_outbox_are_synced_and_keep_their_order(tmp_p
     assert fresh.progress() == (3, 3)
     assert [q.action.key for q in fresh.due(NOW)] == ["a#0:open"]
     empty = Outbox(str(tmp_path / "empty.db"))
-    empty.restore({"sequence": 0})
+    assert empty.restore({"sequence": 0}) == {t: 0 for t in outbox_module.TABLES}
     assert empty.progress() == (0, 0)
     fresh.close()
     empty.close()
