@@ -13,7 +13,7 @@ from agent.clock import VirtualClock
 from agent.config import AnomalySettings
 from agent.credentials import CredentialsProvider
 from agent.servicenow.client import TableClient
-from agent.servicenow.delivery import MAX_RETRY_AFTER, Deliverer
+from agent.servicenow.delivery import Deliverer
 from agent.servicenow.incidents import action_for
 from agent.servicenow.outbox import Outbox
 from devtools.servicenow_standin import ServiceNowStandIn
@@ -58,9 +58,7 @@ def wait_of(deliverer, vclock):
     return deliverer.next_attempt_at() - vclock.time()
 
 
-@pytest.mark.parametrize(
-    "retry_after, wait", [(45, 45.0), (0, 2.0), (1, 2.0), (7200, MAX_RETRY_AFTER)]
-)
+@pytest.mark.parametrize("retry_after, wait", [(45, 45.0), (0, 2.0), (1, 2.0), (7200, 3600.0)])
 def test_a_429_waits_as_retry_after_asks_within_bounds(
     snow, password, vclock, tmp_path, retry_after, wait
 ):
@@ -110,7 +108,8 @@ def test_retry_delays_are_jittered_between_half_and_the_whole_backoff(
 def test_a_long_outage_is_probed_every_30_to_60_seconds_and_recovers_at_once(
     snow, password, vclock, tmp_path
 ):
-    deliverer = make_deliverer(snow, password, vclock, tmp_path, retry_max=3600.0)
+    # Seed 3 draws near the top of the jitter during the held phase (0.996 of it).
+    deliverer = make_deliverer(snow, password, vclock, tmp_path, seed=3, retry_max=3600.0)
     queue(deliverer, vclock)
     snow.faults.down = True
     waits = []
@@ -121,6 +120,7 @@ def test_a_long_outage_is_probed_every_30_to_60_seconds_and_recovers_at_once(
     # Doubling from 2 s (1-2, 2-4, ... s), then held at 30-60 s: never more.
     assert 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0
     assert all(30.0 <= w <= 60.0 for w in waits[6:]), waits
+    assert max(waits[6:]) > 59.5
     snow.faults.down = False
     assert deliverer.pump() == 1
     # The streak is over: the next failure starts from the base again.
@@ -311,3 +311,19 @@ def test_a_create_servicenow_refused_is_not_waited_for_when_tried_again(
     assert deliverer.outbox.requeue_dead_letters(vclock.time()) == 1
     assert deliverer.pump() == 1
     assert [m for m, _, _ in snow.request_log].count("POST") == 2
+
+
+def test_credentials_fixed_on_servicenows_side_work_again_at_the_probe(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    snow.set_users({SNOW_USER: "changed-by-an-admin"})
+    queue(deliverer, vclock)
+    assert deliverer.pump() == 0 and deliverer.stats.auth_failures == 1
+    snow.set_users({SNOW_USER: password})  # the admin sets it back
+    vclock.advance(600)  # the probe with the unchanged secret
+    assert deliverer.pump() == 1
+    # Accepted again: the next action goes at once, with no wait for a re-read.
+    queue(deliverer, vclock, kind="recovered", seq=1)
+    assert deliverer.next_attempt_at() == vclock.time()
+    assert deliverer.pump() == 1

@@ -253,3 +253,86 @@ def test_queued_actions_and_incidents_are_values(box):
     box.record_note_attempt("k", "s", 3, NOW)
     with pytest.raises(dataclasses.FrozenInstanceError):
         box.note_attempt("k").mod_count = 4
+
+
+def test_restore_raises_the_id_sequence_to_the_markers(box):
+    box.enqueue(action("a", 0), NOW)
+    box.restore({"sequence": 0}, min_sequence=10)
+    assert box.progress() == (1, 10)
+    box.restore({"sequence": 4}, min_sequence=2)  # never lowered
+    assert box.progress() == (1, 10)
+    box.enqueue(action("b", 0), NOW)
+    assert box.progress() == (2, 11)
+
+
+def test_a_restore_that_fails_halfway_adds_nothing(tmp_path):
+    old = Outbox(str(tmp_path / "old.db"))
+    old.enqueue(action("a", 0), NOW)
+    old.delivered(old.due(NOW)[0], NOW, Incident("a", "s", "INC1", "1"))
+    old.enqueue(action("a", 1, "note"), NOW)
+    snapshot = outbox_module.read_tables(sqlite3.connect(old.path))
+    old.close()
+    fresh = Outbox(str(tmp_path / "new.db"))
+    # Not a constraint (which restore skips row by row) but an error of the write itself.
+    db = sqlite3.connect(fresh.path, isolation_level=None)
+    db.execute(
+        "CREATE TRIGGER broken AFTER INSERT ON incidents BEGIN INSERT INTO gone VALUES (1); END"
+    )
+    db.close()
+    with pytest.raises(sqlite3.DatabaseError):
+        fresh.restore(snapshot)
+    assert fresh.counts() == {"pending": 0, "delivered": 0, "dead_letter": 0, "incidents": 0}
+    fresh.close()
+
+
+def test_garbled_rows_are_not_restored():
+    box = Outbox(":memory:")
+    columns = ["id", "key", "correlation_id", "kind", "fields", "created_at", "next_attempt_at"]
+    rows = [
+        (1, "a#0:open", "a", "open", '{"x": "1"}', NOW, NOW),
+        (2, "b#0:open", "b", "open", "{garbled", NOW, NOW),
+        (3, "c#0:open", "c", "open", "[1]", NOW, NOW),
+    ]
+    assert box.restore({"pending": (columns, rows), "sequence": 3})["pending"] == 1
+    assert [q.action.key for q in box.due(NOW)] == ["a#0:open"]
+
+
+def test_a_replaced_file_gets_a_fresh_outbox_with_the_rows_or_memory_until_it_can(tmp_path):
+    import os
+    import shutil
+
+    path = str(tmp_path / "outbox.db")
+    box = Outbox(path)
+    box.enqueue(action("a", 0), NOW)
+
+    def blocked():
+        # Something that is not a database file takes the path: no fresh file possible.
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.rename(path + suffix, path + suffix + ".aside")
+        os.mkdir(path)
+        return "moved"
+
+    assert box.replace_file(blocked) == (
+        "moved",
+        {t: (1 if t == "pending" else 0) for t in outbox_module.TABLES},
+    )
+    assert box.in_memory and box.progress() == (1, 1)
+    box.enqueue(action("b", 0), NOW)
+
+    assert box.replace_file(lambda: shutil.rmtree(path))[0] is None
+    assert not box.in_memory
+    box.close()
+    again = Outbox(path)
+    assert [q.action.key for q in again.due(NOW)] == ["a#0:open", "b#0:open"]
+    assert again.progress() == (2, 2)
+    again.close()
+
+
+def test_a_replaced_empty_outbox_stays_empty(tmp_path):
+    import os
+
+    box = Outbox(str(tmp_path / "outbox.db"))
+    box.replace_file(lambda: os.rename(box.path, box.path + ".aside"))
+    assert box.progress() == (0, 0) and not box.in_memory
+    box.close()
