@@ -327,3 +327,12 @@ def test_credentials_fixed_on_servicenows_side_work_again_at_the_probe(
     queue(deliverer, vclock, kind="recovered", seq=1)
     assert deliverer.next_attempt_at() == vclock.time()
     assert deliverer.pump() == 1
+
+
+def test_pump_finishes_at_most_its_limit(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    for i in range(3):
+        queue(deliverer, vclock, episode="pi-test:humidity:upper:{}".format(1_790_000_000 + i))
+    assert deliverer.pump(limit=2) == 2
+    assert deliverer.pump(limit=2) == 1
+    assert len(snow.incidents()) == 3
