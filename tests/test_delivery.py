@@ -102,6 +102,7 @@ def test_retry_delays_are_jittered_between_half_and_the_whole_backoff(
         waits.append(wait_of(deliverer, vclock))
         deliverer.outbox.close()
     assert all(4.0 <= w <= 8.0 for w in waits), waits
+    assert min(waits) < 5.0  # seed 1 draws 0.13 of the jitter
     assert len(set(waits)) == len(waits)  # clients that failed together do not retry together
 
 
@@ -336,3 +337,140 @@ def test_pump_finishes_at_most_its_limit(snow, password, vclock, tmp_path):
     assert deliverer.pump(limit=2) == 2
     assert deliverer.pump(limit=2) == 1
     assert len(snow.incidents()) == 3
+
+
+def test_a_backoff_below_a_second_is_kept(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path, retry_base=0.5)
+    queue(deliverer, vclock)
+    snow.faults.fail_next(1, status=503)
+    deliverer.pump()
+    assert 0.25 <= wait_of(deliverer, vclock) <= 0.5
+
+
+def test_a_dead_letter_ends_an_outage_streak(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    for _ in range(3):  # a streak: 1-2, 2-4, 4-8 s
+        queue(deliverer, vclock, episode="pi-test:humidity:upper:{}".format(vclock.time()))
+        snow.faults.fail_next(1, status=503)
+        deliverer.pump()
+        vclock.advance_to(deliverer.next_attempt_at())
+    snow.faults.fail_next(1, status=403)  # ServiceNow answers: it is up again
+    deliverer.pump()
+    queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
+    snow.faults.fail_next(1, status=503)
+    deliverer.pump()
+    assert wait_of(deliverer, vclock) <= 2.0
+
+
+def test_nothing_is_sent_while_refused_credentials_wait_even_for_half_a_second(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    snow.set_users({SNOW_USER: "changed-by-an-admin"})
+    queue(deliverer, vclock)
+    deliverer.pump()
+    requests = len(snow.request_log)
+    vclock.advance(59.5)  # the re-read of the secret is due in half a second
+    queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
+    assert deliverer.pump() == 0 and len(snow.request_log) == requests
+
+
+def test_pump_takes_follow_ups_within_its_limit(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    for metric in ("humidity", "temperature", "pressure"):
+        episode = "pi-test:{}:upper:1790000000".format(metric)
+        queue(deliverer, vclock, episode=episode)
+        if metric != "pressure":
+            queue(deliverer, vclock, episode=episode, kind="recovered", seq=1)
+    # Three heads, then the two resolves behind them: a limit of 4 stops after one.
+    assert deliverer.pump(limit=4) == 4
+    assert deliverer.pump() == 1
+
+
+def _break_table(path, table):
+    """A real write error of the outbox (not a constraint): an insert into ``table`` fails."""
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "CREATE TRIGGER broken_{0} AFTER INSERT ON {0} BEGIN INSERT INTO gone VALUES (1); END".format(
+            table
+        )
+    )
+    db.close()
+
+
+def test_a_local_write_error_backs_off_from_a_minute(snow, password, vclock, tmp_path):
+    # Seed 0 draws 0.84 of the jitter for the second try.
+    deliverer = make_deliverer(snow, password, vclock, tmp_path, seed=0)
+    _break_table(deliverer.outbox.path, "create_intents")  # the record before a POST
+    queue(deliverer, vclock)
+    waits = []
+    for _ in range(2):
+        assert deliverer.pump() == 0
+        waits.append(wait_of(deliverer, vclock))
+        vclock.advance_to(deliverer.next_attempt_at())
+    assert waits[0] == 60.0 and 100.0 < waits[1] <= 120.0
+    assert [m for m, _, _ in snow.request_log].count("POST") == 0  # never sent unrecorded
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append((o.kind, o.detail)))
+    deliverer.pump()
+    assert outcomes == [("retry", "OperationalError")]
+
+
+def test_a_delivery_that_cannot_be_recorded_pauses_a_minute(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    _break_table(deliverer.outbox.path, "delivered")
+    queue(deliverer, vclock)
+    assert deliverer.pump() == 0 and len(snow.incidents()) == 1
+    assert wait_of(deliverer, vclock) == 60.0
+
+
+def test_a_refused_oauth_token_is_dropped_and_a_new_one_fetched(password, vclock, tmp_path):
+    import json
+
+    from conftest import new_secret
+
+    client_secret = new_secret("oauth")
+    server = ServiceNowStandIn(
+        users={SNOW_USER: password}, oauth_clients={"edge-client": client_secret}, clock=vclock.time
+    ).start()
+    try:
+        secret = {"client_id": "edge-client", "client_secret": client_secret}
+        secret.update(username=SNOW_USER, password=password)
+        outbox = Outbox(str(tmp_path / "outbox.db"))
+        credentials = CredentialsProvider(
+            lambda _id: json.dumps(secret), "snow-creds", clock=vclock
+        )
+        client = TableClient(server.url, credentials.get, timeout=2.0, clock=vclock)
+        deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(1))
+        queue(deliverer, vclock)
+        assert deliverer.pump() == 1
+        server.expire_tokens()
+        queue(deliverer, vclock, kind="recovered", seq=1)
+        assert deliverer.pump() == 1 and server.incidents()[0]["state"] == "6"
+        assert client.calls["TOKEN"] == 2
+    finally:
+        server.stop()
+
+
+def test_a_new_secret_refused_too_is_not_tried_again_every_minute(snow, password, vclock, tmp_path):
+    secret = {"password": password}
+    outbox = Outbox(str(tmp_path / "outbox.db"))
+    credentials = CredentialsProvider(
+        lambda _id: secret_json(secret["password"]), "snow-creds", clock=vclock
+    )
+    client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+    deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(1))
+    queue(deliverer, vclock)
+    assert deliverer.pump() == 1
+    # Rotated on both sides, but the secret store got a wrong value.
+    snow.set_users({SNOW_USER: "rotated"})
+    secret["password"] = "wrong-after-rotation"
+    queue(deliverer, vclock, kind="recovered", seq=1)
+    assert deliverer.pump() == 0
+    assert snow.auth_failures == 2  # the cached password, then the new one once
+    while vclock.time() < 1_790_000_000.0 + 300:
+        vclock.advance_to(deliverer.next_attempt_at())
+        deliverer.pump()
+    assert snow.auth_failures == 2  # re-read every minute, unchanged: no login until the probe
