@@ -244,8 +244,14 @@ def test_a_note_without_an_incident_opens_it_first(snow, password, vclock, tmp_p
     deliverer = make_deliverer(snow, password, vclock, tmp_path)
     outcomes = []
     deliverer.on_outcome.append(lambda o: outcomes.append(o.kind))
+    seen = []
+    deliverer.on_outcome.append(seen.append)
     queue(deliverer, vclock, kind="update", seq=1)
     assert deliverer.pump() == 1
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[0].kind = "skipped"  # every observer sees the same outcome
     (incident,) = snow.incidents()
     assert incident["state"] == "1" and incident["short_description"].startswith("Humidity above")
     assert outcomes == ["opened", "noted"]
@@ -474,3 +480,57 @@ def test_a_new_secret_refused_too_is_not_tried_again_every_minute(snow, password
         vclock.advance_to(deliverer.next_attempt_at())
         deliverer.pump()
     assert snow.auth_failures == 2  # re-read every minute, unchanged: no login until the probe
+
+
+def test_a_deleted_incident_is_skipped_and_said_so(snow, password, vclock, tmp_path):
+    import requests
+
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    outcomes = []
+    deliverer.on_outcome.append(lambda o: outcomes.append((o.kind, o.detail)))
+    queue(deliverer, vclock)
+    deliverer.pump()
+    (incident,) = snow.incidents()
+    response = requests.delete(
+        "{}/api/now/table/incident/{}".format(snow.url, incident["sys_id"]),
+        auth=(SNOW_USER, password),
+        timeout=5,
+    )
+    assert response.status_code == 204
+    queue(deliverer, vclock, kind="recovered", seq=1)
+    assert deliverer.pump() == 1 and snow.incidents() == []
+    assert outcomes[-1] == ("skipped", "the incident no longer exists")
+    assert deliverer.stats.skipped == 1
+
+
+def test_after_a_restart_a_create_that_may_still_commit_is_waited_for(
+    snow, password, vclock, tmp_path
+):
+    import sqlite3
+    import time
+
+    first = make_deliverer(snow, password, vclock, tmp_path)
+    first.client.timeout = 0.3
+    snow.faults.commit_delay = 1.0  # ServiceNow commits the POST after the client gave up
+    queue(first, vclock)
+    assert first.pump() == 0
+    first.outbox.close()
+    # Restarted on the same outbox (with a longer snowTimeout: a window of 3 x 10 s). The
+    # action is due again, but the wait is measured from the durable record of the POST.
+    again = make_deliverer(snow, password, vclock, tmp_path)
+    again.client.timeout = 10.0
+    vclock.advance_to(again.next_attempt_at())
+
+    def lookups():  # the POST still in flight is logged when it ends: count the GETs
+        return [m for m, _, _ in snow.request_log].count("GET")
+
+    assert lookups() == 1
+    assert again.pump() == 0 and lookups() == 1
+    db = sqlite3.connect(again.outbox.path)
+    (last_error,) = db.execute("SELECT last_error FROM pending").fetchone()
+    db.close()
+    assert "may still be committing" in last_error
+    time.sleep(1.0)  # the slow commit lands
+    vclock.advance(30)
+    assert again.pump() == 1
+    assert len(snow.incidents()) == 1 and again.stats.reused == 1
