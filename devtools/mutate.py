@@ -64,7 +64,9 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_password_rotation.py",
     ],
     "agent/servicenow/actions.py": [
+        "tests/test_actions.py",
         "tests/test_delivery.py",
+        "tests/test_query_safety.py",
         "tests/test_human_closure.py",
         "tests/test_hung_servicenow.py",
         "tests/test_delivery_records.py",
