@@ -330,6 +330,7 @@ def test_credentials_fixed_on_servicenows_side_work_again_at_the_probe(
     snow.set_users({SNOW_USER: password})  # the admin sets it back
     vclock.advance(600)  # the probe with the unchanged secret
     assert deliverer.pump() == 1
+    assert not deliverer.auth.refused
     # Accepted again: the next action goes at once, with no wait for a re-read.
     queue(deliverer, vclock, kind="recovered", seq=1)
     assert deliverer.next_attempt_at() == vclock.time()
@@ -534,3 +535,21 @@ def test_after_a_restart_a_create_that_may_still_commit_is_waited_for(
     vclock.advance(30)
     assert again.pump() == 1
     assert len(snow.incidents()) == 1 and again.stats.reused == 1
+
+
+def test_backoff_without_servicenows_answer_stops_growing_at_retry_max(
+    snow, password, vclock, tmp_path
+):
+    outbox = Outbox(str(tmp_path / "outbox.db"))
+    credentials = CredentialsProvider(lambda _id: "{not json", "snow-creds", clock=vclock)
+    client = TableClient(snow.url, credentials.get, timeout=2.0, clock=vclock)
+    # Default retry_base 2 s and retry_max 300 s; seed 136 draws 0.995 of the 9th jitter.
+    deliverer = Deliverer(outbox, client, credentials, clock=vclock, rng=random.Random(136))
+    queue(deliverer, vclock)
+    waits = []
+    for _ in range(9):
+        deliverer.pump()
+        waits.append(wait_of(deliverer, vclock))
+        vclock.advance_to(deliverer.next_attempt_at())
+    assert 128.0 <= waits[7] <= 256.0
+    assert 299.0 < waits[8] <= 300.0

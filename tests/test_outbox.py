@@ -336,3 +336,18 @@ def test_a_replaced_empty_outbox_stays_empty(tmp_path):
     box.replace_file(lambda: os.rename(box.path, box.path + ".aside"))
     assert box.progress() == (0, 0) and not box.in_memory
     box.close()
+
+
+def test_a_create_intent_is_remembered_until_cleared(box):
+    assert box.create_intent("a") is None
+    box.record_create_intent("a", NOW)
+    assert box.create_intent("a") == NOW
+    box.clear_create_intent("a")
+    assert box.create_intent("a") is None
+
+
+def test_restoring_a_snapshot_without_a_sequence_keeps_ids_from_one(box):
+    box.restore({})
+    assert box.progress() == (0, 0)
+    box.enqueue(action("a", 0), NOW)
+    assert box.due(NOW)[0].id == 1
