@@ -356,13 +356,13 @@ def test_a_backoff_below_a_second_is_kept(snow, password, vclock, tmp_path):
 
 def test_a_dead_letter_ends_an_outage_streak(snow, password, vclock, tmp_path):
     deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    queue(deliverer, vclock)
     for _ in range(3):  # a streak: 1-2, 2-4, 4-8 s
-        queue(deliverer, vclock, episode="pi-test:humidity:upper:{}".format(vclock.time()))
         snow.faults.fail_next(1, status=503)
         deliverer.pump()
         vclock.advance_to(deliverer.next_attempt_at())
     snow.faults.fail_next(1, status=403)  # ServiceNow answers: it is up again
-    deliverer.pump()
+    assert deliverer.pump() == 1 and deliverer.next_attempt_at() is None
     queue(deliverer, vclock, episode="pi-test:temperature:upper:1790000000")
     snow.faults.fail_next(1, status=503)
     deliverer.pump()
