@@ -147,3 +147,31 @@ def person_sets(snow, incident, **fields):
         timeout=5,
     )
     assert response.status_code == 200, response.text
+
+
+def test_an_incident_an_older_version_recorded_under_a_raw_correlation_id_is_reused(
+    deliverer, snow, password, vclock
+):
+    from agent.servicenow.outbox import Incident
+
+    # An older version queued and delivered the breach of device "lab^pi" with the raw id
+    # (edge-agent:lab^pi:...) and recorded the incident under it.
+    raw = "edge-agent:lab^pi:humidity:upper:1790000000"
+    response = requests.post(
+        "{}/api/now/table/incident".format(snow.url),
+        json={"short_description": "old", "correlation_id": raw},
+        auth=(SNOW_USER, password),
+        headers={"Accept": "application/json", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    created = response.json()["result"]
+    outbox = deliverer.outbox
+    outbox.enqueue(Action("open", raw + "#0:breach", raw, {"short_description": "old"}), 0.0)
+    outbox.delivered(outbox.due(0.0)[0], 0.0, Incident(raw, created["sys_id"], "INC1", "1"))
+    # Its recovery, queued by the older version too, resolves that incident: no new one.
+    event = anomaly("recovered", 1, episode="lab^pi:humidity:upper:1790000000", value=40.0)
+    resolve = action_for(event, SETTINGS)
+    outbox.enqueue(Action("resolve", raw + "#1:recovered", raw, resolve.fields), vclock.time())
+    assert deliverer.pump() == 1
+    (incident,) = snow.incidents()
+    assert incident["sys_id"] == created["sys_id"] and incident["state"] == "6"
