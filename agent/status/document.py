@@ -268,9 +268,10 @@ def _incidents(
         action = ACTIONS.get(parts["event"], parts["event"])
         if action == "resolved" and incident.get("state") not in RESOLVED_STATES:
             action = "noted"  # recoveryAction=note, or resolved later by hand
-        episode_id = episode_of.get(parts["correlation_id"]) or parts["correlation_id"][
-            len(CORRELATION_PREFIX) :
-        ]
+        episode_id = (
+            episode_of.get(parts["correlation_id"])
+            or parts["correlation_id"][len(CORRELATION_PREFIX) :]
+        )
         episode = model.episodes.get(episode_id) or {}
         out.append(
             {
