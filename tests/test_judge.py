@@ -204,3 +204,172 @@ def test_a_renotify_change_applies_to_the_open_episode():
     reconfigure(judge, HUMID, samples=1, renotify=60)
     kinds = [e.event for e in feed(judge, [60] * 13, start=1005.0)]  # one minute
     assert kinds == ["update"]
+
+
+# -- the exact edges of the band and the intervals (killed mutants: see ./dev mutate) ------
+
+
+def test_a_value_exactly_on_the_band_edge_does_not_breach():
+    judge = Judge("pi", [TEMP], debounce_samples=1)
+    # upper 30 + 1 and lower 10 - 1 are still inside: a breach is strictly beyond.
+    assert feed(judge, [31.0, 9.0] * 5, metric="temperature") == []
+    assert [e.bound for e in feed(judge, [31.01], metric="temperature", start=2000.0)] == ["upper"]
+
+
+def test_a_lower_breach_recovers_only_strictly_above_the_band():
+    judge = Judge("pi", [TEMP], debounce_samples=2)
+    [breach] = feed(judge, [8, 8], metric="temperature")
+    assert breach.bound == "lower" and breach.limit == 10.0 and breach.peak == 8
+    # Inside the band (9..11), and exactly on its edge: the episode stays open.
+    assert feed(judge, [10.0, 10.5, 11.0, 11.0, 9.5], metric="temperature", start=1010.0) == []
+    events = feed(judge, [11.5, 11.5], metric="temperature", start=1040.0)
+    assert [e.event for e in events] == ["recovered"]
+    assert events[0].episode_id == breach.episode_id and events[0].peak == 8
+
+
+def test_an_upper_breach_recovers_only_strictly_below_the_band():
+    judge = Judge("pi", [HUMID], debounce_samples=2)
+    [breach] = feed(judge, [55, 55])
+    # 49..51 is the band: exactly 49 is not back inside.
+    assert feed(judge, [50.5, 50.0, 49.0, 49.0, 50.9], start=1010.0) == []
+    assert [e.event for e in feed(judge, [48.9, 48.9], start=1040.0)] == ["recovered"]
+
+
+def test_a_recovery_interrupted_by_a_breaching_value_starts_counting_again():
+    judge = Judge("pi", [HUMID], debounce_samples=3, debounce_seconds=10)
+    feed(judge, [55, 55, 55])
+    # Two readings back inside, one beyond again, then two inside: never three in a row.
+    assert feed(judge, [45, 45, 55, 45, 45], start=1015.0) == []
+    [recovered] = feed(judge, [45], start=1040.0)
+    # The count restarted at 1030: the recovery fires at the third, 10 s later.
+    assert recovered.event == "recovered" and recovered.ts == 1040.0
+
+
+def test_a_recovery_waits_for_the_debounce_seconds_from_its_first_reading():
+    judge = Judge("pi", [HUMID], debounce_samples=1, debounce_seconds=20)
+    feed(judge, [55] * 5)  # 1000..1020: breach at 1020
+    assert feed(judge, [45, 45, 45, 45], start=1025.0) == []  # 1025..1040: 15 s
+    [recovered] = feed(judge, [45], start=1045.0)
+    assert recovered.event == "recovered"
+
+
+def test_an_update_comes_exactly_when_the_renotify_interval_has_passed():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    events = feed(judge, [55] * 26)  # 1000..1125 s
+    assert [(e.event, e.ts) for e in events] == [
+        ("breach", 1000.0),
+        ("update", 1060.0),
+        ("update", 1120.0),
+    ]
+    assert [e.seq for e in events] == [0, 1, 2]
+
+
+def test_a_renotify_interval_of_zero_sends_no_updates():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    assert [e.event for e in feed(judge, [55] * 50)] == ["breach"]
+
+
+def test_the_peak_is_the_most_extreme_value_of_the_episode():
+    judge = Judge("pi", [TEMP], debounce_samples=2)
+    events = feed(judge, [5, 3, 4, 2.5, 6, 12, 12], metric="temperature")
+    assert [(e.event, e.peak) for e in events] == [("breach", 3), ("recovered", 2.5)]
+    upper = Judge("pi", [HUMID], debounce_samples=2)
+    events = feed(upper, [56, 58, 57, 60, 52, 40, 40])
+    assert [(e.event, e.peak) for e in events] == [("breach", 58), ("recovered", 60)]
+
+
+def test_the_event_says_which_limit_and_title():
+    judge = Judge("pi", [TEMP], debounce_samples=1)
+    [breach] = feed(judge, [5], metric="temperature")
+    assert breach.title == "Temperature below limit" and breach.limit == 10.0
+    [recovered] = feed(judge, [20], metric="temperature", start=2000.0)
+    assert recovered.title == "Temperature back within limit" and recovered.limit == 10.0
+
+
+def test_a_device_id_of_exactly_the_maximum_length_is_kept_whole():
+    from agent.judge import MAX_DEVICE_IN_ID
+
+    name = "d" * MAX_DEVICE_IN_ID
+    [event] = feed(Judge(name, [HUMID], debounce_samples=1), [60])
+    assert event.episode_id == name + ":humidity:upper:1000"
+    longer = "d" * (MAX_DEVICE_IN_ID + 1)
+    [event] = feed(Judge(longer, [HUMID], debounce_samples=1), [60])
+    assert event.episode_id.split(":")[0] != longer and "~" in event.episode_id
+    assert len(event.episode_id.split(":")[0]) == MAX_DEVICE_IN_ID
+
+
+def test_a_saved_episode_of_a_metric_no_longer_watched_is_not_continued():
+    first = Judge("pi", [HUMID, TEMP], debounce_samples=1)
+    feed(first, [5], metric="temperature")
+    saved = first.snapshot()
+    assert set(saved) == {"temperature"}
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    judge.restore(saved)
+    assert judge.open_episodes() == {} and judge.snapshot() == {}
+    judge.restore({"humidity": "not a dict"})
+    assert judge.open_episodes() == {}
+
+
+def test_a_continued_episode_keeps_its_seq_and_renotify_time():
+    first = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    feed(first, [60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60])  # update at 1060
+    second = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    second.restore(first.snapshot())
+    events = feed(second, [60] * 13, start=1065.0)
+    assert [(e.event, e.seq, e.ts) for e in events] == [("update", 2, 1120.0)]
+    assert events[0].started_at == 1000.0 and events[0].peak == 60
+
+
+def test_a_continued_episode_recovers_after_the_full_debounce():
+    first = Judge("pi", [HUMID], debounce_samples=2)
+    feed(first, [55, 55])
+    second = Judge("pi", [HUMID], debounce_samples=2)
+    second.restore(first.snapshot())
+    # The first reading after the restart is already back inside: one is not enough.
+    assert feed(second, [40], start=2000.0) == []
+    assert [e.event for e in feed(second, [40], start=2005.0)] == ["recovered"]
+
+
+def test_the_default_judge_debounces_three_samples_and_renotifies_every_half_hour():
+    judge = Judge("pi", [HUMID])
+    assert feed(judge, [55, 55]) == []
+    events = feed(judge, [55] * 400, start=1010.0, step=5.0)  # 1010..3005
+    assert [(e.event, e.ts) for e in events] == [("breach", 1010.0), ("update", 2810.0)]
+
+
+def test_a_reconfigured_debounce_of_zero_means_at_once():
+    judge = Judge("pi", [HUMID], debounce_samples=3, debounce_seconds=30)
+    reconfigure(judge, HUMID, samples=0, seconds=-1)
+    assert [e.event for e in feed(judge, [55])] == ["breach"]
+
+
+def test_a_renotify_interval_of_a_second_updates_on_every_reading():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=1)
+    assert [e.event for e in feed(judge, [55] * 4)] == ["breach", "update", "update", "update"]
+
+
+def test_an_event_is_a_value_that_cannot_be_changed():
+    import dataclasses
+
+    import pytest
+
+    [event] = feed(Judge("pi", [HUMID], debounce_samples=1), [55])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.value = 1.0
+
+
+def test_values_in_events_are_rounded_to_three_decimals():
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    [event] = feed(judge, [55.123456])
+    assert event.value == 55.123 and event.peak == 55.123
+    assert event.to_message()["value"] == 55.123
+
+
+def test_an_episode_restored_where_its_side_has_no_limit_recovers_with_limit_zero():
+    first = Judge("pi", [TEMP], debounce_samples=1)
+    feed(first, [40], metric="temperature")
+    lower_only = MetricLimits("temperature", upper=None, lower=10.0, hysteresis=1.0)
+    judge = Judge("pi", [lower_only], debounce_samples=1)
+    judge.restore(first.snapshot())
+    [recovered] = feed(judge, [40], metric="temperature", start=2000.0)
+    assert recovered.event == "recovered" and recovered.limit == 0.0

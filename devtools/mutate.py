@@ -1,0 +1,427 @@
+"""A small mutation runner: do the tests notice when the code is wrong?
+
+``./dev mutate [module...]`` (default: the core delivery and judging modules).
+Each mutant is one small change to one module, made on the AST:
+
+* comparisons ``<`` ↔ ``<=``, ``>`` ↔ ``>=``, ``==`` ↔ ``!=``;
+* arithmetic ``+`` ↔ ``-`` (also ``+=`` ↔ ``-=``);
+* boolean ``and`` ↔ ``or``; constants ``True`` ↔ ``False``;
+* a number ``n`` → ``n + 1``;
+* ``not x`` → ``x``;
+* a call on its own line → ``pass`` (calls on the module logger are not
+  removed: log lines are checked by the tests that care about them, and
+  removing every one would bury the mutants that matter).
+
+Docstrings, ``__repr__`` and code under ``if TYPE_CHECKING`` are not mutated.
+The mutated module is written (``ast.unparse``) into a private copy of the
+repository, one copy per worker, and the module's tests (``TESTS`` below) run
+there with ``-x -q -p no:cacheprovider -m "not slow"`` and a per-mutant
+timeout. A mutant is *killed* when the tests fail, *survived* when they pass,
+*timeout* when they hang (counted as detected). The working tree is never
+modified.
+
+Mutants known to be equivalent (no observable difference) are listed in
+``devtools/mutate_skip.txt`` as ``path:line: change  # reason``; they are
+reported as skipped, not killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP_FILE = ROOT / "devtools" / "mutate_skip.txt"
+
+# module → the test files that cover it (non-slow tests only are run). Kept
+# small on purpose: every mutant runs these, so they must take seconds.
+TESTS: Dict[str, List[str]] = {
+    "agent/judge.py": ["tests/test_judge.py"],
+    "agent/credentials.py": [
+        "tests/test_credentials.py",
+        "tests/test_secret_hygiene.py",
+        "tests/test_password_rotation.py",
+    ],
+    "agent/servicenow/incidents.py": ["tests/test_incidents.py", "tests/test_query_safety.py"],
+    "agent/servicenow/outbox.py": [
+        "tests/test_outbox.py",
+        "tests/test_delivery_records.py",
+        "tests/test_outbox_guard.py",
+    ],
+    "agent/servicenow/delivery.py": [
+        "tests/test_delivery.py",
+        "tests/test_pacing.py",
+        "tests/test_password_rotation.py",
+    ],
+    "agent/servicenow/actions.py": [
+        "tests/test_actions.py",
+        "tests/test_delivery.py",
+        "tests/test_query_safety.py",
+        "tests/test_human_closure.py",
+        "tests/test_hung_servicenow.py",
+        "tests/test_delivery_records.py",
+        "tests/test_slow_create_crash.py",
+    ],
+    "agent/servicenow/auth_recovery.py": [
+        "tests/test_auth_recovery.py",
+        "tests/test_password_rotation.py",
+        "tests/test_delivery.py",
+    ],
+}
+DEFAULT_MODULES = list(TESTS)
+
+SWAP_COMPARE = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+}
+SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add}
+SWAP_BOOL = {ast.And: ast.Or, ast.Or: ast.And}
+SYMBOL = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.And: "and",
+    ast.Or: "or",
+}
+LOGGER_NAMES = ("log", "logger", "logging")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    path: str  # relative to the repository
+    line: int
+    change: str
+    index: int  # which mutation point, in walk order
+    variant: int  # which change at that point (a Compare may hold several operators)
+
+    @property
+    def where(self) -> str:
+        return "{}:{}".format(self.path, self.line)
+
+
+# A mutation point: (node, variant) → description, and a function that mutates
+# the node in a deep copy of the tree.
+Point = Tuple[ast.AST, int, str, Callable[[ast.AST], None]]
+
+
+def _excluded_nodes(tree: ast.Module) -> set:
+    """Ids of nodes that are never mutated: docstrings, ``__repr__``, TYPE_CHECKING blocks."""
+    skip = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            skip.add(id(body[0]))
+        is_repr = isinstance(node, ast.FunctionDef) and node.name == "__repr__"
+        is_type_checking = (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        )
+        if is_repr or is_type_checking:
+            for inner in ast.walk(node):
+                skip.add(id(inner))
+    return skip
+
+
+def _is_log_call(call: ast.Call) -> bool:
+    func = call.func
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id in LOGGER_NAMES
+    )
+
+
+def _points(tree: ast.Module) -> Iterator[Tuple[ast.AST, int, str]]:
+    """Every (node, variant, description) that can be mutated, in a stable order."""
+    skip = _excluded_nodes(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in SWAP_COMPARE:
+                    new = SWAP_COMPARE[type(op)]
+                    yield node, i, "{} -> {}".format(SYMBOL[type(op)], SYMBOL[new])
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in SWAP_BINOP:
+            new = SWAP_BINOP[type(node.op)]
+            suffix = "=" if isinstance(node, ast.AugAssign) else ""
+            yield node, 0, "{}{} -> {}{}".format(SYMBOL[type(node.op)], suffix, SYMBOL[new], suffix)
+        elif isinstance(node, ast.BoolOp):
+            new = SWAP_BOOL[type(node.op)]
+            yield node, 0, "{} -> {}".format(SYMBOL[type(node.op)], SYMBOL[new])
+        elif isinstance(node, ast.Constant):
+            if node.value is True or node.value is False:
+                yield node, 0, "{} -> {}".format(node.value, not node.value)
+            elif isinstance(node.value, (int, float)):
+                yield node, 0, "{!r} -> {!r}".format(node.value, node.value + 1)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield node, 0, "not x -> x"
+        elif (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and not _is_log_call(node.value)
+        ):
+            yield node, 0, "{} -> pass".format(ast.unparse(node.value)[:60])
+
+
+def _apply(node: ast.AST, variant: int) -> ast.AST:
+    """Mutate ``node`` in place (a node of a copied tree); return its replacement."""
+    if isinstance(node, ast.Compare):
+        node.ops[variant] = SWAP_COMPARE[type(node.ops[variant])]()
+    elif isinstance(node, (ast.BinOp, ast.AugAssign)):
+        node.op = SWAP_BINOP[type(node.op)]()
+    elif isinstance(node, ast.BoolOp):
+        node.op = SWAP_BOOL[type(node.op)]()
+    elif isinstance(node, ast.Constant):
+        if node.value is True or node.value is False:
+            node.value = not node.value
+        else:
+            node.value = node.value + 1
+    elif isinstance(node, ast.UnaryOp):
+        return node.operand
+    elif isinstance(node, ast.Expr):
+        return ast.Pass()
+    return node
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, target: ast.AST, variant: int) -> None:
+        self.target, self.variant = target, variant
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if node is self.target:
+            return _apply(node, self.variant)
+        return self.generic_visit(node)
+
+
+def mutants_of(path: str) -> List[Mutant]:
+    """Every mutant of the module at ``path`` (relative to the repository)."""
+    tree = ast.parse((ROOT / path).read_text())
+    return [
+        Mutant(path, getattr(node, "lineno", 0), change, index, variant)
+        for index, (node, variant, change) in enumerate(_points(tree))
+    ]
+
+
+def mutated_source(mutant: Mutant) -> str:
+    """The module's source with ``mutant`` applied."""
+    tree = ast.parse((ROOT / mutant.path).read_text())
+    points = list(_points(tree))
+    node, variant, _ = points[mutant.index]
+    tree = _Replace(node, variant).visit(tree)
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree) + "\n"
+
+
+def load_skips() -> Dict[Tuple[str, str], str]:
+    """(path:line, change) → reason, from the skip file."""
+    skips: Dict[Tuple[str, str], str] = {}
+    if not SKIP_FILE.exists():
+        return skips
+    for raw in SKIP_FILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry, _, reason = line.partition("  # ")
+        where, _, change = entry.partition(": ")
+        skips[(where.strip(), change.strip())] = reason.strip()
+    return skips
+
+
+# -- running ----------------------------------------------------------------------
+IGNORED = (".git", ".venv", ".venv38", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
+
+
+def make_copy(base: str) -> Path:
+    """A private copy of the repository to mutate, under ``base``."""
+    target = Path(tempfile.mkdtemp(prefix="mutate-", dir=base))
+    shutil.copytree(ROOT, target / "repo", ignore=shutil.ignore_patterns(*IGNORED, "*.egg-info"))
+    return target / "repo"
+
+
+def run_tests(repo: Path, tests: Sequence[str], timeout: float) -> Tuple[str, float]:
+    """``killed``, ``survived`` or ``timeout`` for the tests in ``repo``; and the seconds taken."""
+    env = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command += ["-m", "not slow", "--no-header", "-o", "addopts="]
+    command += [t for t in tests if (repo / t).exists()]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=str(repo),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - started
+    took = time.monotonic() - started
+    if proc.returncode == 0:
+        return "survived", took
+    if proc.returncode == 5:
+        return "error", took  # no tests ran
+    return "killed", took
+
+
+class Worker:
+    """One private copy of the repository; applies a mutant, runs its tests, restores."""
+
+    def __init__(self, base: str) -> None:
+        self.repo = make_copy(base)
+
+    def try_mutant(self, mutant: Mutant, timeout: float) -> Tuple[Mutant, str, float]:
+        target = self.repo / mutant.path
+        original = (ROOT / mutant.path).read_text()
+        target.write_text(mutated_source(mutant))
+        try:
+            result, took = run_tests(self.repo, TESTS[mutant.path], timeout)
+        finally:
+            target.write_text(original)
+        return mutant, result, took
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="./dev mutate", description=__doc__.split("\n")[0])
+    parser.add_argument("modules", nargs="*", help="paths such as agent/judge.py (default: core)")
+    parser.add_argument("-j", "--jobs", type=int, default=max(1, os.cpu_count() or 1))
+    parser.add_argument(
+        "--timeout", type=float, default=0.0, help="per mutant (default: 4× baseline)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+
+    modules = [m.lstrip("./") for m in args.modules] or DEFAULT_MODULES
+    for module in modules:
+        if module not in TESTS:
+            parser.error("no tests mapped for {} (see TESTS in devtools/mutate.py)".format(module))
+    skips = load_skips()
+    plan: List[Mutant] = []
+    skipped: List[Tuple[Mutant, str]] = []
+    for module in modules:
+        for mutant in mutants_of(module):
+            reason = skips.get((mutant.where, mutant.change))
+            if reason is not None:
+                skipped.append((mutant, reason))
+            else:
+                plan.append(mutant)
+    if args.list:
+        for mutant in plan:
+            print("{}: {}".format(mutant.where, mutant.change))
+        return 0
+
+    base = tempfile.mkdtemp(prefix="edge-agent-mutate-")
+    try:
+        jobs = max(1, args.jobs)
+        workers = [Worker(base) for _ in range(jobs)]
+        # The unmutated tests must pass, and tell how long a run takes.
+        timeouts: Dict[str, float] = {}
+        for module in modules:
+            result, took = run_tests(workers[0].repo, TESTS[module], 600)
+            if result != "survived":
+                print("the tests of {} fail without any mutant ({})".format(module, result))
+                return 2
+            timeouts[module] = args.timeout or max(20.0, 4 * took)
+            print("{}: {} mutants, tests take {:.1f}s".format(module, count(plan, module), took))
+        results = _run_all(workers, plan, timeouts)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return report(modules, results, skipped)
+
+
+def count(plan: Sequence[Mutant], module: str) -> int:
+    return sum(1 for m in plan if m.path == module)
+
+
+def _run_all(
+    workers: List[Worker], plan: List[Mutant], timeouts: Dict[str, float]
+) -> List[Tuple[Mutant, str]]:
+    results: List[Tuple[Mutant, str]] = []
+    queue = list(plan)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
+        free = list(workers)
+        running: Dict[concurrent.futures.Future, Worker] = {}
+        while queue or running:
+            while queue and free:
+                worker, mutant = free.pop(), queue.pop(0)
+                running[pool.submit(worker.try_mutant, mutant, timeouts[mutant.path])] = worker
+            done, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                free.append(running.pop(future))
+                mutant, result, took = future.result()
+                results.append((mutant, result))
+                print(
+                    "[{:3d}/{}] {:8s} {:5.1f}s {}: {}".format(
+                        len(results), len(plan), result, took, mutant.where, mutant.change
+                    ),
+                    flush=True,
+                )
+    print("{} mutants in {:.0f}s".format(len(plan), time.monotonic() - started))
+    return results
+
+
+def report(
+    modules: Sequence[str], results: List[Tuple[Mutant, str]], skipped: List[Tuple[Mutant, str]]
+) -> int:
+    print()
+    print(
+        "{:40s} {:>7s} {:>8s} {:>7s} {:>7s} {:>6s}".format(
+            "module", "killed", "survived", "timeout", "skipped", "score"
+        )
+    )
+    for module in modules:
+        mine = [r for m, r in results if m.path == module]
+        killed = mine.count("killed")
+        timeout = mine.count("timeout")
+        survived = mine.count("survived") + mine.count("error")
+        skip = sum(1 for m, _ in skipped if m.path == module)
+        total = killed + timeout + survived
+        score = 100.0 * (killed + timeout) / total if total else 100.0
+        print(
+            "{:40s} {:7d} {:8d} {:7d} {:7d} {:5.1f}%".format(
+                module, killed, survived, timeout, skip, score
+            )
+        )
+    survivors = sorted(
+        (m for m, r in results if r in ("survived", "error")), key=lambda m: (m.path, m.line)
+    )
+    if survivors:
+        print("\nsurviving mutants:")
+        for mutant in survivors:
+            print("  {}: {}".format(mutant.where, mutant.change))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
