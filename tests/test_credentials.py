@@ -19,7 +19,7 @@ def test_basic_auth_from_a_username_and_password():
     password = new_secret()
     creds = parse(username="u", password=password)
     assert (creds.kind, creds.username, creds.password) == ("basic", "u", password)
-    assert creds.secret_values() == (password,)
+    assert password not in repr(creds)
 
 
 def test_oauth_client_credentials_alone_or_with_both_halves_of_the_password_grant():
@@ -28,7 +28,7 @@ def test_oauth_client_credentials_alone_or_with_both_halves_of_the_password_gran
     assert creds.kind == "oauth" and creds.username is None and creds.password is None
     creds = parse(client_id="c", client_secret=secret, username="u", password=password)
     assert creds.kind == "oauth" and (creds.username, creds.password) == ("u", password)
-    assert set(creds.secret_values()) == {secret, password}
+    assert secret not in repr(creds) and password not in repr(creds)
 
 
 @pytest.mark.parametrize("half", [{"username": "u"}, {"password": "only-a-password"}])

@@ -349,12 +349,10 @@ def test_a_renotify_interval_of_a_second_updates_on_every_reading():
 
 
 def test_an_event_is_a_value_that_cannot_be_changed():
-    import dataclasses
-
     import pytest
 
     [event] = feed(Judge("pi", [HUMID], debounce_samples=1), [55])
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         event.value = 1.0
 
 

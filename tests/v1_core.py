@@ -263,6 +263,8 @@ class V1CoreStandIn:
         else:
             length = int(handler.headers.get("Content-Length") or 0)
             body = handler.rfile.read(length) if length else b""
+            if len(body) < length:
+                return  # the client died mid-request: a real server drops it, as here
         headers = handler.headers  # case-insensitive, as urllib capitalises names its own way
         with self._lock:
             self.requests.append((method, handler.path, headers))
