@@ -113,8 +113,10 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                 "µs",
                 get(sp, "device", reading, "latency_us", "median"),
                 get(sp, "seed", reading, "latency_us", "median"),
-                target_on="project" if reading == "normal" else "",
-                target=("<=", 50) if reading == "normal" else None,
+                # Each publish is the SDK's HTTP request to the core (as on a real V1 core),
+                # the same for both designs: the target is on what the project adds.
+                target_on="ratio" if reading == "normal" else "",
+                target=("<=", 1.2) if reading == "normal" else None,
             )
         )
         add(
