@@ -28,7 +28,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .config import AnomalySettings
 from .credentials import CredentialsProvider
 from .errors import MessageError
-from .greengrass.base import Runtime
+from .greengrass.base import Runtime, subject_of
 from .schema import decode, validate_anomaly
 from .servicenow.client import TableClient
 from .servicenow.delivery import Deliverer
@@ -287,12 +287,7 @@ class AnomalyService:
 
     def function_handler(self, event: Any, context: Any) -> None:
         """The Greengrass V1 / Lambda-style handler."""
-        topic = ""
-        try:
-            topic = context.client_context.custom["subject"]
-        except (AttributeError, KeyError, TypeError):
-            pass
-        self.handle(event, topic)
+        self.handle(event, subject_of(context))
 
     def _throttled(self, correlation_id: str, event_ts: float) -> bool:
         # Judged on the events' own times, so delivery latency cannot make an

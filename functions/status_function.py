@@ -16,6 +16,7 @@ import threading
 from typing import Any, Mapping, Optional
 
 from agent.clock import Clock
+from agent.errors import AgentError
 from agent.greengrass import detect_backend, open_runtime
 from agent.names import STATUS_FUNCTION_ID
 from agent.startup import start_on_core
@@ -56,7 +57,11 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    service = create_app()
+    try:
+        service = create_app()
+    except (AgentError, OSError) as exc:  # bad settings, or the port is taken: say which
+        log.critical("status function could not start: %s", exc)
+        return 2
     runtime = open_runtime(STATUS_FUNCTION_ID)
     for topic in service.settings.topics():
         runtime.subscribe(topic, service.handle)

@@ -138,3 +138,12 @@ def anomaly_settings(standin, tmp_path) -> AnomalySettings:
     return AnomalySettings.from_mapping(
         {"snowUrl": standin.url, "stateDir": str(tmp_path), "deviceId": "pi-test"}
     )
+
+
+@pytest.fixture
+def v1_env(monkeypatch, tmp_path):
+    """The environment a Greengrass V1 core gives a function (its ARN), state in ``tmp_path``."""
+    monkeypatch.setenv("MY_FUNCTION_ARN", "arn:aws:lambda:us-east-1:123456789012:function:x:1")
+    monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
+    monkeypatch.setenv("stateDir", str(tmp_path))
+    monkeypatch.setenv("deviceId", "pi-v1")

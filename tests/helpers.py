@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import importlib
+import sys
+import time
+from types import ModuleType
+from typing import Any, Callable, Dict
 
 from agent.schema import ANOMALY_SCHEMA
 
@@ -36,3 +40,19 @@ def anomaly(
     }
     message.update(extra)
     return message
+
+
+def fresh_import(name: str) -> ModuleType:
+    """Import ``name`` anew (a V1 function module starts its work at load)."""
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true (``True``) or ``timeout`` s pass (``False``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -10,10 +10,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_sensor_component(**env: str) -> subprocess.CompletedProcess:
+    return _run_component("functions.sensor_function", **env)
+
+
+def _run_component(module: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_AGENT_", "AWS_"))}
     environ.update(env, PYTHONPATH=ROOT, EDGE_AGENT_RUNTIME="local")
     return subprocess.run(
-        [sys.executable, "-m", "functions.sensor_function"],
+        [sys.executable, "-m", module],
         capture_output=True,
         text=True,
         env=environ,
@@ -39,4 +43,20 @@ def test_bad_configuration_is_one_clear_line(tmp_path):
 
     assert done.returncode == 2  # bad configuration, as in the README's exit-code table
     assert "humidLimit must be a finite number" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_status_component_whose_port_is_taken_says_which_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = _run_component(
+            "functions.status_function", statusPort=str(port), stateDir=str(tmp_path)
+        )
+    assert done.returncode == 2
+    assert "status function could not start" in done.stderr
+    assert str(port) in done.stderr
     assert "Traceback" not in done.stderr

@@ -8,41 +8,15 @@ stand-in.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
-import time
 
-import pytest
 from conftest import secret_json
-from helpers import anomaly
+from helpers import anomaly, fresh_import, wait_for
 from v1_core import CORE_MODULES_DIR, V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
-
-
-def _fresh_import(name):
-    sys.modules.pop(name, None)
-    return importlib.import_module(name)
-
-
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-@pytest.fixture
-def v1_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("MY_FUNCTION_ARN", "arn:aws:lambda:us-east-1:123456789012:function:x:1")
-    monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
-    monkeypatch.setenv("stateDir", str(tmp_path))
-    monkeypatch.setenv("deviceId", "pi-v1")
-
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a core's Python runtime does for a pinned function: import its module, keep the process.
@@ -75,7 +49,7 @@ def test_sensor_function_starts_its_loop_at_load_and_publishes(tmp_path):
             stderr=subprocess.PIPE,
         )
         try:
-            published = _wait_for(
+            published = wait_for(
                 lambda: (
                     len(core.messages("IoTBlog/sensorData")) >= 5
                     and core.messages("IoTBlog/anomaly")
@@ -104,7 +78,7 @@ def test_sensor_function_with_bad_configuration_logs_and_stays_idle(v1_env, monk
     monkeypatch.setenv("EDGE_AGENT_SENSOR", "fake")
     monkeypatch.setenv("humidLimit", "very")
     with V1CoreStandIn() as core, core.installed():
-        module = _fresh_import("functions.sensor_function")
+        module = fresh_import("functions.sensor_function")
     assert module.app is None
     assert "humidLimit must be a finite number" in caplog.text
     assert "sensor function could not start" in caplog.text
@@ -116,11 +90,11 @@ def test_anomaly_function_opens_an_incident_through_the_v1_secret(
     core = V1CoreStandIn(secrets={"greengrass-snow-creds": secret_json(password)})
     monkeypatch.setenv("snowUrl", standin.url + "/api/now/table/incident")  # the blog's form
     with core, core.installed():
-        module = _fresh_import("functions.anomaly_function")
+        module = fresh_import("functions.anomaly_function")
         try:
             context = LambdaContext("edge-agent-anomaly", "IoTBlog/anomaly", "sensor")
             module.function_handler(anomaly(episode="pi-v1:humidity:upper:1790000000"), context)
-            assert _wait_for(lambda: len(standin.incidents()) == 1)
+            assert wait_for(lambda: len(standin.incidents()) == 1)
         finally:
             module.app.stop()
     assert core.secret_requests and core.secret_requests[0]["SecretId"] == "greengrass-snow-creds"

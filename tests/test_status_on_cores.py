@@ -4,12 +4,11 @@ awsiotsdk IPC client talking event-stream to a stand-in nucleus."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
 
 import pytest
 import requests
+from helpers import fresh_import, wait_for
 from v1_core import V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
@@ -20,34 +19,12 @@ from agent.topology import STATUS_SWITCH
 T0 = 1_790_000_000.0
 
 
-def _fresh_import(name):
-    sys.modules.pop(name, None)
-    return importlib.import_module(name)
-
-
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-@pytest.fixture
-def v1_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("MY_FUNCTION_ARN", "arn:aws:lambda:us-east-1:123456789012:function:x:1")
-    monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
-    monkeypatch.setenv("stateDir", str(tmp_path))
-    monkeypatch.setenv("deviceId", "pi-v1")
-
-
 def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_messages(
     v1_env, monkeypatch
 ):
     monkeypatch.setenv("statusPort", "0")
     with V1CoreStandIn() as core, core.installed():
-        module = _fresh_import("functions.status_function")
+        module = fresh_import("functions.status_function")
     try:
         assert module.app is not None and module.app.url, "the server did not start at load"
         reading = {"schema": READING_SCHEMA, "device": "pi-v1", "seq": 1, "ts": time.time()}
@@ -69,9 +46,9 @@ def test_on_a_v1_core_the_sensor_sends_health_reports_when_the_group_has_a_statu
     monkeypatch.setenv("period", "0.05")
     monkeypatch.setenv(STATUS_SWITCH, "on")
     with core, core.installed():
-        module = _fresh_import("functions.sensor_function")
+        module = fresh_import("functions.sensor_function")
         try:
-            assert _wait_for(lambda: core.messages("edge-agent/health/sensor"))
+            assert wait_for(lambda: core.messages("edge-agent/health/sensor"))
         finally:
             module.app.stop()
     report = core.messages("edge-agent/health/sensor")[0]
@@ -85,9 +62,9 @@ def test_without_a_status_function_no_health_reports_are_sent(v1_env, monkeypatc
     monkeypatch.setenv("period", "0.02")
     monkeypatch.delenv(STATUS_SWITCH, raising=False)
     with core, core.installed():
-        module = _fresh_import("functions.sensor_function")
+        module = fresh_import("functions.sensor_function")
         try:
-            assert _wait_for(lambda: len(core.messages("IoTBlog/sensorData")) >= 5)
+            assert wait_for(lambda: len(core.messages("IoTBlog/sensorData")) >= 5)
         finally:
             module.app.stop()
     assert core.messages("edge-agent/health/sensor") == []

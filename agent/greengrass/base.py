@@ -98,3 +98,11 @@ class Runtime:
 
     def close(self) -> None:
         """Release connections."""
+
+
+def subject_of(context: Any) -> str:
+    """The topic a V1 (or local core) Lambda context says a message came on; ``""`` if none."""
+    try:
+        return str(context.client_context.custom["subject"])
+    except (AttributeError, KeyError, TypeError):
+        return ""

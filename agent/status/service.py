@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import MessageError
+from ..greengrass.base import subject_of
 from ..schema import decode
 from . import document, metrics
 from .model import DEFAULT_HISTORY, StatusModel, columns_json, columns_json_parts
@@ -123,12 +124,7 @@ class StatusService:
 
     def function_handler(self, event: Any, context: Any) -> None:
         """The Greengrass V1 handler (and the local core's)."""
-        topic = ""
-        try:
-            topic = context.client_context.custom["subject"]
-        except (AttributeError, KeyError, TypeError):
-            pass
-        self.handle(event, topic)
+        self.handle(event, subject_of(context))
 
     # -- the document -----------------------------------------------------------------
     def views(self) -> Dict[str, Any]:
