@@ -55,11 +55,13 @@ TESTS: Dict[str, List[str]] = {
     "agent/servicenow/incidents.py": ["tests/test_incidents.py", "tests/test_query_safety.py"],
     "agent/servicenow/outbox.py": [
         "tests/test_outbox.py",
+        "tests/test_disk_full.py",
         "tests/test_delivery_records.py",
         "tests/test_outbox_guard.py",
     ],
     "agent/servicenow/delivery.py": [
         "tests/test_delivery.py",
+        "tests/test_disk_full.py",
         "tests/test_pacing.py",
         "tests/test_password_rotation.py",
     ],
