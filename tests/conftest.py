@@ -147,3 +147,19 @@ def v1_env(monkeypatch, tmp_path):
     monkeypatch.delenv("EDGE_AGENT_RUNTIME", raising=False)
     monkeypatch.setenv("stateDir", str(tmp_path))
     monkeypatch.setenv("deviceId", "pi-v1")
+
+
+@pytest.fixture
+def vclock() -> VirtualClock:
+    """The agent's virtual clock, shared with :func:`snow`."""
+    return VirtualClock(start=1_790_000_000.0)
+
+
+@pytest.fixture
+def snow(password, vclock):
+    """The stand-in, stamping each request with the agent's virtual time."""
+    from devtools.servicenow_standin import ServiceNowStandIn
+
+    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=vclock.time).start()
+    yield server
+    server.stop()

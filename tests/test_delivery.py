@@ -9,7 +9,6 @@ import pytest
 from conftest import SNOW_USER, secret_json
 from helpers import anomaly
 
-from agent.clock import VirtualClock
 from agent.config import AnomalySettings
 from agent.credentials import CredentialsProvider
 from agent.servicenow.client import TableClient
@@ -19,18 +18,6 @@ from agent.servicenow.outbox import Outbox
 from devtools.servicenow_standin import ServiceNowStandIn
 
 SETTINGS = AnomalySettings.from_mapping({"snowUrl": "https://x.service-now.com"})
-
-
-@pytest.fixture
-def vclock():
-    return VirtualClock(start=1_790_000_000.0)
-
-
-@pytest.fixture
-def snow(password, vclock):
-    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=vclock.time).start()
-    yield server
-    server.stop()
 
 
 def make_deliverer(snow, password, vclock, tmp_path, seed=1, retry_base=2.0, retry_max=300.0):

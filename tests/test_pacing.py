@@ -4,28 +4,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SNOW_USER, secret_json
+from conftest import secret_json
 from helpers import anomaly
 
-from agent.clock import VirtualClock
 from agent.greengrass.local import LocalCore
 from agent.servicenow.pacing import RequestPacer
 from agent.topology import ANOMALY_FUNCTION_ID
-from devtools.servicenow_standin import ServiceNowStandIn
 from functions import anomaly_function
-
-
-@pytest.fixture
-def vclock():
-    return VirtualClock(start=1_790_000_000.0)
-
-
-@pytest.fixture
-def snow(password, vclock):
-    # The stand-in stamps each request with the agent's virtual time.
-    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=vclock.time).start()
-    yield server
-    server.stop()
 
 
 def make_service(snow, password, vclock, tmp_path, **environ):
