@@ -84,7 +84,7 @@ print(repr({"vm_hwm_kb": int(hwm), "sizes": sizes, "modules": len(sys.modules)})
 
 RUN_CHILD = r"""
 import sys
-from devtools.run_direct import main
+from agent.standalone.run import main
 args = ["--sensor", "fake", "--set", "period=0.002", "--max-ticks", "1500", "--state-dir", sys.argv[1]]
 if sys.argv[2] == "on":
     args += ["--status", "127.0.0.1:0"]

@@ -37,7 +37,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
 
         return standin_main(argv[1:])
     if argv and argv[0] == "run":
-        from devtools.run_direct import main as run_main
+        from agent.standalone.run import main as run_main
 
         return run_main(argv[1:])
     if argv and argv[0] == "status":
@@ -197,9 +197,9 @@ def _join_dash_values(argv: List[str]) -> List[str]:
 
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from agent.errors import AgentError
+    from agent.standalone.arguments import parse_assignments
+    from agent.standalone.exit_codes import BAD_CONFIGURATION, INTERRUPTED
     from devtools.console import silence
-    from devtools.exit_codes import BAD_CONFIGURATION, INTERRUPTED
-    from devtools.local_group import parse_assignments
     from devtools.simulate import SimulationOptions, parse_outages, run
     from devtools.simulation_changes import parse_changes
 

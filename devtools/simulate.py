@@ -29,14 +29,15 @@ from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
 
 from agent.clock import Clock, VirtualClock
 from agent.credentials import Credentials
-from agent.greengrass.local import LocalCore
 from agent.schema import METRICS
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
+from agent.standalone.exit_codes import exit_code_for, meaning
+from agent.standalone.group import LocalGroup
+from agent.standalone.mqtt_bridge.options import BridgeOptions
+from agent.standalone.status import status_topology
 from agent.topology import STATUS_SWITCH, default_topology
 from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
-from devtools.exit_codes import exit_code_for, meaning
-from devtools.local_group import build_group
 from devtools.simulation_changes import Timed, change_switch, config_line
 from devtools.simulation_checks import Plan, parse_outages, prepare
 from devtools.simulation_loop import (
@@ -77,7 +78,7 @@ class SimulationOptions:
     mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
     mqtt_close_timeout: float = 10.0  # seconds to wait at the end for the broker to take the rest
     progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
-    serve: Optional[str] = None  # [HOST:]PORT of the status page (devtools/status_serve.py)
+    serve: Optional[str] = None  # [HOST:]PORT of the status page (agent/standalone/status.py)
     changes: Sequence[Timed] = ()  # --at: (seconds into the run, variable, shadow value)
 
 
@@ -142,12 +143,7 @@ def _run(
     else:
         console.line("state", state_dir)
     standin = None
-    bridge = None
-    mqtt = None
-    status = None
     start = clock.time()
-    interrupted = False
-    drained = False
     started_wall = time.monotonic()
     try:
         if options.snow_url is None:
@@ -162,99 +158,125 @@ def _run(
         topology = default_topology()
         environ_status = None
         if options.serve:
-            from devtools.status_serve import status_topology
-
             topology, environ_status = status_topology(
                 topology, options.serve, {"stateDir": state_dir}, options.environment
             )
             environ_sensor[STATUS_SWITCH] = environ_anomaly[STATUS_SWITCH] = "on"
-        # Its shadows in the state folder, as a core keeps them: a run again resumes them.
-        core = LocalCore(
-            topology, clock=clock, shadow_path=os.path.join(state_dir, "local-shadows.json")
+        bridge = _bridge_options(options)
+        if bridge is not None:
+            console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
+        # Entered after the console's warning handler is in place: a broker that refuses at
+        # once is shown. Its shadows in the state folder, as a core keeps them: a run again
+        # resumes them.
+        group = LocalGroup(
+            environ_sensor,
+            environ_anomaly,
+            clock,
+            topology=topology,
+            sensor=sensor,
+            secret_file=options.secret_file,
+            secret_value=secret_value,
+            shadow_path=os.path.join(state_dir, "local-shadows.json"),
+            bridge=bridge,
+            environ_status=environ_status,
+            fast=options.fast,
+            line=console.line,
         )
-        secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
-        if options.secret_file:
-            core.load_secret_file(secret_name, options.secret_file)
-        elif secret_value is not None:
-            core.add_secret(secret_name, secret_value)
-        # After the console's warning handler is in place: a broker that refuses at once is shown.
-        bridge = _attach_mqtt(core, options, console)
-        sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
-        sensor_app.on_reading.append(console.reading)
-        sensor_app.on_event.append(console.event)
-        if sensor_app.live is not None:
-            sensor_app.live.on_change.append(config_line(console.line))
-        anomaly_app.deliverer.on_outcome.append(console.outcome)
-        if environ_status is not None:
-            from devtools.status_serve import attach_status
+        with group:
+            drained, interrupted = _drive(options, plan, clock, group, standin, console, start)
+            group.stop()
+            summary = _summary(options, plan, clock, group, console, start, started_wall)
+            summary.update(drained=drained, interrupted=interrupted)
+            if standin is not None:
+                summary["incidents_in_standin"] = len(standin.incidents())
+                standin.stop()
+                standin = None
+            summary["exit_code"] = exit_code_for(summary)
+            summary["state_dir_removed"] = plan.temporary_state and not _kept_for(summary)
+            _done_lines(summary, console, plan.temporary_state)
+            if group.status is not None:
+                group.status.after_run(
+                    summary, on_finished, options.fast and not interrupted, console.line
+                )
+            elif on_finished is not None:
+                on_finished(summary)
+    finally:
+        if standin is not None:
+            standin.stop()
+    return summary
 
-            status = attach_status(
-                core,
+
+def _drive(
+    options: SimulationOptions,
+    plan: Plan,
+    clock: Clock,
+    group: LocalGroup,
+    standin: Any,
+    console: Console,
+    start: float,
+) -> Tuple[bool, bool]:
+    """The run itself: readings and deliveries at their times; (drained, interrupted)."""
+    sensor_app, anomaly_app = group.sensor, group.anomaly
+    sensor_app.on_reading.append(console.reading)
+    sensor_app.on_event.append(console.event)
+    if sensor_app.live is not None:
+        sensor_app.live.on_change.append(config_line(console.line))
+    anomaly_app.deliverer.on_outcome.append(console.outcome)
+    set_down = outage_switch(standin, options.outages, start, console)
+    if options.changes and sensor_app.live is not None:
+        bring_in = change_switch(
+            group.core, sensor_app.live.thing, options.changes, start, console.line
+        )
+        set_down = _both(set_down, bring_in)
+    # The period may change during the run (--at SECONDS:period=...).
+    ticks = tick_times(
+        sensor_app.sensor,
+        start,
+        plan.duration,
+        lambda: sensor_app.settings.period,
+        bool(options.replay),
+    )
+    end = start + plan.duration
+
+    def progress() -> str:
+        return progress_text(clock.time() - start, plan.duration, sensor_app, options.fast)
+
+    try:
+        _start_line(options, plan, console, sensor_app.sensor)
+        if isinstance(clock, VirtualClock):  # --fast
+            drained = run_virtual(
                 clock,
                 sensor_app,
                 anomaly_app,
-                environ_status,
-                options.fast,
-                console.line,
-                bridge,
+                ticks,
+                end,
+                options.drain_timeout,
+                set_down,
+                console,
+                progress,
             )
-        set_down = outage_switch(standin, options.outages, start, console)
-        if options.changes and sensor_app.live is not None:
-            bring_in = change_switch(
-                core, sensor_app.live.thing, options.changes, start, console.line
+        else:
+            group.start()
+            drained = run_real(
+                clock, sensor_app, anomaly_app, ticks, end, set_down, console, progress
             )
-            set_down = _both(set_down, bring_in)
-        # The period may change during the run (--at SECONDS:period=...).
-        ticks = tick_times(
-            sensor,
-            start,
-            plan.duration,
-            lambda: sensor_app.settings.period,
-            bool(options.replay),
-        )
-        end = start + plan.duration
+    except KeyboardInterrupt:
+        console.line("stopped", "interrupted (Ctrl-C)")
+        return False, True
+    return drained, False
 
-        def progress() -> str:
-            return progress_text(clock.time() - start, plan.duration, sensor_app, options.fast)
 
-        try:
-            _start_line(options, plan, console, sensor)
-            if options.fast:
-                drained = run_virtual(
-                    clock,
-                    sensor_app,
-                    anomaly_app,
-                    ticks,
-                    end,
-                    options.drain_timeout,
-                    set_down,
-                    console,
-                    progress,
-                )
-            else:
-                anomaly_app.start()
-                drained = run_real(
-                    clock, sensor_app, anomaly_app, ticks, end, set_down, console, progress
-                )
-        except KeyboardInterrupt:
-            interrupted = True
-            console.line("stopped", "interrupted (Ctrl-C)")
-        finally:
-            anomaly_app.stop()
-        if status is not None:
-            status.finish()
-    except BaseException:
-        if status is not None:
-            status.close()
-        raise
-    finally:
-        if bridge is not None:
-            mqtt = bridge.close()  # its losses are reported on the console too
-        incidents_in_standin = None
-        if standin is not None:
-            incidents_in_standin = len(standin.incidents())
-            standin.stop()
-
+def _summary(
+    options: SimulationOptions,
+    plan: Plan,
+    clock: Clock,
+    group: LocalGroup,
+    console: Console,
+    start: float,
+    started_wall: float,
+) -> Dict[str, Any]:
+    """The run's summary, from the stopped group's counts."""
+    sensor_app, anomaly_app = group.sensor, group.anomaly
     live_counts = sensor_app.live.counts if sensor_app.live is not None else {}
     live_counts = {k: live_counts.get(k, 0) for k in ("applied", "rejected")}
     summary: Dict[str, Any] = {
@@ -274,50 +296,32 @@ def _run(
             "rejected_messages": anomaly_app.counts["rejected"],
         },
         "sensor": console.fault_counts(sensor_app.counts["sensor_errors"]),
-        "messages_to_cloud": core.stats["to_cloud"],
+        "messages_to_cloud": group.core.stats["to_cloud"],
         "config_changes_applied": live_counts["applied"],
         "config_changes_rejected": live_counts["rejected"],
-        "drained": drained,
-        "interrupted": interrupted,
-        "state_dir": state_dir,
+        "drained": False,
+        "interrupted": False,
+        "state_dir": plan.state_dir,
     }
     if options.replay:
-        summary["replay"] = sensor.stats.as_dict()  # type: ignore[attr-defined]
-    summary.update(anomaly_app.summary())
-    anomaly_app.close()  # the outbox, and the state directory's locks
-    sensor_app.close()
-    if incidents_in_standin is not None:
-        summary["incidents_in_standin"] = incidents_in_standin
-    if mqtt is not None:
-        summary["mqtt"] = mqtt.summary()
+        summary["replay"] = sensor_app.sensor.stats.as_dict()  # type: ignore[attr-defined]
+    summary.update(group.anomaly_summary)
+    if group.mqtt is not None:
+        summary["mqtt"] = group.mqtt.summary()
         console.line(
             "mqtt",
             "{published} published, {rejected} rejected, {dropped} dropped, {lost} lost "
             "(to {broker})".format(**summary["mqtt"]),
         )
-    summary["exit_code"] = exit_code_for(summary)
-    summary["state_dir_removed"] = plan.temporary_state and not _kept_for(summary)
-    _done_lines(summary, console, plan.temporary_state)
-    if status is not None:
-        status.after_run(summary, on_finished, options.fast and not interrupted, console.line)
-    elif on_finished is not None:
-        on_finished(summary)
     return summary
 
 
-def _attach_mqtt(core: LocalCore, options: SimulationOptions, console: Console) -> Any:
-    """The MQTT bridge for ``--mqtt``, or None."""
+def _bridge_options(options: SimulationOptions) -> Optional[BridgeOptions]:
+    """The MQTT bridge's options for ``--mqtt``, or None."""
     if not options.mqtt_url:
         return None
-    from agent.greengrass.mqtt_bridge import BridgeOptions, attach_bridge
-
     tls = {k: v for k, v in options.mqtt_tls.items() if v}
-    bridge = attach_bridge(
-        core,
-        BridgeOptions(options.mqtt_url, close_timeout=options.mqtt_close_timeout, **tls),
-    )
-    console.line("mqtt", "bridging 'cloud' to {}".format(options.mqtt_url))
-    return bridge
+    return BridgeOptions(options.mqtt_url, close_timeout=options.mqtt_close_timeout, **tls)
 
 
 def _start_standin(

@@ -21,8 +21,9 @@ from agent.errors import ConfigError
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
 from agent.sensors.fake import get_scenario
+from agent.standalone.arguments import check_secret_file
+from agent.standalone.group import function_environments
 from agent.topology import default_topology
-from devtools.local_group import check_secret_file, function_environments
 from devtools.simulation_changes import check_changes
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-from devtools.exit_codes import BAD_CONFIGURATION, OK, PENDING, REFUSED
+from agent.standalone.exit_codes import BAD_CONFIGURATION, OK, PENDING, REFUSED
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.greengrass.local import LocalCore
-from agent.greengrass.mqtt_bridge import BridgeOptions, MqttBridge, attach_bridge
 from agent.schema import READING_SCHEMA
+from agent.standalone.mqtt_bridge import BridgeOptions, MqttBridge, attach_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
 READINGS = "IoTBlog/sensorData"
 ANOMALIES = "IoTBlog/anomaly"
 FAST = (0.2, 1.0)  # reconnect backoff for tests
-BRIDGE_LOG = "agent.greengrass.mqtt_bridge"
+BRIDGE_LOG = "agent.standalone.mqtt_bridge"
 
 
 def _load_make_local_ca() -> Any:

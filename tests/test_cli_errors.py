@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from devtools.exit_codes import EXIT_CODES, exit_code_for
-from devtools.exit_codes import markdown_table as exit_code_table
+from agent.standalone.exit_codes import EXIT_CODES, exit_code_for
+from agent.standalone.exit_codes import markdown_table as exit_code_table
 from devtools.troubleshooting import TROUBLES
 from devtools.troubleshooting import markdown_table as troubleshooting_table
 from tests.conftest import secret_json
@@ -293,7 +293,7 @@ def _readme() -> str:
 
 def test_the_readme_carries_the_exit_code_and_troubleshooting_tables():
     readme = _readme()
-    assert exit_code_table() in readme, "regenerate: devtools.exit_codes.markdown_table()"
+    assert exit_code_table() in readme, "regenerate: agent.standalone.exit_codes.markdown_table()"
     assert troubleshooting_table() in readme, (
         "regenerate: devtools.troubleshooting.markdown_table()"
     )

@@ -16,11 +16,10 @@ from moto import mock_aws
 from test_deploy_support import fake_aws
 
 from agent.clock import VirtualClock
-from agent.greengrass.local import LocalCore
 from agent.sensors import open_sensor
+from agent.standalone.group import LocalGroup, function_environments
 from agent.topology import default_topology
 from deploy.cli import main
-from devtools.local_group import build_group, function_environments
 
 THING = "pi-kitchen"
 REGION = "us-east-1"
@@ -114,14 +113,14 @@ def test_set_reaches_the_device_which_applies_and_reports_it(
     aws, tmp_path, capsys, standin, password
 ):
     clock = VirtualClock()
-    core = LocalCore(default_topology(), clock=clock)
-    core.add_secret("greengrass-snow-creds", secret_json(password))
     sensor_env, anomaly_env = function_environments(
         default_topology(), {"deviceId": THING, "stateDir": str(tmp_path)}, {"snowUrl": standin.url}
     )
     fake = open_sensor("fake", clock=clock, scenario="steady")
-    sensor, anomaly = build_group(core, sensor_env, anomaly_env, clock, fake)
-    try:
+    with LocalGroup(
+        sensor_env, anomaly_env, clock, sensor=fake, secret_value=secret_json(password)
+    ) as group:
+        core, sensor = group.core, group.sensor
 
         def sync():  # the core's shadow sync: desired down, reported up
             cloud = shadow(aws)
@@ -148,6 +147,3 @@ def test_set_reaches_the_device_which_applies_and_reports_it(
         # converged: nothing of the sensor's left in the delta (moto keeps an empty {"sensor": {}})
         assert not shadow(aws)["state"].get("delta", {}).get("sensor")
         assert sensor.settings.limits[1].upper == 55.0
-    finally:
-        anomaly.stop()
-        anomaly.outbox.close()

@@ -15,10 +15,9 @@ import pytest
 from conftest import SNOW_USER, secret_json
 
 from agent.clock import VirtualClock
-from agent.greengrass.local import LocalCore
 from agent.sensors.base import Reading, Sensor
+from agent.standalone.group import LocalGroup, function_environments
 from agent.topology import default_topology
-from devtools.local_group import build_group, function_environments
 
 THING = "pi-kitchen"
 
@@ -39,20 +38,26 @@ class Humidity(Sensor):
 class Group:
     """Both functions on a local core, ServiceNow behind, all in virtual time."""
 
-    def __init__(self, state_dir, snow_url, password, level=40.0, core=None, clock=None):
+    def __init__(self, state_dir, snow_url, password, level=40.0, clock=None):
         self.clock = clock or VirtualClock()
-        self.core = core or LocalCore(
-            default_topology(), clock=self.clock, shadow_path=str(state_dir / "shadows.json")
-        )
-        self.core.add_secret("greengrass-snow-creds", secret_json(password))
         sensor_env, anomaly_env = function_environments(
             default_topology(),
             {"deviceId": THING, "stateDir": str(state_dir), "debounceSamples": "3"},
             {"snowUrl": snow_url},
         )
         self.humidity = Humidity(self.clock, level)
-        self.sensor, self.anomaly = build_group(
-            self.core, sensor_env, anomaly_env, self.clock, self.humidity
+        self.group = LocalGroup(
+            sensor_env,
+            anomaly_env,
+            self.clock,
+            sensor=self.humidity,
+            secret_value=secret_json(password),
+            shadow_path=str(state_dir / "shadows.json"),
+        ).open()
+        self.core, self.sensor, self.anomaly = (
+            self.group.core,
+            self.group.sensor,
+            self.group.anomaly,
         )
 
     def desire(self, **values):
@@ -71,8 +76,7 @@ class Group:
         return [m["event"] for t, m in self.core.cloud_messages if t == "IoTBlog/anomaly"]
 
     def close(self):
-        self.anomaly.stop()
-        self.anomaly.outbox.close()
+        self.group.close()
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
 from agent.greengrass.local import LocalCore
-from agent.greengrass.mqtt_bridge import MqttBridge, entry_size, parse_mqtt_url
 from agent.schema import ANOMALY_SCHEMA, READING_SCHEMA
+from agent.standalone.mqtt_bridge import MqttBridge, entry_size, parse_mqtt_url
 from agent.topology import (
     ANOMALY_FUNCTION_ID,
     CLOUD,
@@ -221,7 +221,7 @@ def test_messages_published_while_the_broker_is_down_arrive_after_reconnect(brok
 
 
 def test_a_full_spool_drops_the_oldest_and_counts_every_drop(broker, bridges, caplog):
-    caplog.set_level(logging.WARNING, logger="agent.greengrass.mqtt_bridge")
+    caplog.set_level(logging.WARNING, logger="agent.standalone.mqtt_bridge")
     watcher = Watcher(broker.port, persistent=True).start()
     try:
         broker.stop()  # the watcher's session survives in the broker's persistence file
@@ -429,7 +429,7 @@ def test_mqtt5_end_to_end(broker, bridges):
 
 
 def test_run_direct_against_a_tls_broker_like_aws_iot(tls_broker, local_ca, tmp_path):
-    from devtools.run_direct import main
+    from agent.standalone.run import main
 
     watcher = Watcher(tls_broker.port, tls=local_ca, host="localhost").start()
     try:
@@ -466,7 +466,7 @@ def test_run_direct_against_a_tls_broker_like_aws_iot(tls_broker, local_ca, tmp_
 
 
 def test_run_direct_for_a_duration_over_plain_mqtt(broker, tmp_path):
-    from devtools.run_direct import main
+    from agent.standalone.run import main
 
     watcher = Watcher(broker.port).start()
     try:
@@ -493,7 +493,7 @@ def test_run_direct_for_a_duration_over_plain_mqtt(broker, tmp_path):
 
 
 def test_run_direct_needs_the_thing_name_for_aws(monkeypatch, capsys):
-    from devtools.run_direct import endpoint_url, main
+    from agent.standalone.run import endpoint_url, main
 
     monkeypatch.delenv("AWS_IOT_THING_NAME", raising=False)
     host = "abc123-ats.iot.eu-west-1.amazonaws.com"

@@ -11,22 +11,22 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import VirtualClock
 from agent.errors import ConfigError
-from agent.greengrass.mqtt_bridge import BridgeOptions, parse_mqtt_url
-from agent.greengrass.mqtt_bridge.diagnosis import (
+from agent.standalone.mqtt_bridge import BridgeOptions, parse_mqtt_url
+from agent.standalone.mqtt_bridge.diagnosis import (
     TlsFiles,
     describe_connect_error,
     describe_early_close,
     describe_refusal,
     is_protocol_refusal,
 )
-from agent.greengrass.mqtt_bridge.reporting import Reporter
-from agent.greengrass.mqtt_bridge.suspects import Suspects
+from agent.standalone.mqtt_bridge.reporting import Reporter
+from agent.standalone.mqtt_bridge.suspects import Suspects
 
 PLAIN = parse_mqtt_url("mqtt://broker.example:1883?client_id=pi-1")
 TLS = parse_mqtt_url("mqtts://broker.example:8883?client_id=pi-1")
 NO_CERT = TlsFiles(ca="certs/ca.pem", cert=None)
 WITH_CERT = TlsFiles(ca="certs/ca.pem", cert="certs/device.pem")
-LOG = "agent.greengrass.mqtt_bridge"
+LOG = "agent.standalone.mqtt_bridge"
 
 
 def test_a_refused_connection_names_the_broker_and_what_to_check():

@@ -13,7 +13,7 @@ import pytest
 from mosquitto import Mosquitto, free_port
 from mqtt_helpers import READINGS, ROOT, Watcher
 
-from devtools.exit_codes import MQTT_LOST
+from agent.standalone.exit_codes import MQTT_LOST
 from devtools.simulate import SimulationOptions, run
 
 
@@ -65,7 +65,7 @@ def test_simulate_with_a_broker_publishes_everything_and_exits_0(tmp_path):
 
 
 def test_run_exits_4_when_the_broker_refuses_the_readings(tmp_path, caplog):
-    from devtools.run_direct import main
+    from agent.standalone.run import main
 
     caplog.set_level(logging.WARNING)
     acl = tmp_path / "acl"

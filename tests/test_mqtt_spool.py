@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from agent.errors import ConfigError
-from agent.greengrass.mqtt_bridge.spool import MemorySpool, SpoolError, SqliteSpool, entry_size
+from agent.standalone.mqtt_bridge.spool import MemorySpool, SpoolError, SqliteSpool, entry_size
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "IoTBlog/sensorData"
@@ -128,7 +128,7 @@ def test_a_sqlite_spool_reopened_with_a_lower_limit_drops_its_oldest(tmp_path):
 
 _WRITER = """
 import sys
-from agent.greengrass.mqtt_bridge.spool import SqliteSpool
+from agent.standalone.mqtt_bridge.spool import SqliteSpool
 spool = SqliteSpool(sys.argv[1], 10_000_000)
 for seq in range(100_000):
     spool.append("IoTBlog/sensorData", b"%05d" % seq)

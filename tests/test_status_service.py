@@ -21,13 +21,12 @@ import requests
 from conftest import SNOW_USER, secret_json
 
 from agent.clock import VirtualClock
-from agent.greengrass.local import LocalCore
 from agent.sensors import open_sensor
+from agent.standalone.group import LocalGroup, function_environments
+from agent.standalone.status import status_topology
 from agent.status import server as status_server
 from agent.status.health import HEALTH_INTERVAL
 from agent.topology import STATUS_FUNCTION_ID, default_topology
-from devtools.local_group import build_group, function_environments
-from devtools.status_serve import attach_status, status_topology
 
 T0 = 1_790_000_000.0
 
@@ -41,16 +40,25 @@ class Group:
         common = {"stateDir": str(state_dir), "deviceId": "pi-status", "snowUrl": standin.url}
         common.update(variables)
         topology, status_env = status_topology(default_topology(), "127.0.0.1:0", common)
-        self.core = LocalCore(topology)
-        self.core.add_secret("greengrass-snow-creds", secret_json(password))
         sensor_env, anomaly_env = function_environments(topology, common)
         sensor = open_sensor("fake", clock=self.clock, scenario=scenario, seed=1)
-        self.sensor, self.anomaly = build_group(
-            self.core, sensor_env, anomaly_env, self.clock, sensor
+        self.group = LocalGroup(
+            sensor_env,
+            anomaly_env,
+            self.clock,
+            topology=topology,
+            sensor=sensor,
+            secret_value=secret_json(password),
+            environ_status=status_env,
+            fast=True,
+            line=lambda *a: None,
+        ).open()
+        self.core, self.sensor, self.anomaly = (
+            self.group.core,
+            self.group.sensor,
+            self.group.anomaly,
         )
-        self.status = attach_status(
-            self.core, self.clock, self.sensor, self.anomaly, status_env, True, lambda *a: None
-        )
+        self.status = self.group.status
         self.url = self.status.url
 
     def run(self, ticks):
@@ -61,11 +69,11 @@ class Group:
         self.core.wait_idle(STATUS_FUNCTION_ID)
 
     def finish(self):
-        self.status.finish()
+        """Stop the functions as a run ends; the page goes on serving what they left."""
+        self.group.stop()
 
     def close(self):
-        self.status.close()
-        self.anomaly.outbox.close()
+        self.group.close()
 
 
 @pytest.fixture

@@ -1,9 +1,8 @@
 """``edge-agent run``: the agent on this device without Greengrass, straight to AWS IoT Core.
 
-Both functions run in this one process, created through their entry modules
-(``functions/``) exactly as ``edge-agent simulate`` creates them, and the
-in-process core (:class:`agent.greengrass.local.LocalCore`) routes between
-them by the group's own topology. What the topology sends to ``cloud`` goes
+Both functions run in this one process, on the group runtime ``edge-agent simulate`` uses too
+(:class:`agent.standalone.group.LocalGroup`): the in-process core routes
+between them by the group's own topology. What the topology sends to ``cloud`` goes
 over the MQTT bridge to AWS IoT Core, authenticated by the device certificate
 as a Greengrass core would be::
 
@@ -28,6 +27,8 @@ import signal
 import sys
 import threading
 from typing import Any, Dict, List, Optional
+
+from .mqtt_bridge.options import BridgeOptions
 
 log = logging.getLogger("edge_agent.run")
 
@@ -123,8 +124,8 @@ def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
     return url + (f"?protocol={protocol}" if protocol else "")
 
 
-def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[Any]:
-    """The bridge's options (a ``BridgeOptions``) from the command line; None without a broker."""
+def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Optional[BridgeOptions]:
+    """The bridge's options from the command line; None without a broker."""
     thing = args.thing or environ.get(ENV_THING) or None
     client_id = args.client_id or thing
     if args.endpoint:
@@ -139,8 +140,6 @@ def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Option
         url = args.mqtt
     else:
         return None
-    from agent.greengrass.mqtt_bridge import BridgeOptions
-
     return BridgeOptions(
         url,
         client_id=client_id,
@@ -165,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--duration must be positive")
     if args.max_ticks is not None and args.max_ticks < 1:
         parser.error("--max-ticks must be 1 or more")
-    from devtools.local_group import check_secret_file, parse_assignments
+    from .arguments import check_secret_file, parse_assignments
 
     try:
         overrides = parse_assignments(args.set)
@@ -174,28 +173,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         if secret_file:
             check_secret_file(secret_file)  # its shape now, not at the first delivery
         if args.status:
-            from agent.status.settings import parse_address
+            from ..status.settings import parse_address
 
             parse_address(args.status, "--status")
     except ValueError as exc:
         parser.error(str(exc))
 
-    from agent.errors import AgentError
+    from ..errors import AgentError
 
     try:
-        return _run(args, overrides, settings)
+        return _run(args, overrides, settings, secret_file)
     except (AgentError, OSError) as exc:
         print(f"edge-agent run: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional[Any]) -> int:
-    from agent.clock import Clock
-    from agent.config import SensorSettings
-    from agent.greengrass.local import LocalCore
-    from agent.sensors import open_sensor
-    from agent.topology import default_topology
-    from devtools.local_group import build_group, function_environments
+def _run(
+    args: argparse.Namespace,
+    overrides: Dict[str, str],
+    settings: Optional[BridgeOptions],
+    secret_file: Optional[str],
+) -> int:
+    from ..clock import Clock
+    from ..config import SensorSettings
+    from ..sensors import open_sensor
+    from ..topology import default_topology
+    from .exit_codes import MQTT_LOST, exit_code_for
+    from .group import LocalGroup, function_environments
 
     clock = Clock()
     topology = default_topology()
@@ -207,21 +211,17 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
         common["stateDir"] = args.state_dir
     environ_status = None
     if args.status:
-        from devtools.status_serve import status_topology
+        from .status import status_topology
 
         topology, environ_status = status_topology(topology, args.status, common, overrides)
     environ_sensor, environ_anomaly = function_environments(topology, common, overrides)
-
-    core = LocalCore(topology)
-    secret_name = environ_anomaly.get("snowSecretId") or topology.secrets[0].secret_name
-    secret_file = args.secret_file or os.environ.get("EDGE_AGENT_SECRET_FILE")
-    if secret_file:
-        core.load_secret_file(secret_name, secret_file)
-    else:
+    if not secret_file:
         log.warning(
             "no --secret-file: the anomaly function cannot open ServiceNow incidents "
             "(actions wait in the outbox)"
         )
+    if settings is None:
+        log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
 
     sensor = None
     if args.sensor:
@@ -232,81 +232,48 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
             options["compensation_factor"] = factor
         sensor = open_sensor(name, clock=clock, **options)
 
-    bridge = None
-    if settings is not None:
-        from agent.greengrass.mqtt_bridge import attach_bridge
-
-        bridge = attach_bridge(core, settings, clock=clock)
-    else:
-        log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
-
-    try:
-        sensor_app, anomaly_app = build_group(core, environ_sensor, environ_anomaly, clock, sensor)
-    except BaseException:
-        if bridge is not None:
-            bridge.close(timeout=0)
-        raise
-
-    status = None
-    if environ_status is not None:
-        from devtools.status_serve import attach_status
-
-        try:
-            status = attach_status(
-                core,
-                clock,
-                sensor_app,
-                anomaly_app,
-                environ_status,
-                False,
-                lambda kind, text: log.info("%s: %s", kind, text),
-                bridge,
-            )
-        except BaseException:
-            if bridge is not None:
-                bridge.close(timeout=0)
-            raise
-
     stop_reason: Dict[str, str] = {}
-
-    def request_stop(reason: str) -> None:
-        stop_reason.setdefault("why", reason)
-        sensor_app.stop(timeout=0)
-
-    previous = _install_sigterm(lambda: request_stop("SIGTERM"))
-    timer = None
-    if args.duration is not None:
-        timer = threading.Timer(args.duration, request_stop, args=("--duration",))
-        timer.daemon = True
-        timer.start()
-    log.info(
-        "running as %s: readings every %s s; Ctrl-C to stop",
-        environ_sensor.get("deviceId") or "(host name)",
-        environ_sensor.get("period"),
+    group = LocalGroup(
+        environ_sensor,
+        environ_anomaly,
+        clock,
+        topology=topology,
+        sensor=sensor,
+        secret_file=secret_file,
+        bridge=settings,
+        environ_status=environ_status,
     )
-    anomaly_app.start()
-    try:
-        sensor_app.run(max_ticks=args.max_ticks)
-    except KeyboardInterrupt:
-        stop_reason.setdefault("why", "Ctrl-C")
-    finally:
-        if timer is not None:
-            timer.cancel()
-        _restore_sigterm(previous)
-        log.info("stopping (%s)", stop_reason.get("why", "done"))
-        sensor_app.stop(timeout=0)
-        anomaly_app.stop()
-        if status is not None:
-            status.finish()
-            status.close()
-        mqtt = bridge.close() if bridge is not None else None
-        summary = anomaly_app.summary()
-        anomaly_app.close()  # the outbox, and the state directory's lock
+    with group:
+        sensor_app = group.sensor
+
+        def request_stop(reason: str) -> None:
+            stop_reason.setdefault("why", reason)
+            sensor_app.stop(timeout=0)
+
+        previous = _install_sigterm(lambda: request_stop("SIGTERM"))
+        timer = None
+        if args.duration is not None:
+            timer = threading.Timer(args.duration, request_stop, args=("--duration",))
+            timer.daemon = True
+            timer.start()
+        log.info(
+            "running as %s: readings every %s s; Ctrl-C to stop",
+            environ_sensor.get("deviceId") or "(host name)",
+            environ_sensor.get("period"),
+        )
+        group.start()
         try:
-            sensor_app.sensor.close()
-        except Exception:
-            log.debug("closing the sensor failed", exc_info=True)
-        sensor_app.close()
+            sensor_app.run(max_ticks=args.max_ticks)
+        except KeyboardInterrupt:
+            stop_reason.setdefault("why", "Ctrl-C")
+        finally:
+            if timer is not None:
+                timer.cancel()
+            _restore_sigterm(previous)
+            log.info("stopping (%s)", stop_reason.get("why", "done"))
+            group.stop()
+    summary = dict(group.anomaly_summary)
+    mqtt = group.mqtt
     log.info(
         "stopped: %d readings, %d anomaly events; %d incidents opened, %d actions left in the outbox%s",
         sensor_app.counts["readings"],
@@ -318,8 +285,6 @@ def _run(args: argparse.Namespace, overrides: Dict[str, str], settings: Optional
         else "; MQTT: {published} published, {rejected} rejected, {dropped} dropped, "
         "{lost} lost, {kept} kept for the next start".format(**mqtt.as_dict()),
     )
-    from devtools.exit_codes import MQTT_LOST, exit_code_for
-
     if mqtt is not None:
         summary["mqtt"] = mqtt.summary()
         if mqtt.undelivered:

@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
-log = logging.getLogger("agent.greengrass.mqtt_bridge")
-_paho_log = logging.getLogger("agent.greengrass.mqtt_bridge.paho")
+log = logging.getLogger("agent.standalone.mqtt_bridge")
+_paho_log = logging.getLogger("agent.standalone.mqtt_bridge.paho")
 
 CLOSING_RETRY_S = 0.25  # how often close() tries the broker while it waits for it
 IO_TIMEOUT_S = 1.0  # the network thread wakes at least this often (keepalive)

@@ -19,7 +19,7 @@ from .diagnosis import Diagnosis, TlsFiles
 from .spool import Spool
 from .stats import BridgeStats
 
-log = logging.getLogger("agent.greengrass.mqtt_bridge")
+log = logging.getLogger("agent.standalone.mqtt_bridge")
 
 DROP_LOG_INTERVAL_S = 60.0
 REFUSAL_LOG_INTERVAL_S = 60.0

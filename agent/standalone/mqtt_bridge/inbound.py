@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Any, Callable, Optional, Tuple
 
-log = logging.getLogger("agent.greengrass.mqtt_bridge")
+log = logging.getLogger("agent.standalone.mqtt_bridge")
 
 DEFAULT_INBOUND_QUEUE = 1000
 

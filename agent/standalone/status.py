@@ -1,4 +1,4 @@
-"""The status function on the laptop's in-process core: ``simulate --serve`` and ``run --status``.
+"""The status function on the in-process core: ``simulate --serve`` and ``run --status``.
 
 The same function code as on a core (``functions/status_function.py``), wired
 the way a core wires it: the topology gains the status function and its local
@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from agent.status.health import HealthReporter, anomaly_reporter, bridge_collector, sensor_reporter
-from agent.status.settings import parse_address
-from agent.topology import (
+from ..anomaly_service import AnomalyService
+from ..clock import Clock
+from ..greengrass.local import LocalCore
+from ..sensor_service import SensorService
+from ..status.health import HealthReporter, anomaly_reporter, bridge_collector, sensor_reporter
+from ..status.settings import parse_address
+from ..topology import (
     SENSOR_FUNCTION_ID,
     STATUS_FUNCTION_ID,
     GroupTopology,
     with_status_function,
 )
+
+if TYPE_CHECKING:
+    from ..status.service import StatusService
+    from .mqtt_bridge import MqttBridge
 
 Line = Callable[[str, str], None]
 
@@ -50,11 +58,14 @@ def status_topology(
 class LocalStatus:
     """The status function and the health reporters of one local group."""
 
-    def __init__(self, app: Any, core: Any, reporters: List[HealthReporter], fast: bool) -> None:
+    def __init__(
+        self, app: StatusService, core: LocalCore, reporters: List[HealthReporter], fast: bool
+    ) -> None:
         self.app = app
         self.core = core
         self.reporters = reporters
         self.fast = fast
+        self._closed = False
 
     @property
     def url(self) -> Optional[str]:
@@ -75,7 +86,10 @@ class LocalStatus:
         self.core.wait_idle(STATUS_FUNCTION_ID)
 
     def close(self) -> None:
-        self.app.stop()
+        """Stop serving (once; a second call does nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.app.stop()
 
     def after_run(
         self,
@@ -97,14 +111,14 @@ class LocalStatus:
 
 
 def attach_status(
-    core: Any,
-    clock: Any,
-    sensor_app: Any,
-    anomaly_app: Any,
+    core: LocalCore,
+    clock: Clock,
+    sensor_app: SensorService,
+    anomaly_app: AnomalyService,
     environ: Mapping[str, str],
     fast: bool,
     line: Line,
-    bridge: Any = None,
+    bridge: Optional[MqttBridge] = None,
 ) -> LocalStatus:
     """Start the status function on ``core`` and the health reports of the group's functions."""
     from functions import status_function
@@ -117,7 +131,7 @@ def attach_status(
             HealthReporter(
                 "mqtt-bridge",
                 sensor_app.settings.device_id,
-                lambda topic, message: app.handle(message, topic),
+                lambda topic, message: _handle(app, topic, message),
                 bridge_collector(bridge),
                 clock,
             )
@@ -131,6 +145,10 @@ def attach_status(
             reporter.start()
     line("status", "serving {}".format(app.url))
     return status
+
+
+def _handle(app: StatusService, topic: str, message: Dict[str, Any]) -> None:
+    app.handle(message, topic)
 
 
 def wait_for_stop() -> str:
