@@ -103,6 +103,7 @@ class SensorSettings(Record):
         "readings_topic",
         "anomaly_topic",
         "compensation_factor",
+        "i2c_bus",
         "state_dir",
     )
     device_id: str
@@ -114,6 +115,7 @@ class SensorSettings(Record):
     readings_topic: str
     anomaly_topic: str
     compensation_factor: Optional[float]
+    i2c_bus: int
     state_dir: str
 
     def __init__(
@@ -128,6 +130,7 @@ class SensorSettings(Record):
         anomaly_topic: str,
         compensation_factor: Optional[float],
         state_dir: str,
+        i2c_bus: int = 1,
     ) -> None:
         self._fill(
             device_id,
@@ -139,6 +142,7 @@ class SensorSettings(Record):
             readings_topic,
             anomaly_topic,
             compensation_factor,
+            i2c_bus,
             state_dir,
         )
 
@@ -165,6 +169,7 @@ class SensorSettings(Record):
             anomaly_topic=values["anomalyTopic"],
             compensation_factor=values["tempCompensationFactor"],
             state_dir=values["stateDir"],
+            i2c_bus=values["i2cBus"],
         )
 
 
@@ -316,6 +321,10 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
         _limits(v, metric, prefix)
     if values["period"] <= 0:
         raise ConfigError(f"period must be a positive number of seconds, got {values['period']}")
+    if values["i2cBus"] < 0:
+        raise ConfigError(
+            f"i2cBus must be a bus number (0 or more, /dev/i2c-N), got {values['i2cBus']}"
+        )
     if values["debounceSamples"] < 1:
         raise ConfigError(f"debounceSamples must be 1 or more, got {values['debounceSamples']}")
     factor = values["tempCompensationFactor"]

@@ -342,8 +342,10 @@ def default_topology(
         "anomalyTopic": DEFAULT_ANOMALY_TOPIC,
         "stateDir": DEVICE_STATE_DIR,
         # On the device the Sense HAT, explicitly: never a fake because the
-        # container could not see /proc/device-tree.
-        "EDGE_AGENT_SENSOR": "sensehat",
+        # container could not see /proc/device-tree. Over I2C (smbus2, shipped
+        # with the function): a V1 Lambda's Python 3.8 cannot load the OS's
+        # sense_hat/RTIMU, which are built for the OS's Python.
+        "EDGE_AGENT_SENSOR": "i2c",
     }
     sensor_env.update(environment.get(SENSOR_FUNCTION_ID, {}))
     anomaly_env = {
@@ -373,7 +375,7 @@ def default_topology(
                 resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices)
                 + (ResourceAccess(STATE_VOLUME_ID, "rw"),),
                 access_sysfs=True,
-                device_extras=("pi", "greengrass-v1"),
+                device_extras=("i2c", "pi", "greengrass-v1"),
             ),
             FunctionSpec(
                 id=ANOMALY_FUNCTION_ID,

@@ -132,6 +132,13 @@ VARIABLES: List[Variable] = [
         "CPU-heat compensation factor (1.5 to 2.25 typical); off if unset.",
     ),
     Variable(
+        "i2cBus",
+        "int",
+        "1",
+        "sensor",
+        "I2C bus of the Sense HAT's chips for the i2c sensor backend: /dev/i2c-N (1 on a Pi).",
+    ),
+    Variable(
         "deviceId",
         "str",
         None,

@@ -100,6 +100,24 @@ TROUBLES: Tuple[Trouble, ...] = (
         "go first, without duplicates.",
     ),
     Trouble(
+        "i2c-no-bus",
+        "`run --sensor i2c` on a Pi with I2C off (no `/dev/i2c-1`)",
+        "no I2C bus /dev/i2c-1: I2C is not enabled on this Pi",
+        BAD_CONFIGURATION,
+        "`sudo raspi-config nonint do_i2c 0` (or raspi-config > Interface Options > I2C); on "
+        "another bus, set `i2cBus`; in a Greengrass V1 container, `/dev/i2c-1` must be a "
+        "device resource of the sensor function. Permission denied instead: `sudo usermod "
+        "-aG i2c USER`, then log in again or restart the core.",
+    ),
+    Trouble(
+        "i2c-no-chip",
+        "`run --sensor i2c` where the Sense HAT is not seated",
+        "no answer from the HTS221 (humidity, temperature) at address 0x5F on /dev/i2c-1",
+        BAD_CONFIGURATION,
+        "Power off, seat the HAT on the GPIO header; `i2cdetect -y 1` should show `5c` and "
+        "`5f`. Another chip answering says so with its WHO_AM_I; on another bus, set `i2cBus`.",
+    ),
+    Trouble(
         "deploy-without-boto3",
         "`deploy plan` where boto3 is not installed",
         "install the deploy extra: pip install 'edge-agent[deploy]'",

@@ -68,7 +68,11 @@ def create_app(
             )
     settings = live.settings
     if sensor is None:
-        sensor = open_sensor(clock=clock, compensation_factor=settings.compensation_factor)
+        sensor = open_sensor(
+            clock=clock,
+            compensation_factor=settings.compensation_factor,
+            i2c_bus=settings.i2c_bus,
+        )
     # One source of truth: the runtime routes by the topics this function publishes on.
     runtime.route_topics(
         {"readingsTopic": settings.readings_topic, "anomalyTopic": settings.anomaly_topic}

@@ -5,8 +5,12 @@ groups, the run-as user's passwd entry and home, ``/etc/RTIMULib.ini``, what
 the chips answer) and :meth:`HatWorld.run` builds it in a private mount
 namespace and runs the agent's Sense HAT backend there, as that user, over the
 real ``sense_hat`` package. Only the ``RTIMU`` C extension is a stand-in
-(``tests/stand_ins/RTIMU.py``). The defaults are a healthy Pi: change one thing
-per test and see what the agent says.
+(``tests/stand_ins/RTIMU.py``: RTIMULib's chip drivers over the register-level
+model of the HTS221 and LPS25H, ``tests/stand_ins/sense_hat_chips.py``); the
+``i2c`` backend's ``smbus2`` is the model's stand-in too
+(``tests/stand_ins/i2c_bus``), so both backends read the same chips, in real
+time. The defaults are a healthy Pi: change one thing per test and see what the
+agent says.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import pytest
 
@@ -25,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CHILD = os.path.join(HERE, "sense_hat_world_child.py")
 STAND_INS = os.path.join(HERE, "stand_ins")
+FAKE_SMBUS2 = os.path.join(STAND_INS, "i2c_bus")
 
 UID = GID = 1234
 GROUPS = {"hat-video": 2044, "hat-input": 2045, "hat-i2c": 2046}
@@ -41,14 +46,9 @@ def can_build_worlds() -> Optional[str]:
     return None
 
 
-def hts221(*answers: List[Any]) -> Dict[str, Any]:
-    """HTS221 answers after init: ``[humidity_valid, humidity, temperature_valid, temperature]``."""
-    return {"init": True, "answers": [list(a) for a in answers]}
-
-
-def lps25h(*answers: List[Any]) -> Dict[str, Any]:
-    """LPS25H answers after init: ``[pressure_valid, pressure, temperature_valid, temperature]``."""
-    return {"init": True, "answers": [list(a) for a in answers]}
+def chips(**spec: Any) -> Dict[str, Any]:
+    """A chip-model spec (``EDGE_AGENT_TEST_I2C``; see ``stand_ins/sense_hat_chips.py``)."""
+    return dict(spec)
 
 
 class HatWorld:
@@ -82,8 +82,11 @@ class HatWorld:
         self.home: Dict[str, Any] = {"exists": True, "owner": "user", "mode": 0o755, "settings": ""}
         self.system_ini: Optional[str] = SYSTEM_INI
         self.cpu_millidegrees: Optional[int] = None
+        # What the chips measure, and their faults (sense_hat_chips' spec); None: the defaults.
         self.chip: Optional[Dict[str, Any]] = None
         self.model: Optional[str] = A_PI  # /proc/device-tree/model, for the backend seam
+        # "model": smbus2 is the chip model's stand-in; "absent": not installed.
+        self.smbus2 = "model"
 
     def without_node(self, path: str) -> HatWorld:
         del self.nodes[path]
@@ -107,13 +110,15 @@ class HatWorld:
             "system_ini": self.system_ini,
             "home": self.home,
             "chip": None if self.chip is None else json.dumps(self.chip),
+            "smbus2": self.smbus2,
             "environ_home": "/home/environ-home",
             "model": self.model,
             "emulator": any(a["do"] == "emulator" for a in actions),
             "actions": list(actions),
         }
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT, STAND_INS])
+        paths = [ROOT, STAND_INS] + ([FAKE_SMBUS2] if self.smbus2 == "model" else [])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         env.pop("EDGE_AGENT_SENSOR", None)
         done = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", sys.executable, CHILD],
@@ -127,7 +132,11 @@ class HatWorld:
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def open(self, **options: Any) -> Dict[str, Any]:
-        """Open the Sense HAT backend and read ``reads`` times; the one result."""
-        reads = options.pop("reads", 0)
-        return self.run({"do": "sensor", "options": options, "reads": reads})["results"][0]
+    def open(self, backend: str = "sensehat", **options: Any) -> Dict[str, Any]:
+        """Open a Sense HAT backend and read ``reads`` times, ``interval`` s apart; the result."""
+        action = {"do": "sensor", "backend": backend}
+        for key in ("reads", "interval", "script"):
+            if key in options:
+                action[key] = options.pop(key)
+        action["options"] = options
+        return self.run(action)["results"][0]

@@ -129,7 +129,6 @@ def run(actions, environ_home):
     import sense_hat  # noqa: F401  the installed library, on the RTIMU stand-in
 
     from agent.sensors import open_sensor
-    from agent.sensors.sensehat import SenseHatSensor
     from agent.sensors.sensehat_devices import diagnose, locate
 
     warnings = []
@@ -156,13 +155,11 @@ def run(actions, environ_home):
                 results.append(_emulator(action))
                 continue
             if kind == "sensor":
-                sensor = SenseHatSensor(**action.get("options", {}))
+                # The seam, with the backend named, as --sensor or EDGE_AGENT_SENSOR names it.
+                sensor = open_sensor(action.get("backend", "sensehat"), **action.get("options", {}))
             else:  # "open_sensor": the seam, as the sensor function calls it
                 sensor = open_sensor(environ={}, model_path="/home/device-tree-model")
-            readings = []
-            for _ in range(action.get("reads", 0)):
-                reading = sensor.read()
-                readings.append([reading.temperature, reading.humidity, reading.pressure])
+            readings = _play(sensor, action)
             sensor.close()
             result = {"backend": type(sensor).__name__, "readings": readings}
             if action.get("read_after_close"):
@@ -186,6 +183,32 @@ def run(actions, environ_home):
         "warnings": warnings,
         "environ_home_files": _files(environ_home),
     }
+
+
+def _play(sensor, action):
+    """Read ``reads`` times ``interval`` s apart, then follow ``script``: ``"read"``, or
+    ``{"environment": {...}, "wait": s}`` (the chips' environment changes, then ``wait``)."""
+    import time
+
+    import sense_hat_chips
+
+    readings = []
+
+    def read():
+        reading = sensor.read()
+        readings.append([reading.temperature, reading.humidity, reading.pressure])
+
+    for n in range(action.get("reads", 0)):
+        if n:
+            time.sleep(action.get("interval", 0.0))
+        read()
+    for step in action.get("script", []):
+        if step == "read":
+            read()
+        else:
+            sense_hat_chips.current().environment.update(**step["environment"])
+            time.sleep(step.get("wait", 0.0))
+    return readings
 
 
 def _emulator(action):
@@ -234,7 +257,11 @@ def main():
     spec = json.loads(sys.stdin.read())
     build(spec)
     if spec["chip"] is not None:
-        os.environ["EDGE_AGENT_TEST_CHIP"] = spec["chip"]
+        os.environ["EDGE_AGENT_TEST_I2C"] = spec["chip"]
+    if spec["smbus2"] == "absent":
+        sys.modules["smbus2"] = None  # not installed: import smbus2 raises ImportError
+    else:
+        import smbus2  # noqa: F401  the chip model's stand-in, imported before the privileges go
     user = spec["user"]
     # $HOME says one place, the passwd entry another: the library must use the passwd home.
     environ_home = spec["environ_home"]
@@ -242,8 +269,10 @@ def main():
     os.chown(environ_home, user["uid"], user["gid"])
     os.environ["HOME"] = environ_home
     import sense_hat  # noqa: F401
+    import sense_hat_chips  # noqa: F401
 
-    import agent.sensors.sensehat  # noqa: F401  before the privileges go
+    import agent.sensors.i2c  # noqa: F401  before the privileges go
+    import agent.sensors.sensehat  # noqa: F401
     import agent.sensors.sensehat_devices  # noqa: F401
 
     os.setgroups(user["groups"])

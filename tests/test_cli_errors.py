@@ -30,10 +30,11 @@ HIDE_BOTO3 = (
 )
 
 
-def edge_agent(*args, cwd=None, prelude=None, timeout=120):
-    """``edge-agent ARGS`` as its own process; ``prelude`` runs first (to hide a package)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+def edge_agent(*args, cwd=None, prelude=None, timeout=120, path=(), **environ):
+    """``edge-agent ARGS`` as its own process; ``prelude`` runs first (to hide a package);
+    ``path`` goes first on its PYTHONPATH (a stand-in), ``environ`` into its environment."""
+    env = dict(os.environ, **environ)
+    env["PYTHONPATH"] = os.pathsep.join([*path, ROOT, env.get("PYTHONPATH", "")])
     command = [sys.executable, "-c", prelude, *args] if prelude else [
         sys.executable, "-m", "devtools.cli", *args
     ]  # fmt: skip
@@ -356,6 +357,21 @@ def _provoke(key, tmp_path, standin, password):
             "--state-dir",
             str(tmp_path),
         )
+    if key == "i2c-no-bus":  # this machine has no /dev/i2c-1: the real smbus2 finds none
+        assert not os.path.exists("/dev/i2c-1")
+        return edge_agent(
+            "run", "--sensor", "i2c", "--max-ticks", "1", "--state-dir", "s", cwd=tmp_path
+        )
+    if key == "i2c-no-chip":  # a bus where nothing answers: the chip model, both chips absent
+        (tmp_path / "dev").mkdir()
+        (tmp_path / "dev" / "i2c-1").write_bytes(b"")
+        board = {"dev": str(tmp_path / "dev"), "hts221": {"present": False}}
+        return edge_agent(
+            "run", "--sensor", "i2c", "--max-ticks", "1", "--state-dir", "s",
+            cwd=tmp_path,
+            path=[os.path.join(ROOT, "tests", "stand_ins", "i2c_bus")],
+            EDGE_AGENT_TEST_I2C=json.dumps(board),
+        )  # fmt: skip
     if key == "deploy-without-boto3":
         return edge_agent("deploy", "plan", prelude=HIDE_BOTO3, cwd=tmp_path)
     if key == "deploy-out-unusable":

@@ -4,8 +4,8 @@
 sensor function most of its import time on a core; ``agent.topology`` holds the
 group's classes, which no function needs at run time (``agent.names`` has the
 names). A fresh interpreter imports what the function loads on a V1 core: the
-module, and what starting it imports (the V1 runtime, the Sense HAT backend,
-the health reports).
+module, and what starting it imports (the V1 runtime, the Sense HAT backends,
+the I2C one with its ``smbus2``, the health reports).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ CODE = """
 import sys
 import functions.sensor_function
 import agent.greengrass.v1, agent.sensors.sensehat, agent.status.health
+import agent.sensors.i2c, smbus2
 print(" ".join(m for m in {avoided!r} if m in sys.modules))
 """
 

@@ -95,6 +95,11 @@ FAKE_DISTS = [
         "files": {"sense_hat/__init__.py": "# sense\n"},
     },
     {
+        "name": "smbus2",
+        "version": "0.6.1",
+        "files": {"smbus2/__init__.py": "# smbus2\n", "smbus2/smbus2.py": "# SMBus\n"},
+    },
+    {
         "name": "boto3",
         "version": "1.34.0",
         "requires": ["botocore"],
@@ -148,6 +153,8 @@ def test_zip_holds_entry_module_agent_and_needed_deps(tmp_path, src, site):
     # Only the anomaly function talks to ServiceNow: the sensor zip carries no HTTP stack.
     assert http_stack <= top_levels(anomaly)
     assert not http_stack & top_levels(sensor)
+    # Only the sensor reads the Sense HAT: over I2C with smbus2 (pure Python), in its zip.
+    assert "smbus2/smbus2.py" in entries and "smbus2" not in top_levels(anomaly)
     for package in (sensor, anomaly):
         tops = top_levels(package)
         assert {"greengrasssdk", "cbor2"} <= tops
@@ -218,6 +225,7 @@ def test_v2_artifact_leaves_compiled_sdk_to_pip(tmp_path, src, site):
     assert result.path.name == "edge-agent-sensor-v2.zip"
     assert "awsiot" not in tops and "awscrt" not in tops and "greengrasssdk" not in tops
     assert "requests" not in tops  # the sensor needs no HTTP client
+    assert "smbus2" in tops  # the i2c backend's bus, carried as in the V1 zip
     assert result.device_requirements == ["awsiotsdk>=1.11"]
     # expected for V2 (the component's Install step pip-installs it): not a warning
     assert result.warnings == []
@@ -336,6 +344,16 @@ for mod in (agent, cbor2, greengrasssdk):
     assert mod.__file__.startswith(root), mod.__file__
 assert cbor2.loads(cbor2.dumps({"t": 31.5})) == {"t": 31.5}
 report = {"python": "%d.%d" % sys.version_info[:2]}
+if sys.argv[2] == "functions.sensor_function":
+    # The i2c backend runs on the zip's own smbus2, up to opening a bus this machine lacks.
+    import smbus2
+    assert smbus2.__file__.startswith(root), smbus2.__file__
+    from agent.errors import SensorError
+    from agent.sensors.i2c import I2CSensor
+    try:
+        I2CSensor(bus=9999)
+    except SensorError as exc:
+        report["i2c"] = str(exc)
 if sys.argv[3:]:
     import requests, urllib3
     assert requests.__file__.startswith(root) and urllib3.__file__.startswith(root)
@@ -383,6 +401,8 @@ def test_real_v1_zips_work_on_python_3_8(tmp_path, standin, password):
         assert done.returncode == 0, done.stderr[-3000:]
         report = json.loads(done.stdout.strip().splitlines()[-1])
         assert report["python"] == "3.8"
+        if fid == "sensor":
+            assert report["i2c"].startswith("no I2C bus /dev/i2c-9999: I2C is not enabled")
         if fid == "anomaly":
             assert report["found"] and report["number"].startswith("INC")
             vendored = {v["name"]: v["version"] for v in result.vendored}

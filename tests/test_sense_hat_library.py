@@ -3,14 +3,20 @@
 Each test builds the machine the library looks at (sysfs names, device files,
 the run-as user's passwd entry and home, ``/etc/RTIMULib.ini``) in a private
 mount namespace and runs the agent there as an unprivileged user. The library
-is the real package; only the ``RTIMU`` C extension under it is a stand-in
-that answers as the HTS221 and LPS25H do. See ``sense_hat_world.py``.
+is the real package; only the ``RTIMU`` C extension under it is a stand-in:
+RTIMULib's drivers over a register-level model of the HTS221 and LPS25H, whose
+conversions take the time the datasheets give. See ``sense_hat_world.py``.
+The ``i2c`` backend's own tests in that world are in ``test_i2c_sensor.py``.
 """
 
 from __future__ import annotations
 
 import pytest
-from sense_hat_world import GROUPS, SYSTEM_INI, UID, HatWorld, hts221, lps25h
+from sense_hat_world import GROUPS, SYSTEM_INI, UID, HatWorld, chips
+
+# The chips' resolution through their calibration is a few thousandths; the rest is rounding.
+approx = pytest.approx
+CLOSE = 0.01
 
 
 @pytest.fixture
@@ -32,27 +38,45 @@ def _says(result, text: str) -> bool:
 
 
 def test_reads_through_the_installed_library(world):
-    # Each reading asks the HTS221 twice (temperature, then humidity) and the LPS25H once.
-    world.chip = {
-        "hts221": hts221(
-            [0, 0, 0, 0],  # warm-up: no sample yet after init
-            [1, 41.0, 1, 21.5],
-            [1, 41.0, 1, 21.5],  # reading 1
-            [1, 41.0, 1, 21.5],
-            [1, 42.0, 0, 0],  # reading 2: temperature flagged invalid
-            [1, 42.0, 1, 22.0],
-            [1, 120.0, 1, 22.0],  # reading 3: humidity impossible
-            [1, 120.0, 1, 22.0],
-        ),
-        "lps25h": lps25h([0, 0, 0, 0], [1, 1012.0, 1, 20.0], [0, 0, 0, 0], [1, 50.0, 1, 20.0]),
-    }
+    world.chip = chips(environment={"temperature": 21.5, "humidity": 41.0, "pressure": 1012.0})
 
-    result = world.open(reads=3)
+    result = world.open(
+        script=[
+            "read",
+            # The chips convert every 80 ms (HTS221) and 40 ms (LPS25H): wait for the next sample.
+            {"environment": {"humidity": 120.0}, "wait": 0.2},  # impossible: no reading
+            "read",
+            {"environment": {"humidity": 43.0, "pressure": 50.0}, "wait": 0.2},
+            "read",
+        ]
+    )
 
-    assert result == {
-        "backend": "SenseHatSensor",
-        "readings": [[21.5, 41.0, 1012.0], [None, 42.0, None], [22.0, None, None]],
-    }
+    assert result["backend"] == "SenseHatSensor"
+    first, impossible_humidity, impossible_pressure = result["readings"]
+    assert first == [approx(21.5, abs=CLOSE), approx(41.0, abs=CLOSE), approx(1012.0, abs=CLOSE)]
+    assert impossible_humidity == [approx(21.5, abs=CLOSE), None, approx(1012.0, abs=CLOSE)]
+    assert impossible_pressure == [approx(21.5, abs=CLOSE), approx(43.0, abs=CLOSE), None]
+
+
+def test_a_cold_start_never_publishes_an_empty_reading(world):
+    # RTIMULib powers each chip up on first use; the first sample comes 80 ms (HTS221) and
+    # 40 ms (LPS25H) later, and until then the library answers 0 for every value.
+    world.chip = chips(environment={"temperature": 19.25, "humidity": 63.5, "pressure": 998.0})
+
+    result = world.open(reads=1)
+
+    assert result["readings"] == [
+        [approx(19.25, abs=CLOSE), approx(63.5, abs=CLOSE), approx(998.0, abs=CLOSE)]
+    ]
+
+
+def test_a_chip_that_never_converts_is_an_error_not_empty_readings(world):
+    world.chip = chips(hts221={"stuck": True})
+
+    result = _failed(world.open(reads=1))
+
+    assert result["error"] == "SensorError"
+    assert _says(result, "gave no valid temperature or humidity within 1 s of start")
 
 
 def test_settings_go_under_the_passwd_home_not_home(world):
@@ -67,9 +91,9 @@ def test_settings_go_under_the_passwd_home_not_home(world):
 
 
 def test_noise_is_the_chips_and_stays_in_range(world):
-    world.chip = {"noise": 0.2, "seed": 7}
+    world.chip = chips(noise=0.2, seed=7)
 
-    readings = world.open(reads=10)["readings"]
+    readings = world.open(reads=10, interval=0.1)["readings"]  # a new sample every 80 ms
 
     temperatures = [t for t, _, _ in readings]
     humidities = [h for _, h, _ in readings]
@@ -79,20 +103,21 @@ def test_noise_is_the_chips_and_stays_in_range(world):
 
 
 def test_cpu_heat_is_compensated_from_the_thermal_zone(world):
-    world.chip = {"hts221": hts221([0, 0, 0, 0], [1, 40.0, 1, 30.0])}
+    world.chip = chips(environment={"temperature": 30.0, "humidity": 40.0})
     world.cpu_millidegrees = 46000
 
     result = world.open(reads=1, compensation_factor=2.0)
 
-    assert result["readings"][0][0] == pytest.approx(30.0 - (46.0 - 30.0) / 2.0)
+    assert result["readings"][0][0] == approx(30.0 - (46.0 - 30.0) / 2.0, abs=CLOSE)
 
 
 def test_without_a_cpu_temperature_it_warns_once_and_reads_on(world):
-    world.chip = {"hts221": hts221([0, 0, 0, 0], [1, 40.0, 1, 30.0])}
+    world.chip = chips(environment={"temperature": 30.0, "humidity": 40.0})
 
     report = world.run({"do": "sensor", "options": {"compensation_factor": 2.0}, "reads": 3})
 
-    assert report["results"][0]["readings"] == [[30.0, 40.0, 1012.0]] * 3
+    expected = [approx(30.0, abs=CLOSE), approx(40.0, abs=CLOSE), approx(1012.0, abs=CLOSE)]
+    assert report["results"][0]["readings"] == [expected] * 3
     assert [w for w in report["warnings"] if "not compensated" in w] == [
         "cannot read the CPU temperature from /sys/class/thermal/thermal_zone0/temp "
         "([Errno 2] No such file or directory: '/sys/class/thermal/thermal_zone0/temp'); "
@@ -101,9 +126,11 @@ def test_without_a_cpu_temperature_it_warns_once_and_reads_on(world):
 
 
 def test_without_pressure_the_lps25h_is_left_alone(world):
-    world.chip = {"lps25h": {"init": False, "answers": [[0, 0, 0, 0]]}}
+    world.chip = chips(lps25h={"present": False})
 
-    assert world.open(reads=1, with_pressure=False)["readings"] == [[21.5, 41.0, None]]
+    assert world.open(reads=1, with_pressure=False)["readings"] == [
+        [approx(21.5, abs=CLOSE), approx(41.0, abs=CLOSE), None]
+    ]
     assert "Pressure Init Failed" in _failed(world.open(reads=1))["message"]
 
 
@@ -119,13 +146,18 @@ def test_an_operator_prepared_settings_folder_works_in_a_read_only_home(world):
 
     result = world.open(reads=1)
 
-    assert result["readings"] == [[21.5, 41.0, 1012.0]]
+    assert result["readings"] == [[approx(21.5, abs=CLOSE), approx(41.0, abs=CLOSE), 1012.0]]
 
 
-def test_on_a_pi_the_seam_opens_the_sense_hat(world):
+def test_on_a_pi_without_smbus2_the_seam_opens_the_library(world):
+    # A Pi that has the OS's python3-sense-hat but not smbus2; with smbus2 the default is
+    # the i2c backend (test_i2c_sensor.py).
+    world.smbus2 = "absent"
+
     result = world.run({"do": "open_sensor", "reads": 1})["results"][0]
 
-    assert result == {"backend": "SenseHatSensor", "readings": [[21.5, 41.0, 1012.0]]}
+    assert result["backend"] == "SenseHatSensor"
+    assert result["readings"] == [[approx(21.5, abs=CLOSE), approx(41.0, abs=CLOSE), 1012.0]]
 
 
 # -- what is missing, named ------------------------------------------------------
@@ -211,7 +243,7 @@ def test_i2c_bus_not_accessible_fails_the_chip_init(world):
 
 
 def test_a_silent_humidity_chip(world):
-    world.chip = {"hts221": {"init": False, "answers": [[0, 0, 0, 0]]}}
+    world.chip = chips(hts221={"present": False})
 
     result = _failed(world.open())
 
@@ -221,6 +253,7 @@ def test_a_silent_humidity_chip(world):
 
 def test_on_a_pi_a_missing_hat_is_an_error_not_a_fake(world):
     world.framebuffers = []
+    world.smbus2 = "absent"  # the library's error; the i2c backend's: test_i2c_sensor.py
 
     result = _failed(world.run({"do": "open_sensor"})["results"][0])
 

@@ -320,6 +320,8 @@ def test_no_model_file_means_not_a_pi(tmp_path):
 
 
 def test_on_a_pi_a_missing_library_is_an_error_not_a_fake(monkeypatch, a_pi, caplog):
+    # Without smbus2 the Pi's default is the sense_hat library (with it: test_i2c_sensor.py).
+    monkeypatch.setitem(sys.modules, "smbus2", None)
     monkeypatch.setitem(sys.modules, "sense_hat", None)
     with pytest.raises(BadSensorBackend):
         open_sensor(environ={}, model_path=a_pi)

@@ -1,13 +1,17 @@
-"""The sensor shim: one interface, four backends, one seam to choose between them.
+"""The sensor shim: one interface, five backends, one seam to choose between them.
 
-* ``sensehat``: the Raspberry Pi Sense HAT (the ``sense_hat`` library);
+* ``i2c``: the Raspberry Pi Sense HAT's HTS221 and LPS25H read over I2C (``smbus2``,
+  pure Python: any Python, no RTIMU);
+* ``sensehat``: the Raspberry Pi Sense HAT through the ``sense_hat`` library
+  (which the LED matrix and joystick need);
 * ``emulator``: the sense-emu emulator, headless (driven by a scenario) or its window;
 * ``fake``: a simulated sensor playing a scenario (see :data:`agent.sensors.fake.SCENARIOS`);
 * ``replay``: a CSV log played back with its recorded timestamps.
 
 As with gpiozero's pin factories, the backend comes from the ``backend``
-argument, else ``EDGE_AGENT_SENSOR``, else the machine: the Sense HAT on a
-Raspberry Pi, where failing to open it is an error, never a quiet fake; the
+argument, else ``EDGE_AGENT_SENSOR``, else the machine: on a Raspberry Pi the
+Sense HAT, over I2C (``i2c``; the ``sense_hat`` library only when ``smbus2`` is
+not installed), where failing to open it is an error, never a quiet fake; the
 fake elsewhere, with a warning.
 """
 
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sensehat", "emulator", "fake", "replay")
+BACKENDS = ("i2c", "sensehat", "emulator", "fake", "replay")
 ENV_BACKEND = "EDGE_AGENT_SENSOR"
 ENV_SCENARIO = "EDGE_AGENT_SCENARIO"
 ENV_REPLAY = "EDGE_AGENT_REPLAY"
@@ -71,7 +75,7 @@ def open_sensor(
     name = (backend or environ.get(ENV_BACKEND) or "").strip().lower()
     if not name:
         if is_raspberry_pi(model_path):
-            name = "sensehat"
+            name = pi_backend()
         else:
             name = "fake"
             log.warning(
@@ -84,6 +88,16 @@ def open_sensor(
 
     # CPU-heat compensation is a property of the chip on the Pi; other backends ignore it.
     compensation = options.pop("compensation_factor", None)
+    bus = options.pop("i2c_bus", None)  # the i2cBus variable; only the i2c backend has a bus
+    if name == "i2c":
+        from .i2c import DEFAULT_BUS, I2CSensor
+
+        return I2CSensor(
+            clock=clock,
+            bus=DEFAULT_BUS if bus is None else bus,
+            compensation_factor=compensation,
+            **options,
+        )
     if name == "sensehat":
         from .sensehat import SenseHatSensor
 
@@ -113,6 +127,22 @@ def open_sensor(
     raise BadSensorBackend(
         "unknown sensor backend {!r}; use one of {}".format(name, ", ".join(BACKENDS))
     )
+
+
+def pi_backend() -> str:
+    """The Sense HAT backend a Pi gets by default: ``i2c``, unless ``smbus2`` is not installed.
+
+    Both read the same chips, so when the I2C backend cannot reach them the
+    ``sense_hat`` library could not either: its error (which says what is missing
+    and the fix) is the answer, not another backend. Only a Pi without ``smbus2``,
+    which has the library from the OS package, falls back to ``sensehat``.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("smbus2") is not None:
+        return "i2c"
+    log.info("smbus2 is not installed: reading the Sense HAT through the sense_hat library")
+    return "sensehat"
 
 
 def _seed(text: str) -> int:

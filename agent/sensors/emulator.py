@@ -25,7 +25,8 @@ from typing import Any, Optional
 from ..clock import Clock
 from ..errors import SensorError
 from .fake import get_scenario
-from .sensehat import CPU_TEMP_PATH, SenseHatSensor, describe, open_library
+from .heat import CPU_TEMP_PATH
+from .sensehat import SenseHatSensor, describe, open_library
 
 log = logging.getLogger(__name__)
 

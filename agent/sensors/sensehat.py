@@ -6,8 +6,9 @@ import importlib
 import logging
 
 from ..clock import Clock
-from ..errors import BadSensorBackend, ConfigError, SensorError
+from ..errors import BadSensorBackend, SensorError
 from .base import Reading, Sensor, valid_or_none
+from .heat import CPU_TEMP_PATH, CpuHeat, check_factor
 
 TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
 if TYPE_CHECKING:
@@ -15,13 +16,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CPU_TEMP_PATH = "/sys/class/thermal/thermal_zone0/temp"
 # What the chips can physically report (HTS221, LPS25H); anything else is a bad read.
 RANGES = {
     "temperature": (-40.0, 120.0),
     "humidity": (0.0, 100.0),
     "pressure": (260.0, 1260.0),
 }
+# The chips finish their first conversion 80 ms (HTS221 at 12.5 Hz) and 40 ms (LPS25H at
+# 25 Hz) after RTIMULib powers them up; until then the library returns 0 (invalid).
+FIRST_VALUE_TIMEOUT = 1.0  # seconds a start waits for every chip's first valid value
+FIRST_VALUE_POLL = 0.01
 _INSTALL_HINTS = {
     "sense_hat": (
         "On a Raspberry Pi install the OS package python3-sense-hat (it brings RTIMU) and "
@@ -38,6 +42,11 @@ _OPEN_HINT = (
 _CHIP_HINT = (
     "The {chip} did not answer on the I2C bus ({bus}): check the HAT is seated, I2C is enabled "
     "(raspi-config) and the user may open {bus} (group i2c)."
+)
+
+_NO_FIRST_VALUE_HINT = (
+    "a chip that never finishes a conversion is faulty or not powered: check the HAT is "
+    "seated, and power the Pi off and on"
 )
 
 if TYPE_CHECKING:
@@ -117,7 +126,9 @@ class SenseHatSensor(Sensor):
 
     ``compensation_factor`` turns on the usual CPU-heat correction
     ``t - (t_cpu - t) / factor``; calibrate it per enclosure (1.5 to 2.25 is
-    typical). ``with_pressure=False`` skips the LPS25H.
+    typical). ``with_pressure=False`` skips the LPS25H. The constructor returns
+    once every chip gave a valid value (at most ``first_value_timeout`` seconds),
+    so the first reading is never empty; a chip that gives none is a SensorError.
     """
 
     name = "sensehat"
@@ -130,19 +141,19 @@ class SenseHatSensor(Sensor):
         cpu_temp_path: str = CPU_TEMP_PATH,
         module_name: str = "sense_hat",
         with_pressure: bool = True,
+        first_value_timeout: float = FIRST_VALUE_TIMEOUT,
     ) -> None:
         super().__init__(clock)
-        if compensation_factor is not None and not compensation_factor > 0:
-            raise ConfigError(f"compensation_factor must be positive, got {compensation_factor}")
-        self.compensation_factor = compensation_factor
+        self.compensation_factor = check_factor(compensation_factor)
         self.cpu_temp_path = cpu_temp_path
+        self._heat = (
+            None if compensation_factor is None else CpuHeat(compensation_factor, cpu_temp_path)
+        )
         self.module_name = module_name
         self.with_pressure = with_pressure
-        self._cpu_warned = False
         self._hat: Any = self._open()
-        # The first read after init is often 0 because the chip has no sample yet.
         try:
-            self._read_raw()
+            self._wait_for_first_values(first_value_timeout)
         except BaseException:
             self.close()
             raise
@@ -150,11 +161,45 @@ class SenseHatSensor(Sensor):
     def _open(self) -> Any:
         return open_library(self.module_name, open_hint)
 
+    def _wait_for_first_values(self, timeout: float) -> None:
+        """Read until each chip gave a valid value: a cold start's first reading is never empty.
+
+        RTIMULib powers a chip up on its first use and reports "invalid" (the library's 0)
+        until the chip's first conversion; from then on it keeps the last valid value.
+        """
+        deadline = self.clock.monotonic() + timeout
+        while True:
+            raw = self._read_raw()
+            missing = [
+                metric
+                for metric, value in zip(("temperature", "humidity", "pressure"), raw)
+                if (metric != "pressure" or self.with_pressure)
+                and chip_value(value, metric) is None
+            ]
+            if not missing:
+                return
+            if self.clock.monotonic() >= deadline:
+                raise SensorError(
+                    "the {} gave no valid {} within {:g} s of start (the library kept returning "
+                    "{}): {}".format(
+                        self.description,
+                        " or ".join(missing),
+                        timeout,
+                        ", ".join(
+                            repr(v)
+                            for m, v in zip(("temperature", "humidity", "pressure"), raw)
+                            if m in missing
+                        ),
+                        _NO_FIRST_VALUE_HINT,
+                    )
+                )
+            self.clock.sleep(FIRST_VALUE_POLL)
+
     def read(self) -> Reading:
         raw_t, raw_h, raw_p = self._read_raw()
         temperature = chip_value(raw_t, "temperature")
-        if temperature is not None and self.compensation_factor is not None:
-            temperature = self._compensate(temperature, self.compensation_factor)
+        if temperature is not None and self._heat is not None:
+            temperature = self._heat.correct(temperature)
         humidity = chip_value(raw_h, "humidity")
         pressure = chip_value(raw_p, "pressure") if self.with_pressure else None
         for metric, raw, value in (
@@ -194,24 +239,3 @@ class SenseHatSensor(Sensor):
     def _read_hint(self, exc: BaseException) -> str:
         """What to check when a read fails; the emulator gives its own."""
         return _chip_error(exc)
-
-    def _compensate(self, temperature: float, factor: float) -> Optional[float]:
-        cpu = self._cpu_temperature()
-        if cpu is None:
-            return temperature
-        low, high = RANGES["temperature"]
-        return valid_or_none(temperature - (cpu - temperature) / factor, low, high)
-
-    def _cpu_temperature(self) -> Optional[float]:
-        try:
-            with open(self.cpu_temp_path) as f:
-                return int(f.read().strip()) / 1000.0
-        except (OSError, ValueError) as exc:
-            if not self._cpu_warned:
-                self._cpu_warned = True
-                log.warning(
-                    "cannot read the CPU temperature from %s (%s); temperature is not compensated",
-                    self.cpu_temp_path,
-                    exc,
-                )
-            return None

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sensor",
         metavar="NAME",
-        help="sensor backend: sensehat, emulator, fake, replay (default: the Sense HAT on a Pi)",
+        help="sensor backend: i2c, sensehat, emulator, fake, replay (default: the Sense HAT "
+        "over I2C on a Pi)",
     )
     parser.add_argument(
         "--secret-file",
@@ -227,9 +228,11 @@ def _run(
     if args.sensor:
         name = args.sensor.strip().lower()
         options: Dict[str, Any] = {}
-        if name in ("sensehat", "emulator"):
-            factor = SensorSettings.from_mapping(environ_sensor).compensation_factor
-            options["compensation_factor"] = factor
+        if name in ("i2c", "sensehat", "emulator"):
+            sensor_settings = SensorSettings.from_mapping(environ_sensor)
+            options["compensation_factor"] = sensor_settings.compensation_factor
+            if name == "i2c":
+                options["i2c_bus"] = sensor_settings.i2c_bus
         sensor = open_sensor(name, clock=clock, **options)
 
     stop_reason: Dict[str, str] = {}

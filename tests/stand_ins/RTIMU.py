@@ -1,50 +1,40 @@
 """Stand-in for RTIMULib's Python extension ``RTIMU``: the layer under ``sense_hat``.
 
 On a Pi, ``RTIMU`` is a C extension from the OS package (python3-rtimulib) that
-talks to the HAT's chips over ``/dev/i2c-1``. This module has the same classes
-and methods ``sense_hat`` 2.6 calls and simulates what the chips do, so the
-installed ``sense_hat`` package runs its own code on top of it:
+talks to the HAT's chips over ``/dev/i2c-1``. This module has the classes and
+methods ``sense_hat`` 2.6 calls, and its HTS221 and LPS25H drivers are
+RTIMULib's (RPi-Distro/RTIMULib, ``RTIMULib/IMUDrivers/RTHumidityHTS221.cpp``
+and ``RTPressureLPS25H.cpp``) ported line for line onto the register-level chip
+model (``sense_hat_chips``), so the installed ``sense_hat`` package runs its own
+code over chips that behave as the datasheets say:
 
 * ``Settings(path)`` writes ``path + '.ini'`` with defaults when it is missing,
   as RTIMUSettings does (failure to write is silent there too);
-* ``humidityInit()`` / ``pressureInit()`` open the I2C bus and fail (return
-  False, which the library turns into ``OSError('Humidity Init Failed')``)
-  when the bus cannot be opened or the chip is told to be absent;
-* ``humidityRead()`` answers ``(humidityValid, humidity, temperatureValid,
-  temperature)`` and ``pressureRead()`` ``(pressureValid, pressure,
-  temperatureValid, temperature)``: the first answer after init has no sample
-  (invalid, zeros), as a freshly started HTS221/LPS25H does;
-* values come from a script, with gaussian noise from a seed.
+* ``humidityInit()`` / ``pressureInit()`` open ``/dev/i2c-1`` for real (as
+  ``RTIMUHal::HALOpen`` does) and write the chip's configuration: HTS221
+  CTRL_REG1 0x87 (power on, BDU, 12.5 Hz) and AV_CONF 0x1B, then its calibration;
+  LPS25H CTRL_REG1 0xC4 (power on, 25 Hz, BDU), RES_CONF 0x05, FIFO_CTRL 0xC0,
+  CTRL_REG2 0x40. A bus that cannot be opened or a chip that does not answer
+  makes them return False (``OSError('Humidity Init Failed')`` in the library);
+* ``humidityRead()`` / ``pressureRead()`` read STATUS_REG and, for each ready
+  bit, the outputs; RTIMULib keeps the last value and its validity, so a chip
+  is "invalid" (0) only until its first conversion: 80 ms (HTS221) and 40 ms
+  (LPS25H) after init, in real time. A failed read answers all-invalid.
 
-The script is JSON in the environment variable ``EDGE_AGENT_TEST_CHIP``::
-
-    {"hts221": {"init": true, "answers": [[valid_h, h, valid_t, t], ...]},
-     "lps25h": {"init": true, "answers": [[valid_p, p, valid_t, t], ...]},
-     "noise": 0.0, "seed": 1}
-
-``answers`` start with the first read after init; the last one repeats.
-Without a script the chips answer 41 %RH, 21.5 °C and 1012 hPa.
+The chips come from ``sense_hat_chips.current()``: ``EDGE_AGENT_TEST_I2C``
+describes them (environment, noise, a chip absent or stuck).
 """
 
-import json
 import os
-import random
 
-I2C_BUS = "/dev/i2c-1"
-_DEFAULT = {
-    "hts221": {"init": True, "answers": [[0, 0.0, 0, 0.0], [1, 41.0, 1, 21.5]]},
-    "lps25h": {"init": True, "answers": [[0, 0.0, 0, 0.0], [1, 1012.0, 1, 20.0]]},
-    "noise": 0.0,
-    "seed": 1,
-}
-_DEFAULT_INI = "# RTIMULib settings file (written by the RTIMU stand-in)\nIMUType=0\n"
+import sense_hat_chips
+
+I2C_BUS = 1  # RTIMULib's default I2CBus, the Sense HAT's
 
 
-def _script():
-    text = os.environ.get("EDGE_AGENT_TEST_CHIP")
-    if not text:
-        return _DEFAULT
-    return dict(_DEFAULT, **json.loads(text))
+def _s16(low, high):
+    value = low | (high << 8)
+    return value - 0x10000 if value & 0x8000 else value
 
 
 class Settings:
@@ -54,63 +44,143 @@ class Settings:
         if not os.path.exists(ini):
             try:
                 with open(ini, "w") as handle:
-                    handle.write(_DEFAULT_INI)
+                    handle.write("# RTIMULib settings file (written by the RTIMU stand-in)\n")
+                    handle.write("IMUType=0\n")
             except OSError:
                 pass  # RTIMUSettings prints an error and goes on with defaults
 
 
-class _Chip:
-    key = ""
+class _Driver:
+    """RTIMUHal's I2C side: one file descriptor for the bus, register reads and writes."""
+
+    address = 0
 
     def __init__(self, settings):
         self.settings = settings
-        script = _script()
-        self._chip = script[self.key]
-        self._noise = float(script.get("noise", 0.0))
-        self._rng = random.Random(script.get("seed", 1))
-        self._answers = 0
-        self._bus = None
+        self._board = sense_hat_chips.current()
+        self._path = self._board.node(I2C_BUS)
+        self._fd = None
 
-    def _init(self):
-        try:
-            # What RTIMULib opens; held for the chip's life, like its file descriptor.
-            self._bus = open(I2C_BUS, "r+b", buffering=0)  # noqa: SIM115
-        except OSError:
-            return False  # "Failed to open I2C bus"
-        self._answers = 0
-        return bool(self._chip.get("init", True))
+    def _open(self):
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._path, os.O_RDWR)
+            except OSError:
+                return False  # "Failed to open I2C bus 1"
+        return True
 
-    def _read(self):
-        if self._bus is None:
-            return (0, 0.0, 0, 0.0)
-        answers = self._chip["answers"]
-        valid_a, a, valid_b, b = answers[min(self._answers, len(answers) - 1)]
-        self._answers += 1
-        if valid_a and self._noise:
-            a += self._rng.gauss(0.0, self._noise)
-        if valid_b and self._noise:
-            b += self._rng.gauss(0.0, self._noise)
-        return (valid_a, a if valid_a else 0.0, valid_b, b if valid_b else 0.0)
+    def _write(self, register, value):
+        self._board.select(self._path, self.address)
+        self._board.write(self._path, self.address, register, [value])
+
+    def _read(self, register, length):
+        self._board.select(self._path, self.address)
+        return self._board.read(self._path, self.address, register, length)
 
 
-class RTHumidity(_Chip):
-    key = "hts221"
+class RTHumidity(_Driver):
+    """RTHumidityHTS221."""
+
+    address = 0x5F
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self._humidity_valid = False
+        self._temperature_valid = False
+        self._humidity = 0.0
+        self._temperature = 0.0
 
     def humidityInit(self):
-        return self._init()
+        if not self._open():
+            return False
+        try:
+            self._write(0x20, 0x87)  # CTRL_REG1
+            self._write(0x10, 0x1B)  # AV_CONF
+            msb = self._read(0x35 + 0x80, 1)[0]
+            t0 = (((msb & 0x3) << 8) | self._read(0x32 + 0x80, 1)[0]) / 8.0
+            t1 = (((msb & 0xC) << 6) | self._read(0x33 + 0x80, 1)[0]) / 8.0
+            t0_out = _s16(*self._read(0x3C + 0x80, 2))
+            t1_out = _s16(*self._read(0x3E + 0x80, 2))
+            h0 = self._read(0x30 + 0x80, 1)[0] / 2.0
+            h1 = self._read(0x31 + 0x80, 1)[0] / 2.0
+            h0_out = _s16(*self._read(0x36 + 0x80, 2))
+            h1_out = _s16(*self._read(0x3A + 0x80, 2))
+        except OSError:
+            return False
+        self._temperature_m = (t1 - t0) / (t1_out - t0_out)
+        self._temperature_c = t0 - self._temperature_m * t0_out
+        self._humidity_m = (h1 - h0) / (h1_out - h0_out)
+        self._humidity_c = h0 - self._humidity_m * h0_out
+        return True
 
     def humidityRead(self):
-        return self._read()
+        if self._fd is None:
+            return (0, 0.0, 0, 0.0)
+        try:
+            status = self._read(0x27, 1)[0]
+            if status & 2:
+                raw = _s16(*self._read(0x28 + 0x80, 2))
+                self._humidity = raw * self._humidity_m + self._humidity_c
+                self._humidity_valid = True
+            if status & 1:
+                raw = _s16(*self._read(0x2A + 0x80, 2))
+                self._temperature = raw * self._temperature_m + self._temperature_c
+                self._temperature_valid = True
+        except OSError:
+            return (0, 0.0, 0, 0.0)
+        return (
+            int(self._humidity_valid),
+            self._humidity,
+            int(self._temperature_valid),
+            self._temperature,
+        )
 
 
-class RTPressure(_Chip):
-    key = "lps25h"
+class RTPressure(_Driver):
+    """RTPressureLPS25H."""
+
+    address = 0x5C
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self._pressure_valid = False
+        self._temperature_valid = False
+        self._pressure = 0.0
+        self._temperature = 0.0
 
     def pressureInit(self):
-        return self._init()
+        if not self._open():
+            return False
+        try:
+            self._write(0x20, 0xC4)  # CTRL_REG1
+            self._write(0x10, 0x05)  # RES_CONF
+            self._write(0x2E, 0xC0)  # FIFO_CTRL
+            self._write(0x21, 0x40)  # CTRL_REG2
+        except OSError:
+            return False
+        return True
 
     def pressureRead(self):
-        return self._read()
+        if self._fd is None:
+            return (0, 0.0, 0, 0.0)
+        try:
+            status = self._read(0x27, 1)[0]
+            if status & 2:
+                xl, low, high = self._read(0x28 + 0x80, 3)
+                # RTIMULib reads the 24 bits unsigned: right for any pressure a HAT sees.
+                self._pressure = ((high << 16) | (low << 8) | xl) / 4096.0
+                self._pressure_valid = True
+            if status & 1:
+                self._temperature = _s16(*self._read(0x2B + 0x80, 2)) / 480.0 + 42.5
+                self._temperature_valid = True
+        except OSError:
+            return (0, 0.0, 0, 0.0)
+        return (
+            int(self._pressure_valid),
+            self._pressure,
+            int(self._temperature_valid),
+            self._temperature,
+        )
 
 
 class RTIMU:
