@@ -169,6 +169,10 @@ def function_env(function: str, **extra: str) -> Dict[str, str]:
 
     base = function.replace("seed-", "")
     env = function_environment(base) if base == function else {}
+    if base == "sensor" and base == function:
+        # The deployed sensor reads the chips over I2C; beside the seed, which reads them
+        # through the sense_hat library, the project does too (over the same stand-in).
+        env["EDGE_AGENT_SENSOR"] = "sensehat"
     env["MY_FUNCTION_ARN"] = FUNCTION_ARNS[function]
     env.update(extra)
     return env

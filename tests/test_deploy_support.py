@@ -228,6 +228,7 @@ DEVICE_DISTS = [
         "files": {"greengrasssdk/__init__.py": ""},
     },
     {"name": "cbor2", "version": "5.4.6", "files": {"cbor2/__init__.py": ""}},
+    {"name": "smbus2", "version": "0.6.1", "files": {"smbus2/__init__.py": ""}},
     {
         "name": "awsiotsdk",
         "version": "1.21.0",
