@@ -23,9 +23,8 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Optional, TextIO, Tuple
 
 from agent.clock import Clock, VirtualClock
 from agent.credentials import Credentials
@@ -37,8 +36,8 @@ from agent.standalone.group import LocalGroup
 from agent.standalone.mqtt_bridge.options import BridgeOptions
 from agent.standalone.status import status_topology
 from agent.topology import STATUS_SWITCH, default_topology
-from devtools.console import PROGRESS_EVERY, Console, WarningsToConsole
-from devtools.simulation_changes import Timed, change_switch, config_line
+from devtools.console import Console, WarningsToConsole
+from devtools.simulation_changes import change_switch, config_line
 from devtools.simulation_checks import Plan, parse_outages, prepare
 from devtools.simulation_loop import (
     ShiftedClock,
@@ -50,36 +49,13 @@ from devtools.simulation_loop import (
     run_virtual,
     tick_times,
 )
+from devtools.simulation_options import SimulationOptions
 
 __all__ = ["SimulationOptions", "parse_outages", "prepare", "run"]
 
 log = logging.getLogger("edge_agent.simulate")
 
 DEV_USER = "edge-agent-dev"
-DRAIN_LIMIT_S = 3600.0  # simulated seconds to keep retrying after the last reading
-
-
-@dataclass
-class SimulationOptions:
-    scenario: str = "humid-spell"
-    replay: Optional[str] = None
-    duration: Optional[float] = None  # seconds; default: the scenario's length or the file's span
-    period: Optional[float] = None  # seconds between readings; default: --set period, else 5
-    fast: bool = False
-    seed: int = 1
-    snow_url: Optional[str] = None
-    secret_file: Optional[str] = None
-    state_dir: Optional[str] = None  # default: a temporary folder, removed after the run
-    device_id: str = "sim-pi"
-    outages: Sequence[Tuple[float, float]] = ()  # (start, end) seconds into the run
-    environment: Dict[str, str] = field(default_factory=dict)  # extra function variables
-    drain_timeout: float = DRAIN_LIMIT_S
-    mqtt_url: Optional[str] = None
-    mqtt_tls: Dict[str, Optional[str]] = field(default_factory=dict)  # ca, cert, key paths
-    mqtt_close_timeout: float = 10.0  # seconds to wait at the end for the broker to take the rest
-    progress_every: float = PROGRESS_EVERY  # wall seconds between progress lines
-    serve: Optional[str] = None  # [HOST:]PORT of the status page (agent/standalone/status.py)
-    changes: Sequence[Timed] = ()  # --at: (seconds into the run, variable, shadow value)
 
 
 def run(

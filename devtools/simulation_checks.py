@@ -13,7 +13,7 @@ import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.config import AnomalySettings, SensorSettings
 from agent.credentials import Credentials
@@ -25,9 +25,7 @@ from agent.standalone.arguments import check_secret_file
 from agent.standalone.group import function_environments
 from agent.topology import default_topology
 from devtools.simulation_changes import check_changes
-
-if TYPE_CHECKING:
-    from devtools.simulate import SimulationOptions
+from devtools.simulation_options import SimulationOptions
 
 DEFAULT_PERIOD = 5.0
 STATE_FILES = (

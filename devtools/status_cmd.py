@@ -26,19 +26,27 @@ from agent.status.store import OUTBOX_FILE, OutboxReader, locks, sensor_states
 WIDTH = 14
 
 
+DESCRIPTION = (
+    "Open episodes, outbox, last errors and lock holders, read from the state dir "
+    "(works while the functions are down; changes nothing)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-agent status",
-        description="Open episodes, outbox, last errors and lock holders, read from the state dir "
-        "(works while the functions are down; changes nothing).",
-    )
+    parser = argparse.ArgumentParser(prog="edge-agent status")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edge-agent status``."""
+    parser.description = DESCRIPTION
     parser.add_argument(
         "--state-dir",
         default=DEFAULT_STATE_DIR,
         help=f"the functions' stateDir (default: {DEFAULT_STATE_DIR})",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
-    return parser
 
 
 def collect(state_dir: str, now: Optional[float] = None) -> Dict[str, Any]:
@@ -196,7 +204,12 @@ def _utc(ts: Optional[float]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    return handle(parser.parse_args(argv), parser)
+
+
+def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``edge-agent status`` with its parsed options."""
     if not os.path.isdir(args.state_dir):
         print(
             "edge-agent status: no state directory at {} (give the functions' stateDir with "

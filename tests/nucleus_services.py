@@ -23,6 +23,7 @@ import copy
 import fnmatch
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from agent.greengrass.local_shadow import LocalShadowService
@@ -33,6 +34,7 @@ UPDATE_THING_SHADOW = "aws.greengrass#UpdateThingShadow"
 GET_CONFIGURATION = "aws.greengrass#GetConfiguration"
 SUBSCRIBE_TO_CONFIGURATION_UPDATE = "aws.greengrass#SubscribeToConfigurationUpdate"
 SHADOW_MANAGER = "aws.greengrass.ShadowManager"
+_SUBSCRIPTION_EVENT = "aws.greengrass#SubscriptionResponseMessage"
 SERVICE_OF = {
     "aws.greengrass#PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
     "aws.greengrass#PublishToTopic": "aws.greengrass.ipc.pubsub",
@@ -41,6 +43,16 @@ SERVICE_OF = {
     GET_THING_SHADOW: SHADOW_MANAGER,
     UPDATE_THING_SHADOW: SHADOW_MANAGER,
 }
+
+
+@dataclass(frozen=True)
+class LocalPublication:
+    """A message published on local pub/sub, as the tests' nucleus records it."""
+
+    component: str
+    topic: str
+    json_message: Optional[Dict[str, Any]] = None
+    binary_message: Optional[bytes] = None
 
 
 class NucleusServices:
@@ -136,8 +148,6 @@ class NucleusServices:
 
     def _shadow_publish(self, publications: List[Tuple[str, Dict[str, Any]]]) -> None:
         """As ShadowManager: binary JSON on local pub/sub, publisher aws.greengrass.ShadowManager."""
-        from v2_nucleus import _SUBSCRIPTION_EVENT, LocalPublication
-
         for topic, document in publications:
             body = json.dumps(document).encode("utf-8")
             with self._lock:

@@ -63,8 +63,10 @@ from ipc_model_checks import (
     type_problems,
 )
 from nucleus_services import (
+    _SUBSCRIPTION_EVENT,
     SERVICE_OF,
     SUBSCRIBE_TO_CONFIGURATION_UPDATE,
+    LocalPublication,
     NucleusServices,
     resource_of_request,
 )
@@ -89,14 +91,6 @@ class IoTCorePublication:
 
     def json(self) -> Any:
         return json.loads(self.payload.decode("utf-8"))
-
-
-@dataclass(frozen=True)
-class LocalPublication:
-    component: str
-    topic: str
-    json_message: Optional[Dict[str, Any]] = None
-    binary_message: Optional[bytes] = None
 
 
 @dataclass
@@ -584,6 +578,3 @@ class FakeNucleus(NucleusServices):
     def _drop_stream(self, stream: _Stream) -> None:
         with self._lock:
             self._subscriptions = [s for s in self._subscriptions if s.stream is not stream]
-
-
-_SUBSCRIPTION_EVENT = "aws.greengrass#SubscriptionResponseMessage"

@@ -36,11 +36,18 @@ ENV_THING = "AWS_IOT_THING_NAME"
 AWS_IOT_PORT = 8883
 
 
+DESCRIPTION = "Run both functions on this device, bridged to AWS IoT Core (no Greengrass)."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-agent run",
-        description="Run both functions on this device, bridged to AWS IoT Core (no Greengrass).",
-    )
+    parser = argparse.ArgumentParser(prog="edge-agent run", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edge-agent run``."""
+    parser.description = DESCRIPTION
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--endpoint",
@@ -109,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--max-ticks", type=int, metavar="N", help="stop after N sensor readings")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
 
 
 def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
@@ -156,7 +162,11 @@ def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Option
 def main(argv: Optional[List[str]] = None) -> int:
     """Run until Ctrl-C / SIGTERM (or --duration / --max-ticks); return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return handle(parser.parse_args(argv), parser)
+
+
+def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``edge-agent run`` with its parsed options (``parser`` reports a bad one)."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from .responses import Response, error_envelope
 
 if TYPE_CHECKING:
-    from .standin import ServiceNowStandIn
+    from .contracts import AdminTarget
 
 ADMIN_PREFIX = "/__standin/"
 ADMIN_HEADER = "X-Standin-Admin"
@@ -37,7 +37,7 @@ ADMIN_HEADER = "X-Standin-Admin"
 class AdminApi:
     """Answers ``/__standin/...`` requests for one stand-in."""
 
-    def __init__(self, standin: ServiceNowStandIn, token: str) -> None:
+    def __init__(self, standin: AdminTarget, token: str) -> None:
         if not token:
             raise ValueError("the admin API needs a non-empty token")
         self._standin = standin

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from .responses import error_envelope, redact_path
 
 if TYPE_CHECKING:
-    from .standin import ServiceNowStandIn
+    from .contracts import ServedStandIn
 
 LOG = logging.getLogger("edge_agent.standin")
 
@@ -54,7 +54,7 @@ class StandInServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: Tuple[str, int], standin: ServiceNowStandIn) -> None:
+    def __init__(self, address: Tuple[str, int], standin: ServedStandIn) -> None:
         self.standin = standin
         super().__init__(address, _Handler)
 
