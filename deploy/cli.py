@@ -1,8 +1,10 @@
 """``python -m deploy <command>`` (and ``edge-agent deploy <command>``).
 
-Commands: plan, package, up, status, reset, destroy, render-config, v2-plan,
-v2-up, v2-status, v2-destroy, set, get. See deploy/README.md. Exit codes: 0 ok, 1 error, 2 usage,
-3 deployment failed, 4 deployment timed out, 130 interrupted.
+Commands, by target: ``v2 plan|up|status|destroy|package`` (Greengrass V2, first), ``v1
+plan|up|status|reset|destroy|package|render-config`` (Greengrass V1, ended 2026-10-07), and
+``set``/``get`` (a device's run-time variables, either target). The names used before
+(``plan``, ``v2 up``...) are aliases (``deploy.lifecycle``). See deploy/README.md. Exit codes:
+0 ok, 1 error, 2 usage, 3 deployment failed, 4 deployment timed out, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from agent.live_settings import RUNTIME_VARIABLES
 from agent.topology import DEFAULT_SECRET_NAME, GroupTopology
 
 from .commands import COMMANDS, build_topology, cmd_render_config
 from .errors import DeployError
+from .lifecycle import ALIASES, V1_END, canonical_argv, lambda_runtime_refused, v1_notice
 from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, DEFAULT_NUCLEUS_VERSION, TARGET_PYTHON
 from .state import DEFAULT_STATE_PATH
 
@@ -210,12 +213,12 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--secret-manager-version",
         default="",
-        help="aws.greengrass.SecretManager version (v2-up default: the newest)",
+        help="aws.greengrass.SecretManager version (v2 up default: the newest)",
     )
     p.add_argument(
         "--shadow-manager-version",
         default="",
-        help="aws.greengrass.ShadowManager version (v2-up default: the newest)",
+        help="aws.greengrass.ShadowManager version (v2 up default: the newest)",
     )
     p.add_argument(
         "--posix-user",
@@ -236,15 +239,54 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--account", default="")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Deploy the edge agent: Greengrass V1 group versions and Greengrass V2 "
-        "deployments, built from agent.topology.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def _add_v2_parsers(sub: Any) -> None:
+    for name, text in (
+        ("plan", "write the recipes, the deployment and the core's identity documents (offline)"),
+        ("up", "create the core's identity, the components and the deployment"),
+        ("status", "the deployment on each core device"),
+        ("destroy", "remove what v2 up created"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        _add_topology_options(p)
+        _add_state_option(p)
+        _add_v2_options(p)
+        if name == "plan":
+            p.add_argument("--out", type=Path, default=Path("out") / "v2-plan")
+            p.add_argument("--region", default="")
+            p.add_argument("--secret-arn", default="")
+            continue
+        _add_aws_options(p)
+        _add_wait_options(p, timeout=600.0)
+        if name == "up":
+            p.add_argument("--force-deploy", action="store_true")
+            _add_secret_options(p)
+        if name == "destroy":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="do not wait for the cores to remove the components (cloud side only)",
+            )
+            p.add_argument("--keep-certs", action="store_true", help="keep the local files")
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            _add_delete_secret_options(p)
+    _add_package_parser(sub, "V2 components (the Pi's Python, --device-python)")
 
+
+def _add_package_parser(sub: Any, what: str) -> None:
+    text = "build one reproducible zip per function for {} (offline)".format(what)
+    p = sub.add_parser("package", help=text, description=text)
+    _add_topology_options(p)
+    _add_package_options(p, out_flag="--out")
+    p.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only this function id (repeatable)",
+    )
+
+
+def _add_v1_parsers(sub: Any) -> None:
     p = sub.add_parser("plan", help="write the V1 definitions and IoT policy (offline)")
     _add_topology_options(p)
     _add_state_option(p)
@@ -255,19 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-arn", default="")
     p.add_argument("--group-id", default="")
 
-    p = sub.add_parser("package", help="build one reproducible zip per function (offline)")
-    _add_topology_options(p)
-    _add_package_options(p, out_flag="--out")
-    p.add_argument(
-        "--function",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="only this function id (repeatable)",
-    )
-    p.add_argument("--runtime", choices=("v1", "v2"), default="v1")
-
-    p = sub.add_parser("up", help="create or update everything and deploy (V1)")
+    p = sub.add_parser("up", help="create or update everything and deploy")
     _add_topology_options(p)
     _add_state_option(p)
     _add_aws_options(p)
@@ -310,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ForceResetDeployment: cloud side only, without the core",
     )
 
-    p = sub.add_parser("destroy", help="remove everything up created")
+    p = sub.add_parser("destroy", help="remove everything v1 up created")
     _add_topology_options(p)
     _add_state_option(p)
     _add_aws_options(p)
@@ -323,52 +353,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--certs-dir", type=Path, default=Path("certs"))
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
+    _add_package_parser(sub, "V1 Lambda functions (Python {})".format(TARGET_PYTHON))
+
     p = sub.add_parser("render-config", help="the core's config.json from the state file")
     _add_state_option(p)
     p.add_argument("--out", default="-", help="file to write (default: stdout)")
     p.add_argument("--endpoint", default="", help="IoT data endpoint (default: from state)")
 
-    for name, text in (
-        ("v2-plan", "write V2 recipes, deployment and core identity documents (offline)"),
-        ("v2-up", "create the V2 core's identity, components and deployment"),
-        ("v2-status", "the V2 deployment on each core device"),
-        ("v2-destroy", "remove what v2-up created"),
-    ):
-        p = sub.add_parser(name, help=text)
-        _add_topology_options(p)
-        _add_state_option(p)
-        _add_v2_options(p)
-        if name == "v2-plan":
-            p.add_argument("--out", type=Path, default=Path("out") / "v2-plan")
-            p.add_argument("--region", default="")
-            p.add_argument("--secret-arn", default="")
-            continue
-        _add_aws_options(p)
-        _add_wait_options(p, timeout=600.0)
-        if name == "v2-up":
-            p.add_argument("--force-deploy", action="store_true")
-            _add_secret_options(p)
-        if name == "v2-destroy":
-            p.add_argument(
-                "--force",
-                action="store_true",
-                help="do not wait for the cores to remove the components (cloud side only)",
-            )
-            p.add_argument("--keep-certs", action="store_true", help="keep the local files")
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-            _add_delete_secret_options(p)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deploy the edge agent, built from agent.topology: Greengrass V2 "
+        "deployments (what a device uses today), and Greengrass V1 group versions for "
+        "accounts that still have V1 (AWS ended it on {}).".format(V1_END),
+        epilog="Old names still accepted (each says its new name): "
+        + ", ".join(
+            "{} = {} {}".format(old, *new) for old, new in ALIASES.items() if old != "package"
+        )
+        + ", package [--runtime v1|v2] = v1|v2 package.",
+    )
+    targets = parser.add_subparsers(dest="target", metavar="COMMAND")
+    targets.required = True
+    v2 = targets.add_parser(
+        "v2",
+        help="Greengrass V2: plan, up, status, destroy, package",
+        description="Greengrass V2 components and deployments, on the Pi's own Python.",
+    )
+    sub = v2.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_v2_parsers(sub)
+    v1 = targets.add_parser(
+        "v1",
+        help="Greengrass V1 (ended {}): plan, up, status, reset, destroy, package, "
+        "render-config".format(V1_END),
+        description="Greengrass V1 group versions and python3.8 Lambda functions, for "
+        "accounts that still have V1 (AWS ended it on {}).".format(V1_END),
+    )
+    sub = v1.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_v1_parsers(sub)
     for name, text in (
         ("set", "set one device's run-time variables (limits...) in its shadow's desired state"),
         ("get", "one device's run-time variables: desired, reported, pending, rejected"),
     ):
-        p = sub.add_parser(name, help=text)
+        p = targets.add_parser(name, help=text)
         _add_topology_options(p)
         _add_state_option(p)
         _add_aws_options(p)
         p.add_argument(
             "--thing",
             default="",
-            help="the device's IoT thing (default: the core up/v2-up created, from --state)",
+            help="the device's IoT thing (default: the core v1/v2 up created, from --state)",
         )
         if name == "set":
             p.add_argument(
@@ -383,8 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """``"v2 plan"``, ``"v1 up"``, ``"set"``: the key of :data:`deploy.commands.COMMANDS`."""
+    command = getattr(args, "command", None)
+    return "{} {}".format(args.target, command) if command else str(args.target)
+
+
 # Commands that build the group's definitions: they check its variables first.
-_WRITES_THE_GROUP = ("plan", "package", "up", "v2-plan", "v2-up")
+_WRITES_THE_GROUP = ("v1 plan", "v1 package", "v1 up", "v2 plan", "v2 package", "v2 up")
 # What ``pip install 'edge-agent[deploy]'`` brings (boto3 and what it needs).
 _DEPLOY_EXTRA = ("boto3", "botocore", "s3transfer", "jmespath")
 
@@ -392,20 +434,26 @@ _DEPLOY_EXTRA = ("boto3", "botocore", "s3transfer", "jmespath")
 def main(argv: Optional[List[str]] = None, topology: Optional[GroupTopology] = None) -> int:
     """Run one command. ``topology`` replaces the default (for embedding and tests)."""
     parser = build_parser()
+    argv, alias_note = canonical_argv(sys.argv[1:] if argv is None else argv)
+    if alias_note:
+        _err(alias_note)
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     from agent.config import check_group
     from agent.errors import ConfigError
 
+    name = command_name(args)
+    if args.target == "v1":
+        _err(v1_notice(args.command))  # before anything else, AWS calls included
     try:
-        if args.command == "render-config":
+        if name == "v1 render-config":
             return cmd_render_config(args, None, _out)
         built = build_topology(args, topology)
-        if args.command in _WRITES_THE_GROUP:
+        if name in _WRITES_THE_GROUP:
             check_group(built)  # the functions' own validation, before anything is written
-        return COMMANDS[args.command](args, built, _out)
+        return COMMANDS[name](args, built, _out)
     except DeployError as exc:
         _err("error: {}".format(exc))
         return exc.exit_code
@@ -437,6 +485,10 @@ def main(argv: Optional[List[str]] = None, topology: Optional[GroupTopology] = N
         from botocore.exceptions import BotoCoreError, ClientError
 
         if isinstance(exc, ClientError):
+            refused = lambda_runtime_refused(exc, args.command) if args.target == "v1" else None
+            if refused:
+                _err("error: {}".format(refused))
+                return 1
             error = exc.response.get("Error", {})
             _err(
                 "error: AWS {} failed: {}: {}".format(

@@ -159,7 +159,8 @@ def _api(args: argparse.Namespace, state: State, out: Callable[[str], None]):  #
 
 
 def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
-    """``plan`` (V1 definitions and IoT policy) and ``v2-plan`` (recipes, deployment): offline."""
+    """``v1 plan`` (definitions and IoT policy) and ``v2 plan`` (recipes, deployment,
+    artifacts): offline."""
     from .plans import v1_plan, write_plan
 
     state = State.load(args.state, dry_run=True)
@@ -175,7 +176,7 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
         secret_arn_value=args.secret_arn,
         run_as_root=args.run_as_root,
     )
-    if args.command == "v2-plan":
+    if args.target == "v2":
         from .v2.plan import v2_plan
 
         plan = v2_plan(topology, target, _v2_options(args), out=out)
@@ -206,7 +207,7 @@ def cmd_package(args: argparse.Namespace, topology: GroupTopology, out: Callable
     from .package import build_packages
 
     results = build_packages(
-        topology, package_options(args), runtime=args.runtime, function_ids=args.function, out=out
+        topology, package_options(args), runtime=args.target, function_ids=args.function, out=out
     )
     for result in results.values():
         out("{}  {}  {} bytes".format(result.sha256, result.path, result.size))
@@ -286,13 +287,16 @@ def _confirmed(args: argparse.Namespace, what: str, out: Callable) -> bool:
         raise DeployError(what, hint="pass --yes to confirm")
     answer = input("Delete everything recorded in {}? [y/N] ".format(args.state))
     if answer.strip().lower() not in ("y", "yes"):
-        out("{}: cancelled".format(args.command))
+        out("{} {}: cancelled".format(args.target, args.command))
         return False
     return True
 
 
 def cmd_destroy(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
-    what = "destroy deletes the group, certificate, policy, thing, functions and roles up created"
+    what = (
+        "v1 destroy deletes the group, certificate, policy, thing, functions and roles v1 up "
+        "created"
+    )
     if not _confirmed(args, what, out):
         return 1
     deployer = _deployer(args, topology, out)
@@ -311,7 +315,7 @@ def cmd_render_config(
 
     if not Path(args.state).exists():
         raise DeployError(
-            "no state file at {}".format(args.state), hint="run python -m deploy up first"
+            "no state file at {}".format(args.state), hint="run python -m deploy v1 up first"
         )
     state = State.load(args.state, dry_run=True)
     document = config_from_state(state.data, iot_endpoint=args.endpoint)
@@ -370,8 +374,8 @@ def cmd_v2_status(args: argparse.Namespace, topology: GroupTopology, out: Callab
 def cmd_v2_destroy(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
     if not _confirmed(
         args,
-        "v2-destroy deletes the deployment, components, role alias, role, "
-        "policy, certificate and thing v2-up created",
+        "v2 destroy deletes the deployment, components, role alias, role, "
+        "policy, certificate and thing v2 up created",
         out,
     ):
         return 1
@@ -414,18 +418,20 @@ def cmd_get(args: argparse.Namespace, topology: GroupTopology, out: Callable) ->
     return run(args, topology, _shadow_api(args, out), out)
 
 
+# Keyed by target and command (``deploy.cli.command_name``), V2 first.
 COMMANDS = {
-    "plan": cmd_plan,
-    "package": cmd_package,
-    "up": cmd_up,
-    "status": cmd_status,
-    "reset": cmd_reset,
-    "destroy": cmd_destroy,
-    "render-config": cmd_render_config,
-    "v2-plan": cmd_plan,
-    "v2-up": cmd_v2_up,
-    "v2-status": cmd_v2_status,
-    "v2-destroy": cmd_v2_destroy,
+    "v2 plan": cmd_plan,
+    "v2 up": cmd_v2_up,
+    "v2 status": cmd_v2_status,
+    "v2 destroy": cmd_v2_destroy,
+    "v2 package": cmd_package,
+    "v1 plan": cmd_plan,
+    "v1 up": cmd_up,
+    "v1 status": cmd_status,
+    "v1 reset": cmd_reset,
+    "v1 destroy": cmd_destroy,
+    "v1 package": cmd_package,
+    "v1 render-config": cmd_render_config,
     "set": cmd_set,
     "get": cmd_get,
 }

@@ -2,7 +2,7 @@
 
 ``certs-example/config.json.template`` is this document rendered with the
 ``{{...}}`` placeholders below (a test keeps the two identical), and
-``python -m deploy render-config --state out/state.json --out config.json``
+``python -m deploy v1 render-config --state out/state.json --out config.json``
 renders the real one. ``allowFunctionsToRunAsRoot`` appears only when the
 functions were deployed with ``--run-as-root``.
 """
@@ -92,7 +92,7 @@ def config_from_state(state: Mapping[str, Any], iot_endpoint: str = "") -> Dict[
     if missing:
         raise DeployError(
             "the state file lacks: {}".format(", ".join(missing)),
-            hint="run python -m deploy up first (it records these)",
+            hint="run python -m deploy v1 up first (it records these)",
         )
     return core_config(
         thing_arn=thing["arn"],

@@ -268,7 +268,15 @@ def build_packages(
     """
     from .vendoring import env_var_for, resolver_for, vendor_directory
 
-    wanted = list(function_ids) or [spec.id for spec in topology.functions]
+    known = [spec.id for spec in topology.functions]
+    wanted = list(function_ids) or known
+    unknown = [fid for fid in wanted if fid not in known]
+    if unknown:
+        raise DeployError(
+            "--function {}: no such function; the topology has {}".format(
+                ", ".join(unknown), ", ".join(known)
+            )
+        )
     target = target_python_for(runtime, options.device_python)
     source_root = Path(options.source_root or DEFAULT_SOURCE_ROOT)
     if options.site_packages is not None:

@@ -1,4 +1,4 @@
-"""``plan`` and ``v2-plan``: every document ``up``/``v2-up`` would send, written offline for review.
+"""``v1 plan`` and ``v2 plan``: every document ``v1 up``/``v2 up`` would send, written for review.
 
 Both build their documents from the topology and a :class:`~deploy.naming.Target`
 (options, else the state file, else placeholders), validate them against

@@ -36,7 +36,7 @@ TROUBLES: Tuple[Trouble, ...] = (
         "`simulate --set humidLimit=-5`",
         "humidLimit must be between 0 and 100 %RH (what a humidity reading can be), got -5",
         BAD_CONFIGURATION,
-        "Both functions and `deploy plan`/`up` check every variable the same way; pick a "
+        "Both functions and `deploy v2 plan`/`v2 up` check every variable the same way; pick a "
         "value inside the range.",
     ),
     Trouble(
@@ -119,14 +119,14 @@ TROUBLES: Tuple[Trouble, ...] = (
     ),
     Trouble(
         "deploy-without-boto3",
-        "`deploy plan` where boto3 is not installed",
+        "`deploy v2 plan` where boto3 is not installed",
         "install the deploy extra: pip install 'edge-agent[deploy]'",
         1,
         "`pip install 'edge-agent[deploy]'` (`./dev` installs it).",
     ),
     Trouble(
         "deploy-out-unusable",
-        "`deploy plan --out notes.txt/plan` (a file, or a read-only folder)",
+        "`deploy v2 plan --out notes.txt/plan` (a file, or a read-only folder)",
         "cannot use notes.txt/plan: Not a directory",
         1,
         "Give `--out` a folder you can write.",

@@ -169,10 +169,10 @@ def test_simulate_on_a_corrupt_state_folder_names_the_file(name, tmp_path):
     assert "choose another --state-dir" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["plan", "package", "v2-plan"])
+@pytest.mark.parametrize("command", ["v2 plan", "v2 package", "v1 plan", "v1 package"])
 def test_deploy_to_an_unusable_out_folder_says_so(command, tmp_path):
     (tmp_path / "notes.txt").write_text("not a folder")
-    result = edge_agent("deploy", command, "--out", "notes.txt/plan", cwd=tmp_path)
+    result = edge_agent("deploy", *command.split(), "--out", "notes.txt/plan", cwd=tmp_path)
     assert result.returncode == 1
     assert (
         "error: cannot use notes.txt/plan" in result.stderr and "Not a directory" in result.stderr
@@ -195,15 +195,15 @@ def read_only_folder(tmp_path):
 
 
 def test_deploy_plan_to_a_read_only_file_system_says_so(read_only_folder):
-    result = edge_agent("deploy", "plan", "--out", str(read_only_folder / "plan"))
+    result = edge_agent("deploy", "v2", "plan", "--out", str(read_only_folder / "plan"))
     assert result.returncode == 1
     assert f"error: cannot use {read_only_folder / 'plan'}" in result.stderr
     assert "Read-only file system" in result.stderr
 
 
-@pytest.mark.parametrize("command", [["plan"], ["up", "--dry-run"]])
+@pytest.mark.parametrize("command", [["v2", "plan"], ["v1", "up", "--dry-run"]])
 def test_deploy_without_boto3_says_to_install_the_extra(command, tmp_path):
-    result = edge_agent("deploy", *command, "--out" if command == ["plan"] else "--state",
+    result = edge_agent("deploy", *command, "--out" if command[1] == "plan" else "--state",
                         str(tmp_path / "x"), prelude=HIDE_BOTO3, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert "install the deploy extra: pip install 'edge-agent[deploy]'" in result.stderr
@@ -373,10 +373,10 @@ def _provoke(key, tmp_path, standin, password):
             EDGE_AGENT_TEST_I2C=json.dumps(board),
         )  # fmt: skip
     if key == "deploy-without-boto3":
-        return edge_agent("deploy", "plan", prelude=HIDE_BOTO3, cwd=tmp_path)
+        return edge_agent("deploy", "v2", "plan", prelude=HIDE_BOTO3, cwd=tmp_path)
     if key == "deploy-out-unusable":
         (tmp_path / "notes.txt").write_text("")
-        return edge_agent("deploy", "plan", "--out", "notes.txt/plan", cwd=tmp_path)
+        return edge_agent("deploy", "v2", "plan", "--out", "notes.txt/plan", cwd=tmp_path)
     raise AssertionError(f"no test provokes troubleshooting entry {key!r}: add one here")
 
 

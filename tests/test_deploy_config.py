@@ -43,7 +43,7 @@ def test_render_config_from_state(tmp_path, capsys):
     state = tmp_path / "state.json"
     state.write_text(json.dumps(STATE))
     out = tmp_path / "config.json"
-    assert main(["render-config", "--state", str(state), "--out", str(out)]) == 0
+    assert main(["v1", "render-config", "--state", str(state), "--out", str(out)]) == 0
     config = json.loads(out.read_text())
     core = config["coreThing"]
     assert core["thingArn"] == STATE["thing"]["arn"]
@@ -61,18 +61,18 @@ def test_render_config_from_state(tmp_path, capsys):
 def test_render_config_allows_root_only_when_deployed_as_root(tmp_path, capsys):
     state = tmp_path / "state.json"
     state.write_text(json.dumps(dict(STATE, run_as={"uid": 0, "gid": 0, "root": True})))
-    assert main(["render-config", "--state", str(state)]) == 0
+    assert main(["v1", "render-config", "--state", str(state)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["runtime"]["allowFunctionsToRunAsRoot"] == "yes"
     assert "--run-as-root" in captured.err
 
 
 def test_render_config_without_state_is_a_clear_error(tmp_path, capsys):
-    assert main(["render-config", "--state", str(tmp_path / "missing.json")]) == 1
-    assert "run python -m deploy up first" in capsys.readouterr().err
+    assert main(["v1", "render-config", "--state", str(tmp_path / "missing.json")]) == 1
+    assert "run python -m deploy v1 up first" in capsys.readouterr().err
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"format": 1, "region": "eu-west-1"}))
-    assert main(["render-config", "--state", str(partial)]) == 1
+    assert main(["v1", "render-config", "--state", str(partial)]) == 1
     assert "thing ARN" in capsys.readouterr().err
 
 

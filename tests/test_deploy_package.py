@@ -253,7 +253,7 @@ def test_a_release_that_needs_a_newer_python_is_an_error_by_default(tmp_path, sr
         ],
     )
     code = main(
-        ["package", "--out", str(tmp_path / "out"), "--source-root", str(src)]
+        ["v1", "package", "--out", str(tmp_path / "out"), "--source-root", str(src)]
         + ["--site-packages", str(site), "--function", "anomaly"]
     )
     err = capsys.readouterr().err
@@ -299,6 +299,7 @@ def test_missing_function_module_is_a_clear_error(tmp_path, src, capsys):
     (src / "functions" / "sensor_function.py").unlink()
     code = main(
         [
+            "v1",
             "package",
             "--out",
             str(tmp_path / "o"),
@@ -315,6 +316,7 @@ def test_missing_function_module_is_a_clear_error(tmp_path, src, capsys):
 def test_package_cli_prints_hashes(tmp_path, src, site, capsys):
     code = main(
         [
+            "v1",
             "package",
             "--out",
             str(tmp_path / "o"),

@@ -1,4 +1,4 @@
-"""deploy plan: the V1 definition documents and IoT policy, offline, validated by botocore."""
+"""deploy v1 plan: the V1 definition documents and IoT policy, offline, validated by botocore."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ DEFINITION_FILES = {
 def plan(tmp_path, *args):
     out = tmp_path / "plan"
     code = main(
-        ["plan", "--out", str(out), "--state", str(tmp_path / "none.json")]
+        ["v1", "plan", "--out", str(out), "--state", str(tmp_path / "none.json")]
         + ["--state-dir", STATE_DIR, *args]
     )
     assert code == 0
@@ -226,7 +226,7 @@ def test_uid_gid_options_and_root_only_when_explicit(tmp_path, capsys):
     ]["Execution"]["RunAs"]
     assert run_as == {"Uid": 1001, "Gid": 997}
 
-    code = main(["plan", "--out", str(tmp_path / "p2"), "--uid", "0"])
+    code = main(["v1", "plan", "--out", str(tmp_path / "p2"), "--uid", "0"])
     assert code == 1
     assert "--run-as-root" in capsys.readouterr().err
 
@@ -260,7 +260,9 @@ def test_plan_takes_real_values_from_the_state_file(tmp_path):
     path = tmp_path / "state.json"
     path.write_text(json.dumps(state))
     out = tmp_path / "plan"
-    assert main(["plan", "--out", str(out), "--state", str(path), "--state-dir", STATE_DIR]) == 0
+    assert (
+        main(["v1", "plan", "--out", str(out), "--state", str(path), "--state-dir", STATE_DIR]) == 0
+    )
     summary = json.loads((out / "plan.json").read_text())
     assert summary["placeholders"] == []
     core = json.loads((out / "core-definition.json").read_text())["Cores"][0]
@@ -288,9 +290,9 @@ def test_renaming_a_topic_reroutes_subscriptions_and_policy(tmp_path):
 
 
 def test_bad_env_option_is_a_clear_error(tmp_path, capsys):
-    assert main(["plan", "--out", str(tmp_path), "--env", "nosuch:a=b"]) == 1
+    assert main(["v1", "plan", "--out", str(tmp_path), "--env", "nosuch:a=b"]) == 1
     assert "unknown function" in capsys.readouterr().err
-    assert main(["plan", "--out", str(tmp_path), "--env", "sensor-no-equals"]) == 1
+    assert main(["v1", "plan", "--out", str(tmp_path), "--env", "sensor-no-equals"]) == 1
 
 
 def _target(topology):

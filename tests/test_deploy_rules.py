@@ -31,7 +31,7 @@ ACCOUNT = "123456789012"
 def plan(tmp_path, capsys, topology, *args):
     out = tmp_path / "plan"
     code = main(
-        ["plan", "--out", str(out), "--state", str(tmp_path / "none.json"), *args],
+        ["v1", "plan", "--out", str(out), "--state", str(tmp_path / "none.json"), *args],
         topology=topology,
     )
     captured = capsys.readouterr()
@@ -250,7 +250,7 @@ def test_up_gives_its_roles_the_conditions_and_fixes_roles_it_made_before(aws, t
     secret = tmp_path / "snow.json"
     secret.write_text(json.dumps({"username": "u", "password": "p"}))
     secret.chmod(0o600)
-    argv = ["up", "--state", str(tmp_path / "state.json"), "--state-dir", STATE_DIR]
+    argv = ["v1", "up", "--state", str(tmp_path / "state.json"), "--state-dir", STATE_DIR]
     argv += ["--source-root", str(src), "--site-packages", str(site), "--no-wait"]
     argv += ["--package-dir", str(tmp_path / "pkg"), "--certs-dir", str(tmp_path / "certs")]
     assert main(argv + ["--create-secret", "--secret-file", str(secret)]) == 0, capsys.readouterr()

@@ -1,4 +1,4 @@
-"""deploy up/status/reset/destroy against moto's Greengrass V1, IoT, Lambda, IAM, Secrets Manager.
+"""deploy v1 up/status/reset/destroy against moto's Greengrass V1, IoT, Lambda, IAM, Secrets Manager.
 
 moto quirks this file works with: deployments stay InProgress forever (so
 polling, success and failure are driven by patching GetDeploymentStatus),
@@ -69,7 +69,7 @@ class Project:
         self.secret_file.chmod(0o600)
 
     def run(self, command: str, *args: str):
-        argv = [command, "--state", str(self.state)]
+        argv = ["v1", command, "--state", str(self.state)]
         if command != "render-config":
             argv += ["--state-dir", STATE_DIR]
         if command == "up":
@@ -466,7 +466,7 @@ def test_status_reports_group_version_and_deployment(aws, project, monkeypatch):
 
 def test_status_without_state_is_a_clear_error(aws, project):
     code, _out, err = project.run("status")
-    assert code == 1 and "run python -m deploy up first" in err
+    assert code == 1 and "run python -m deploy v1 up first" in err
 
 
 def test_reset(aws, project):

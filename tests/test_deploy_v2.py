@@ -1,4 +1,4 @@
-"""Greengrass V2 documents from the same topology: recipes, configuration, deployment, v2-plan.
+"""Greengrass V2 documents from the same topology: recipes, configuration, deployment, v2 plan.
 
 Pure: no AWS. Every document is checked against botocore's greengrassv2 model.
 """
@@ -250,7 +250,7 @@ def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
     site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
     out = tmp_path / "v2"
     code = main(
-        ["v2-plan", "--out", str(out), "--source-root", str(src), "--site-packages", str(site)]
+        ["v2", "plan", "--out", str(out), "--source-root", str(src), "--site-packages", str(site)]
         + ["--package-dir", str(tmp_path / "pkg"), "--bucket", "artifacts"]
         + ["--uid", "1001", "--gid", "1001", "--state", str(tmp_path / "none.json")]
     )
@@ -289,5 +289,5 @@ def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", ["3", "python3.11", "3.x"])
 def test_device_python_must_look_like_a_version(tmp_path, capsys, bad):
-    code = main(["package", "--out", str(tmp_path), "--runtime", "v2", "--device-python", bad])
+    code = main(["v2", "package", "--out", str(tmp_path), "--device-python", bad])
     assert code == 2 and "expected a Python version" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""v2-up, v2-status, v2-destroy against moto (IoT, IAM, S3, Secrets Manager, STS) and,
+"""v2 up, v2 status, v2 destroy against moto (IoT, IAM, S3, Secrets Manager, STS) and,
 since moto has no greengrassv2, botocore's Stubber for those calls (it checks every
 request against the service model; moto's calls go through botocore's validation too).
 """
@@ -107,7 +107,7 @@ class V2Setup:
     # -- expected greengrassv2 calls --------------------------------------------------
 
     def expect_secret_manager_versions(self):
-        """The AWS-provided components v2-up deploys: SecretManager, then ShadowManager."""
+        """The AWS-provided components v2 up deploys: SecretManager, then ShadowManager."""
         self.stub.add_response(
             "list_component_versions",
             {
@@ -318,7 +318,7 @@ def test_v2_up_again_changes_nothing(v2):
     with v2.stub:
         assert v2.deployer().up() == 0
         v2.stub.assert_no_pending_responses()  # no create_component_version/create_deployment
-    assert "v2 deployment: unchanged (d-1)" in v2.out and "v2-up: nothing changed" in v2.out
+    assert "v2 deployment: unchanged (d-1)" in v2.out and "v2 up: nothing changed" in v2.out
     assert iot.list_policy_versions(policyName="edge-agent-core-v2-policy")["policyVersions"] == (
         versions
     )
@@ -520,7 +520,7 @@ def test_v2_up_dry_run_makes_no_calls(tmp_path, capsys, monkeypatch):
     src = make_source_root(tmp_path / "src")
     site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
     code = main(
-        ["v2-up", "--dry-run", "--bucket", "artifacts", "--source-root", str(src)]
+        ["v2", "up", "--dry-run", "--bucket", "artifacts", "--source-root", str(src)]
         + ["--site-packages", str(site), "--package-dir", str(tmp_path / "pkg")]
         + ["--state", str(tmp_path / "state.json"), "--certs-dir", str(tmp_path / "certs")]
     )
@@ -543,7 +543,7 @@ def test_v2_up_dry_run_makes_no_calls(tmp_path, capsys, monkeypatch):
 
 
 def test_v2_destroy_asks_for_confirmation(tmp_path, capsys):
-    code = main(["v2-destroy", "--state", str(tmp_path / "s.json"), "--region", REGION])
+    code = main(["v2", "destroy", "--state", str(tmp_path / "s.json"), "--region", REGION])
     assert code == 1 and "--yes" in capsys.readouterr().err
 
 

@@ -25,6 +25,7 @@ from ..awsapi import Api
 from ..context import RunContext, section
 from ..definitions import build_documents, validate_documents
 from ..errors import DeployError
+from ..lifecycle import check_v1_available
 from ..naming import DEFAULT_ALIAS, DEFINITION_KINDS, Names, Target
 from ..package import PackageOptions, build_packages
 from ..roles import Roles
@@ -39,7 +40,7 @@ from .teardown import Teardown
 ROOT_CONFIG_NOTE = (
     "functions run as root (uid 0): the core's /greengrass/config/config.json needs "
     '"runtime": {"allowFunctionsToRunAsRoot": "yes"} '
-    "(render-config adds it when the state says so); prefer a non-root --uid/--gid"
+    "(v1 render-config adds it when the state says so); prefer a non-root --uid/--gid"
 )
 
 
@@ -109,6 +110,7 @@ class V1Deployer:
     def up(self) -> int:
         ctx, opts = self.ctx, self.opts
         topology = self.topology
+        check_v1_available(ctx.api, "up")  # the first AWS call: does this account have V1?
         if opts.run_as_root:
             topology = topology.with_changes(run_as_uid=0, run_as_gid=0)
             self.topology = topology
@@ -165,15 +167,19 @@ class V1Deployer:
         if not isinstance(group, dict) or not group.get("id"):
             raise DeployError(
                 "no Greengrass group in state file {}".format(self.state.path),
-                hint="run python -m deploy up first, or pass the --state file it wrote",
+                hint="run python -m deploy v1 up first, or pass the --state file it wrote",
             )
         return group
 
     def status(self) -> int:
-        return self.deployments.status(self._group_or_fail())
+        group = self._group_or_fail()
+        check_v1_available(self.ctx.api, "status")
+        return self.deployments.status(group)
 
     def reset(self, force: bool = False) -> int:
-        return self.deployments.reset(self._group_or_fail(), force, self.opts.wait)
+        group = self._group_or_fail()
+        check_v1_available(self.ctx.api, "reset")
+        return self.deployments.reset(group, force, self.opts.wait)
 
     def destroy(
         self,
@@ -182,6 +188,7 @@ class V1Deployer:
         recovery_days: int = 30,
         keep_certs: bool = False,
     ) -> int:
+        check_v1_available(self.ctx.api, "destroy")
         teardown = Teardown(
             self.ctx, self.deployments, self.thing, self.functions, self.roles, self.secrets
         )

@@ -30,7 +30,7 @@ FAILURE_HINTS = (
     ),
     (
         "group config is invalid",
-        "check the documents: python -m deploy plan --state <state> --out out/plan",
+        "check the documents: python -m deploy v1 plan --state <state> --out out/plan",
     ),
     (
         "secretsmanager",
@@ -121,7 +121,7 @@ class GroupDeployments:
                         deployment_id, status, self.timeout
                     ),
                     hint="is the core running (sudo /greengrass/ggc/core/greengrassd start) and "
-                    "online? check later with: python -m deploy status",
+                    "online? check later with: python -m deploy v1 status",
                 )
             api.sleep(min(self.poll_interval, remaining))
 

@@ -1,8 +1,8 @@
 """Greengrass V2 from the same topology: recipes, artifacts, a deployment.
 
-``recipes`` (component recipes, pure), ``plan`` (``v2-plan``: the documents,
+``recipes`` (component recipes, pure), ``plan`` (``v2 plan``: the documents,
 validated offline), ``components`` (upload artifacts, create versions),
-``deployments`` (the deployment document, waiting), ``deployer`` (``v2-up``).
+``deployments`` (the deployment document, waiting), ``deployer`` (``v2 up``).
 """
 
 from .deployer import V2Deployer

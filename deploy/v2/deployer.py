@@ -1,6 +1,6 @@
-"""``v2-up``, ``v2-status``, ``v2-destroy``: a Greengrass V2 core from the topology.
+"""``v2 up``, ``v2 status``, ``v2 destroy``: a Greengrass V2 core from the topology.
 
-``v2-up``: the core's identity (``identity``), component versions
+``v2 up``: the core's identity (``identity``), component versions
 (``components``), one deployment to the thing or thing group, then the files the
 Pi needs (``config.yaml`` and ``install-on-pi.sh`` beside the certificate) and
 the wait for every core device that has connected. A changed variable is a new
@@ -65,12 +65,12 @@ class V2Deployer:
             self.ctx, topology, lambda p: read_secret_value(p, out=out), greengrass_v1=False
         )
 
-    # -- v2-up -------------------------------------------------------------------------
+    # -- v2 up --------------------------------------------------------------------------
 
     def up(self) -> int:
         ctx, api, opts = self.ctx, self.ctx.api, self.opts
         if not opts.bucket:
-            raise DeployError("v2-up needs --bucket for the component artifacts")
+            raise DeployError("v2 up needs --bucket for the component artifacts")
         ctx.resolve_account(opts.account)
         secret_arns = self.secrets.ensure(opts.create_secret, opts.secret_file)
         device = self.identity.ensure(
@@ -123,7 +123,7 @@ class V2Deployer:
             if opts.wait:
                 self._wait(target, response["deploymentId"])
         if not ctx.changes:
-            ctx.out("v2-up: nothing changed")
+            ctx.out("v2 up: nothing changed")
         return 0
 
     def _connected(self, thing: str) -> bool:
@@ -144,7 +144,7 @@ class V2Deployer:
             self.ctx.out(
                 "core device {} has not connected yet: install the nucleus on the Pi (above); "
                 "it applies deployment {} when it connects "
-                "(check with: python -m deploy v2-status)".format(thing, deployment_id)
+                "(check with: python -m deploy v2 status)".format(thing, deployment_id)
             )
             return
         self.watcher.wait(target, deployment_id, [thing] if connected else [])
@@ -193,7 +193,7 @@ class V2Deployer:
             )
         )
 
-    # -- v2-status ---------------------------------------------------------------------
+    # -- v2 status ----------------------------------------------------------------------
 
     def status(self) -> int:
         """Components, the last deployment and each core device's view of it; 3 if failed."""
@@ -204,7 +204,7 @@ class V2Deployer:
         if not deployment.get("id"):
             raise DeployError(
                 "no V2 deployment in state file {}".format(ctx.state.path),
-                hint="run python -m deploy v2-up first, or pass the --state file it wrote",
+                hint="run python -m deploy v2 up first, or pass the --state file it wrote",
             )
         ctx.out("v2 deployment {} for {}".format(deployment["id"], deployment.get("target")))
         devices = self.watcher.devices(deployment["target"], [])
@@ -234,7 +234,7 @@ class V2Deployer:
             failed = failed or status in FAILED
         return DeploymentFailed.exit_code if failed else 0
 
-    # -- v2-destroy --------------------------------------------------------------------
+    # -- v2 destroy ---------------------------------------------------------------------
 
     def destroy(
         self,
@@ -243,7 +243,7 @@ class V2Deployer:
         delete_secret: bool = False,
         recovery_days: int = 30,
     ) -> int:
-        """Remove what ``v2-up`` created, in dependency order (mirrors V1 ``destroy``)."""
+        """Remove what ``v2 up`` created, in dependency order (mirrors V1 ``destroy``)."""
         ctx = self.ctx
         deployment = state_entry(self.record, "deployment")
         ids: List[str] = [d for d in deployment.get("previous", []) + [deployment.get("id")] if d]
@@ -273,12 +273,12 @@ class V2Deployer:
         self.secrets.destroy(delete_secret, recovery_days)
         ctx.state.save()
         if ctx.api.dry_run:
-            ctx.out("v2-destroy (dry-run): nothing was changed")
+            ctx.out("v2 destroy (dry-run): nothing was changed")
         elif ctx.state.is_empty():
             ctx.state.remove()
-            ctx.out("v2-destroy: done; state file removed")
+            ctx.out("v2 destroy: done; state file removed")
         else:
-            ctx.out("v2-destroy: done; {} keeps what is left".format(ctx.state.path))
+            ctx.out("v2 destroy: done; {} keeps what is left".format(ctx.state.path))
         return 0
 
     def _remove_components_from_devices(self, target: str) -> str:
@@ -298,7 +298,7 @@ class V2Deployer:
         except (DeploymentFailed, DeploymentTimedOut):
             raise DeployError(
                 "the core did not complete removing the components ({})".format(deployment_id),
-                hint="re-run v2-destroy with --force (cloud side only; a core that has the "
+                hint="re-run v2 destroy with --force (cloud side only; a core that has the "
                 "components keeps them until its next deployment)",
             )
         return deployment_id

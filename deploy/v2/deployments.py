@@ -163,7 +163,7 @@ class DeploymentWatcher:
         if not devices:
             out(
                 "v2 deployment {}: no core devices in {} yet; each gets it when it "
-                "connects (check with: python -m deploy v2-status)".format(
+                "connects (check with: python -m deploy v2 status)".format(
                     deployment_id, target_arn
                 )
             )
@@ -194,7 +194,7 @@ class DeploymentWatcher:
                         deployment_id, self.timeout, pending
                     ),
                     hint="is the nucleus running and online? check later with: "
-                    "python -m deploy v2-status",
+                    "python -m deploy v2 status",
                 )
             api.sleep(self.poll_interval)
 

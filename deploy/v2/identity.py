@@ -135,7 +135,7 @@ class CoreIdentity:
                         "role alias {} exists and points at {}, not {}".format(
                             alias, description.get("roleArn"), role_arn
                         ),
-                        hint="it was not created by v2-up: delete it or use another "
+                        hint="it was not created by v2 up: delete it or use another "
                         "--thing-name/topology name",
                     )
                 api.call("iot", "UpdateRoleAlias", {"roleAlias": alias, "roleArn": role_arn})

@@ -1,6 +1,6 @@
-"""``v2-plan``: recipes and the deployment, built and validated offline.
+"""``v2 plan``: recipes and the deployment, built and validated offline.
 
-The same documents ``v2-up`` sends, checked against botocore's
+The same documents ``v2 up`` sends, checked against botocore's
 ``greengrassv2`` service model (and :func:`recipe_errors`, since the service
 validates recipes only on upload).
 """
@@ -156,7 +156,7 @@ def v2_plan(
     options: V2Options,
     out: Callable[[str], None] = lambda _text: None,
 ) -> Plan:
-    """``v2-plan``: recipes, deployment, and the core's identity documents and install
+    """``v2 plan``: recipes, deployment, and the core's identity documents and install
     commands, with placeholders where only AWS can answer."""
     secret_manager_version = options.secret_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
     shadow_manager_version = options.shadow_manager_version or PLACEHOLDER_SECRET_MANAGER_VERSION
