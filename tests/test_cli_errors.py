@@ -78,11 +78,13 @@ def test_a_limit_the_anomaly_function_would_refuse_stops_the_run_before_it_start
 
 
 def test_deploy_plan_runs_the_same_validation(tmp_path):
-    result = edge_agent("deploy", "plan", "--env", "sensor:humidLimit=-5", "--out", str(tmp_path))
+    result = edge_agent(
+        "deploy", "v2", "plan", "--env", "sensor:humidLimit=-5", "--out", str(tmp_path)
+    )
     assert result.returncode == 2
     assert "function sensor: humidLimit must be between 0 and 100 %RH" in result.stderr
     result = edge_agent(
-        "deploy", "plan", "--env", "anomaly:retryBaseSecond=5", "--out", str(tmp_path)
+        "deploy", "v1", "plan", "--env", "anomaly:retryBaseSecond=5", "--out", str(tmp_path)
     )
     assert result.returncode == 2
     assert "did you mean retryBaseSeconds?" in result.stderr
