@@ -105,7 +105,6 @@ class AnomalyService:
         self._held_keys: Set[str] = set()
         self._held_lock = threading.RLock()
         self._held_since: Optional[float] = None
-        self._pause_before_fault = 0.0
         self._next_flush_at = 0.0
         self._write_error: Optional[str] = None
         self._last_hold_log = float("-inf")
@@ -227,7 +226,6 @@ class AnomalyService:
         self.counts["held"] += 1
         if self._held_since is None:
             self._held_since = self.clock.time()
-            self._pause_before_fault = self.deliverer.paused_until
         return True
 
     def _write_failed(self, exc: BaseException) -> None:
@@ -279,9 +277,9 @@ class AnomalyService:
         )
         self._held_since = None
         self._write_error = None
-        # Delivery paused during the fault because it could not record its outcomes; the
-        # disk takes writes again, so resume now. A pause set before the fault stands.
-        self.deliverer.local_fault_cleared(self._pause_before_fault)
+        # Delivery may have paused during the fault (it could not record its outcomes);
+        # the disk takes writes again: the pause's owner resumes what the fault held back.
+        self.deliverer.local_fault_cleared()
         self._wake.set()
         return written
 

@@ -1,6 +1,11 @@
-"""The sensor function's live configuration: its shadow and its component configuration.
+"""The sensor function's live configuration: following its shadow and its component configuration.
 
-How a change travels (issue 13):
+Names: the *live configuration* (:class:`LiveConfig`, ``SensorService.live_config``)
+follows the shadow and the configuration; the *layers* (:class:`LiveSettings`,
+``LiveConfig.layers``) are the values each source gives, in precedence order;
+their snapshot is saved in the sensor's state file (key ``live``).
+
+How a change travels:
 
 1. The shadow service's answers reach :meth:`LiveConfig.on_message`: on a V1
    core and the local core through the function's handler (the group's
@@ -44,9 +49,21 @@ from .live_settings import (
     LiveSettings,
 )
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Set, Tuple
+
+    from .config import SensorSettings
+
+    class SettingsTarget(Protocol):
+        """What the live configuration needs of the sensor service: a one-way hook."""
+
+        on_settings: List[Callable[[SensorSettings], None]]
+
+        def offer_settings(
+            self, settings: SensorSettings, layers: Optional[Dict[str, Any]] = None
+        ) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +81,15 @@ class LiveConfig:
 
     def __init__(
         self,
-        service: Any,  # agent.sensor_service.SensorService
+        service: SettingsTarget,
         runtime: Runtime,
-        live: LiveSettings,
+        layers: LiveSettings,
         thing: str,
         background: bool = True,
     ) -> None:
         self.service = service
         self.runtime = runtime
-        self.live = live
+        self.layers = layers
         self.thing = thing
         self.background = background
         self.counts = collections.Counter()  # type: collections.Counter[str]
@@ -86,7 +103,7 @@ class LiveConfig:
         self._need_config = False
         self._report: Optional[Dict[str, Any]] = None  # the next document to send
         self._offers: List[Tuple[Any, List[Change], Dict[str, Any]]] = []  # not yet in force
-        self._in_force = live.reported()  # reported.sensor of the settings the loop uses
+        self._in_force = layers.reported()  # reported.sensor of the settings the loop uses
         self._version = 0  # the newest shadow version seen: older messages are stale
         self._rejected_names: Set[str] = set()
         self._failures = 0
@@ -99,7 +116,7 @@ class LiveConfig:
         if not isinstance(layer, dict) or not layer:
             return
         with self._lock:
-            decision = self.live.propose(SHADOW, layer, replace=True)
+            decision = self.layers.propose(SHADOW, layer, replace=True)
             self._decided(decision, "the state file")
 
     def start(self) -> None:
@@ -197,7 +214,7 @@ class LiveConfig:
                     section,
                 )
                 return
-            decision = self.live.propose(SHADOW, section, replace=replace)
+            decision = self.layers.propose(SHADOW, section, replace=replace)
             self._decided(decision, "the shadow")
         if self._report is not None:
             self._kick()
@@ -232,9 +249,9 @@ class LiveConfig:
             )
             self._notify("accepted", change)
         if decision.settings is not None:
-            snapshot = {"sensor": self.live.reported(), "live": self.live.snapshot()}
+            snapshot = {"sensor": self.layers.reported(), "layers": self.layers.snapshot()}
             self._offers.append((decision.settings, list(decision.applied), snapshot))
-            self.service.offer_settings(decision.settings, snapshot["live"])
+            self.service.offer_settings(decision.settings, snapshot["layers"])
         elif decision.changes_report:
             self._report = self._reported_document()  # the caller kicks, outside the lock
 
@@ -264,7 +281,7 @@ class LiveConfig:
                 log.exception("a configuration observer failed")
 
     def _reported_document(self) -> Dict[str, Any]:
-        rejections = self.live.rejections()
+        rejections = self.layers.rejections()
         # null deletes a rejection no longer true (also one reported before a restart)
         section: Dict[str, Any] = {n: None for n in sorted(self._rejected_names)}
         section.update(rejections)
@@ -332,7 +349,7 @@ class LiveConfig:
             return False
         if configuration is not None:
             with self._lock:
-                decision = self.live.propose(CONFIGURATION, configuration, replace=True)
+                decision = self.layers.propose(CONFIGURATION, configuration, replace=True)
                 self._decided(decision, "the component configuration")
         return True
 

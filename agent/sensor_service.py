@@ -33,9 +33,11 @@ from .sensors.base import Reading, Sensor
 from .state_dir import lock_state, prepare_state_dir
 from .state_file import read_json, try_write_json
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+    from .live_config import LiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,14 @@ class SensorService:
         # Observers (the simulation's console) see readings and events as they happen.
         self.on_reading: List[Callable[[Reading], None]] = []
         self.on_event: List[Callable[[EpisodeEvent], None]] = []
-        # Settings changed while running: offered from any thread, applied by the loop.
+        # Settings changed while running: offered from any thread (offer_settings, by the
+        # live configuration, which hears back through on_settings), applied by the loop.
         self.on_settings: List[Callable[[SensorSettings], None]] = []
-        self.live: Any = None  # the agent.live_config.LiveConfig feeding offer_settings, if any
-        self.saved_live: Optional[Dict[str, Any]] = None  # its state from before a restart
-        self._live_state: Optional[Dict[str, Any]] = None
+        self.live_config: Optional[LiveConfig] = None  # stopped with the service
+        # The run-time variables' layers in force (agent.live_settings), saved with the state;
+        # ``saved_layers``: as the state file had them at start, from before a restart.
+        self.saved_layers: Optional[Dict[str, Any]] = None
+        self._layers: Optional[Dict[str, Any]] = None
         self._pending: Optional[Tuple[SensorSettings, Optional[Dict[str, Any]]]] = None
         self._pending_lock = threading.Lock()
         self._load_state()
@@ -123,19 +128,20 @@ class SensorService:
         return events
 
     def offer_settings(
-        self, settings: SensorSettings, live_state: Optional[Dict[str, Any]] = None
+        self, settings: SensorSettings, layers: Optional[Dict[str, Any]] = None
     ) -> None:
-        """Use ``settings`` from the next reading on (any thread); ``live_state`` is saved
-        with them, so they survive a restart. A later offer replaces one not yet applied."""
+        """Use ``settings`` from the next reading on (any thread); ``layers`` (what gave them)
+        are saved with them, so they survive a restart. A later offer replaces one not yet
+        applied."""
         with self._pending_lock:
-            self._pending = (settings, live_state)
+            self._pending = (settings, layers)
 
     def _apply_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, None
         if pending is None:
             return
-        settings, self._live_state = pending
+        settings, self._layers = pending
         self.judge.reconfigure(
             settings.limits,
             settings.debounce_samples,
@@ -174,7 +180,7 @@ class SensorService:
                 "device": self.settings.device_id,
                 "episodes": self.judge.snapshot(),
                 "held_events": list(self._held),
-                "live": self._live_state,
+                "live": self._layers,  # the file's name for the layers
             },
         )
         self._state_dirty = error is not None
@@ -202,9 +208,9 @@ class SensorService:
         episodes = data.get("episodes")
         if isinstance(episodes, dict):
             self.judge.restore(episodes)
-        live = data.get("live")
-        if isinstance(live, dict):
-            self.saved_live = self._live_state = live
+        layers = data.get("live")
+        if isinstance(layers, dict):
+            self.saved_layers = self._layers = layers
         held = data.get("held_events")
         if isinstance(held, list):
             self._held.extend(m for m in held if isinstance(m, dict))
@@ -262,8 +268,8 @@ class SensorService:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self.live is not None:
-            self.live.stop(timeout)
+        if self.live_config is not None:
+            self.live_config.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 

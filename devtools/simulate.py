@@ -195,13 +195,13 @@ def _drive(
     sensor_app, anomaly_app = group.sensor, group.anomaly
     sensor_app.on_reading.append(console.reading)
     sensor_app.on_event.append(console.event)
-    if sensor_app.live is not None:
-        sensor_app.live.on_change.append(config_line(console.line))
+    if sensor_app.live_config is not None:
+        sensor_app.live_config.on_change.append(config_line(console.line))
     anomaly_app.deliverer.on_outcome.append(console.outcome)
     set_down = outage_switch(standin, options.outages, start, console)
-    if options.changes and sensor_app.live is not None:
+    if options.changes and sensor_app.live_config is not None:
         bring_in = change_switch(
-            group.core, sensor_app.live.thing, options.changes, start, console.line
+            group.core, sensor_app.live_config.thing, options.changes, start, console.line
         )
         set_down = _both(set_down, bring_in)
     # The period may change during the run (--at SECONDS:period=...).
@@ -253,7 +253,7 @@ def _summary(
 ) -> Dict[str, Any]:
     """The run's summary, from the stopped group's counts."""
     sensor_app, anomaly_app = group.sensor, group.anomaly
-    live_counts = sensor_app.live.counts if sensor_app.live is not None else {}
+    live_counts = sensor_app.live_config.counts if sensor_app.live_config is not None else {}
     live_counts = {k: live_counts.get(k, 0) for k in ("applied", "rejected")}
     summary: Dict[str, Any] = {
         "scenario": options.replay or options.scenario,

@@ -25,7 +25,7 @@ from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
 from agent.startup import start_on_core
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Mapping, Optional
 
@@ -44,12 +44,12 @@ def create_app(
 
     The variables that may change at run time come, in order of precedence, from the
     thing's shadow, the component configuration (V2) or the environment, and the
-    default (``agent.live_settings``); :func:`start_live` starts following them.
+    default (``agent.live_settings``); :func:`start_live_config` starts following them.
     """
     import os
 
     environ = os.environ if environ is None else environ
-    live = LiveSettings(environ)  # the environment's check first, before anything opens
+    layers = LiveSettings(environ)  # the environment's check first, before anything opens
     runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
     try:
         configuration = runtime.component_configuration()  # V2: read over IPC, not Setenv
@@ -59,14 +59,14 @@ def create_app(
     if configuration:
         # As for a change while running: a value the check refuses is rejected (logged, and
         # reported once the shadow is reached), the environment's or the default stays.
-        for change in live.propose(CONFIGURATION, configuration, replace=True).rejected:
+        for change in layers.propose(CONFIGURATION, configuration, replace=True).rejected:
             log.warning(
                 "sensor variable from the component configuration rejected: %s; %s stays %s",
                 change.describe(),
                 change.name,
                 change.old if change.old is not None else "unset",
             )
-    settings = live.settings
+    settings = layers.settings
     if sensor is None:
         sensor = open_sensor(
             clock=clock,
@@ -79,24 +79,24 @@ def create_app(
     )
     service = SensorService(sensor, runtime, settings, clock=clock)
     if runtime.shadow_supported:
-        controller = LiveConfig(
+        live_config = LiveConfig(
             service,
             runtime,
-            live,
+            layers,
             thing_name(environ, settings.device_id),
             # In virtual time (simulate --fast, tests) a worker's waits would be real:
             # the requests are made inline then, on the local core that never blocks.
             background=not isinstance(service.clock, VirtualClock),
         )
-        controller.restore(service.saved_live)  # the values in force before a restart
-        service.live = controller
+        live_config.restore(service.saved_layers)  # the values in force before a restart
+        service.live_config = live_config
     return service
 
 
-def start_live(service: SensorService) -> None:
+def start_live_config(service: SensorService) -> None:
     """Follow the shadow (and the V2 configuration): once the handler can receive."""
-    if service.live is not None:
-        service.live.start()
+    if service.live_config is not None:
+        service.live_config.start()
 
 
 def handler_for(service: SensorService) -> Callable[[Any, Any], None]:
@@ -105,8 +105,8 @@ def handler_for(service: SensorService) -> Callable[[Any, Any], None]:
     def handle(event: Any, context: Any) -> None:
         custom = getattr(getattr(context, "client_context", None), "custom", None) or {}
         topic = custom.get("subject") if isinstance(custom, dict) else None
-        if topic and service.live is not None:
-            service.live.on_message(event, topic)
+        if topic and service.live_config is not None:
+            service.live_config.on_message(event, topic)
 
     return handle
 
@@ -122,7 +122,7 @@ def _install_app(service: Any) -> None:
     """Make ``service`` the ``app`` the V1 handler serves; start its live configuration and health reports."""
     global app
     app = service
-    start_live(service)
+    start_live_config(service)
     from agent.status.health import start_if_enabled  # reports for a status function, if any
 
     start_if_enabled(service, SENSOR_FUNCTION_ID)
@@ -144,7 +144,7 @@ def main() -> int:
         return 2
     from agent.status.health import start_if_enabled
 
-    start_live(service)
+    start_live_config(service)
     health = start_if_enabled(service, SENSOR_FUNCTION_ID)
     service.run()
     if health is not None:

@@ -420,6 +420,62 @@ def test_a_delivery_that_cannot_be_recorded_pauses_a_minute(snow, password, vclo
     assert wait_of(deliverer, vclock) == 60.0
 
 
+def _repair_table(path, table):
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DROP TRIGGER broken_{}".format(table))
+    db.close()
+
+
+def test_the_end_of_a_local_fault_sends_what_it_put_off_at_once(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    _break_table(deliverer.outbox.path, "create_intents")
+    queue(deliverer, vclock)
+    assert deliverer.pump() == 0 and deliverer.waiting_on_local_fault
+    assert wait_of(deliverer, vclock) == 60.0
+    vclock.advance(5)
+    _repair_table(deliverer.outbox.path, "create_intents")
+    deliverer.local_fault_cleared()  # what the anomaly service reports after a good write
+    assert not deliverer.waiting_on_local_fault
+    assert deliverer.next_attempt_at() == vclock.time()  # not after the minute
+    assert deliverer.pump() == 1 and len(snow.incidents()) == 1
+
+
+def test_a_wait_servicenow_asked_for_outlasts_a_local_fault(snow, password, vclock, tmp_path):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    queue(deliverer, vclock)
+    snow.faults.rate_limit_next(1, retry_after=120)
+    assert deliverer.pump() == 0
+    asked = vclock.time() + 120
+    deliverer.pause_for_local_fault(300)  # the worker met a local error meanwhile
+    assert deliverer.next_attempt_at() == vclock.time() + 300
+    vclock.advance(30)
+    deliverer.local_fault_cleared()
+    assert deliverer.next_attempt_at() == asked  # neither now nor the local back-off
+    vclock.advance_to(asked - 1)
+    assert deliverer.pump() == 0 and len(snow.request_log) == 1
+    vclock.advance_to(asked)
+    assert deliverer.pump() == 1
+
+
+def test_a_local_fault_longer_than_servicenows_wait_is_waited_out_unless_cleared(
+    snow, password, vclock, tmp_path
+):
+    deliverer = make_deliverer(snow, password, vclock, tmp_path)
+    queue(deliverer, vclock)
+    deliverer.pause_for_local_fault(30)
+    deliverer.pause_for_local_fault(10)  # a shorter one does not cut the first short
+    assert deliverer.paused_until == vclock.time() + 30
+    vclock.advance(29)
+    assert deliverer.pump() == 0 and snow.request_log == []
+    vclock.advance(1)
+    assert deliverer.pump() == 1
+    assert deliverer.waiting_on_local_fault  # only a good write ends it, not the clock
+    deliverer.local_fault_cleared()
+    assert not deliverer.waiting_on_local_fault and deliverer.paused_until == 0.0
+
+
 def test_a_refused_oauth_token_is_dropped_and_a_new_one_fetched(password, vclock, tmp_path):
     import json
 

@@ -131,7 +131,7 @@ def test_an_invalid_value_is_rejected_changes_nothing_and_is_reported(group, sta
     assert state["reported"]["sensor"]["humidLimit"] == 50
     assert state["reported"]["sensor"]["debounceSamples"] == 2  # the valid part applied
     assert state["delta"] == {"sensor": {"humidLimit": -5}}  # asked for and refused
-    assert group.sensor.live.counts["rejected"] == 1  # once, whatever the deltas after
+    assert group.sensor.live_config.counts["rejected"] == 1  # once, whatever the deltas after
     # Asking for something valid clears the rejection.
     group.desire(humidLimit=55)
     group.readings(1)
@@ -152,7 +152,7 @@ def test_an_applied_value_survives_a_restart_even_before_the_shadow_answers(
     (tmp_path / "shadows.json").unlink()
     again = Group(tmp_path, standin.url, password, level=45.0, clock=first.clock)
     try:
-        assert again.sensor.live.counts["applied"] == 0
+        assert again.sensor.live_config.counts["applied"] == 0
         again.readings(3)
         assert again.events() == ["breach"]  # 45 %RH is beyond 40 from the first reading on
         assert again.shadow()["reported"]["sensor"]["humidLimit"] == 40

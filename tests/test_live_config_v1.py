@@ -61,12 +61,12 @@ def v1_sensor(monkeypatch, tmp_path):
                 core.subscribe_function(sub.subject, invoke)
         sys.modules.pop("functions.sensor_function", None)
         holder["module"] = module = importlib.import_module("functions.sensor_function")
-        assert module.app is not None and module.app.live is not None
+        assert module.app is not None and module.app.live_config is not None
         try:
             yield core, module.app
         finally:
             module.app.stop()
-            module.app.live.stop()
+            module.app.live_config.stop()
             core.wait_deliveries()
 
 
@@ -101,7 +101,7 @@ def test_a_lower_limit_from_the_cloud_opens_an_episode_and_desired_and_reported_
     assert breach["event"] == "breach" and breach["limit"] == 30.0
     assert _wait_for(lambda: "delta" not in sensor_state(core)), sensor_state(core)
     assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 30
-    assert app.live.counts["applied"] == 1
+    assert app.live_config.counts["applied"] == 1
     # Applied values are in the state file, for a restart.
     with open(app.state_path) as handle:
         assert json.load(handle)["live"] == {"shadow": {"humidLimit": 30}}
@@ -119,7 +119,9 @@ def test_an_invalid_value_is_rejected_and_reported_with_its_reason(v1_sensor):
     assert state["delta"] == {"sensor": {"humidLimit": "soggy"}}  # still asked for, refused
     time.sleep(0.3)
     assert core.messages("IoTBlog/anomaly") == []
-    assert app.live.counts["rejected"] == 1  # the delta after each report is not decided again
+    assert (
+        app.live_config.counts["rejected"] == 1
+    )  # the delta after each report is not decided again
 
 
 def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_path):
@@ -145,5 +147,5 @@ def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_pa
             assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 45
         finally:
             module.app.stop()
-            module.app.live.stop()
+            module.app.live_config.stop()
     assert os.path.exists(module.app.state_path)

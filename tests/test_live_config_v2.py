@@ -61,7 +61,7 @@ class Component:
             sensor=open_sensor("fake", clock=clock, scenario="steady"),
             clock=clock,
         )
-        sensor_function.start_live(self.app)
+        sensor_function.start_live_config(self.app)
         self.app.start()
 
     def humid_limit(self):
@@ -69,7 +69,7 @@ class Component:
 
     def stop(self):
         self.app.stop()
-        self.app.live.stop()
+        self.app.live_config.stop()
         self.runtime.close()
 
 
@@ -115,7 +115,9 @@ def test_the_shadow_beats_the_deployment(nucleus, component):
     nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
     assert _wait_for(lambda: component.humid_limit() == 35.0)
     nucleus.set_configuration(COMPONENT, {"humidLimit": "60"})
-    assert _wait_for(lambda: component.app.live.live.configuration.get("humidLimit") == "60")
+    assert _wait_for(
+        lambda: component.app.live_config.layers.configuration.get("humidLimit") == "60"
+    )
     time.sleep(0.2)
     assert component.humid_limit() == 35.0
     state = nucleus.shadows.document(THING)["state"]

@@ -283,7 +283,7 @@ def test_an_outbox_replaced_under_the_running_agent_is_moved_aside_and_nothing_o
     assert _pending_in(state / folder / "outbox.sqlite3") == 1  # the stranger's, kept
     standin.faults.down = False
     service.handle(_breach(2))
-    service.deliverer.paused_until = 0
+    service.deliverer.pause.servicenow_until = 0  # ServiceNow is back: skip the probe wait
     assert service.pump() == 3  # its own two, carried over, and the new one
     assert len(standin.incidents()) == 3
     assert service.health()["outbox_problems"] == [report["detail"]]

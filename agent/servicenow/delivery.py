@@ -15,10 +15,17 @@ here is what a failure means for the queue:
   most an hour).
 * 401: see ``auth_recovery``; everything waits a minute between tries.
 * Other 4xx: the action goes to the dead-letter table; the rest carry on.
+* A local fault (the outbox cannot be written: a full disk, an I/O error):
+  everything waits, until the disk takes writes again or a back-off ends.
+
+:class:`Pause` is the one owner of that waiting; the anomaly service reports
+to it (through :meth:`Deliverer.pause_for_local_fault` and
+:meth:`Deliverer.local_fault_cleared`) and keeps no part of it.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
@@ -33,7 +40,7 @@ from .client import AuthFailed, RateLimited, Rejected, TableClient, Unavailable
 from .incidents import Action
 from .outbox import Incident, Outbox, QueuedAction
 
-__all__ = ["Deliverer", "DeliveryStats", "Outcome"]
+__all__ = ["AfterAttempt", "Deliverer", "DeliveryStats", "Outcome", "Pause"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,54 @@ OUTAGE_BACKOFF_CEILING = 60.0
 # Floor of the backoff after an unexpected (local) error.
 UNEXPECTED_ERROR_BASE = 60.0
 
-_DONE, _CONTINUE, _STOP = "done", "continue", "stop"
+
+class AfterAttempt(enum.Enum):
+    """What one delivery attempt means for the rest of the queue."""
+
+    FINISHED = "finished"  # the action left the queue: delivered or dead-lettered
+    WAITS = "waits"  # this action waits; the others may go
+    ALL_WAIT = "all wait"  # ServiceNow (or the disk) is unhappy: stop, do not hammer it
+
+
+class Pause:
+    """When delivery may start again, and why.
+
+    What ServiceNow asked for (an outage's back-off, ``Retry-After``, refused
+    credentials, a secret that cannot be read) and a local fault (the outbox
+    cannot be written) are kept apart: the end of a local fault resumes delivery
+    at once, and a wait ServiceNow asked for before or during it still stands.
+    The actions a local fault put off (by outbox id) are due again at its end,
+    not after their back-off.
+    """
+
+    def __init__(self) -> None:
+        self.servicenow_until = 0.0
+        self.local_until: Optional[float] = None  # None: no local fault
+        self.put_off: Dict[int, str] = {}
+
+    @property
+    def until(self) -> float:
+        """No delivery starts before this time."""
+        local = 0.0 if self.local_until is None else self.local_until
+        return max(self.servicenow_until, local)
+
+    @property
+    def local_fault(self) -> bool:
+        return self.local_until is not None
+
+    def servicenow_asks(self, until: float) -> None:
+        self.servicenow_until = max(self.servicenow_until, until)
+
+    def local(self, until: float) -> None:
+        """A local fault: wait until ``until`` at most (or until :meth:`local_cleared`)."""
+        self.local_until = until if self.local_until is None else max(self.local_until, until)
+
+    def local_cleared(self) -> List[int]:
+        """The local fault is over; return the ids of the actions it put off."""
+        self.local_until = None
+        ids = list(self.put_off)
+        self.put_off.clear()
+        return ids
 
 
 class Deliverer:
@@ -73,24 +127,24 @@ class Deliverer:
         self.stats = DeliveryStats()
         self.auth = AuthRecovery(credentials, self.clock)
         self.runner = ActionRunner(outbox, client, self.clock, self.stats, self._user, self._emit)
-        self.paused_until = 0.0
+        self.pause = Pause()
         self._outage_streak = 0  # failed tries in a row while ServiceNow is unavailable
-        # Actions put off by a local fault (a full disk, say), by outbox id: due again
-        # as soon as the disk takes writes (local_fault_cleared), not after the back-off.
-        self._put_off_locally: Dict[int, str] = {}
-        self._pause_before_local = 0.0  # paused_until when the first of them was put off
-        self._paused_for_local = False
         self._stop = threading.Event()
         # Observers of every outcome, called on the delivering thread; one that
         # raises is logged and never stops delivery.
         self.on_outcome: List[Callable[[Outcome], None]] = []
+
+    @property
+    def paused_until(self) -> float:
+        """No delivery starts before this time (see :class:`Pause`)."""
+        return self.pause.until
 
     def next_attempt_at(self) -> Optional[float]:
         """When delivery should next be tried; ``None`` when the outbox is empty."""
         next_at = self.outbox.next_attempt_at()
         if next_at is None:
             return None
-        return max(next_at, self.paused_until)
+        return max(next_at, self.pause.until)
 
     def stop(self) -> None:
         """Make a running :meth:`pump` return after the action it is on."""
@@ -99,7 +153,7 @@ class Deliverer:
     def pump(self, limit: int = 1000) -> int:
         """Deliver due actions until none is due or one fails; return how many were finished."""
         finished = 0
-        if self.clock.time() < self.paused_until:
+        if self.clock.time() < self.pause.until:
             return 0  # ServiceNow asked us to wait, or is down: new actions wait too
         while finished < limit and not self._stop.is_set():
             batch = self.outbox.due(self.clock.time(), limit=min(50, limit - finished))
@@ -108,16 +162,16 @@ class Deliverer:
             for queued in batch:
                 if self._stop.is_set():
                     break
-                outcome = self._deliver(queued)
-                if outcome == _STOP:
-                    return finished  # ServiceNow is unhappy: stop, do not hammer it
-                if outcome == _DONE:
+                after = self._deliver(queued)
+                if after is AfterAttempt.ALL_WAIT:
+                    return finished
+                if after is AfterAttempt.FINISHED:
                     finished += 1
         return finished
 
     # -- one action -----------------------------------------------------------------
-    def _deliver(self, queued: QueuedAction) -> str:
-        """Try one action: ``_DONE``, ``_CONTINUE`` (it waits, others may go) or ``_STOP``."""
+    def _deliver(self, queued: QueuedAction) -> AfterAttempt:
+        """Try one action; say what that means for the others."""
         key = queued.action.key
         try:
             wait = self.auth.wait_before_request()
@@ -125,12 +179,12 @@ class Deliverer:
                 # Refused credentials, unchanged: no login until the secret changes
                 # or the next probe. Every action needs them, so all wait.
                 self._reschedule(queued, wait, "credentials refused; waiting for the secret")
-                return _STOP
+                return AfterAttempt.ALL_WAIT
             incident = self._run(queued)
         except NotYet as exc:
             self.outbox.retry_later(queued, exc.when, str(exc))
             log.info("%s waits until %.0f: %s", key, exc.when, exc)
-            return _CONTINUE
+            return AfterAttempt.WAITS
         except AuthFailed as exc:
             self.stats.auth_failures += 1
             delay = AUTH_RETRY_SECONDS + self.rng.uniform(0, AUTH_RETRY_JITTER)
@@ -143,14 +197,14 @@ class Deliverer:
                 delay,
             )
             self._reschedule(queued, delay, str(exc))
-            return _STOP
+            return AfterAttempt.ALL_WAIT
         except SecretError as exc:
             delay = self._backoff(queued.attempts + 1)
             log.error(
                 "cannot get ServiceNow credentials: %s; %s kept, next try in %.0fs", exc, key, delay
             )
             self._reschedule(queued, delay, str(exc))
-            return _STOP
+            return AfterAttempt.ALL_WAIT
         except RateLimited as exc:
             if exc.retry_after is None:
                 delay = self._backoff(queued.attempts + 1)
@@ -160,7 +214,7 @@ class Deliverer:
                 delay = min(max(exc.retry_after, self.retry_base), MAX_RETRY_AFTER)
                 log.warning("ServiceNow rate limit hit; waiting %.0fs as Retry-After asks", delay)
             self._reschedule(queued, delay, str(exc))
-            return _STOP
+            return AfterAttempt.ALL_WAIT
         except Unavailable as exc:
             self._outage_streak += 1
             delay = self._backoff(self._outage_streak, ceiling=OUTAGE_BACKOFF_CEILING)
@@ -176,7 +230,7 @@ class Deliverer:
                 delay,
             )
             self._reschedule(queued, delay, str(exc))
-            return _STOP
+            return AfterAttempt.ALL_WAIT
         except Rejected as exc:
             self._outage_streak = 0
             self.stats.dead_lettered += 1
@@ -185,7 +239,7 @@ class Deliverer:
             )
             self.outbox.dead_letter(queued, self.clock.time(), str(exc), exc.status)
             self._emit("dead_lettered", queued.action, None, str(exc))
-            return _DONE
+            return AfterAttempt.FINISHED
         except Exception as exc:
             # A bug or a local fault (disk full, say): back off like an outage
             # rather than spin. Only the type is logged: texts of such errors
@@ -198,12 +252,12 @@ class Deliverer:
                 delay,
             )
             self.pause_for_local_fault(delay)
-            self._put_off_locally[queued.id] = key
+            self.pause.put_off[queued.id] = key
             try:
-                self._reschedule(queued, delay, type(exc).__name__)
+                self._retry_later(queued, delay, type(exc).__name__)
             except Exception:
                 pass  # the disk takes not even this: the pause in memory holds it back
-            return _STOP
+            return AfterAttempt.ALL_WAIT
         self._outage_streak = 0
         try:
             self.outbox.delivered(queued, self.clock.time(), incident)
@@ -214,37 +268,25 @@ class Deliverer:
                 type(exc).__name__,
             )
             self.pause_for_local_fault(self._backoff(1, floor=UNEXPECTED_ERROR_BASE))
-            return _STOP
-        return _DONE
+            return AfterAttempt.ALL_WAIT
+        return AfterAttempt.FINISHED
 
     @property
     def waiting_on_local_fault(self) -> bool:
         """Whether delivery waits out the back-off of a local (not ServiceNow) error."""
-        return self._paused_for_local
+        return self.pause.local_fault
 
     def pause_for_local_fault(self, delay: float) -> None:
-        """Pause all delivery for ``delay`` s after a local error (a full disk, say), or
-        until :meth:`local_fault_cleared`."""
-        if not self._paused_for_local:
-            self._pause_before_local = self.paused_until
-            self._paused_for_local = True
-        self.paused_until = max(self.paused_until, self.clock.time() + delay)
+        """A local error (a full disk, say): pause all delivery for ``delay`` s, or until
+        :meth:`local_fault_cleared`."""
+        self.pause.local(self.clock.time() + delay)
 
-    def local_fault_cleared(self, pause_before_fault: Optional[float] = None) -> None:
-        """The disk takes writes again: what waited on a local error is due now.
-
-        A pause ServiceNow asked for before the fault stands: ``pause_before_fault``
-        when the caller knows when the fault began, else the pause in force when the
-        first action was put off here.
-        """
-        now = self.clock.time()
-        before = self._pause_before_local if pause_before_fault is None else pause_before_fault
-        self.paused_until = min(self.paused_until, max(before, now))
-        self._paused_for_local = False
-        if self._put_off_locally:
-            ids = list(self._put_off_locally)
-            self._put_off_locally.clear()
-            self.outbox.make_due(ids, now)
+    def local_fault_cleared(self) -> None:
+        """The disk takes writes again: what waited on a local error is due now; a wait
+        ServiceNow asked for stands."""
+        ids = self.pause.local_cleared()
+        if ids:
+            self.outbox.make_due(ids, self.clock.time())
 
     def _run(self, queued: QueuedAction) -> Optional[Incident]:
         """Run the action; after a 401, once more at once if the recovery policy says so."""
@@ -283,11 +325,17 @@ class Deliverer:
         return max(low, limit / 2 + self.rng.uniform(0, limit / 2))
 
     def _reschedule(self, queued: QueuedAction, delay: float, error: str) -> None:
+        """ServiceNow's answer (or its silence) makes everything wait ``delay`` s."""
+        when = self._retry_later(queued, delay, error)
+        self.pause.servicenow_asks(when)
+
+    def _retry_later(self, queued: QueuedAction, delay: float, error: str) -> float:
+        """Try ``queued`` again in ``delay`` s; return when."""
         self.stats.retries += 1
         when = self.clock.time() + delay
         self.outbox.retry_later(queued, when, error)
-        self.paused_until = max(self.paused_until, when)
         self._emit("retry", queued.action, None, error)
+        return when
 
     def _emit(
         self, kind: str, action: Action, incident: Optional[Incident] = None, detail: str = ""

@@ -170,7 +170,7 @@ class LocalGroup:
         self.core.register(SENSOR_FUNCTION_ID, sensor_function.handler_for(self._sensor_app))
         self.core.register(ANOMALY_FUNCTION_ID, self._anomaly_app.function_handler)
         # Once its handler is registered: the shadow service answers the first read to it.
-        sensor_function.start_live(self._sensor_app)
+        sensor_function.start_live_config(self._sensor_app)
 
     def start(self) -> None:
         """Real time: start the anomaly function's delivery worker (its loop is the caller's)."""
