@@ -32,7 +32,7 @@ from .variables import (
     parse_snow_url,
 )
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -74,16 +74,10 @@ def default_device_id(source: Mapping[str, str]) -> str:
 class MetricLimits(Record):
     """Limits for one metric; ``None`` means that side is not watched."""
 
-    __slots__ = ("metric", "upper", "lower", "hysteresis")
     metric: str
     upper: Optional[float]
     lower: Optional[float]
     hysteresis: float
-
-    def __init__(
-        self, metric: str, upper: Optional[float], lower: Optional[float], hysteresis: float
-    ) -> None:
-        self._fill(metric, upper, lower, hysteresis)
 
     @property
     def watched(self) -> bool:
@@ -93,19 +87,6 @@ class MetricLimits(Record):
 class SensorSettings(Record):
     """What the sensor function runs with, from its variables."""
 
-    __slots__ = (
-        "device_id",
-        "limits",
-        "debounce_samples",
-        "debounce_seconds",
-        "renotify_seconds",
-        "period",
-        "readings_topic",
-        "anomaly_topic",
-        "compensation_factor",
-        "i2c_bus",
-        "state_dir",
-    )
     device_id: str
     limits: Tuple[MetricLimits, ...]
     debounce_samples: int
@@ -115,36 +96,8 @@ class SensorSettings(Record):
     readings_topic: str
     anomaly_topic: str
     compensation_factor: Optional[float]
-    i2c_bus: int
     state_dir: str
-
-    def __init__(
-        self,
-        device_id: str,
-        limits: Tuple[MetricLimits, ...],
-        debounce_samples: int,
-        debounce_seconds: float,
-        renotify_seconds: float,
-        period: float,
-        readings_topic: str,
-        anomaly_topic: str,
-        compensation_factor: Optional[float],
-        state_dir: str,
-        i2c_bus: int = 1,
-    ) -> None:
-        self._fill(
-            device_id,
-            limits,
-            debounce_samples,
-            debounce_seconds,
-            renotify_seconds,
-            period,
-            readings_topic,
-            anomaly_topic,
-            compensation_factor,
-            i2c_bus,
-            state_dir,
-        )
+    i2c_bus: int = 1
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> SensorSettings:
@@ -176,28 +129,6 @@ class SensorSettings(Record):
 class AnomalySettings(Record):
     """What the anomaly function runs with, from its variables."""
 
-    __slots__ = (
-        "device_id",
-        "snow_url",
-        "secret_id",
-        "timeout",
-        "verify_tls",
-        "assignment_group",
-        "category",
-        "caller_id",
-        "impact",
-        "urgency_bands",
-        "recovery_action",
-        "close_code",
-        "close_notes",
-        "update_seconds",
-        "secret_ttl",
-        "retry_base",
-        "retry_max",
-        "state_dir",
-        "anomaly_topic",
-        "max_requests_per_second",
-    )
     device_id: str
     snow_url: str
     secret_id: str
@@ -217,53 +148,7 @@ class AnomalySettings(Record):
     retry_max: float
     state_dir: str
     anomaly_topic: str
-    max_requests_per_second: float
-
-    def __init__(
-        self,
-        device_id: str,
-        snow_url: str,
-        secret_id: str,
-        timeout: float,
-        verify_tls: Any,
-        assignment_group: str,
-        category: str,
-        caller_id: str,
-        impact: Mapping[str, int],
-        urgency_bands: Tuple[float, float],
-        recovery_action: str,
-        close_code: str,
-        close_notes: str,
-        update_seconds: float,
-        secret_ttl: float,
-        retry_base: float,
-        retry_max: float,
-        state_dir: str,
-        anomaly_topic: str,
-        max_requests_per_second: float = 5.0,
-    ) -> None:
-        self._fill(
-            device_id,
-            snow_url,
-            secret_id,
-            timeout,
-            verify_tls,
-            assignment_group,
-            category,
-            caller_id,
-            impact,
-            urgency_bands,
-            recovery_action,
-            close_code,
-            close_notes,
-            update_seconds,
-            secret_ttl,
-            retry_base,
-            retry_max,
-            state_dir,
-            anomaly_topic,
-            max_requests_per_second,
-        )
+    max_requests_per_second: float = 5.0
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:

@@ -32,7 +32,7 @@ from .record import Record
 from .schema import ANOMALY_SCHEMA
 from .sensors.base import UNITS, Reading
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Optional
 
@@ -44,19 +44,6 @@ MAX_DEVICE_IN_ID = 40  # keeps episode ids under 90 characters
 class EpisodeEvent(Record):
     """One change of an episode: what :meth:`Judge.observe` returns."""
 
-    __slots__ = (
-        "event",
-        "episode_id",
-        "seq",
-        "device",
-        "metric",
-        "bound",
-        "limit",
-        "value",
-        "peak",
-        "started_at",
-        "ts",
-    )
     event: str  # "breach" | "update" | "recovered"
     episode_id: str
     seq: int
@@ -69,24 +56,6 @@ class EpisodeEvent(Record):
     started_at: float
     ts: float
 
-    def __init__(
-        self,
-        event: str,
-        episode_id: str,
-        seq: int,
-        device: str,
-        metric: str,
-        bound: str,
-        limit: float,
-        value: float,
-        peak: float,
-        started_at: float,
-        ts: float,
-    ) -> None:
-        self._fill(
-            event, episode_id, seq, device, metric, bound, limit, value, peak, started_at, ts
-        )
-
     @property
     def title(self) -> str:
         what = "above" if self.bound == "upper" else "below"
@@ -97,7 +66,7 @@ class EpisodeEvent(Record):
     def to_message(self) -> Dict[str, Any]:
         """The ``edge-agent/anomaly/1`` message for this event."""
         message: Dict[str, Any] = {"schema": ANOMALY_SCHEMA}
-        for name in self.__slots__:  # every field, in order, as dataclasses.asdict gave them
+        for name in self._fields:  # every field, in order, as dataclasses.asdict gave them
             message[name] = getattr(self, name)
         message["unit"] = UNITS[self.metric]
         message["title"] = self.title

@@ -1,7 +1,7 @@
 """Sensor variables that change while the function runs: layers, precedence, the one check.
 
 Limits, low limits, hysteresis, debounce, renotify and period can change
-without a redeploy (issue 13). Where a value comes from, highest first:
+without a redeploy. Where a value comes from, highest first:
 
 1. the device shadow's ``desired.sensor`` (one device: ``deploy set``, the
    AWS IoT console, ``simulate --at``);
@@ -25,7 +25,7 @@ import math
 from .config import VARIABLES, SensorSettings, unknown_name_message
 from .errors import ConfigError
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Tuple
 

@@ -3,7 +3,7 @@
 They belong to the group's description (:mod:`agent.topology`, which
 re-exports every one of them) but live here so that the functions, the
 variable table and the health reports can name them without loading the
-topology's classes on a function's cold start (issue 15).
+topology's classes on a function's cold start (the rule: :mod:`agent.record`).
 """
 
 CLOUD = "cloud"

@@ -8,7 +8,7 @@ import threading
 from .errors import ConfigError, SensorError
 from .state_dir import StateDirLocked
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable
 

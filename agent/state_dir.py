@@ -24,7 +24,7 @@ import time
 
 from .errors import AgentError, ConfigError
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Dict, Optional
 

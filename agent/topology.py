@@ -71,65 +71,36 @@ __all__ = [
 class SecretResource(Record):
     """A Secrets Manager secret the core downloads and serves to functions."""
 
-    __slots__ = ("id", "secret_name", "staging_labels")
     id: str
     secret_name: str
-    staging_labels: Tuple[str, ...]
-
-    def __init__(self, id: str, secret_name: str, staging_labels: Tuple[str, ...] = ()) -> None:
-        self._fill(id, secret_name, staging_labels)
+    staging_labels: Tuple[str, ...] = ()
 
 
 class DeviceResource(Record):
     """A local device file (``/dev/...``) a containerised function may open."""
 
-    __slots__ = ("id", "source_path")
     id: str
     source_path: str
-
-    def __init__(self, id: str, source_path: str) -> None:
-        self._fill(id, source_path)
 
 
 class VolumeResource(Record):
     """A host directory mounted into the function's container (state that must survive)."""
 
-    __slots__ = ("id", "source_path", "destination_path")
     id: str
     source_path: str
     destination_path: str
-
-    def __init__(self, id: str, source_path: str, destination_path: str) -> None:
-        self._fill(id, source_path, destination_path)
 
 
 class ResourceAccess(Record):
     """A function's access to one resource of the group."""
 
-    __slots__ = ("resource_id", "permission")
     resource_id: str
-    permission: str  # "ro" or "rw"
-
-    def __init__(self, resource_id: str, permission: str = "ro") -> None:
-        self._fill(resource_id, permission)
+    permission: str = "ro"  # "ro" or "rw"
 
 
 class FunctionSpec(Record):
     """One Greengrass function: its code, how the core runs it, what it may touch."""
 
-    __slots__ = (
-        "id",
-        "lambda_name",
-        "module",
-        "handler",
-        "pinned",
-        "timeout_s",
-        "memory_kb",
-        "environment",
-        "resource_access",
-        "access_sysfs",
-        "device_extras",
-    )
     id: str
     lambda_name: str
     module: str  # importable module holding the handler, e.g. functions.sensor_function
@@ -187,60 +158,24 @@ class Subscription(Record):
     routes by and the topic the function publishes on come from one value.
     """
 
-    __slots__ = ("id", "source", "subject", "target", "subject_variable")
     id: str
     source: str
     subject: str
     target: str
-    subject_variable: Optional[str]
-
-    def __init__(
-        self,
-        id: str,
-        source: str,
-        subject: str,
-        target: str,
-        subject_variable: Optional[str] = None,
-    ) -> None:
-        self._fill(id, source, subject, target, subject_variable)
+    subject_variable: Optional[str] = None
 
 
 class GroupTopology(Record):
     """The whole group: its functions, subscriptions, resources and the functions' uid/gid."""
 
-    __slots__ = (
-        "name",
-        "functions",
-        "subscriptions",
-        "secrets",
-        "devices",
-        "volumes",
-        "run_as_uid",
-        "run_as_gid",
-    )
     name: str
     functions: Tuple[FunctionSpec, ...]
     subscriptions: Tuple[Subscription, ...]
-    secrets: Tuple[SecretResource, ...]
-    devices: Tuple[DeviceResource, ...]
-    volumes: Tuple[VolumeResource, ...]
-    run_as_uid: int
-    run_as_gid: int
-
-    def __init__(
-        self,
-        name: str,
-        functions: Tuple[FunctionSpec, ...],
-        subscriptions: Tuple[Subscription, ...],
-        secrets: Tuple[SecretResource, ...] = (),
-        devices: Tuple[DeviceResource, ...] = (),
-        volumes: Tuple[VolumeResource, ...] = (),
-        run_as_uid: int = 1000,
-        run_as_gid: int = 1000,
-    ) -> None:
-        self._fill(
-            name, functions, subscriptions, secrets, devices, volumes, run_as_uid, run_as_gid
-        )
+    secrets: Tuple[SecretResource, ...] = ()
+    devices: Tuple[DeviceResource, ...] = ()
+    volumes: Tuple[VolumeResource, ...] = ()
+    run_as_uid: int = 1000
+    run_as_gid: int = 1000
 
     def function(self, function_id: str) -> FunctionSpec:
         for spec in self.functions:
@@ -298,7 +233,7 @@ class GroupTopology(Record):
         return self.with_changes(subscriptions=subscriptions)
 
 
-# The sensor's shadow traffic (issue 13): requests it sends to the local shadow service,
+# The sensor's shadow traffic: requests it sends to the local shadow service,
 # and the answers and changes the service sends it (V1 subscriptions; on V2 the same
 # subjects become the ShadowManager IPC operations and local pub/sub subscriptions).
 SHADOW_PREFIX = "$aws/things/" + THING_TOKEN + "/shadow"

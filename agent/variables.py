@@ -24,7 +24,7 @@ from .names import (
 )
 from .record import Record
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -51,24 +51,12 @@ LIMIT_PREFIXES = (("temperature", "temp"), ("humidity", "humid"), ("pressure", "
 class Variable(Record):
     """One variable of the table: how it is parsed, its default, which function reads it."""
 
-    __slots__ = ("name", "kind", "default", "function", "help", "choices")
     name: str
     kind: str  # "float", "int", "str", "bool", "url", "choice"
     default: Optional[str]
     function: str  # "sensor", "anomaly" or "both"
     help: str
-    choices: Tuple[str, ...]
-
-    def __init__(
-        self,
-        name: str,
-        kind: str,
-        default: Optional[str],
-        function: str,
-        help: str,
-        choices: Tuple[str, ...] = (),
-    ) -> None:
-        self._fill(name, kind, default, function, help, choices)
+    choices: Tuple[str, ...] = ()
 
 
 VARIABLES: List[Variable] = [

@@ -148,7 +148,7 @@ STATUS_ROWS = (
 
 
 def status_table(report: Dict[str, Any]) -> str:
-    """The status service's cost (issue 12: sensor path within 5 %, ≤ 15 MB added)."""
+    """The status service's cost (its target: the sensor path within 5 %, at most 15 MB added)."""
     status = report["results"].get("status")
     if not isinstance(status, dict):
         return ""

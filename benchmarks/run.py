@@ -222,7 +222,7 @@ def _sections(
         "scenarios": lambda: {"scenarios": scenarios.measure(servers.primary())},
         "routing": lambda: {"routing": routing.measure(counts.messages)},
         "disk": lambda: {"disk": disk.measure()},
-        # The status service (issue 12): what it costs the sensor path and in memory.
+        # The status service: what it costs the sensor path and in memory.
         "status": lambda: {"status": status.measure(counts.ticks, max(1, counts.repeats // 5))},
     }
 

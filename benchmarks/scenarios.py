@@ -9,7 +9,7 @@ the device path (:mod:`benchmarks.pipelines`) against one server:
 * seed: its loop with the 5 s sleep moving the virtual clock; every breaching
   sample is one POST, made inside the anomaly function's handler.
 
-``humid-spell`` is the issue's case: humidity above 50 %RH for about ten
+``humid-spell`` is the case the project is measured on: humidity above 50 %RH for about ten
 minutes, 120-odd samples.
 """
 

@@ -128,7 +128,7 @@ def test_plain_http_is_accepted_only_on_loopback():
     assert parse_snow_url("http://localhost:8080/api/now/table/incident") == "http://localhost:8080"
 
 
-# --- one validation for both functions (issue 11) ------------------------------------------
+# --- one validation for both functions ---------------------------------------------------
 
 # Values that trip every kind of check: sign, zero, range, type, emptiness, non-finite.
 AWKWARD_VALUES = ["-5", "0", "0.5", "3", "55", "101", "1500", "1e309", "nan", "abc", "", "a/+/b"]

@@ -145,7 +145,7 @@ def test_default_settings_build_a_judge_with_both_limits():
     assert settings.debounce_samples == 3 and settings.period == 5.0
 
 
-# -- limits changed while it runs (issue 13) ----------------------------------------------
+# -- limits changed while it runs ---------------------------------------------------------
 
 
 def reconfigure(judge, *limits, samples=3, seconds=0.0, renotify=1800.0):

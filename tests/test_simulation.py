@@ -196,7 +196,7 @@ def test_real_time_mode_runs_the_delivery_worker_thread(tmp_path):
     assert summary["incidents_opened"] == 1
 
 
-# --- issue 11: no silent failure ------------------------------------------------------------
+# --- no silent failure ----------------------------------------------------------------------
 
 
 def cli(*args, cwd=None, timeout=120):

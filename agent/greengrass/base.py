@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -56,7 +56,7 @@ class Runtime:
         """
         raise NotImplementedError
 
-    # -- the device shadow and the component's configuration (issue 13) --------------
+    # -- the device shadow and the component's configuration -------------------------
     # A backend that has a local shadow service says so; the others keep these defaults.
     shadow_supported = False
 

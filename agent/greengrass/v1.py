@@ -17,7 +17,7 @@ from .. import schema
 from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError, ShadowError
 from .base import MessageHandler, Runtime
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Mapping, Optional
 

@@ -7,7 +7,7 @@ import math
 from ..clock import SYSTEM_CLOCK, Clock
 from ..record import Record
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Optional
 
@@ -17,7 +17,6 @@ UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
 class Reading(Record):
     """One sample. A metric the chip did not deliver, or marked invalid, is ``None``."""
 
-    __slots__ = ("ts", "temperature", "humidity", "pressure")
     ts: float
     temperature: Optional[float]
     humidity: Optional[float]

@@ -10,7 +10,7 @@ from ..errors import BadSensorBackend, SensorError
 from .base import Reading, Sensor, valid_or_none
 from .heat import CPU_TEMP_PATH, CpuHeat, check_factor
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional, Tuple
 

@@ -25,7 +25,7 @@ import threading
 from ..names import HEALTH_TOPIC, SENSOR_FUNCTION_ID, STATUS_SWITCH
 from . import HEALTH_SCHEMA
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms (issue 15); mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Mapping, Optional
 
