@@ -299,6 +299,25 @@ def test_a_chip_that_stalls_later_is_one_error_per_reading_not_an_empty_reading(
     assert sensor.read().humidity == approx(41.0, abs=0.01)
 
 
+def test_a_process_stalled_past_the_deadline_polls_once_more(pi, clock):
+    sensor = I2CSensor(clock=clock)
+    read = pi.board.read
+    stalls = []
+
+    def stall_after_the_first_status_read(path, address, sub, length):
+        answer = read(path, address, sub, length)
+        if sub == 0x27 and not stalls:
+            stalls.append(address)
+            clock.advance(5.0)  # the process is descheduled right after reading STATUS_REG
+        return answer
+
+    pi.board.read = stall_after_the_first_status_read
+
+    reading = sensor.read()
+
+    assert stalls and reading.humidity == approx(41.0, abs=0.01)
+
+
 def test_a_chip_that_reset_is_powered_up_again(pi, clock):
     sensor = I2CSensor(clock=clock)
     # A brown-out: the HTS221's registers are back to their power-on values (power-down).

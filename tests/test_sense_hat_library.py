@@ -70,6 +70,14 @@ def test_a_cold_start_never_publishes_an_empty_reading(world):
     ]
 
 
+def test_an_impossible_value_at_start_is_a_missing_reading_not_a_failed_start(world):
+    world.chip = chips(environment={"humidity": 104.0})  # condensation: past H1, unclamped
+
+    result = world.open(reads=1)
+
+    assert result["readings"] == [[approx(21.5, abs=CLOSE), None, approx(1012.0, abs=CLOSE)]]
+
+
 def test_a_chip_that_never_converts_is_an_error_not_empty_readings(world):
     world.chip = chips(hts221={"stuck": True})
 

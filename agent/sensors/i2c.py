@@ -209,6 +209,8 @@ class I2CSensor(Sensor):
         deadline = clock.monotonic() + self.ready_timeout
         waiting = list(self.chips)
         while True:
+            # Decided before the poll: a process stalled past the deadline polls once more.
+            expired = clock.monotonic() >= deadline
             still = []
             for chip in waiting:
                 self._talking_to = chip
@@ -217,7 +219,7 @@ class I2CSensor(Sensor):
             waiting = still
             if not waiting:
                 return
-            if clock.monotonic() >= deadline:
+            if expired:
                 raise self._stalled(waiting[0])
             clock.sleep(POLL_INTERVAL)
 

@@ -167,18 +167,20 @@ class SenseHatSensor(Sensor):
         RTIMULib powers a chip up on its first use and reports "invalid" (the library's 0)
         until the chip's first conversion; from then on it keeps the last valid value.
         """
+        raw = self._read_raw()  # the first use powers the chips up (RTIMULib's init)
         deadline = self.clock.monotonic() + timeout
+        expired = False
         while True:
-            raw = self._read_raw()
+            # The library's "no sample yet" is exactly 0; an impossible value is a reading
+            # (read() makes it missing), and must not keep the sensor from starting.
             missing = [
                 metric
                 for metric, value in zip(("temperature", "humidity", "pressure"), raw)
-                if (metric != "pressure" or self.with_pressure)
-                and chip_value(value, metric) is None
+                if (metric != "pressure" or self.with_pressure) and value == 0
             ]
             if not missing:
                 return
-            if self.clock.monotonic() >= deadline:
+            if expired:  # decided before that read: a stalled process is not a stalled chip
                 raise SensorError(
                     "the {} gave no valid {} within {:g} s of start (the library kept returning "
                     "{}): {}".format(
@@ -194,6 +196,8 @@ class SenseHatSensor(Sensor):
                     )
                 )
             self.clock.sleep(FIRST_VALUE_POLL)
+            expired = self.clock.monotonic() >= deadline
+            raw = self._read_raw()
 
     def read(self) -> Reading:
         raw_t, raw_h, raw_p = self._read_raw()

@@ -72,6 +72,14 @@ one that never finishes a conversion. The file named by ``environment_file``
 holds an object like ``environment``; it is read again at each conversion when
 its modification time changed.
 
+To run a deployed sensor function or component against the model (in a Pi's
+userland, say): copy ``sense_hat_chips.py`` and ``i2c_bus/smbus2.py`` side by side
+(or keep this layout), put the folder holding ``smbus2.py`` *before* the
+artifact's own vendored ``smbus2`` on ``PYTHONPATH``, create the ``i2c-1`` node
+as an empty file under ``dev`` (``/dev/i2c-1`` itself, or a folder named in
+``EDGE_AGENT_TEST_I2C``), and set the values there; ``EDGE_AGENT_SENSOR=i2c`` is
+what the topology gives the sensor already.
+
 Python 3.8 and up, standard library only: it also runs in a Pi's userland.
 """
 
