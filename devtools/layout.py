@@ -131,8 +131,9 @@ ROOMS: Tuple[Room, ...] = (
     ),
     Room(
         "where are the sensors?",
-        "`agent/sensors/` (`sensehat.py` with `sensehat_devices.py`, `emulator.py`, `fake.py`, "
-        "`replay.py`; `base.py`: the reading and the sensor's contract)",
+        "`agent/sensors/` (`i2c.py` with `st_chips.py`: the HTS221 and LPS25H over `smbus2`; "
+        "`sensehat.py` with `sensehat_devices.py`, `emulator.py`, `fake.py`, `replay.py`; "
+        "`heat.py`: CPU-heat compensation; `base.py`: the reading and the sensor's contract)",
     ),
     Room(
         "what do messages look like?",

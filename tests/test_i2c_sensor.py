@@ -10,14 +10,17 @@ formulas, from the raw registers, independently of the agent's code.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from i2c_world import PiBus
+from i2c_world import FAKE_SMBUS2_DIR, PiBus
 from sense_hat_world import GROUPS, HatWorld, chips
 
 from agent.clock import VirtualClock
@@ -512,8 +515,6 @@ def test_on_a_pi_without_smbus2_the_default_is_the_library(monkeypatch, tmp_path
 
 
 def test_the_backend_loads_no_smbus2_until_opened():
-    import subprocess
-
     code = (
         "import sys, agent.sensors, agent.sensors.i2c; "
         "print('smbus2' in sys.modules, 'numpy' in sys.modules, 'RTIMU' in sys.modules)"
@@ -526,6 +527,64 @@ def test_the_backend_loads_no_smbus2_until_opened():
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     assert done.stdout.split() == ["False", "False", "False"]
+
+
+# --- the deployed sensor function, on a V1 core's runtime --------------------------------
+
+
+def test_the_deployed_sensor_function_publishes_a_full_first_reading_on_a_v1_core(tmp_path):
+    """The topology's environment (``EDGE_AGENT_SENSOR=i2c``), the module loaded as a V1 core's
+    Python runtime loads it (this interpreter: 3.8 too under ``./dev test``), the chips as
+    ``smbus2`` in real time: the first reading it publishes has all three values."""
+    from v1_core import CORE_MODULES_DIR, V1CoreStandIn
+
+    from agent.topology import SENSOR_FUNCTION_ID, default_topology
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "i2c-1").write_bytes(b"")
+    chips_spec = {
+        "dev": str(tmp_path / "dev"),
+        "environment": {"temperature": 27.25, "humidity": 58.5, "pressure": 1001.75},
+    }
+    function_env = dict(default_topology().function(SENSOR_FUNCTION_ID).environment)
+    assert function_env["EDGE_AGENT_SENSOR"] == "i2c"
+    with V1CoreStandIn() as core:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
+        environ.update(core.environ)
+        environ.update(function_env)
+        environ.update(
+            PYTHONPATH=os.pathsep.join([FAKE_SMBUS2_DIR, root, CORE_MODULES_DIR]),
+            EDGE_AGENT_TEST_I2C=json.dumps(chips_spec),
+            stateDir=str(tmp_path / "state"),
+            deviceId="pi-i2c",
+        )
+        function = subprocess.Popen(
+            [sys.executable, "-c", "import functions.sensor_function, time; time.sleep(120)"],
+            env=environ,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not core.messages("IoTBlog/sensorData") and function.poll() is None:
+                assert time.monotonic() < deadline, "no reading in 60 s"
+                time.sleep(0.05)
+        finally:
+            if function.poll() is None:
+                function.kill()
+            stderr = function.communicate(timeout=10)[1].decode("utf-8", "replace")
+    readings = core.messages("IoTBlog/sensorData")
+    assert readings, "nothing published; the function says: " + stderr[-2000:]
+    first = readings[0]
+    assert first["device"] == "pi-i2c"
+    values = {k: first.get(k) for k in ("temperature", "humidity", "pressure")}
+    assert values == {
+        "temperature": approx(27.25, abs=0.01),
+        "humidity": approx(58.5, abs=0.01),
+        "pressure": approx(1001.75, abs=0.001),
+    }, first
 
 
 # --- on a Pi's /dev, as an unprivileged user (namespace world, root only) -------------------
