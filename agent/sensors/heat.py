@@ -12,7 +12,7 @@ import logging
 from ..errors import ConfigError
 from .base import valid_or_none
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms; mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Optional
 

@@ -25,7 +25,7 @@ from .base import Reading, Sensor, valid_or_none
 from .heat import CPU_TEMP_PATH, CpuHeat, check_factor
 from .st_chips import HTS221, LPS25H, CalibrationError, ChipMismatch, StChip, registers_of
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms; mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, List, Optional, Tuple
 

@@ -30,7 +30,7 @@ The bus is anything with smbus2's ``read_byte_data``, ``write_byte_data`` and
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs a cold start ~4 ms; mypy reads this block
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple
 
