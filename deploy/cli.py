@@ -23,6 +23,7 @@ from .errors import DeployError
 from .lifecycle import ALIASES, V1_END, canonical_argv, lambda_runtime_refused, v1_notice
 from .naming import DEFAULT_ALIAS, DEFAULT_DEVICE_PYTHON, DEFAULT_NUCLEUS_VERSION, TARGET_PYTHON
 from .state import DEFAULT_STATE_PATH
+from .wheels import ARCHITECTURES, DEFAULT_ARCHITECTURES
 
 PROG = "deploy"
 
@@ -237,6 +238,29 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
         help="Greengrass nucleus the Pi installs (default {})".format(DEFAULT_NUCLEUS_VERSION),
     )
     p.add_argument("--account", default="")
+    p.add_argument(
+        "--device-arch",
+        action="append",
+        choices=list(ARCHITECTURES),
+        metavar="ARCH",
+        help="a device architecture to give the components a manifest and wheels for "
+        "(repeatable; default: {}; aarch64 is 64-bit Raspberry Pi OS, armv7l 32-bit)".format(
+            ", ".join(DEFAULT_ARCHITECTURES)
+        ),
+    )
+    p.add_argument(
+        "--wheelhouse",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="wheels to use besides PyPI for the devices (an armv7l awscrt you built: "
+        "pip wheel awscrt on a Pi)",
+    )
+    p.add_argument(
+        "--no-index",
+        action="store_true",
+        help="take the devices' wheels from --wheelhouse only, never from PyPI",
+    )
 
 
 def _add_v2_parsers(sub: Any) -> None:
@@ -445,6 +469,9 @@ def main(argv: Optional[List[str]] = None, topology: Optional[GroupTopology] = N
     from agent.errors import ConfigError
 
     name = command_name(args)
+    if getattr(args, "no_index", False) and args.wheelhouse is None:
+        _err("deploy: error: --no-index needs --wheelhouse DIR (the wheels to use instead of PyPI)")
+        return 2
     if args.target == "v1":
         _err(v1_notice(args.command))  # before anything else, AWS calls included
     try:

@@ -332,6 +332,7 @@ def cmd_render_config(
 
 def _v2_options(args: argparse.Namespace):
     from .v2 import V2Options
+    from .wheels import DEFAULT_ARCHITECTURES
 
     return V2Options(
         bucket=args.bucket,
@@ -345,6 +346,9 @@ def _v2_options(args: argparse.Namespace):
         shadow_manager_version=args.shadow_manager_version,
         posix_user=args.posix_user,
         packaging=package_options(args),
+        architectures=tuple(dict.fromkeys(args.device_arch or DEFAULT_ARCHITECTURES)),
+        wheelhouse=args.wheelhouse,
+        no_index=args.no_index,
         certs_dir=args.certs_dir,
         nucleus_version=args.nucleus_version,
         create_secret=getattr(args, "create_secret", False),

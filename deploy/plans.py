@@ -3,11 +3,13 @@
 Both build their documents from the topology and a :class:`~deploy.naming.Target`
 (options, else the state file, else placeholders), validate them against
 botocore's service models, and write one JSON file per document plus
-``plan.json`` (hashes, placeholders used, the equivalent AWS CLI commands).
+``plan.json`` (hashes, placeholders used, the equivalent AWS CLI commands); ``v2 plan``
+also copies the artifact files its recipes name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from .validation import raise_violations, trust_policy_violations
 class Plan:
     target: Target
     files: Dict[str, Any] = field(default_factory=dict)  # file name -> JSON document or text
+    artifacts: Dict[str, Path] = field(default_factory=dict)  # file name -> file to copy
     commands: List[str] = field(default_factory=list)
     placeholders: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -84,6 +87,11 @@ def write_plan(out_dir: Path, plan: Plan, out: Callable[[str], None]) -> None:
         else:
             path.write_text(json.dumps(document, indent=2) + "\n")
         hashes[name] = content_hash(document)
+    artifacts: Dict[str, str] = {}
+    for name, source in sorted(plan.artifacts.items()):
+        data = Path(source).read_bytes()
+        (out_dir / name).write_bytes(data)
+        artifacts[name] = "sha256:" + hashlib.sha256(data).hexdigest()
     summary = {
         "region": plan.target.region,
         "account": plan.target.account,
@@ -92,8 +100,10 @@ def write_plan(out_dir: Path, plan: Plan, out: Callable[[str], None]) -> None:
         "files": hashes,
         "commands": plan.commands,
     }
+    if artifacts:
+        summary["artifacts"] = artifacts  # what the recipes' URIs name, as uploaded
     (out_dir / "plan.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for name in sorted(list(plan.files) + ["plan.json"]):
+    for name in sorted(list(plan.files) + list(plan.artifacts) + ["plan.json"]):
         out("wrote {}".format(out_dir / name))
     for note in plan.notes:
         out(note)

@@ -19,6 +19,7 @@ from test_deploy_support import (
     fake_aws,
     make_site_packages,
     make_source_root,
+    make_wheelhouse,
 )
 
 import deploy.cli
@@ -105,12 +106,14 @@ def test_old_names_are_aliases_that_say_the_new_name(old, new):
 def test_an_old_name_runs_the_same_command_and_says_so_in_one_line(tmp_path, capsys):
     src = make_source_root(tmp_path / "src")
     site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
+    wheels = make_wheelhouse(tmp_path / "wheels")
 
     def plan(*command: str, out: str) -> int:
         return main(
             [*command, "--out", str(tmp_path / out), "--state", str(tmp_path / "none.json")]
             + ["--source-root", str(src), "--site-packages", str(site)]
             + ["--package-dir", str(tmp_path / ("pkg-" + out))]
+            + ["--wheelhouse", str(wheels), "--no-index"]
         )
 
     assert plan("v2-plan", out="old") == 0

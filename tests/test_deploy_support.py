@@ -252,3 +252,78 @@ def test_topology(**kwargs):
 
 
 test_topology.__test__ = False  # a helper, not a test
+
+
+# --- wheels ---------------------------------------------------------------------------
+
+
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    tag: str = "py3-none-any",
+    requires: Iterable[str] = (),
+    files: Optional[Dict[str, str]] = None,
+) -> Path:
+    """A real (if tiny) wheel file pip can resolve and install: PEP 427 name and layout."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = name.replace("-", "_")
+    info = "{}-{}.dist-info".format(dist, version)
+    contents = dict(
+        files or {"{}/__init__.py".format(dist): "__version__ = {!r}\n".format(version)}
+    )
+    contents[info + "/METADATA"] = (
+        "\n".join(
+            ["Metadata-Version: 2.1", "Name: " + name, "Version: " + version]
+            + ["Requires-Dist: " + r for r in requires]
+        )
+        + "\n"
+    )
+    contents[info + "/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: edge-agent-tests\nRoot-Is-Purelib: {}\n".format(
+            "true" if tag.endswith("-any") else "false"
+        )
+        + "".join("Tag: {}\n".format(t) for t in _expand_tag(tag))
+    )
+    record = []
+    for path, text in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append("{},sha256={},{}".format(path, digest.decode(), len(text.encode())))
+    record.append(info + "/RECORD,,")
+    contents[info + "/RECORD"] = "\n".join(record) + "\n"
+    path = folder / "{}-{}-{}.whl".format(dist, version, tag)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in sorted(contents.items()):
+            archive.writestr(member, text)
+    return path
+
+
+def _expand_tag(tag: str):
+    python, abi, platforms = tag.split("-")
+    return ["{}-{}-{}".format(python, abi, p) for p in platforms.split(".")]
+
+
+# What the V2 components need compiled, for the architectures PyPI has wheels for: the
+# same names, versions and tags as PyPI's (awscrt's abi3 manylinux wheels).
+AWSCRT_TAGS = {
+    "aarch64": "cp311-abi3-manylinux_2_17_aarch64.manylinux2014_aarch64",
+    "amd64": "cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64",
+}
+
+
+def make_wheelhouse(folder: Path, architectures=("aarch64", "amd64")) -> Path:
+    """awsiotsdk (pure Python) and an awscrt wheel per architecture, as PyPI has them."""
+    make_wheel(
+        folder,
+        "awsiotsdk",
+        "1.21.0",
+        requires=["awscrt==0.19.19"],
+        files={"awsiot/__init__.py": ""},
+    )
+    for architecture in architectures:
+        make_wheel(folder, "awscrt", "0.19.19", AWSCRT_TAGS[architecture])
+    return folder

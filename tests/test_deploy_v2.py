@@ -11,7 +11,12 @@ import subprocess
 import pytest
 import yaml
 from sensor_acl import sensor_access_control
-from test_deploy_support import DEVICE_DISTS, make_site_packages, make_source_root
+from test_deploy_support import (
+    DEVICE_DISTS,
+    make_site_packages,
+    make_source_root,
+    make_wheelhouse,
+)
 
 from agent.config import VARIABLES
 from agent.live_settings import RUNTIME_VARIABLES
@@ -25,7 +30,12 @@ from deploy.v2 import (
     deployment_params,
     recipe_errors,
 )
-from deploy.v2.recipes import SHADOW_MANAGER, component_configuration, configuration_names
+from deploy.v2.recipes import (
+    SHADOW_MANAGER,
+    DeviceManifest,
+    component_configuration,
+    configuration_names,
+)
 from deploy.validation import validation_errors
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-snow-creds-AbCdEf"
@@ -43,7 +53,16 @@ def recipe_for(function_id, topology=None):
         artifact_uri="s3://bucket/key/{}-v2.zip".format(spec.lambda_name),
         zip_file="{}-v2.zip".format(spec.lambda_name),
         secret_arns={"snow-credentials": SECRET_ARN},
-        device_requirements=["awsiotsdk>=1.11"],
+        devices=[
+            DeviceManifest(
+                "aarch64",
+                "aarch64",
+                "3.11",
+                wheels_uri="s3://bucket/key/{}-v2-wheels-aarch64.zip".format(spec.lambda_name),
+                wheels_folder="{}-v2-wheels-aarch64".format(spec.lambda_name),
+                digest="0" * 64,
+            )
+        ],
     )
 
 
@@ -88,9 +107,13 @@ def test_sensor_recipe_takes_every_variable_from_its_configuration():
     assert env["PYTHONPATH"] == "{artifacts:decompressedPath}/edge-agent-sensor-v2"
     assert lifecycle["Run"]["Script"] == "{work:path}/venv/bin/python -m functions.sensor_function"
     install = lifecycle["Install"]["Script"]
-    # A venv in the work folder: PEP 668 refuses "pip install --user" on Raspberry Pi OS.
-    assert install.startswith("python3 -m venv --system-site-packages {work:path}/venv && ")
-    assert "venv/bin/python -m pip install 'awsiotsdk>=1.11'" in install
+    # A venv in the work folder: PEP 668 refuses "pip install --user" on Raspberry Pi OS;
+    # the wheels come from the artifact, never from PyPI (test_deploy_offline runs it).
+    assert 'python3 -m venv --system-site-packages "{work:path}/venv"' in install
+    assert (
+        '"{work:path}/venv/bin/python" -m pip install --no-index --find-links '
+        '"{artifacts:decompressedPath}/edge-agent-sensor-v2-wheels-aarch64"'
+    ) in install
     artifact = recipe["Manifests"][0]["Artifacts"][0]
     assert artifact["Unarchive"] == "ZIP" and artifact["URI"].startswith("s3://")
     assert SECRET_MANAGER not in json.dumps(recipe)
@@ -249,10 +272,12 @@ def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
     src = make_source_root(tmp_path / "src")
     site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
     out = tmp_path / "v2"
+    wheelhouse = make_wheelhouse(tmp_path / "wheels")
     code = main(
         ["v2", "plan", "--out", str(out), "--source-root", str(src), "--site-packages", str(site)]
         + ["--package-dir", str(tmp_path / "pkg"), "--bucket", "artifacts"]
         + ["--uid", "1001", "--gid", "1001", "--state", str(tmp_path / "none.json")]
+        + ["--wheelhouse", str(wheelhouse), "--no-index"]
     )
     printed = capsys.readouterr().out
     assert code == 0, printed

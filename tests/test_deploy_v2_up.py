@@ -20,6 +20,7 @@ from test_deploy_support import (
     fake_aws,
     make_site_packages,
     make_source_root,
+    make_wheelhouse,
     test_topology,
 )
 
@@ -57,6 +58,7 @@ class V2Setup:
         self.tmp = tmp_path
         self.src = make_source_root(tmp_path / "src")
         self.site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
+        self.wheelhouse = make_wheelhouse(tmp_path / "wheels")
         self.certs = tmp_path / "certs"
         self.state_path = tmp_path / "state.json"
         self.lines = []
@@ -83,6 +85,8 @@ class V2Setup:
             packaging=PackageOptions(
                 package_dir=self.tmp / "pkg", source_root=self.src, site_packages=self.site
             ),
+            wheelhouse=self.wheelhouse,
+            no_index=True,
             certs_dir=self.certs,
             version="1.0.0",
             poll_interval=1,
@@ -268,9 +272,11 @@ def test_v2_up_creates_a_core_a_nucleus_can_be_installed_with(v2):
     assert alias["roleAliasDescription"]["roleArn"] == role["Arn"]
     # the components and the deployment
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="artifacts")["Contents"]]
+    # the code, and the wheels each architecture installs offline (armv7l has none)
     assert sorted(keys) == [
-        "edge-agent/artifacts/com.edgeagent.anomaly/1.0.0/edge-agent-anomaly-v2.zip",
-        "edge-agent/artifacts/com.edgeagent.sensor/1.0.0/edge-agent-sensor-v2.zip",
+        "edge-agent/artifacts/com.edgeagent.{0}/1.0.0/edge-agent-{0}-v2{1}.zip".format(fid, kind)
+        for fid in ("anomaly", "sensor")
+        for kind in ("-wheels-aarch64", "-wheels-amd64", "")
     ]
     assert all(recipe_errors(r) == [] for r in v2.recipes)
     assert state["deployment"]["id"] == "d-1"
@@ -519,9 +525,11 @@ def test_v2_up_dry_run_makes_no_calls(tmp_path, capsys, monkeypatch):
     no_aws_credentials(monkeypatch, tmp_path)
     src = make_source_root(tmp_path / "src")
     site = make_site_packages(tmp_path / "site", DEVICE_DISTS)
+    wheels = make_wheelhouse(tmp_path / "wheels")
     code = main(
         ["v2", "up", "--dry-run", "--bucket", "artifacts", "--source-root", str(src)]
         + ["--site-packages", str(site), "--package-dir", str(tmp_path / "pkg")]
+        + ["--wheelhouse", str(wheels), "--no-index"]
         + ["--state", str(tmp_path / "state.json"), "--certs-dir", str(tmp_path / "certs")]
     )
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
 from botocore.exceptions import ClientError
 
@@ -17,7 +17,6 @@ from ..awsapi import error_code
 from ..context import RunContext, section
 from ..definitions import content_hash
 from ..errors import DeployError, DeploymentTimedOut
-from ..package import PackageResult
 from .recipes import PLACEHOLDER_SECRET_MANAGER_VERSION, SECRET_MANAGER, SHADOW_MANAGER
 
 
@@ -91,18 +90,17 @@ class Components:
         self,
         name: str,
         recipe: Mapping[str, Any],
-        package: PackageResult,
+        artifacts: Sequence[Any],  # deploy.v2.plan.Artifact: path, key, sha256
         bucket: str,
-        key: str,
     ) -> None:
-        """Upload ``package`` to s3://bucket/key and create the component version, once."""
+        """Upload the recipe's artifacts to ``bucket`` and create the component version, once."""
         api, ctx = self.ctx.api, self.ctx
         components = section(self.record, "components")
         version = recipe["ComponentVersion"]
         arn = self.component_arn(name, version)
-        # The code is part of the component: a changed zip under the same
+        # The code and the wheels are part of the component: a changed zip under the same
         # version must not pass as "unchanged".
-        digest = content_hash({"recipe": recipe, "artifact_sha256": package.sha256})
+        digest = content_hash({"recipe": recipe, "artifact_sha256": [a.sha256 for a in artifacts]})
         recorded = components.get(name, {})
         exists = api.find(
             "greengrassv2",
@@ -120,9 +118,12 @@ class Components:
                 ),
                 hint="component versions are immutable: pass a new --component-version",
             )
-        api.call(
-            "s3", "PutObject", {"Bucket": bucket, "Key": key, "Body": package.path.read_bytes()}
-        )
+        for artifact in artifacts:
+            api.call(
+                "s3",
+                "PutObject",
+                {"Bucket": bucket, "Key": artifact.key, "Body": artifact.path.read_bytes()},
+            )
         try:
             response = api.call(
                 "greengrassv2",
@@ -142,7 +143,8 @@ class Components:
             "version": version,
             "recipe_hash": digest,
             "arn": response["arn"],
-            "artifact": "s3://{}/{}".format(bucket, key),
+            "artifact": "s3://{}/{}".format(bucket, artifacts[0].key),
+            "artifacts": ["s3://{}/{}".format(bucket, a.key) for a in artifacts],
         }
         ctx.state.save()
         ctx.note("component {} {}: created".format(name, version))

@@ -96,9 +96,7 @@ class V2Deployer:
         )
         for spec in self.topology.functions:
             name = next(n for n in plan.recipes if n.endswith("." + spec.id))
-            self.components.ensure(
-                name, plan.recipes[name], plan.packages[spec.id], opts.bucket, plan.artifacts[name]
-            )
+            self.components.ensure(name, plan.recipes[name], plan.artifacts[name], opts.bucket)
         self._write_pi_files(device)
         digest = content_hash(plan.deployment)
         deployment = section(self.record, "deployment")
@@ -255,9 +253,10 @@ class V2Deployer:
         ctx.state.save()
         for name, component in list(self.record.get("components", {}).items()):
             ctx.delete_if_present("greengrassv2", "DeleteComponent", {"arn": component["arn"]})
-            bucket, _, key = component.get("artifact", "").replace("s3://", "", 1).partition("/")
-            if bucket and key:
-                ctx.delete_if_present("s3", "DeleteObject", {"Bucket": bucket, "Key": key})
+            for uri in component.get("artifacts") or [component.get("artifact", "")]:
+                bucket, _, key = uri.replace("s3://", "", 1).partition("/")
+                if bucket and key:
+                    ctx.delete_if_present("s3", "DeleteObject", {"Bucket": bucket, "Key": key})
             del self.record["components"][name]
             ctx.state.save()
             ctx.note("component {} {}: deleted".format(name, component.get("version")))

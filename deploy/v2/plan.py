@@ -1,8 +1,11 @@
-"""``v2 plan``: recipes and the deployment, built and validated offline.
+"""``v2 plan``: recipes, their artifacts and the deployment, built and validated offline.
 
-The same documents ``v2 up`` sends, checked against botocore's
+The same documents and files ``v2 up`` sends and uploads, checked against botocore's
 ``greengrassv2`` service model (and :func:`recipe_errors`, since the service
-validates recipes only on upload).
+validates recipes only on upload). Each component's artifacts are its code zip and,
+per device architecture, a zip of the wheels its ``Install`` step installs offline
+(``deploy.wheels``); ``v2 plan --out`` writes them beside the recipes, under the file
+names the recipes' URIs end with, so what is reviewed is what is uploaded.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.topology import GroupTopology
 
@@ -20,6 +23,13 @@ from ..package import PackageOptions, PackageResult, build_packages
 from ..plans import Plan
 from ..roles import service_trust_policy
 from ..validation import validate_params
+from ..wheels import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURES,
+    WheelArtifact,
+    resolve_wheels,
+    wheels_zip,
+)
 from .core_documents import (
     DEFAULT_NUCLEUS_VERSION,
     TOKEN_EXCHANGE_SERVICE,
@@ -35,6 +45,7 @@ from .recipes import (
     PLACEHOLDER_BUCKET,
     PLACEHOLDER_SECRET_MANAGER_VERSION,
     SEMVER,
+    DeviceManifest,
     artifact_key,
     build_recipe,
     component_name,
@@ -56,6 +67,9 @@ class V2Options:
     shadow_manager_version: str = ""
     posix_user: str = ""
     packaging: PackageOptions = field(default_factory=PackageOptions)
+    architectures: Sequence[str] = DEFAULT_ARCHITECTURES  # one recipe manifest each
+    wheelhouse: Optional[Path] = None  # wheels to use besides PyPI (an armv7l awscrt)
+    no_index: bool = False  # the wheels from ``wheelhouse`` only, never PyPI
     certs_dir: Path = Path("certs")
     create_secret: bool = False
     secret_file: Optional[Path] = None
@@ -77,11 +91,53 @@ def default_version() -> str:
 
 
 @dataclass
+class Artifact:
+    """One file a recipe names: where it is here, where it goes in S3."""
+
+    path: Path
+    key: str
+    sha256: str
+
+
+@dataclass
 class V2Plan:
     recipes: Dict[str, Dict[str, Any]]  # component name -> recipe
     deployment: Dict[str, Any]
     packages: Dict[str, PackageResult]
-    artifacts: Dict[str, str]  # component name -> s3 key
+    artifacts: Dict[str, List[Artifact]]  # component name -> its files, code zip first
+    wheels: Dict[str, List[WheelArtifact]] = field(default_factory=dict)  # per component
+    missing: Dict[str, str] = field(default_factory=dict)  # architecture -> why no wheels
+
+
+def device_wheels(
+    package: PackageResult,
+    options: V2Options,
+    out: Callable[[str], None],
+) -> Tuple[List[WheelArtifact], Dict[str, str]]:
+    """The wheel zips one component needs (one per architecture that has wheels), and why
+    the others have none."""
+    requirements = package.device_requirements
+    artifacts: List[WheelArtifact] = []
+    missing: Dict[str, str] = {}
+    if not requirements:
+        return artifacts, missing
+    for architecture in options.architectures:
+        wheels = resolve_wheels(
+            requirements,
+            architecture,
+            package.target_python,
+            wheelhouse=options.wheelhouse,
+            offline=options.no_index,
+            cache=options.packaging.cache,
+            refresh=options.packaging.refresh_vendor,
+            out=out,
+        )
+        if wheels.directory is None:
+            missing[architecture] = wheels.missing
+            continue
+        name = "{}-wheels-{}.zip".format(package.path.name[: -len(".zip")], architecture)
+        artifacts.append(wheels_zip(wheels, package.path.with_name(name)))
+    return artifacts, missing
 
 
 def build_v2_plan(
@@ -103,7 +159,7 @@ def build_v2_plan(
         packages = build_packages(topology, options.packaging, runtime="v2", out=out)
     bucket = options.bucket or PLACEHOLDER_BUCKET
     recipes: Dict[str, Dict[str, Any]] = {}
-    artifacts: Dict[str, str] = {}
+    artifacts: Dict[str, List[Artifact]] = {}
     if options.thing_group:
         target = "arn:{}:iot:{}:{}:thinggroup/{}".format(
             partition_for(region), region, account, options.thing_group
@@ -111,10 +167,42 @@ def build_v2_plan(
     else:
         target = thing_arn(region, account, Names.for_topology(topology, options.thing_name).thing)
     bound = topology.for_thing(shadow_thing(target))  # the shadow's access control names it
+    wheels: Dict[str, List[WheelArtifact]] = {}
+    missing: Dict[str, str] = {}
     for spec in topology.functions:
         name = component_name(options.prefix, spec)
         package = packages[spec.id]
         key = artifact_key(options.artifact_prefix, name, version, package.path.name)
+        files = [Artifact(package.path, key, package.sha256)]
+        wheels[name], missing_here = device_wheels(package, options, out)
+        missing.update(missing_here)
+        devices: List[DeviceManifest] = []
+        by_architecture = {w.architecture: w for w in wheels[name]}
+        for architecture in options.architectures if package.device_requirements else ():
+            greengrass_architecture, machine = ARCHITECTURES[architecture]
+            artifact = by_architecture.get(architecture)
+            if artifact is None:
+                devices.append(
+                    DeviceManifest(
+                        greengrass_architecture,
+                        machine,
+                        package.target_python,
+                        missing=missing_here[architecture],
+                    )
+                )
+                continue
+            wheels_key = artifact_key(options.artifact_prefix, name, version, artifact.path.name)
+            files.append(Artifact(artifact.path, wheels_key, artifact.sha256))
+            devices.append(
+                DeviceManifest(
+                    greengrass_architecture,
+                    machine,
+                    package.target_python,
+                    wheels_uri="s3://{}/{}".format(bucket, wheels_key),
+                    wheels_folder=artifact.folder,
+                    digest=artifact.sha256,
+                )
+            )
         recipe = build_recipe(
             bound,
             spec,
@@ -123,7 +211,7 @@ def build_v2_plan(
             artifact_uri="s3://{}/{}".format(bucket, key),
             zip_file=package.path.name,
             secret_arns=secret_arns,
-            device_requirements=package.device_requirements,
+            devices=devices,
         )
         errors = recipe_errors(recipe)
         if errors:
@@ -134,7 +222,7 @@ def build_v2_plan(
             {"inlineRecipe": json.dumps(recipe).encode("utf-8")},
         )
         recipes[name] = recipe
-        artifacts[name] = key
+        artifacts[name] = files
     posix_user = options.run_as(topology)
     params = deployment_params(
         topology,
@@ -147,7 +235,14 @@ def build_v2_plan(
         shadow_manager_version=shadow_manager_version,
     )
     validate_params("greengrassv2", "CreateDeployment", params)
-    return V2Plan(recipes=recipes, deployment=params, packages=packages, artifacts=artifacts)
+    return V2Plan(
+        recipes=recipes,
+        deployment=params,
+        packages=packages,
+        artifacts=artifacts,
+        wheels=wheels,
+        missing=missing,
+    )
 
 
 def v2_plan(
@@ -180,11 +275,22 @@ def v2_plan(
     if not options.shadow_manager_version:
         placeholders.append("shadow_manager_version")
     plan = Plan(target, placeholders=placeholders)
+    bucket = options.bucket or PLACEHOLDER_BUCKET
     for name, recipe in built.recipes.items():
         plan.files["{}.recipe.json".format(name)] = recipe
+        for artifact in built.artifacts[name]:
+            plan.artifacts[artifact.path.name] = artifact.path
+            plan.commands.append(
+                "aws s3 cp {} s3://{}/{}".format(artifact.path.name, bucket, artifact.key)
+            )
         plan.commands.append(
             "aws greengrassv2 create-component-version --inline-recipe "
             "fileb://{}.recipe.json".format(name)
+        )
+    for architecture, reason in sorted(built.missing.items()):
+        plan.notes.append(
+            "note: {}: {}; its manifest's Install stops with one line saying so "
+            "(give the wheels with --wheelhouse DIR)".format(architecture, reason)
         )
     plan.files["deployment.json"] = built.deployment
     plan.commands.append(

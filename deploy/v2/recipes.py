@@ -4,11 +4,16 @@ Each topology function becomes one native component (``<prefix>.<function id>``)
 that runs ``python3 -m <spec.module>`` with the function's environment and
 talks to the nucleus through the awsiotsdk IPC client (``agent.greengrass.v2``).
 
-* Artifact: the function's zip from ``deploy.package`` built for the V2
+* Artifacts: the function's zip from ``deploy.package`` built for the V2
   runtime (``<lambda_name>-v2.zip``; awsiotsdk instead of greengrasssdk),
   unarchived by the nucleus; ``PYTHONPATH`` points at it. What cannot be
-  vendored (awsiotsdk needs the compiled awscrt) is pip-installed into a venv
-  by the component's ``Install`` step.
+  vendored (awsiotsdk needs the compiled awscrt) travels as wheels: one manifest
+  per device architecture (``deploy.wheels``), each with a zip of the wheels for
+  that architecture and the device's Python, which its ``Install`` step installs
+  into a venv with ``pip install --no-index`` (never PyPI; skipped when a stamp
+  says the venv holds them already, since the nucleus runs ``Install`` at every
+  start). An architecture without wheels (armv7l: PyPI has no awscrt for it) gets
+  a manifest whose ``Install`` stops with one line naming the cause and the remedy.
 * Access control, derived from the subscriptions: ``aws.greengrass.ipc.mqttproxy``
   ``PublishToIoTCore`` on the subjects the function sends to ``cloud``
   (``SubscribeToIoTCore`` for ones from ``cloud``); ``aws.greengrass.ipc.pubsub``
@@ -37,7 +42,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Callable, Dict, List, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 from agent.config import VARIABLES
 from agent.greengrass.routing import validate_subject
@@ -214,6 +220,96 @@ def configuration_reference(name: str) -> str:
     return "{configuration:/" + name + "}"
 
 
+@dataclass(frozen=True)
+class DeviceManifest:
+    """One architecture's manifest: the wheels its ``Install`` installs offline, or why
+    there are none (then ``Install`` stops with that one line)."""
+
+    architecture: str  # Greengrass's: aarch64, amd64, arm
+    machine: str  # what ``uname -m`` says there: aarch64, x86_64, armv7l
+    python: str  # the device's Python the wheels are for, "3.11"
+    wheels_uri: str = ""
+    wheels_folder: str = ""  # the zip's name without .zip: where the nucleus unpacks it
+    digest: str = ""  # sha256 of the wheels zip: Install is skipped when its stamp says so
+    missing: str = ""  # why there are no wheels for this architecture
+
+
+VENV = "{work:path}/venv"
+INSTALL_LOG = "{work:path}/install.log"
+STAMP = VENV + "/.edge-agent-wheels"
+
+
+def _one_line_failure(condition: str, message: str) -> List[str]:
+    """``if CONDITION; then`` say MESSAGE on stderr (the component's log) and fail."""
+    return [
+        "if {}; then".format(condition),
+        "  echo {} >&2".format(shlex.quote("edge-agent install: " + message)),
+        "  exit 1",
+        "fi",
+    ]
+
+
+def install_script(device: DeviceManifest) -> str:
+    """The ``Install`` step: offline, idempotent, and one line on stderr when it fails.
+
+    The nucleus runs ``Install`` at every start, so the step returns at once when the venv
+    holds these very wheels (a stamp with the wheels zip's sha256). Otherwise it makes a
+    venv of the OS's Python with system site packages (Raspberry Pi OS refuses ``pip
+    install --user``, PEP 668; the OS's sense_hat/RTIMU stay visible) and installs the
+    pinned wheels from the artifact with ``--no-index``: PyPI is never asked. pip's own
+    output goes to ``install.log`` in the work folder; what the log shows is one line.
+    """
+    if not device.wheels_folder:
+        remedy = (
+            "install 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W), or build the wheel on a "
+            "Pi (pip wheel awscrt; cmake and a compiler needed) and plan again with "
+            "--wheelhouse DIR"
+        )
+        return "\n".join(
+            [
+                "echo {} >&2".format(
+                    shlex.quote(
+                        "edge-agent install: {}: {}".format(
+                            device.missing or "no wheels for " + device.machine, remedy
+                        )
+                    )
+                ),
+                "exit 1",
+            ]
+        )
+    wheels = "{{artifacts:decompressedPath}}/{}".format(device.wheels_folder)
+    version = tuple(int(n) for n in device.python.split("."))
+    lines = [
+        'if [ -x "{venv}/bin/python" ] && [ "$(cat "{stamp}" 2>/dev/null)" = "{digest}" ]; '
+        "then exit 0; fi".format(venv=VENV, stamp=STAMP, digest=device.digest),
+    ]
+    lines += _one_line_failure(
+        "! python3 -c 'import sys; sys.exit(sys.version_info[:2] != {!r})' 2>/dev/null".format(
+            version
+        ),
+        "the bundled wheels are for Python {} on {}, this device has another Python; plan "
+        "again with --device-python X.Y (python3 -V shows it)".format(
+            device.python, device.machine
+        ),
+    )
+    lines.append('rm -rf "{}"'.format(VENV))
+    lines += _one_line_failure(
+        '! python3 -m venv --system-site-packages "{}" > "{}" 2>&1'.format(VENV, INSTALL_LOG),
+        "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv); "
+        "details in " + INSTALL_LOG,
+    )
+    lines += _one_line_failure(
+        '! "{venv}/bin/python" -m pip install --no-index --find-links "{wheels}" '
+        "--no-cache-dir --disable-pip-version-check --no-input --quiet "
+        '-r "{wheels}/requirements.txt" >> "{log}" 2>&1'.format(
+            venv=VENV, wheels=wheels, log=INSTALL_LOG
+        ),
+        "pip could not install the bundled wheels offline; details in " + INSTALL_LOG,
+    )
+    lines.append('echo "{}" > "{}"'.format(device.digest, STAMP))
+    return "\n".join(lines)
+
+
 def build_recipe(
     topology: GroupTopology,
     spec: FunctionSpec,
@@ -223,13 +319,18 @@ def build_recipe(
     artifact_uri: str,
     zip_file: str,
     secret_arns: Mapping[str, str],
-    device_requirements: List[str] = (),  # type: ignore[assignment]
+    devices: Sequence[DeviceManifest] = (),
 ) -> Dict[str, Any]:
     """The component recipe. It holds no value that a deployment can change: the variables
     come from the component's configuration, through ``{configuration:/name}`` in
     ``Setenv`` (a changed value restarts the component with it) or, for the sensor's
     run-time variables, over IPC (applied without a restart); ``accessControl`` comes
-    with the deployment too (:func:`component_configuration`)."""
+    with the deployment too (:func:`component_configuration`).
+
+    ``devices``: one manifest per architecture whose ``Install`` installs the component's
+    wheels offline from an artifact (see :func:`install_script`). Without any (a function
+    that needs nothing compiled), one manifest for every Linux device, without ``Install``.
+    """
     # Which IPC services it uses decides its dependencies, whichever thing it runs as.
     acl = access_control(topology.for_thing(THING_NAME_VARIABLE), spec, name, secret_arns)
     unpacked = "{{artifacts:decompressedPath}}/{}".format(zip_file[: -len(".zip")])
@@ -240,20 +341,45 @@ def build_recipe(
         if key not in read_over_ipc
     }
     environment.update(PYTHONPATH=unpacked, PYTHONUNBUFFERED="1")
-    lifecycle: Dict[str, Any] = {"Setenv": environment}
-    python = "python3"
-    if device_requirements:
-        # A venv in the component's work folder: Debian 12 / Raspberry Pi OS
-        # refuse "pip install --user" (PEP 668), and a HOME of /tmp would not
-        # survive a reboot. System site packages keep the OS's sense_hat/RTIMU.
-        lifecycle["Install"] = {
-            "Script": "python3 -m venv --system-site-packages {work:path}/venv && "
-            "{work:path}/venv/bin/python -m pip install "
-            + " ".join(shlex.quote(r) for r in device_requirements),
-            "Timeout": 900,
+    code = {
+        "URI": artifact_uri,
+        "Unarchive": "ZIP",
+        "Permission": {"Read": "OWNER", "Execute": "NONE"},
+    }
+    manifests: List[Dict[str, Any]] = []
+    for device in devices:
+        lifecycle: Dict[str, Any] = {
+            "Setenv": dict(environment),
+            "Install": {"Script": install_script(device), "Timeout": 900},
+            "Run": {"Script": "{}/bin/python -m {}".format(VENV, spec.module)},
         }
-        python = "{work:path}/venv/bin/python"
-    lifecycle["Run"] = {"Script": "{} -m {}".format(python, spec.module)}
+        artifacts = [dict(code)]
+        if device.wheels_uri:
+            artifacts.append(
+                {
+                    "URI": device.wheels_uri,
+                    "Unarchive": "ZIP",
+                    "Permission": {"Read": "OWNER", "Execute": "NONE"},
+                }
+            )
+        manifests.append(
+            {
+                "Platform": {"os": "linux", "architecture": device.architecture},
+                "Lifecycle": lifecycle,
+                "Artifacts": artifacts,
+            }
+        )
+    if not manifests:
+        manifests.append(
+            {
+                "Platform": {"os": "linux"},
+                "Lifecycle": {
+                    "Setenv": dict(environment),
+                    "Run": {"Script": "python3 -m {}".format(spec.module)},
+                },
+                "Artifacts": [code],
+            }
+        )
     recipe: Dict[str, Any] = {
         "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
         "ComponentName": name,
@@ -277,19 +403,7 @@ def build_recipe(
     if dependencies:
         recipe["ComponentDependencies"] = dependencies
     recipe["ComponentConfiguration"] = {"DefaultConfiguration": default_configuration(spec)}
-    recipe["Manifests"] = [
-        {
-            "Platform": {"os": "linux"},
-            "Lifecycle": lifecycle,
-            "Artifacts": [
-                {
-                    "URI": artifact_uri,
-                    "Unarchive": "ZIP",
-                    "Permission": {"Read": "OWNER", "Execute": "NONE"},
-                }
-            ],
-        }
-    ]
+    recipe["Manifests"] = manifests
     return recipe
 
 
