@@ -108,8 +108,9 @@ ROOMS: Tuple[Room, ...] = (
         "where do actions wait, and who guards that file?",
         "`agent/servicenow/outbox.py` (SQLite, WAL), `agent/servicenow/outbox_guard.py` "
         "(lock, marker, integrity at start, moving aside), `agent/servicenow/outbox_salvage.py`, "
-        "`agent/servicenow/outbox_inspect.py` (what `edge-agent outbox` reads), "
-        "`agent/servicenow/outbox_check.py`",
+        "`agent/servicenow/outbox_check.py` (SQLite's integrity check), "
+        "`agent/servicenow/outbox_inspect.py` (what `edge-agent outbox` reads) and "
+        "`devtools/outbox_wal.py` (what `edge-agent outbox --check` reads in the write-ahead log)",
     ),
     Room("where are credentials cached?", "`agent/credentials.py`"),
     Room(
@@ -159,7 +160,7 @@ ROOMS: Tuple[Room, ...] = (
     Room(
         "the `edge-agent` command",
         "`devtools/cli.py` (the table of commands), `devtools/simulate_cmd.py`, "
-        "`devtools/outbox_cmd.py`, `devtools/status_cmd.py`",
+        "`devtools/outbox_cmd.py`, `devtools/status_cmd.py`; `agent/standalone/run.py`",
     ),
     Room(
         "laptop tooling",

@@ -188,27 +188,63 @@ def test_a_damaged_page_fails_the_integrity_check_and_readable_rows_are_carried_
     again.close()
 
 
-def test_a_damaged_wal_is_found_though_sqlite_says_nothing(crashed, core, caplog):
-    state = crashed
+def _damage_a_middle_frame(state):
     wal = state / "outbox.sqlite3-wal"
     frames = (wal.stat().st_size - 32) // FRAME
     assert frames > 10
     with open(str(wal), "r+b") as handle:  # bad bytes in the page of a middle frame
         handle.seek(32 + (frames // 2) * FRAME + 24 + 100)
         handle.write(b"\xde\xad\xbe\xef")
-    damaged = wal.read_bytes()
+    return wal.read_bytes()
+
+
+def test_outbox_check_finds_what_a_damaged_wal_hides_from_sqlite(crashed):
+    state = crashed
+    assert _outbox_cli(state, "--check").returncode == 0  # a crash alone: nothing hidden
+    _damage_a_middle_frame(state)
+    evidence = ("outbox.sqlite3", "outbox.sqlite3-wal")  # (-shm is SQLite's index of the WAL)
+    before = {name: (state / name).read_bytes() for name in evidence}
+    result = _outbox_cli(state, "--check")
+    assert result.returncode == 3, result.stderr
+    assert "committed transactions in its write-ahead log follow a damaged frame" in (result.stderr)
+    (lost,) = json.loads(result.stdout)["wal"].values()
+    assert lost > 0  # transactions: enqueues, and the retries the worker recorded
+    assert {name: (state / name).read_bytes() for name in evidence} == before  # read only
+
+
+def test_a_damaged_wal_is_reported_at_start_by_the_marker_and_kept_for_the_check(
+    crashed, core, caplog
+):
+    state = crashed
+    damaged = _damage_a_middle_frame(state)
+    hidden = json.loads(_outbox_cli(state, "--check").stdout)["wal"]
+    (lost,) = hidden.values()
 
     again = _service(_closed_port_url(), state, core)
     (critical,) = _critical(caplog)
-    assert "committed transactions in its write-ahead log follow a damaged frame" in critical
+    assert "lost committed transactions" in critical
     folder, report = _report(state)
-    assert report["reason"] == "damaged"
-    assert (state / folder / "outbox.sqlite3-wal").read_bytes() == damaged  # evidence intact
-    carried = report["carried_over"]["pending"]
+    assert report["reason"] == "rolled back" and folder in critical
+    carried = again.outbox.counts()["pending"]
     assert carried < 10 and report["possibly_lost"] == 10 - carried
-    assert again.outbox.counts()["pending"] == carried
+    assert "up to {} queued ServiceNow actions may be lost".format(10 - carried) in critical
+    # The evidence is kept: the log as it was, which --check reads again after the restart.
+    assert (state / folder / "outbox.sqlite3-wal").read_bytes() == damaged
     again.close()
-    assert _outbox_cli(state).returncode == 3
+    result = _outbox_cli(state, "--check")
+    assert result.returncode == 3  # the report, until acknowledged
+    assert json.loads(result.stdout)["wal"][str(state / folder / "outbox.sqlite3")] == lost
+    assert "the copy kept in" in result.stderr
+
+
+def test_outbox_check_waits_for_the_agent_to_stop(tmp_path, core, standin):
+    service = _service(standin.url, tmp_path / "state", core)
+    try:
+        result = _outbox_cli(tmp_path / "state", "--check")
+        assert result.returncode == 1
+        assert "stop the function first" in result.stderr
+    finally:
+        service.close()
 
 
 def test_a_database_deleted_after_a_crash_leaves_its_wal_which_is_kept_aside(crashed, core, caplog):

@@ -5,14 +5,17 @@ At open (:meth:`OutboxGuard.open`), in the anomaly function's ``stateDir``:
 * the directory must be writable (else a clear error naming it) and the lock
   ``outbox.lock`` free (a second anomaly process on the directory is refused);
 * ``outbox.marker.json`` remembers that an outbox exists, its pending count
-  and its id sequence. An outbox the marker knows of that is missing, damaged
-  (``quick_check``, "file is not a database", committed WAL transactions after
-  a damaged frame) or behind the marker's sequence (committed transactions
-  gone, e.g. its WAL deleted) is never silently replaced: its files are moved
-  into ``outbox.broken-<UTC time>/`` (never deleted), the rows still readable
-  are carried over into a fresh outbox, a CRITICAL line says how many actions
-  may be lost, and ``report.json`` there makes ``edge-agent outbox`` exit 3
-  until someone acknowledges it.
+  and its id sequence. An outbox the marker knows of that is missing or
+  damaged (SQLite's ``quick_check``, "file is not a database") is never
+  silently replaced: its files are moved into ``outbox.broken-<UTC time>/``
+  (never deleted), the rows still readable are carried over into a fresh
+  outbox, a CRITICAL line says how many actions may be lost, and
+  ``report.json`` there makes ``edge-agent outbox`` exit 3 until someone
+  acknowledges it. One behind the marker's sequence (committed transactions
+  gone: its WAL deleted, or frames after a damaged one, which SQLite skips
+  silently) is kept in use and reported the same way; a copy of its WAL is
+  kept there for ``edge-agent outbox --check``, which counts what the marker
+  could not (``devtools/outbox_wal.py``).
 
 While running (:meth:`OutboxGuard.maintain`, from the delivery worker, at most
 every ``CHECK_INTERVAL`` seconds): a stat tells whether the file at the path is
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -37,7 +41,7 @@ from ..state_dir import StateDirError, StateLock, lock_state, prepare_state_dir
 from ..state_file import read_json, try_write_json, write_json_atomic
 from .outbox import Outbox
 from .outbox_check import open_for_check, problem
-from .outbox_salvage import read_tables
+from .outbox_salvage import pending_sequence, read_tables
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ class OutboxGuard:
         check: Optional[sqlite3.Connection] = None
         try:
             check = open_for_check(self.path)
-            what = problem(check, self.path)
+            what = problem(check)
         except sqlite3.OperationalError:
             # Locked, read-only, an I/O error: a fault of the moment, not of the file.
             if check is not None:
@@ -126,8 +130,11 @@ class OutboxGuard:
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             what = str(exc)
         if what is None and check is not None:
+            evidence = None
+            if marker_value(marker, "sequence") > _sequence_or_zero(check):
+                evidence = self._keep_wal()  # before closing: that checkpoints and deletes it
             check.close()  # checkpoints the WAL into the file
-            return self._open_healthy(marker, marker_state)
+            return self._open_healthy(marker, marker_state, evidence)
         snapshot = read_tables(check) if check is not None else {}
         folder, moved_files = self._move_aside()
         if check is not None:
@@ -152,24 +159,31 @@ class OutboxGuard:
         )
         return outbox
 
-    def _open_healthy(self, marker: Optional[Dict[str, Any]], marker_state: str) -> Outbox:
+    def _open_healthy(
+        self,
+        marker: Optional[Dict[str, Any]],
+        marker_state: str,
+        evidence: Optional[Tuple[str, List[str]]] = None,
+    ) -> Outbox:
         outbox = Outbox(self.path)
         pending, sequence = outbox.progress()
         marker_sequence = marker_value(marker, "sequence")
         if marker_sequence > sequence:
-            # Committed enqueues are gone (its WAL deleted, a backup restored):
+            # Committed enqueues are gone (its WAL deleted or damaged, a backup restored):
             # what is left is consistent, so keep using it, but say so.
-            folder, _ = self._move_aside(move=False)
+            folder, copied = evidence or self._move_aside(move=False)
             lost = marker_sequence - sequence
             what = "lost committed transactions (its last action id is {}, the marker's {})".format(
                 sequence, marker_sequence
             )
             outbox.restore({}, marker_sequence)
-            outcome = "continuing with its {} pending actions; the record is in {}".format(
-                pending, folder
+            outcome = "continuing with its {} pending actions; {} {}".format(
+                pending,
+                "a copy of its write-ahead log is kept in" if copied else "the record is in",
+                folder,
             )
             self._report(
-                folder, "rolled back", what, outcome, marker, [], lost, {"pending": pending}
+                folder, "rolled back", what, outcome, marker, copied, lost, {"pending": pending}
             )
         elif marker is not None and _identity(self.path) != tuple(marker.get("identity") or ()):
             log.warning(
@@ -291,6 +305,17 @@ class OutboxGuard:
                 moved_files.append(name)
         return folder, moved_files
 
+    def _keep_wal(self) -> Tuple[str, List[str]]:
+        """Copy the outbox and its WAL, as they are before SQLite checkpoints them, into a
+        fresh ``outbox.broken-<time>/``: the evidence ``edge-agent outbox --check`` reads."""
+        folder, _ = self._move_aside(move=False)
+        copied = []
+        if os.path.exists(self.path + "-wal"):
+            for suffix in ("", "-wal"):
+                shutil.copyfile(self.path + suffix, os.path.join(folder, OUTBOX_FILE + suffix))
+                copied.append(OUTBOX_FILE + suffix)
+        return folder, copied
+
     def _report(
         self,
         folder: str,
@@ -363,6 +388,14 @@ def _possibly_lost(
     pending: int = marker_value(marker, "pending")
     sequence: int = marker_value(marker, "sequence")
     return max(0, pending - carried_pending, sequence - carried_sequence)
+
+
+def _sequence_or_zero(db: sqlite3.Connection) -> int:
+    """The outbox's action id sequence; 0 when its tables were never written."""
+    try:
+        return pending_sequence(db)
+    except sqlite3.DatabaseError:
+        return 0
 
 
 def _require_writable(path: str) -> None:
