@@ -119,6 +119,7 @@ def standin(password):
 
 @pytest.fixture
 def clock() -> VirtualClock:
+    """The agent's virtual clock, shared with :func:`snow`."""
     return VirtualClock(start=1_790_000_000.0)
 
 
@@ -151,16 +152,10 @@ def v1_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def vclock() -> VirtualClock:
-    """The agent's virtual clock, shared with :func:`snow`."""
-    return VirtualClock(start=1_790_000_000.0)
-
-
-@pytest.fixture
-def snow(password, vclock):
+def snow(password, clock):
     """The stand-in, stamping each request with the agent's virtual time."""
     from devtools.servicenow_standin import ServiceNowStandIn
 
-    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=vclock.time).start()
+    server = ServiceNowStandIn(users={SNOW_USER: password}, clock=clock.time).start()
     yield server
     server.stop()

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from helpers import wait_until
 
 WORKER = os.path.join(os.path.dirname(__file__), "anomaly_worker.py")
 
@@ -101,12 +101,11 @@ class AnomalyProcess:
         return json.loads(line[len("SUMMARY ") :])
 
     def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.log):
-                if text in line:
-                    return line
-            time.sleep(0.05)
+        def line_with_text() -> Any:
+            return next((line for line in list(self.log) if text in line), None)
+
+        if wait_until(lambda: line_with_text() is not None, timeout):
+            return str(line_with_text())
         raise AssertionError("no log line with {!r}:\n{}".format(text, self.log_text()))
 
     def quit(self, timeout: float = 30.0) -> int:
@@ -130,15 +129,6 @@ class AnomalyProcess:
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(Exception):
                 stream.close()
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def episode_events(count: int, device: str = "pi-disk", start: float = 1_790_000_000.0) -> List:

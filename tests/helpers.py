@@ -48,11 +48,17 @@ def fresh_import(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it is true (``True``) or ``timeout`` s pass (``False``)."""
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Wait for what a test expects to happen (a condition, a message, a file): poll
+    ``condition`` until it is true, at most ``timeout`` s; return whether it came.
+
+    The one waiting helper of the tests. To show that something did *not* happen,
+    first wait for a later event that proves it would have by then (a later reading
+    processed, a later request answered), then assert.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
+        if condition():
             return True
-        time.sleep(0.02)
-    return False
+        time.sleep(interval)
+    return bool(condition())

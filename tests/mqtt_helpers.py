@@ -8,11 +8,11 @@ import logging
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import paho.mqtt.client as mqtt
+from helpers import wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.greengrass.local import LocalCore
@@ -42,15 +42,6 @@ make_local_ca = _load_make_local_ca()
 def tls_listener(ca: Path, cert: Path, key: Path) -> List[str]:
     """A mutual-TLS listener's settings (TLS 1.2 or newer), as make_local_ca writes them."""
     return list(make_local_ca.listener_settings(ca, cert, key))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def new_bridge(url: str, **options: Any) -> MqttBridge:

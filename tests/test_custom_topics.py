@@ -8,9 +8,9 @@ on a custom topic is dropped.
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
+from helpers import wait_until
 
 from agent.clock import VirtualClock
 from agent.greengrass.local import LocalCore
@@ -33,15 +33,6 @@ def _variables(tmp_path) -> dict:
         "stateDir": str(tmp_path),
         "snowUrl": "http://127.0.0.1:9",  # nothing is delivered in these tests
     }
-
-
-def _wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_custom_topics_are_routed_on_the_local_core(tmp_path, caplog):
@@ -101,7 +92,7 @@ def test_custom_topics_are_routed_on_v2(tmp_path):
 
             assert list(nucleus.iot_core) == [READINGS, ALERTS]
             assert list(nucleus.local) == [ALERTS]
-            assert _wait_for(lambda: anomaly_app.counts["queued"] == 1)
+            assert wait_until(lambda: anomaly_app.counts["queued"] == 1)
             assert sensor_app.runtime.unrouted == {}
         finally:
             sensor_app.runtime.close()

@@ -13,8 +13,8 @@ import time
 
 import pytest
 from conftest import secret_json
-from faults import AnomalyProcess, episode_events, fill, tmpfs, wait_until
-from helpers import anomaly
+from faults import AnomalyProcess, episode_events, fill, tmpfs
+from helpers import anomaly, wait_until
 from test_sensor_service import FlakyRuntime, ScriptedSensor
 
 from agent import anomaly_service

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from conftest import secret_json
-from helpers import anomaly, fresh_import, wait_for
+from helpers import anomaly, fresh_import, wait_until
 from v1_core import CORE_MODULES_DIR, V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
@@ -49,7 +49,7 @@ def test_sensor_function_starts_its_loop_at_load_and_publishes(tmp_path):
             stderr=subprocess.PIPE,
         )
         try:
-            published = wait_for(
+            published = wait_until(
                 lambda: (
                     len(core.messages("IoTBlog/sensorData")) >= 5
                     and core.messages("IoTBlog/anomaly")
@@ -94,7 +94,7 @@ def test_anomaly_function_opens_an_incident_through_the_v1_secret(
         try:
             context = LambdaContext("edge-agent-anomaly", "IoTBlog/anomaly", "sensor")
             module.function_handler(anomaly(episode="pi-v1:humidity:upper:1790000000"), context)
-            assert wait_for(lambda: len(standin.incidents()) == 1)
+            assert wait_until(lambda: len(standin.incidents()) == 1)
         finally:
             module.app.stop()
     assert core.secret_requests and core.secret_requests[0]["SecretId"] == "greengrass-snow-creds"

@@ -7,7 +7,6 @@ import logging
 import math
 import re
 import threading
-import time
 from typing import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
 from awsiot.eventstreamrpc import SerializeError  # noqa: E402
 from awsiot.greengrasscoreipc import model  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from v2_nucleus import (  # noqa: E402
     GET_SECRET_VALUE,
     PUBLISH_TO_IOT_CORE,
@@ -79,15 +79,6 @@ class Inbox:
     def wait(self, count: int = 1, timeout: float = 5.0) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: len(self.received) >= count, timeout)
-
-
-def eventually(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -358,7 +349,7 @@ def test_handler_exceptions_are_logged_not_raised(nucleus, sensor, anomaly, capl
     sensor.publish(DEFAULT_ANOMALY_TOPIC, dict(EVENT, seq=0))
     sensor.publish(DEFAULT_ANOMALY_TOPIC, dict(EVENT, seq=1))
 
-    assert eventually(lambda: seen == [0, 1]), seen
+    assert wait_until(lambda: seen == [0, 1]), seen
     assert "handler for 'IoTBlog/anomaly' failed" in caplog.text
     assert "RuntimeError: handler bug" in caplog.text
     assert "Traceback" not in capsys.readouterr().err
@@ -396,8 +387,8 @@ def test_close_ends_subscriptions_and_connection(nucleus, caplog):
     runtime.close()
     runtime.close()
 
-    assert eventually(lambda: nucleus.subscriptions() == [])
-    assert eventually(lambda: nucleus.connections[-1].closed)
+    assert wait_until(lambda: nucleus.subscriptions() == [])
+    assert wait_until(lambda: nucleus.connections[-1].closed)
     assert "closed the subscription" not in caplog.text  # we closed it, no false alarm
     sensor = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=client)
     with pytest.raises(PublishError, match="ConnectionClosedError"):

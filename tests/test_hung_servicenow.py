@@ -7,7 +7,7 @@ import time
 
 import pytest
 from conftest import SNOW_USER, new_secret, secret_json
-from helpers import anomaly
+from helpers import anomaly, wait_until
 
 from agent.greengrass.local import LocalCore
 from agent.topology import ANOMALY_FUNCTION_ID
@@ -66,11 +66,17 @@ def test_a_note_whose_patch_hung_is_applied_once(tmp_path):
         snow.resume()
         pump_until(service, lambda: service.next_attempt_at() is None, 30)
         assert service.next_attempt_at() is None, service.summary()
-        time.sleep(0.5)  # anything still queued in the stand-in is applied by now
+        # Every PATCH the agent sent has been applied (the stand-in logs a request after
+        # applying it, answered or not): a second note would be there now.
+        assert wait_until(lambda: len(_patches(snow)) >= service.client.calls["PATCH"])
         (incident,) = snow.incidents()
-        patches = [entry for entry in snow.request_log if entry[0] == "PATCH"]
+        patches = _patches(snow)
         service.outbox.close()
     notes = [e for e in incident["_journal"] if e["value"].startswith("Still breaching")]
     assert retries_while_hung >= 3  # it kept trying while ServiceNow hung...
     assert len(notes) == 1, notes  # ...and the note is there once
     assert len(patches) == 1
+
+
+def _patches(snow):
+    return [entry for entry in snow.request_log if entry[0] == "PATCH"]

@@ -14,24 +14,15 @@ import importlib
 import json
 import os
 import sys
-import time
 
 import pytest
+from helpers import wait_until
 from v1_core import V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
 from agent.topology import SENSOR_FUNCTION_ID, SHADOW_SERVICE, default_topology
 
 THING = "pi-v1-core"
-
-
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -77,7 +68,7 @@ def sensor_state(core):
 
 def test_the_function_reports_the_values_in_force_to_its_shadow(v1_sensor):
     core, _ = v1_sensor
-    assert _wait_for(lambda: "reported" in sensor_state(core))
+    assert wait_until(lambda: "reported" in sensor_state(core))
     reported = sensor_state(core)["reported"]["sensor"]
     assert reported["humidLimit"] == 50 and reported["period"] == 0.05
     assert reported["debounceSamples"] == 2
@@ -93,13 +84,13 @@ def test_a_lower_limit_from_the_cloud_opens_an_episode_and_desired_and_reported_
     v1_sensor, tmp_path
 ):
     core, app = v1_sensor
-    assert _wait_for(lambda: "reported" in sensor_state(core))
+    assert wait_until(lambda: "reported" in sensor_state(core))
     answer = core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 30}}}})
     assert answer["version"] >= 2
-    assert _wait_for(lambda: core.messages("IoTBlog/anomaly")), "no breach after the change"
+    assert wait_until(lambda: core.messages("IoTBlog/anomaly")), "no breach after the change"
     [breach] = core.messages("IoTBlog/anomaly")[:1]
     assert breach["event"] == "breach" and breach["limit"] == 30.0
-    assert _wait_for(lambda: "delta" not in sensor_state(core)), sensor_state(core)
+    assert wait_until(lambda: "delta" not in sensor_state(core)), sensor_state(core)
     assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 30
     assert app.live_config.counts["applied"] == 1
     # Applied values are in the state file, for a restart.
@@ -109,15 +100,17 @@ def test_a_lower_limit_from_the_cloud_opens_an_episode_and_desired_and_reported_
 
 def test_an_invalid_value_is_rejected_and_reported_with_its_reason(v1_sensor):
     core, app = v1_sensor
-    assert _wait_for(lambda: "reported" in sensor_state(core))
+    assert wait_until(lambda: "reported" in sensor_state(core))
     core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": "soggy"}}}})
-    assert _wait_for(lambda: "sensorRejected" in sensor_state(core).get("reported", {}))
+    assert wait_until(lambda: "sensorRejected" in sensor_state(core).get("reported", {}))
     state = sensor_state(core)
     rejected = state["reported"]["sensorRejected"]["humidLimit"]
     assert rejected["value"] == "soggy" and "finite number" in rejected["reason"]
     assert state["reported"]["sensor"]["humidLimit"] == 50  # the old value stays
     assert state["delta"] == {"sensor": {"humidLimit": "soggy"}}  # still asked for, refused
-    time.sleep(0.3)
+    # Three more readings judged (debounceSamples is 2): any change would have breached by now.
+    seen = len(core.messages("IoTBlog/sensorData"))
+    assert wait_until(lambda: len(core.messages("IoTBlog/sensorData")) >= seen + 3)
     assert core.messages("IoTBlog/anomaly") == []
     assert (
         app.live_config.counts["rejected"] == 1
@@ -140,10 +133,10 @@ def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_pa
         sys.modules.pop("functions.sensor_function", None)
         module = importlib.import_module("functions.sensor_function")
         try:
-            assert _wait_for(lambda: len(core.shadow_requests) >= 3)  # retried, not given up
+            assert wait_until(lambda: len(core.shadow_requests) >= 3)  # retried, not given up
             assert module.app.settings.limits[1].upper == 50.0
             core.shadow_reachable = True
-            assert _wait_for(lambda: "delta" not in sensor_state(core), timeout=15)
+            assert wait_until(lambda: "delta" not in sensor_state(core), timeout=15)
             assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 45
         finally:
             module.app.stop()

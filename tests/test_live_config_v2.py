@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
+from helpers import wait_until  # noqa: E402
 from nucleus_services import GET_THING_SHADOW  # noqa: E402
 from sensor_acl import sensor_access_control  # noqa: E402
 from v2_nucleus import FakeNucleus  # noqa: E402
@@ -31,15 +32,6 @@ from functions import sensor_function  # noqa: E402
 COMPONENT = "com.edgeagent.sensor"
 THING = "pi-v2-core"
 DEPLOYED = {"humidLimit": "50", "period": "0.05", "debounceSamples": "2"}
-
-
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 class Component:
@@ -93,29 +85,29 @@ def reported(nucleus):
 
 def test_the_run_time_variables_come_from_the_configuration_over_ipc(nucleus, component):
     assert component.app.settings.period == 0.05 and component.app.settings.debounce_samples == 2
-    assert _wait_for(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 50)
+    assert wait_until(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 50)
     assert component.runtime.unrouted == {}
     assert nucleus.configuration_subscribers(COMPONENT) == 1
 
 
 def test_a_deployment_that_lowers_the_limit_applies_without_a_restart(nucleus, component):
-    assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) >= 3)
+    assert wait_until(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) >= 3)
     app = component.app
     nucleus.set_configuration(COMPONENT, {"humidLimit": "30"})  # a deployment's merge
-    assert _wait_for(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
+    assert wait_until(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
     [breach] = nucleus.iot_core_messages("IoTBlog/anomaly")[:1]
     assert breach["event"] == "breach" and breach["limit"] == 30.0
     assert component.app is app and component.humid_limit() == 30.0
     seqs = [m["seq"] for m in nucleus.iot_core_messages("IoTBlog/sensorData")]
     assert seqs == list(range(1, len(seqs) + 1))  # one process, no reading lost
-    assert _wait_for(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 30)
+    assert wait_until(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 30)
 
 
 def test_the_shadow_beats_the_deployment(nucleus, component):
     nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
-    assert _wait_for(lambda: component.humid_limit() == 35.0)
+    assert wait_until(lambda: component.humid_limit() == 35.0)
     nucleus.set_configuration(COMPONENT, {"humidLimit": "60"})
-    assert _wait_for(
+    assert wait_until(
         lambda: component.app.live_config.layers.configuration.get("humidLimit") == "60"
     )
     time.sleep(0.2)
@@ -129,7 +121,7 @@ def test_the_shadow_beats_the_deployment(nucleus, component):
 
 def test_a_bad_configuration_value_is_rejected_reported_and_changes_nothing(nucleus, component):
     nucleus.set_configuration(COMPONENT, {"debounceSamples": "0"})
-    assert _wait_for(lambda: "sensorRejected" in reported(nucleus))
+    assert wait_until(lambda: "sensorRejected" in reported(nucleus))
     rejected = reported(nucleus)["sensorRejected"]["debounceSamples"]
     assert rejected == {
         "value": "0",
@@ -147,12 +139,12 @@ def test_without_shadow_access_readings_go_on_and_deployments_still_apply(
     started = Component(nucleus, tmp_path, acl=acl)
     try:
         asked = lambda: any(op == GET_THING_SHADOW for _, op, _ in nucleus.requests)  # noqa: E731
-        assert _wait_for(asked)
-        assert _wait_for(lambda: "in the component's aws.greengrass.ShadowManager" in caplog.text)
+        assert wait_until(asked)
+        assert wait_until(lambda: "in the component's aws.greengrass.ShadowManager" in caplog.text)
         assert nucleus.shadows.document(THING) is None  # refused: the nucleus never served it
         nucleus.set_configuration(COMPONENT, {"humidLimit": "30"})
-        assert _wait_for(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
-        assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 10)
+        assert wait_until(lambda: nucleus.iot_core_messages("IoTBlog/anomaly"))
+        assert wait_until(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 10)
     finally:
         started.stop()
 
@@ -163,8 +155,8 @@ def test_a_bad_value_in_the_configuration_at_start_is_rejected_not_fatal(nucleus
         assert started.app.settings.debounce_samples == 3  # the default stays
         assert started.app.settings.period == 0.05  # the valid values apply
         assert "debounceSamples must be 1 or more, got 0" in caplog.text
-        assert _wait_for(lambda: "sensorRejected" in reported(nucleus))
+        assert wait_until(lambda: "sensorRejected" in reported(nucleus))
         assert reported(nucleus)["sensorRejected"]["debounceSamples"]["source"] == "configuration"
-        assert _wait_for(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 3)
+        assert wait_until(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 3)
     finally:
         started.stop()

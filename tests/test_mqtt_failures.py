@@ -15,6 +15,7 @@ import logging
 import threading
 
 import pytest
+from helpers import wait_until
 from mosquitto import Mosquitto, free_port
 from mqtt_helpers import (
     BRIDGE_LOG,
@@ -27,7 +28,6 @@ from mqtt_helpers import (
     publish_readings,
     reading,
     tls_listener,
-    wait_until,
 )
 from mqtt_pki import TestPKI, bundle
 

@@ -21,8 +21,8 @@ import sys
 
 import pytest
 from conftest import secret_json
-from faults import AnomalyProcess, moved_aside, wait_until
-from helpers import anomaly
+from faults import AnomalyProcess, moved_aside
+from helpers import anomaly, wait_until
 
 from agent.anomaly_service import AnomalyService
 from agent.config import AnomalySettings

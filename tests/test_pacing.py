@@ -13,13 +13,13 @@ from agent.topology import ANOMALY_FUNCTION_ID
 from functions import anomaly_function
 
 
-def make_service(snow, password, vclock, tmp_path, **environ):
+def make_service(snow, password, clock, tmp_path, **environ):
     core = LocalCore()
     core.add_secret("greengrass-snow-creds", secret_json(password))
     return anomaly_function.create_app(
         environ={"snowUrl": snow.url, "stateDir": str(tmp_path), **environ},
         runtime=core.runtime_for(ANOMALY_FUNCTION_ID),
-        clock=vclock,
+        clock=clock,
     )
 
 
@@ -30,39 +30,39 @@ def queue_episodes(service, count):
         service.handle(anomaly("recovered", 1, episode, value=40.0, ts=1_790_000_300.0))
 
 
-def drive(service, vclock, until, switch=lambda now: None):
+def drive(service, clock, until, switch=lambda now: None):
     """Run the delivery worker's loop in virtual time until ``until`` or the outbox is empty."""
-    while vclock.time() < until:
-        switch(vclock.time())
+    while clock.time() < until:
+        switch(clock.time())
         service.pump()
         next_at = service.next_attempt_at()
         if next_at is None:
             return
-        vclock.advance_to(max(next_at, vclock.time() + 0.001))
+        clock.advance_to(max(next_at, clock.time() + 0.001))
 
 
-def test_the_pacer_lets_a_burst_through_then_holds_the_rate(vclock):
-    pacer = RequestPacer(5, vclock)
+def test_the_pacer_lets_a_burst_through_then_holds_the_rate(clock):
+    pacer = RequestPacer(5, clock)
     starts = []
     for _ in range(16):
         pacer.acquire()
-        starts.append(vclock.time())
+        starts.append(clock.time())
     assert starts[:5] == [starts[0]] * 5  # an episode's few calls are not delayed
     for i in range(5, 16):
         assert starts[i] - starts[i - 5] >= 1.0 - 1e-9  # never more than 5 in a second
     assert starts[-1] - starts[0] == pytest.approx(3.0)  # 16 requests: 5, 5, 5 and 1
-    half = RequestPacer(0.5, vclock)
-    t0 = vclock.time()
+    half = RequestPacer(0.5, clock)
+    t0 = clock.time()
     half.acquire()
     half.acquire()
-    assert vclock.time() - t0 == pytest.approx(2.0)
-    assert RequestPacer(0, vclock).acquire() == 0.0  # 0: no cap
+    assert clock.time() - t0 == pytest.approx(2.0)
+    assert RequestPacer(0, clock).acquire() == 0.0  # 0: no cap
 
 
-def test_a_backlog_goes_out_at_the_configured_rate(snow, password, vclock, tmp_path):
-    service = make_service(snow, password, vclock, tmp_path, snowMaxRequestsPerSecond="5")
+def test_a_backlog_goes_out_at_the_configured_rate(snow, password, clock, tmp_path):
+    service = make_service(snow, password, clock, tmp_path, snowMaxRequestsPerSecond="5")
     queue_episodes(service, 40)  # 80 actions, 4 requests per episode
-    drive(service, vclock, vclock.time() + 3600)
+    drive(service, clock, clock.time() + 3600)
     assert service.next_attempt_at() is None
     times = [t for t, _, _, status in snow.timed_request_log if status is not None]
     assert len(times) == 160 and len(snow.incidents()) == 40
@@ -73,11 +73,11 @@ def test_a_backlog_goes_out_at_the_configured_rate(snow, password, vclock, tmp_p
 
 @pytest.mark.parametrize("outage_hours", [0.25, 3.0])
 def test_a_long_outage_is_probed_gently_and_the_backlog_drains_soon_after(
-    snow, password, vclock, tmp_path, outage_hours
+    snow, password, clock, tmp_path, outage_hours
 ):
     # The defaults: retryMaxSeconds 300 no longer decides how long a backlog waits.
-    service = make_service(snow, password, vclock, tmp_path)
-    down_at = vclock.time()
+    service = make_service(snow, password, clock, tmp_path)
+    down_at = clock.time()
     up_at = down_at + outage_hours * 3600 + 7.3  # not on any retry's schedule
     snow.faults.down = True
     queue_episodes(service, 25)  # 25 incidents waiting, not one
@@ -86,9 +86,9 @@ def test_a_long_outage_is_probed_gently_and_the_backlog_drains_soon_after(
         if now >= up_at and snow.faults.down:
             snow.faults.down = False
 
-    drive(service, vclock, up_at, switch)
-    vclock.advance_to(up_at)
-    drive(service, vclock, up_at + 3600, switch)
+    drive(service, clock, up_at, switch)
+    clock.advance_to(up_at)
+    drive(service, clock, up_at + 3600, switch)
     assert service.next_attempt_at() is None
     assert len(snow.incidents()) == 25 and all(i["state"] == "6" for i in snow.incidents())
     log = snow.timed_request_log

@@ -20,11 +20,6 @@ from agent.sensors.sensehat import SenseHatSensor, chip_value
 # Over the installed sense_hat library in a namespace: see test_sense_hat_library.py.
 
 
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(start=1_790_000_000.0)
-
-
 def test_chip_zero_is_no_reading_and_impossible_values_are_none():
     assert chip_value(0, "temperature") is None  # the library's "invalid" answer
     assert chip_value(0.0, "humidity") is None

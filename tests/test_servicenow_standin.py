@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import wait_until
 
 from devtools.servicenow_standin import (
     Faults,
@@ -603,9 +604,7 @@ def test_commit_delay_stores_a_write_only_later_even_if_the_client_gave_up(stand
     reads = http.get(standin.url + V2, params={"sysparm_query": "correlation_id=slow"}, timeout=5)
     assert reads.json()["result"] == []
     # ...and it appears once the commit is through, answer or no answer.
-    deadline = time.monotonic() + 5
-    while not standin.incidents({"correlation_id": "slow"}) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_until(lambda: standin.incidents({"correlation_id": "slow"}), 5)
     assert len(standin.incidents({"correlation_id": "slow"})) == 1
     assert time.monotonic() - started >= 0.6
     standin.faults.reset()

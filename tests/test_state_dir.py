@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import secret_json
-from faults import AnomalyProcess, tmpfs, wait_until
+from faults import AnomalyProcess, tmpfs
+from helpers import wait_until
 from test_sensor_service import ScriptedSensor
 
 from agent import startup, state_dir

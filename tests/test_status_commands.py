@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import requests
+from helpers import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.simulate import SimulationOptions, run
@@ -58,14 +58,6 @@ class Served:
     def text(self, name):
         return "".join(self.lines[name])
 
-    def wait_for(self, predicate, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return False
-
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -79,7 +71,7 @@ class Served:
 
 def _summary(served):
     """The --json summary, printed on stdout when the run ends (before serving on)."""
-    assert served.wait_for(lambda: served.text("stdout").rstrip().endswith("}")), served.lines
+    assert wait_until(lambda: served.text("stdout").rstrip().endswith("}"), 30), served.lines
     return json.loads(served.text("stdout"))
 
 
@@ -153,8 +145,8 @@ def test_simulate_serve_in_real_time_serves_only_during_the_run(tmp_path):
         ]
     )
     try:
-        assert served.wait_for(
-            lambda: requests.get(served.url + "api/state", timeout=5).json()["readings"]["ts"]
+        assert wait_until(
+            lambda: requests.get(served.url + "api/state", timeout=5).json()["readings"]["ts"], 30
         )
         assert served.proc.wait(30) == 0
     finally:
@@ -191,11 +183,12 @@ def test_run_status_serves_the_page_while_the_agent_runs(tmp_path):
         ]
     )
     try:
-        assert served.wait_for(
+        assert wait_until(
             lambda: (
                 len(requests.get(served.url + "api/state", timeout=5).json()["readings"]["ts"])
                 >= 10
-            )
+            ),
+            30,
         )
         state = requests.get(served.url + "api/state", timeout=5).json()
         assert state["functions"]["sensor"]["final"] is False  # its first report, at start
@@ -280,12 +273,12 @@ def test_healthz_turns_503_during_an_outage_and_200_after(tmp_path):
         return answer
 
     try:
-        assert served.wait_for(lambda: healthz().status_code == 503 and "stuck" in seen[-1][1])
+        assert wait_until(lambda: healthz().status_code == 503 and "stuck" in seen[-1][1], 30)
         code, text = seen[-1]
         assert text.startswith("unhealthy: delivery stuck: 1 action pending, the oldest for ")
         assert "last error: ServiceNow unreachable at http://127.0.0.1:" in text
-        assert served.wait_for(lambda: "ServiceNow is back" in served.text("stdout"), timeout=30)
-        assert served.wait_for(lambda: healthz().status_code == 200, timeout=15)
+        assert wait_until(lambda: "ServiceNow is back" in served.text("stdout"), timeout=30)
+        assert wait_until(lambda: healthz().status_code == 200, timeout=15)
         assert seen[-1][1] == "ok\n"
         assert "opened incident INC0010001" in served.text("stdout")
     finally:

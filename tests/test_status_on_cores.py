@@ -8,7 +8,7 @@ import time
 
 import pytest
 import requests
-from helpers import fresh_import, wait_for
+from helpers import fresh_import, wait_until
 from v1_core import V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
@@ -48,7 +48,7 @@ def test_on_a_v1_core_the_sensor_sends_health_reports_when_the_group_has_a_statu
     with core, core.installed():
         module = fresh_import("functions.sensor_function")
         try:
-            assert wait_for(lambda: core.messages("edge-agent/health/sensor"))
+            assert wait_until(lambda: core.messages("edge-agent/health/sensor"))
         finally:
             module.app.stop()
     report = core.messages("edge-agent/health/sensor")[0]
@@ -64,7 +64,7 @@ def test_without_a_status_function_no_health_reports_are_sent(v1_env, monkeypatc
     with core, core.installed():
         module = fresh_import("functions.sensor_function")
         try:
-            assert wait_for(lambda: len(core.messages("IoTBlog/sensorData")) >= 5)
+            assert wait_until(lambda: len(core.messages("IoTBlog/sensorData")) >= 5)
         finally:
             module.app.stop()
     assert core.messages("edge-agent/health/sensor") == []
