@@ -140,6 +140,27 @@ def test_an_action_put_off_by_the_full_disk_goes_as_soon_as_a_write_succeeds(
         service.close()
 
 
+def test_delivery_resumes_when_held_actions_are_written_after_delivery_met_the_fault(
+    standin, core, clock
+):
+    # The disk fills: delivery meets it first (the create intent cannot be recorded: the
+    # back-off for local faults), then a message cannot be written either and is held.
+    with tmpfs("2m") as disk:
+        service = _service(standin, os.path.join(disk, "state"), core, clock)
+        assert service.handle(_episode(0)) is True
+        ballast = fill(disk)
+        assert service.pump() == 0
+        assert service.handle(_episode(1)) is True
+        assert service.health()["actions_held"] == 1
+        # The disk takes writes again: the held action is written at the worker's next
+        # look, and both go then, not when the back-off of the first fault ends.
+        os.unlink(ballast)
+        clock.advance(anomaly_service.HELD_RETRY_SECONDS)
+        assert service.pump() == 2
+        assert len(standin.incidents()) == 2
+        service.close()
+
+
 def test_held_events_of_the_sensor_survive_a_failed_state_write(tmp_path):
     """The sensor's state file cannot be written and the core refuses publishes: nothing is lost."""
     with tmpfs("1m") as disk:
