@@ -19,6 +19,16 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from .front import (
+    HTML_TYPE,
+    LOGIN_PATH,
+    html_page,
+    huge_list,
+    login_page,
+    raw_answer,
+    redirect_page,
+    trickle,
+)
 from .responses import error_envelope, redact_path
 
 if TYPE_CHECKING:
@@ -128,10 +138,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._write(status, payload, headers, record=False)
             return
         path = urlsplit(self.path).path
+        if path == LOGIN_PATH and self.command == "GET":
+            # An instance's login page: where a single sign-on redirect leads.
+            self._write_bytes(200, HTML_TYPE, login_page(), {})
+            return
         writes_record = self.command in _WRITE_METHODS and standin.is_table_path(path)
-        kind, arg = standin.faults.for_request(writes_record)
+        queries_table = self.command == "GET" and standin.is_table_query(path)
+        kind, arg, detail = standin.faults.for_request(writes_record, queries_table)
         if kind == "drop":
             self._drop()
+            return
+        if kind == "redirect":
+            standin.count("injected_failures")
+            self._sleep_latency()
+            self._write_bytes(arg, HTML_TYPE, redirect_page(detail), {"Location": detail})
+            return
+        if kind == "html":
+            standin.count("injected_failures")
+            self._sleep_latency()
+            self._write_bytes(arg, HTML_TYPE, html_page(detail), {})
+            return
+        if kind == "huge":
+            standin.count("injected_failures")
+            self._write_huge(arg, chunked=bool(detail))
             return
         if kind == "rate_limit":
             standin.count("rate_limited")
@@ -169,6 +198,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, payload, headers = 500, error_envelope("Internal Server Error", None), {}
         if kind == "commit_then_drop":
             self._drop()
+            return
+        if kind == "trickle":
+            self._write_trickled(status, payload, headers, float(detail))
             return
         self._respond(status, payload, headers)
 
@@ -243,14 +275,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         record: bool = True,
     ) -> None:
         body = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        content_type = None if payload is None else JSON_CONTENT_TYPE
+        self._write_bytes(status, content_type, body, headers, record)
+
+    def _write_bytes(
+        self,
+        status: int,
+        content_type: Optional[str],
+        body: bytes,
+        headers: Dict[str, str],
+        record: bool = True,
+    ) -> None:
         # Recorded before the answer leaves, so a client that has its answer
         # always finds the request in the log and the counters.
         if record:
             self.server.standin.record_request(self.command, self._log_path, status, self._started)
         try:
             self.send_response(status)
-            if payload is not None:
-                self.send_header("Content-Type", JSON_CONTENT_TYPE)
+            if content_type is not None:
+                self.send_header("Content-Type", content_type)
             if status != 204:
                 self.send_header("Content-Length", str(len(body)))
             for name, value in headers.items():
@@ -262,6 +305,46 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+    def _write_trickled(
+        self,
+        status: int,
+        payload: Optional[Dict[str, Any]],
+        headers: Dict[str, str],
+        interval: float,
+    ) -> None:
+        """The whole answer, status line first, one byte every ``interval`` seconds."""
+        self._sleep_latency()
+        body = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        lines = [("Content-Type", JSON_CONTENT_TYPE)] if payload is not None else []
+        lines += [("Content-Length", str(len(body))), ("Connection", "close")]
+        lines += list(headers.items())
+        self.close_connection = True
+        self.server.standin.record_request(self.command, self._log_path, status, self._started)
+        trickle(self.wfile, raw_answer(status, lines, body), interval)
+
+    def _write_huge(self, size: int, chunked: bool) -> None:
+        """200 and a list of about ``size`` bytes, written as fast as the client reads."""
+        total, parts = huge_list(size)
+        self.close_connection = True  # a client that stops reading leaves the rest unread
+        self.server.standin.record_request(self.command, self._log_path, 200, self._started)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", JSON_CONTENT_TYPE)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(total))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for part in parts:
+                if chunked:
+                    part = b"%x\r\n%s\r\n" % (len(part), part)
+                self.wfile.write(part)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client stopped reading: what a capped client does
 
     def _drop(self) -> None:
         self._sleep_latency()

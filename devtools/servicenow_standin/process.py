@@ -73,6 +73,9 @@ class RemoteFaults:
     rate_limit_rate = _knob("rate_limit_rate")
     retry_after = _knob("retry_after")
     drop_rate = _knob("drop_rate")
+    html_status = _knob("html_status")
+    html_title = _knob("html_title")
+    redirect_to = _knob("redirect_to")
 
     def __init__(self, process: StandInProcess) -> None:
         self._process = process
@@ -88,6 +91,12 @@ class RemoteFaults:
 
     def fail_after_commit_next(self, n: int = 1) -> None:
         self._process.configure_faults(fail_after_commit_next=n)
+
+    def trickle_next(self, n: int = 1, interval: float = 3.0) -> None:
+        self._process.configure_faults(trickle_next={"n": n, "interval": interval})
+
+    def huge_next(self, n: int = 1, size: int = 10 * 1024 * 1024, chunked: bool = True) -> None:
+        self._process.configure_faults(huge_next={"n": n, "size": size, "chunked": chunked})
 
     def reset(self) -> None:
         self._process.configure_faults(reset=True)

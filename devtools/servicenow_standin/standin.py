@@ -281,6 +281,12 @@ class ServiceNowStandIn:
     def is_table_path(path: str) -> bool:
         return bool(_TABLE_PATH_RE.match(path))
 
+    @staticmethod
+    def is_table_query(path: str) -> bool:
+        """A path of the table's records as a list (not one record by sys_id)."""
+        match = _TABLE_PATH_RE.match(path)
+        return bool(match) and match.group(3) is None
+
     # -- the API ---------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:
         """Answer one request: ``(status, JSON payload or None, extra headers)``."""
