@@ -78,6 +78,7 @@ class AnomalyService:
             clock=self.clock,
             session=session,
             max_requests_per_second=settings.max_requests_per_second,
+            max_answer_bytes=settings.max_answer_bytes,
         )
         self.deliverer = Deliverer(
             self.outbox,

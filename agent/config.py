@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 _UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
+# Below this, one incident record (the answer to a create) may not fit.
+MIN_ANSWER_BYTES = 4096
 
 
 def default_device_id(source: Mapping[str, str]) -> str:
@@ -149,6 +151,7 @@ class AnomalySettings(Record):
     state_dir: str
     anomaly_topic: str
     max_requests_per_second: float = 5.0
+    max_answer_bytes: int = 262144
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -179,6 +182,7 @@ class AnomalySettings(Record):
             state_dir=values["stateDir"],
             anomaly_topic=values["anomalyTopic"],
             max_requests_per_second=values["snowMaxRequestsPerSecond"],
+            max_answer_bytes=values["snowMaxAnswerBytes"],
         )
 
 
@@ -231,6 +235,12 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
         _one_to_three(v, name)
     if values["snowTimeout"] <= 0:
         raise ConfigError("snowTimeout must be a positive number of seconds")
+    if values["snowMaxAnswerBytes"] < MIN_ANSWER_BYTES:
+        raise ConfigError(
+            "snowMaxAnswerBytes must be at least {} (one incident record), got {}".format(
+                MIN_ANSWER_BYTES, values["snowMaxAnswerBytes"]
+            )
+        )
     if not values["stateDir"] or not values["stateDir"].strip():
         raise ConfigError("stateDir must name a folder")
     values["urgencyBands"] = _urgency_bands(values["urgencyBands"])

@@ -156,7 +156,18 @@ VARIABLES: List[Variable] = [
         "Secrets Manager name (or ARN) of the ServiceNow credentials.",
     ),
     Variable(
-        "snowTimeout", "float", "10", "anomaly", "Seconds before a ServiceNow call times out."
+        "snowTimeout",
+        "float",
+        "10",
+        "anomaly",
+        "Seconds a ServiceNow call may take in all: the connect and the whole answer.",
+    ),
+    Variable(
+        "snowMaxAnswerBytes",
+        "int",
+        "262144",
+        "anomaly",
+        "Largest ServiceNow answer read, in bytes; a larger one is a fault, retried later.",
     ),
     Variable(
         "snowVerifyTls",

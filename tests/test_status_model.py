@@ -318,7 +318,15 @@ def test_a_lookup_that_finds_nothing_is_not_a_servicenow_error():
     calls.observe("GET", "/api/now/table/incident", "404", 0.01)
     assert calls.last_error is None and calls.last_success_at == T0
     calls.observe("PATCH", "/api/now/table/incident/x", "503", 0.01)
-    assert calls.last_error == {"at": T0, "method": "PATCH", "code": "503"}
+    assert calls.last_error == {"at": T0, "method": "PATCH", "code": "503", "cause": ""}
+
+
+def test_a_404_that_is_not_the_table_api_is_an_error_with_its_cause():
+    calls = ServiceNowCalls(VirtualClock(T0))
+    cause = "an HTML page titled 'Not Found'"
+    calls.observe("GET", "/api/now/table/incident", "404", 0.01, cause)
+    assert calls.last_success_at is None
+    assert calls.last_error == {"at": T0, "method": "GET", "code": "404", "cause": cause}
 
 
 # -- health reports over the real routing --------------------------------------------------

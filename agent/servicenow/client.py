@@ -1,27 +1,41 @@
 """A small ServiceNow Table API client for the ``incident`` table.
 
 One ``requests.Session`` is reused for every call, and no more than
-``max_requests_per_second`` start in any second (:mod:`.pacing`). Failures are
-sorted into what the delivery worker must do about them:
+``max_requests_per_second`` start in any second (:mod:`.pacing`). Every call,
+the OAuth token request included, has an overall deadline (``timeout``: the
+connect plus the whole answer) and reads at most ``max_answer_bytes`` of its
+answer (:mod:`.transport`). Failures are sorted into what the delivery worker
+must do about them:
 
-* :class:`Unavailable` (connection errors, timeouts, 5xx, 408, 409): retry later;
+* :class:`Unavailable` (no answer, too slow, too large, 5xx, 408, 409, and any
+  answer that is not the Table API's JSON: an HTML page, a redirect, a proxy's
+  404): retry later;
 * :class:`RateLimited` (429): retry after ``Retry-After``;
 * :class:`AuthFailed` (401): refetch the credentials (at most once a minute), then wait;
-* :class:`Rejected` (any other 4xx): do not retry, dead-letter.
+* :class:`Rejected` (any other 4xx in the Table API's JSON): do not retry, dead-letter.
 
-Exception texts name the operation and status, never credentials.
+A 404 is "no such record" only when it is the Table API's own JSON error for it.
+Exception texts name the operation, the status and the cause (:mod:`.answers`),
+never credentials.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar, Union
 from urllib.parse import quote, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..credentials import Credentials
 from ..errors import SecretError
+from .answers import (
+    Answer,
+    error_detail,
+    is_no_record,
+    json_document,
+    not_json_cause,
+)
 from .pacing import RequestPacer
 from .query_safe import is_query_safe
 
@@ -29,17 +43,25 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE_PATH = "/api/now/table/incident"
 TOKEN_PATH = "/oauth_token.do"
 RETRYABLE_4XX = (408, 409)
 WRITE_METHODS = ("POST", "PATCH")
+# The lookup asks for one record and every answer is one record: a few kB. An
+# answer this large is not the Table API's answer to what was asked.
+DEFAULT_MAX_ANSWER_BYTES = 262144
 
 
 class ServiceNowError(Exception):
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    """``cause``: why, in the words the console, ``edge-agent status`` and the status page
+    show (``redirected to HOST/PATH (a login page?)``); empty when the status says it."""
+
+    def __init__(self, message: str, status: Optional[int] = None, cause: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.cause = cause
 
 
 class Unavailable(ServiceNowError, ConnectionError):
@@ -55,8 +77,9 @@ class Unavailable(ServiceNowError, ConnectionError):
         status: Optional[int] = None,
         ambiguous: bool = False,
         never_sent: bool = False,
+        cause: str = "",
     ) -> None:
-        super().__init__(message, status)
+        super().__init__(message, status, cause)
         self.ambiguous = ambiguous
         self.never_sent = never_sent  # failed before the request left (refused, TLS, DNS)
 
@@ -82,7 +105,7 @@ class AuthFailed(ServiceNowError, PermissionError):
 
 
 class Rejected(ServiceNowError, ValueError):
-    """A 4xx that retrying will not fix (bad request, ACL, data policy, not found)."""
+    """A 4xx in the Table API's JSON that retrying will not fix (bad request, ACL, data policy)."""
 
 
 # What the agent reads of an incident: enough to know whether it may still be
@@ -103,13 +126,15 @@ class TableClient:
         clock: Optional[Clock] = None,
         session: Optional[requests.Session] = None,
         max_requests_per_second: float = 0.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         if "@" in urlsplit(base_url).netloc:
             # The configuration refuses these; never carry one into a log line.
             raise ValueError("the ServiceNow URL must not hold credentials")
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
-        self.timeout = timeout
+        self.timeout = timeout  # seconds for a whole call: connect and the complete answer
+        self.max_answer_bytes = max_answer_bytes
         self.verify = verify
         self.clock = clock or SYSTEM_CLOCK
         self._session = session
@@ -118,9 +143,9 @@ class TableClient:
         self._token_for: Optional[str] = None
         self.calls: Dict[str, int] = {"GET": 0, "POST": 0, "PATCH": 0, "TOKEN": 0}
         # Observers of every HTTP call (the status function's counters):
-        # on_call(method, path, outcome, seconds), outcome a status code or
-        # "unreachable" (never sent) / "no_answer" / "error".
-        self.on_call: List[Callable[[str, str, str, float], None]] = []
+        # on_call(method, path, outcome, seconds, cause), outcome a status code or
+        # "unreachable" (never sent) / "no_answer" / "error"; cause as in ServiceNowError.
+        self.on_call: List[Callable[[str, str, str, float, str], None]] = []
         self.pacer = RequestPacer(max_requests_per_second, self.clock)
 
     @property
@@ -128,12 +153,19 @@ class TableClient:
         if self._session is None:
             import requests  # deferred: the sensor function never pays for it
 
+            from .transport import DeadlineAdapter
+
             session = requests.Session()
+            adapter = DeadlineAdapter()
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
             session.headers.update(
                 {
                     "Accept": "application/json",
                     "Content-Type": "application/json",
                     "User-Agent": "edge-agent/0.1",
+                    # The size cap counts the bytes received: no compressed bodies.
+                    "Accept-Encoding": "identity",
                 }
             )
             # With trust_env on, requests walks the whole environment for proxy
@@ -167,12 +199,15 @@ class TableClient:
             "sysparm_limit": "1",
             "sysparm_fields": INCIDENT_FIELDS,
         }
-        response = self._request("GET", TABLE_PATH, params=params, not_found_ok=True)
-        if response is None:
+        document = self._request("GET", TABLE_PATH, params=params, not_found_ok=True)
+        if document is None:
             return None
-        results = _result(response)
+        results = _result(document, "GET " + TABLE_PATH)
         if not isinstance(results, list):
-            raise Unavailable("ServiceNow answered a query with an unexpected body")
+            raise Unavailable(
+                "ServiceNow answered a query with an unexpected body",
+                cause="a JSON answer that is not a list of records",
+            )
         for record in results:
             # ServiceNow silently ignores query terms it does not understand, so
             # a bad query can return unrelated incidents: check what came back.
@@ -182,21 +217,20 @@ class TableClient:
 
     def read(self, sys_id: str) -> Optional[Dict[str, str]]:
         """The incident as it is now (``INCIDENT_FIELDS``), or ``None`` if it is gone."""
-        response = self._request(
-            "GET",
-            f"{TABLE_PATH}/{quote(sys_id)}",
-            params={"sysparm_fields": INCIDENT_FIELDS},
-            not_found_ok=True,
+        path = f"{TABLE_PATH}/{quote(sys_id)}"
+        document = self._request(
+            "GET", path, params={"sysparm_fields": INCIDENT_FIELDS}, not_found_ok=True
         )
-        return None if response is None else _record(response)
+        return None if document is None else _record(document, "GET " + path)
 
     def create(self, fields: Dict[str, str]) -> Dict[str, str]:
-        response = self._request("POST", TABLE_PATH, json=fields)
-        return _record(response)
+        document = self._request("POST", TABLE_PATH, json=fields)
+        return _record(document, "POST " + TABLE_PATH, write=True)
 
     def update(self, sys_id: str, fields: Dict[str, str]) -> Dict[str, str]:
-        response = self._request("PATCH", f"{TABLE_PATH}/{quote(sys_id)}", json=fields)
-        return _record(response)
+        path = f"{TABLE_PATH}/{quote(sys_id)}"
+        document = self._request("PATCH", path, json=fields)
+        return _record(document, "PATCH " + path, write=True)
 
     # -- plumbing --------------------------------------------------------------
     def _auth(self) -> Dict[str, Any]:
@@ -219,118 +253,157 @@ class TableClient:
         else:
             data["grant_type"] = "client_credentials"
         self.calls["TOKEN"] += 1
-        response = self._send(
+        body = self._call(
             "POST",
             TOKEN_PATH,
+            self._judge_token,
             data=data,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-        if response.status_code in (400, 401):
-            raise AuthFailed(
-                f"ServiceNow refused the OAuth client or user ({response.status_code})",
-                response.status_code,
-            )
-        self._raise_for(response, "token request")
         try:
-            body = response.json()
             token = body["access_token"]
             lifetime = float(body.get("expires_in", 1800))
         except (ValueError, KeyError, TypeError):
-            raise Unavailable("ServiceNow's token endpoint answered without a token")
+            raise Unavailable(
+                "ServiceNow's token endpoint answered without a token",
+                cause="a JSON answer without a token",
+            )
         if not isinstance(token, str) or not token:
             # null, a number, "": the header would fail to build, or carry no token at all.
-            raise Unavailable("ServiceNow's token endpoint answered without a token")
+            raise Unavailable(
+                "ServiceNow's token endpoint answered without a token",
+                cause="a JSON answer without a token",
+            )
         # Renew a minute early so a token never expires mid-request.
         self._token, self._token_for = token, identity
         self._token_expires = self.clock.time() + max(0.0, lifetime - 60)
         return token
 
-    def _request(self, method: str, path: str, not_found_ok: bool = False, **kwargs: Any) -> Any:
+    def _judge_token(self, answer: Answer) -> Dict[str, Any]:
+        document = _table_json(answer, "token request", write=False)
+        if answer.status in (400, 401):
+            raise AuthFailed(
+                f"ServiceNow refused the OAuth client or user ({answer.status})", answer.status
+            )
+        _raise_for(answer, document, "token request", write=False)
+        return document
+
+    def _request(
+        self, method: str, path: str, not_found_ok: bool = False, **kwargs: Any
+    ) -> Optional[Dict[str, Any]]:
+        """The Table API's JSON document for this call; ``None`` for its own "No Record
+        found" when ``not_found_ok`` (the v1 Table API answers a query with no match so)."""
         extra = self._auth()
         if "headers" in extra:
             kwargs["headers"] = extra["headers"]
         else:
             kwargs["auth"] = extra["auth"]
         self.calls[method] = self.calls.get(method, 0) + 1
-        try:
-            response = self._send(method, path, **kwargs)
-        except Unavailable as exc:
-            if method in WRITE_METHODS and not exc.never_sent:
-                exc.ambiguous = True
-            raise
-        token_rejected = response.status_code == 401 and self._token is not None
-        if token_rejected:
-            self._token = None  # an expired or revoked token: the caller's retry gets a new one
-        if not_found_ok and response.status_code == 404:
-            return None  # the v1 Table API answers a query with no match with 404
-        try:
-            self._raise_for(response, "{} {}".format(method, path))
-        except Unavailable as exc:
-            exc.ambiguous = method in WRITE_METHODS  # a 5xx after a write may hide a commit
-            raise
-        except AuthFailed as exc:
-            exc.token_rejected = token_rejected
-            raise
-        return response
+        what = "{} {}".format(method, path)
+        write = method in WRITE_METHODS
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        def judge(answer: Answer) -> Optional[Dict[str, Any]]:
+            token_rejected = answer.status == 401 and self._token is not None
+            if token_rejected:
+                self._token = None  # an expired or revoked token: the caller's retry gets a new one
+            document = _table_json(answer, what, write)
+            if not_found_ok and answer.status == 404 and is_no_record(document):
+                return None
+            try:
+                _raise_for(answer, document, what, write)
+            except AuthFailed as exc:
+                exc.token_rejected = token_rejected
+                raise
+            return document
+
+        return self._call(method, path, judge, **kwargs)
+
+    def _call(self, method: str, path: str, judge: Callable[[Answer], T], **kwargs: Any) -> T:
+        """One HTTP call within the deadline and the size cap; ``judge`` says what its answer
+        means (or raises). Observers hear of every call, with the cause of a failure."""
+        from .transport import NoAnswer, fetch
+
         self.pacer.acquire()  # before the clock starts: a paced wait is not ServiceNow's latency
-        if not self.on_call:
-            return self._send_request(method, path, **kwargs)
         from time import perf_counter
 
-        started, outcome = perf_counter(), "error"
+        started, outcome, cause = perf_counter(), "error", ""
         try:
-            response = self._send_request(method, path, **kwargs)
-            outcome = str(response.status_code)
-            return response
-        except Unavailable as exc:
-            outcome = "unreachable" if exc.never_sent else "no_answer"
+            try:
+                answer = fetch(
+                    self.session,
+                    method,
+                    self.base_url + path,
+                    self.timeout,
+                    self.max_answer_bytes,
+                    verify=self.verify,
+                    **kwargs,
+                )
+            except NoAnswer as exc:
+                raise self._no_answer(method, path, exc)
+            outcome = str(answer.status)
+            return judge(answer)
+        except ServiceNowError as exc:
+            if outcome == "error":  # no answer judged: the status if headers came, else why not
+                if exc.status is not None:
+                    outcome = str(exc.status)
+                elif isinstance(exc, Unavailable):
+                    outcome = "unreachable" if exc.never_sent else "no_answer"
+            cause = exc.cause
             raise
         finally:
             for observe in self.on_call:
-                observe(method, path, outcome, perf_counter() - started)
+                observe(method, path, outcome, perf_counter() - started, cause)
 
-    def _send_request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        import requests
+    def _no_answer(self, method: str, path: str, exc: Any) -> Unavailable:
+        write = method in WRITE_METHODS
+        if exc.status is not None:
+            message = "{} {} answered {}: {}".format(method, path, exc.status, exc.cause)
+        elif exc.timed_out:
+            message = "{} {}: {}".format(method, path, exc.cause)
+        else:
+            message = "ServiceNow unreachable at {}: {}".format(self.base_url, exc.cause)
+        # A write that left may have been committed although no answer confirmed it.
+        return Unavailable(
+            message,
+            exc.status,
+            ambiguous=write and not exc.never_sent,
+            never_sent=exc.never_sent,
+            cause=exc.cause,
+        )
 
-        try:
-            return self.session.request(
-                method, self.base_url + path, timeout=self.timeout, verify=self.verify, **kwargs
-            )
-        except requests.exceptions.SSLError as exc:
-            raise Unavailable(
-                f"TLS verification of {self.base_url} failed: {type(exc).__name__}",
-                never_sent=True,
-            )
-        except requests.exceptions.ConnectTimeout:
-            raise Unavailable(
-                f"ServiceNow unreachable at {self.base_url} (ConnectTimeout)", never_sent=True
-            )
-        except requests.exceptions.Timeout:
-            raise Unavailable(f"ServiceNow did not answer {method} within {self.timeout}s")
-        except requests.exceptions.RequestException as exc:
-            # Refused or unresolvable: nothing reached ServiceNow.
-            never_sent = "NewConnectionError" in repr(exc) or "NameResolution" in repr(exc)
-            raise Unavailable(
-                f"ServiceNow unreachable at {self.base_url} ({type(exc).__name__})",
-                never_sent=never_sent,
-            )
 
-    @staticmethod
-    def _raise_for(response: requests.Response, what: str) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = _error_message(response)
-        message = "{} answered {}{}".format(what, status, ": " + detail if detail else "")
-        if status == 401:
-            raise AuthFailed(message, status)
-        if status == 429:
-            raise RateLimited(message, _retry_after(response.headers.get("Retry-After")))
-        if status >= 500 or status in RETRYABLE_4XX:
-            raise Unavailable(message, status)
-        raise Rejected(message, status)
+def _table_json(answer: Answer, what: str, write: bool) -> Dict[str, Any]:
+    """The answer's JSON document; anything else (HTML, a redirect, text) is a transient
+    fault named by its cause, whatever the status. A 429 is a rate limit whatever its body."""
+    document = json_document(answer)
+    if document is not None:
+        return document
+    if answer.status == 429:
+        return {}
+    cause = not_json_cause(answer)
+    # After a write, a 2xx or 5xx may hide a commit; a redirect or a 4xx was not processed.
+    sent_on = write and (200 <= answer.status < 300 or answer.status >= 500)
+    raise Unavailable(
+        "{} answered {}: {}".format(what, answer.status, cause),
+        answer.status,
+        ambiguous=sent_on,
+        cause=cause,
+    )
+
+
+def _raise_for(answer: Answer, document: Dict[str, Any], what: str, write: bool) -> None:
+    status = answer.status
+    if 200 <= status < 300:
+        return
+    detail = error_detail(document)
+    message = "{} answered {}{}".format(what, status, ": " + detail if detail else "")
+    if status == 401:
+        raise AuthFailed(message, status)
+    if status == 429:
+        raise RateLimited(message, _retry_after(answer.header("Retry-After")))
+    if status >= 500 or status in RETRYABLE_4XX:
+        raise Unavailable(message, status, ambiguous=write)  # a 5xx after a write may hide a commit
+    raise Rejected(message, status)
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -348,26 +421,16 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
             return None
 
 
-def _error_message(response: requests.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return ""
-    if isinstance(error, dict):
-        parts = [str(error.get("message") or ""), str(error.get("detail") or "")]
-        return " - ".join(p for p in parts if p)[:200]
-    return str(error)[:200] if error else ""
+def _result(document: Dict[str, Any], what: str, write: bool = False) -> Any:
+    if "result" not in document:
+        cause = "a JSON answer that is not a Table API result"
+        raise Unavailable("{} answered with {}".format(what, cause), ambiguous=write, cause=cause)
+    return document["result"]
 
 
-def _result(response: Any) -> Any:
-    try:
-        return response.json()["result"]
-    except (ValueError, KeyError, TypeError):
-        raise Unavailable("ServiceNow answered with a body that is not a Table API result")
-
-
-def _record(response: Any) -> Dict[str, str]:
-    record = _result(response)
+def _record(document: Optional[Dict[str, Any]], what: str, write: bool = False) -> Dict[str, str]:
+    record = _result(document or {}, what, write)
     if not isinstance(record, dict) or not record.get("sys_id"):
-        raise Unavailable("ServiceNow answered without a record")
+        cause = "a Table API answer without a record"
+        raise Unavailable("{} answered with {}".format(what, cause), ambiguous=write, cause=cause)
     return record

@@ -23,7 +23,7 @@ the state directory's views, at a given time.
                       oldest_dead_at, pending_actions, dead_letter_actions},
                       stuck_after_seconds, servicenow {url, requests {"METHOD code": n},
                       latency {buckets, cumulative, sum, count}, last_success_at,
-                      last_error {at, method, code}}, credentials {secret_id, fetches,
+                      last_error {at, method, code, cause}}, credentials {secret_id, fetches,
                       cached, kind}, counters {received, rejected, queued, incidents_*,
                       retries, dead_lettered, auth_failures, secret_fetches, ...}
     mqtt              the MQTT bridge's counters and gauges, or null (a core has its own)

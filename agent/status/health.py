@@ -62,8 +62,11 @@ class ServiceNowCalls:
         self.last_success_at: Optional[float] = None
         self.last_error: Optional[Dict[str, Any]] = None
 
-    def observe(self, method: str, path: str, outcome: str, seconds: float) -> None:
-        """One call: ``outcome`` is the status code, or ``unreachable`` / ``no_answer``."""
+    def observe(
+        self, method: str, path: str, outcome: str, seconds: float, cause: str = ""
+    ) -> None:
+        """One call: ``outcome`` is the status code, or ``unreachable`` / ``no_answer``;
+        ``cause`` why it failed when the code does not say (an HTML page, a redirect, DNS)."""
         if path.endswith("/oauth_token.do"):
             method = "TOKEN"
         index = 0
@@ -76,13 +79,16 @@ class ServiceNowCalls:
             self._buckets[index] += 1
             self._sum += seconds
             self._count += 1
-            # A lookup's 404 is the v1 Table API's "no match": an answer, not a failure.
-            if outcome.isdigit() and (
-                200 <= int(outcome) < 300 or (method, outcome) == ("GET", "404")
+            # A lookup's 404 is the v1 Table API's "no match": an answer, not a failure
+            # (the client gives a cause to any 404 that is not the Table API's own).
+            if (
+                not cause
+                and outcome.isdigit()
+                and (200 <= int(outcome) < 300 or (method, outcome) == ("GET", "404"))
             ):
                 self.last_success_at = now
             else:
-                self.last_error = {"at": now, "method": method, "code": outcome}
+                self.last_error = {"at": now, "method": method, "code": outcome, "cause": cause}
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:

@@ -315,6 +315,7 @@ def _clean_servicenow(snow: Mapping[str, Any]) -> Dict[str, Any]:
             "at": _number(error.get("at"), 0.0, 1e11),
             "method": _text(error.get("method")),
             "code": _text(error.get("code")),
+            "cause": _text(error.get("cause")),
         },
     }
 

@@ -402,7 +402,7 @@
     }
     pairs.push(["last success", snow.last_success_at ? clock(snow.last_success_at) + " (" + age(snow.last_success_at) + ")" : "none yet"]);
     var lastError = snow.last_error;
-    pairs.push(["last error", lastError ? lastError.method + " \u2192 " + lastError.code + " at " + clock(lastError.at) : "none", lastError ? "warn" : null]);
+    pairs.push(["last error", lastError ? lastError.method + " \u2192 " + lastError.code + (lastError.cause ? ": " + lastError.cause : "") + " at " + clock(lastError.at) : "none", lastError ? "warn" : null]);
     var head = (outbox.pending_actions || [])[0];
     if (head && head.last_error) pairs.push(["error text", head.last_error, "warn"]);
     var calls = Object.keys(snow.requests || {}).sort().map(function (k) { return k + " \u00d7" + snow.requests[k]; });
