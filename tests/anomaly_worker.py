@@ -9,10 +9,12 @@ worker thread, prints ``READY <pid>`` and then reads commands, one per line:
 * ``drain SECONDS``: waits until nothing is pending or held; prints ``DRAINED`` or ``NOT-DRAINED``;
 * ``fsize BYTES``: sets this process's RLIMIT_FSIZE (no file may grow past BYTES);
 * ``raise-fsize``: lifts it back to its hard limit (space returns);
+* ``rss``: prints ``RSS <kB>``, this process's peak resident set size so far (``ru_maxrss``);
 * ``quit``: stops the worker, closes the outbox, exits 0.
 
 ``--fsize BYTES`` sets RLIMIT_FSIZE once started; ``--uid N`` drops to that user before the
-function touches its state directory (the interpreter lives where other users cannot exec it).
+function touches its state directory (the interpreter lives where other users cannot exec it);
+``--set NAME=VALUE`` (repeatable) sets or overrides a function variable.
 A start failure prints ``START-FAILED <message>`` and exits 2, as a function on a core would.
 """
 
@@ -40,6 +42,7 @@ def main() -> int:
     parser.add_argument("secret")
     parser.add_argument("--fsize", type=int)
     parser.add_argument("--uid", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -58,18 +61,17 @@ def main() -> int:
     if args.fsize is not None:
         _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.fsize, hard))
+    environ = {
+        "snowUrl": args.snow_url,
+        "stateDir": args.state_dir,
+        "retryBaseSeconds": "0.05",
+        "retryMaxSeconds": "0.5",
+        "snowTimeout": "5",
+        "updateMinutes": "0",
+    }
+    environ.update(item.split("=", 1) for item in args.set)
     try:
-        service = anomaly_function.create_app(
-            environ={
-                "snowUrl": args.snow_url,
-                "stateDir": args.state_dir,
-                "retryBaseSeconds": "0.05",
-                "retryMaxSeconds": "0.5",
-                "snowTimeout": "5",
-                "updateMinutes": "0",
-            },
-            runtime=core.runtime_for("anomaly"),
-        )
+        service = anomaly_function.create_app(environ=environ, runtime=core.runtime_for("anomaly"))
     except (AgentError, OSError) as exc:
         print("START-FAILED {}".format(exc), flush=True)
         return 2
@@ -99,6 +101,8 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
             service.wake()
             print("RAISED", flush=True)
+        elif command == "rss":
+            print("RSS {}".format(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), flush=True)
         elif command == "quit":
             break
     service.stop()

@@ -30,6 +30,7 @@ TOOLING_TEST_PREFIXES = (
     "test_layout",  # the import graph and the README's table of where things are
     "test_status_browser",  # a browser against simulate --serve
     "test_status_commands",  # simulate --serve, run --status, edge-agent status
+    "test_network_trials",  # edge-agent run and simulate against ServiceNow behind faults
 )
 
 
