@@ -285,16 +285,7 @@ class Faults:
                 "commit_jitter": self.commit_jitter,
                 "down": self._down,
             }
-        for name in (
-            "fail_rate",
-            "fail_status",
-            "rate_limit_rate",
-            "retry_after",
-            "drop_rate",
-            "html_status",
-            "html_title",
-            "redirect_to",
-        ):
+        for name in sorted(_SETTABLE - set(knobs)):
             knobs[name] = getattr(self, name)
         knobs["pending"] = self.pending()
         return knobs
