@@ -102,7 +102,9 @@ ROOMS: Tuple[Room, ...] = (
         "`agent/servicenow/delivery.py` (retries, pacing, the local-fault pause), "
         "`agent/servicenow/actions.py` (what is checked before each write), "
         "`agent/servicenow/auth_recovery.py` and `agent/servicenow/pacing.py`, over "
-        "`agent/servicenow/client.py` (Table API)",
+        "`agent/servicenow/client.py` (Table API), `agent/servicenow/transport.py` (the "
+        "deadline and size cap of every call) and `agent/servicenow/answers.py` (what an "
+        "answer or a failed connection means, named by its cause)",
     ),
     Room(
         "where do actions wait, and who guards that file?",
