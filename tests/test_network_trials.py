@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 from conftest import SNOW_USER, secret_json
+from helpers import wait_until
 from mqtt_pki import TestPKI
 from test_servicenow_network import _tls_server
 from test_status_commands import Served, _summary
@@ -74,10 +75,7 @@ def test_a_proxy_answering_404_html_for_30_s_loses_nothing_and_the_run_exits_0(t
                 EDGE_AGENT + args, stdout=log, stderr=subprocess.STDOUT, env=env
             )
             try:
-                deadline = time.monotonic() + 30
-                while not snow.incidents() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                assert snow.incidents(), "no incident opened before the proxy fault"
+                assert wait_until(snow.incidents, 30), "no incident opened before the proxy fault"
                 snow.faults.html_title = "404 Not Found"
                 snow.faults.html_status = 404
                 time.sleep(PROXY_SECONDS)

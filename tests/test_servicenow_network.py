@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import SNOW_USER, new_secret, secret_json
 from faults import AnomalyProcess
-from helpers import anomaly
+from helpers import anomaly, wait_until
 from mqtt_pki import TestPKI
 
 from agent.clock import VirtualClock
@@ -69,17 +69,16 @@ def _app(snow_url, tmp_path, password, **variables):
     )
 
 
-def _pump(service, seconds, until=None):
-    """Deliver in real time for ``seconds`` or until ``until()``; whether ``until()`` held."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if until is not None and until():
+def _pump(service, seconds, until):
+    """Deliver in real time until ``until()``, at most ``seconds``; whether it came."""
+
+    def delivered_enough():
+        if until():
             return True
         service.pump()
-        next_at = service.next_attempt_at()
-        wait = 0.05 if next_at is None else next_at - time.time()
-        time.sleep(min(0.1, max(0.01, wait)))
-    return until is not None and until()
+        return until()
+
+    return wait_until(delivered_enough, seconds, interval=0.05)
 
 
 def _drained(service):
