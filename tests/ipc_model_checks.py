@@ -6,14 +6,6 @@ import typing
 from typing import Any, List, Union
 
 
-def resource_of(request: Any) -> str:
-    for attr in ("topic_name", "topic", "secret_id"):
-        value = getattr(request, attr, None)
-        if value is not None:
-            return value
-    return "*"
-
-
 def require(shape: Any, *names: str) -> None:
     from awsiot.greengrasscoreipc import model
 

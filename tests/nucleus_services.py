@@ -11,16 +11,17 @@ A mixin of :class:`v2_nucleus.FakeNucleus`:
 * ``aws.greengrass#GetConfiguration`` / ``SubscribeToConfigurationUpdate`` on
   each component's configuration; :meth:`set_configuration` is a deployment's
   merge, and sends ``ConfigurationUpdateEvents`` to the subscribers;
-* :meth:`access_control`: a component's ``accessControl`` (a recipe's or a
-  deployment's) is enforced for its pub/sub, IoT Core, secret and shadow
-  operations, as the nucleus's authorization does.
+* :meth:`deploy`: a deployment (``deploy v2-plan``'s ``deployment.json`` and
+  recipes) sets each component's configuration as the nucleus resolves it, with
+  the ``accessControl`` the IPC operations are authorized by
+  (``nucleus_authorization``) and SecretManager's ``cloudSecrets``;
+  :meth:`access_control` gives one component a policy of a test's own.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import fnmatch
 import json
 import time
 from dataclasses import dataclass
@@ -35,11 +36,18 @@ GET_CONFIGURATION = "aws.greengrass#GetConfiguration"
 SUBSCRIBE_TO_CONFIGURATION_UPDATE = "aws.greengrass#SubscribeToConfigurationUpdate"
 SHADOW_MANAGER = "aws.greengrass.ShadowManager"
 _SUBSCRIPTION_EVENT = "aws.greengrass#SubscriptionResponseMessage"
+SECRET_MANAGER = "aws.greengrass.SecretManager"
+ACCESS_CONTROL = "accessControl"
+# What the nucleus puts for {iot:thingName} in a configuration (config.yaml sets
+# interpolateComponentConfiguration, so a thing group's deployment names each core's thing).
+THING_NAME_VARIABLE = "{iot:thingName}"
+# The IPC service each authorized operation belongs to; the configuration operations
+# (GetConfiguration, SubscribeToConfigurationUpdate) are not authorized by the nucleus.
 SERVICE_OF = {
     "aws.greengrass#PublishToIoTCore": "aws.greengrass.ipc.mqttproxy",
     "aws.greengrass#PublishToTopic": "aws.greengrass.ipc.pubsub",
     "aws.greengrass#SubscribeToTopic": "aws.greengrass.ipc.pubsub",
-    "aws.greengrass#GetSecretValue": "aws.greengrass.SecretManager",
+    "aws.greengrass#GetSecretValue": SECRET_MANAGER,
     GET_THING_SHADOW: SHADOW_MANAGER,
     UPDATE_THING_SHADOW: SHADOW_MANAGER,
 }
@@ -63,20 +71,73 @@ class NucleusServices:
         self.shadow_requests: List[Tuple[str, str, Any]] = []  # (component, operation, thing)
         self.configurations: Dict[str, Dict[str, Any]] = {}
         self._configuration_streams: List[Tuple[str, Any]] = []  # (component, stream)
-        self._access: Dict[str, Mapping[str, Any]] = {}
 
     # -- test helpers --------------------------------------------------------------------
     def access_control(self, component: str, acl: Mapping[str, Any]) -> None:
-        """Enforce ``acl`` (``{service: {policy id: {operations, resources}}}``) for ``component``."""
-        self._access[component] = copy.deepcopy(dict(acl))
+        """Authorize ``component`` by ``acl`` (``{service: {policy id: {operations,
+        resources}}}``) alone: a test's own component, or a policy under test. Like a
+        deployment's, it is part of the component's configuration."""
+        configuration = copy.deepcopy(self.configurations.get(component, {}))
+        configuration[ACCESS_CONTROL] = copy.deepcopy(dict(acl))
+        self._replace_configuration(component, configuration)
+
+    def grant(self, component: str, service: str, operation: str, *resources: str) -> None:
+        """Add one policy to ``component``'s ``accessControl``, as a deployment listing it
+        beside the others would."""
+        acl = copy.deepcopy(self.configurations.get(component, {}).get(ACCESS_CONTROL) or {})
+        policies = acl.setdefault(service, {})
+        policies["{}:test-{}".format(component, len(policies))] = {
+            "operations": [operation],
+            "resources": list(resources),
+        }
+        self.access_control(component, acl)
+
+    def deploy(self, plan: Mapping[str, Any], thing: str = "") -> None:
+        """Apply a deployment as the nucleus does.
+
+        ``plan`` is ``{"deployment": <CreateDeployment document>, "recipes": {name:
+        recipe}}``, as ``deploy v2-plan`` writes them. Each component's configuration
+        becomes its recipe's ``DefaultConfiguration`` where the deployment resets it,
+        with the deployment's ``merge`` on top (``{iot:thingName}`` read as ``thing``);
+        its ``accessControl`` is then all it may do over IPC, and SecretManager serves
+        the secrets its ``cloudSecrets`` names.
+        """
+        recipes = plan.get("recipes") or {}
+        for name, spec in plan["deployment"]["components"].items():
+            update = spec.get("configurationUpdate") or {}
+            defaults = (recipes.get(name) or {}).get("ComponentConfiguration", {})
+            configuration = resolve_configuration(
+                self.configurations.get(name, {}),
+                defaults.get("DefaultConfiguration", {}),
+                update.get("reset") or [],
+                json.loads(update.get("merge") or "{}"),
+            )
+            if thing:
+                configuration = json.loads(
+                    json.dumps(configuration).replace(THING_NAME_VARIABLE, thing)
+                )
+            if name == SECRET_MANAGER:
+                self.secret_manager.configure(configuration.get("cloudSecrets") or [])
+            self._replace_configuration(name, configuration)
 
     def set_configuration(self, component: str, merge: Mapping[str, Any]) -> None:
         """A deployment's configuration merge: the component's subscribers hear of it."""
+        configuration = copy.deepcopy(self.configurations.get(component, {}))
+        configuration.update(copy.deepcopy(dict(merge)))
+        self._replace_configuration(component, configuration)
+
+    def _replace_configuration(self, component: str, configuration: Dict[str, Any]) -> None:
+        """The component's new configuration: its policies reload, its subscribers hear of
+        each changed key."""
         from awsiot.greengrasscoreipc import model
 
-        configuration = self.configurations.setdefault(component, {})
-        configuration.update(copy.deepcopy(dict(merge)))
-        for name in merge:
+        before = self.configurations.get(component, {})
+        self.configurations[component] = configuration
+        self.access.load(component, configuration.get(ACCESS_CONTROL))
+        changed = [
+            k for k in set(before) | set(configuration) if before.get(k) != configuration.get(k)
+        ]
+        for name in sorted(changed):
             event = model.ConfigurationUpdateEvents(
                 configuration_update_event=model.ConfigurationUpdateEvent(
                     component_name=component, key_path=[name]
@@ -189,19 +250,36 @@ class NucleusServices:
         with self._lock:
             self._configuration_streams.append((request.component_name or component, stream))
 
-    # -- authorization -------------------------------------------------------------------
-    def _allowed(self, component: str, operation: str, resource: str) -> bool:
-        acl = self._access.get(component)
-        if acl is None or operation not in SERVICE_OF:
-            return True
-        for policy in (acl.get(SERVICE_OF[operation]) or {}).values():
-            operations = policy.get("operations") or []
-            if operation not in operations and "*" not in operations:
-                continue
-            for pattern in policy.get("resources") or []:
-                if pattern == "*" or pattern == resource or fnmatch.fnmatchcase(resource, pattern):
-                    return True
-        return False
+
+def resolve_configuration(
+    running: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    reset: List[str],
+    merge: Mapping[str, Any],
+) -> Dict[str, Any]:
+    """A component's configuration after a deployment's ``configurationUpdate``: the paths
+    in ``reset`` (JSON pointers; ``""`` is all of it) back to the recipe's defaults, then
+    ``merge`` merged in, objects key by key, anything else replaced."""
+    configuration = copy.deepcopy(dict(running)) if running else copy.deepcopy(dict(defaults))
+    for pointer in reset:
+        if pointer == "":
+            configuration = copy.deepcopy(dict(defaults))
+            continue
+        key = pointer.lstrip("/").split("/")[0]
+        if key in defaults:
+            configuration[key] = copy.deepcopy(defaults[key])
+        else:
+            configuration.pop(key, None)
+    return _merged(configuration, merge)
+
+
+def _merged(base: Dict[str, Any], merge: Mapping[str, Any]) -> Dict[str, Any]:
+    for key, value in merge.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = _merged(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
 
 
 def resource_of_request(operation: str, request: Any) -> Optional[str]:

@@ -63,17 +63,29 @@ def test_custom_topics_are_routed_on_the_local_core(tmp_path, caplog):
 
 def test_custom_topics_are_routed_on_v2(tmp_path):
     pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+    from generated_group import component_name, v2_plan
     from v2_nucleus import FakeNucleus
 
     from agent.greengrass.v2 import GreengrassV2Runtime
 
     clock = VirtualClock()
     variables = _variables(tmp_path)
+    # deploy v2-plan --env sensor:readingsTopic=... --env anomaly:anomalyTopic=...: the
+    # access control the deployment gives the components follows the topics, and the
+    # sensor reads its limits from the configuration the deployment gives it.
+    plan = v2_plan(
+        environment={
+            SENSOR_FUNCTION_ID: {k: v for k, v in variables.items() if k != "snowUrl"},
+            ANOMALY_FUNCTION_ID: {"anomalyTopic": ALERTS},
+        }
+    )
     with FakeNucleus() as nucleus:
+        nucleus.deploy(plan)
         sensor_app = sensor_function.create_app(
             environ=variables,
             runtime=GreengrassV2Runtime(
-                SENSOR_FUNCTION_ID, ipc_client=nucleus.client("edge-agent-sensor")
+                SENSOR_FUNCTION_ID,
+                ipc_client=nucleus.client(component_name(plan, SENSOR_FUNCTION_ID)),
             ),
             sensor=FakeSensor("steady", seed=1, clock=clock, noise=0),
             clock=clock,
@@ -81,7 +93,8 @@ def test_custom_topics_are_routed_on_v2(tmp_path):
         anomaly_app = anomaly_function.create_app(
             environ=variables,
             runtime=GreengrassV2Runtime(
-                ANOMALY_FUNCTION_ID, ipc_client=nucleus.client("edge-agent-anomaly")
+                ANOMALY_FUNCTION_ID,
+                ipc_client=nucleus.client(component_name(plan, ANOMALY_FUNCTION_ID)),
             ),
             clock=clock,
         )

@@ -1,4 +1,9 @@
-"""The Greengrass V2 backend against the installed awsiotsdk IPC client and a fake nucleus."""
+"""The Greengrass V2 backend against the installed awsiotsdk IPC client and a fake nucleus.
+
+The components run under the access control ``deploy v2-plan`` generates for them
+(``generated_group``), which the nucleus enforces as the real one does; a test
+about another policy says which.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
 from awsiot.eventstreamrpc import SerializeError  # noqa: E402
 from awsiot.greengrasscoreipc import model  # noqa: E402
+from generated_group import component_name, v2_plan  # noqa: E402
 from helpers import wait_until  # noqa: E402
+from nucleus_authorization import ANY, MQTT_PROXY, PUBSUB  # noqa: E402
 from v2_nucleus import (  # noqa: E402
     GET_SECRET_VALUE,
     PUBLISH_TO_IOT_CORE,
@@ -48,6 +55,15 @@ SECRET_NAME = "greengrass-snow-creds"
 SECRET_VALUE = '{"username": "edge-agent", "password": "s3cr3t-Pa55word"}'
 READING = {"schema": schema.READING_SCHEMA, "device": "pi-kitchen", "seq": 1, "temperature": 22.5}
 EVENT = {"schema": schema.ANOMALY_SCHEMA, "event": "breach", "episode_id": "pi:humidity:upper:1"}
+PLAN = v2_plan()
+SENSOR = component_name(PLAN, SENSOR_FUNCTION_ID)
+ANOMALY = component_name(PLAN, ANOMALY_FUNCTION_ID)
+# A test's own component, allowed every pub/sub and IoT Core operation: for checks of the
+# request model, which the nucleus makes after authorizing.
+PERMISSIVE = "com.example.Permissive"
+ALLOW_ALL = {
+    service: {"all": {"operations": [ANY], "resources": [ANY]}} for service in (MQTT_PROXY, PUBSUB)
+}
 
 
 @contextlib.contextmanager
@@ -84,23 +100,21 @@ class Inbox:
 @pytest.fixture
 def nucleus():
     with FakeNucleus(secrets={SECRET_NAME: SECRET_VALUE}) as nucleus:
+        nucleus.deploy(PLAN)
+        nucleus.access_control(PERMISSIVE, ALLOW_ALL)
         yield nucleus
 
 
 @pytest.fixture
 def sensor(nucleus):
-    runtime = GreengrassV2Runtime(
-        SENSOR_FUNCTION_ID, ipc_client=nucleus.client("edge-agent-sensor")
-    )
+    runtime = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=nucleus.client(SENSOR))
     yield runtime
     runtime.close()
 
 
 @pytest.fixture
 def anomaly(nucleus):
-    runtime = GreengrassV2Runtime(
-        ANOMALY_FUNCTION_ID, ipc_client=nucleus.client("edge-agent-anomaly")
-    )
+    runtime = GreengrassV2Runtime(ANOMALY_FUNCTION_ID, ipc_client=nucleus.client(ANOMALY))
     yield runtime
     runtime.close()
 
@@ -114,7 +128,7 @@ def test_readings_go_to_iot_core_only(nucleus, sensor):
     [publication] = nucleus.iot_core[DEFAULT_READINGS_TOPIC]
     assert publication.payload == schema.encode(READING)
     assert publication.qos == model.QOS.AT_LEAST_ONCE == "1"
-    assert publication.component == "edge-agent-sensor"
+    assert publication.component == SENSOR
     assert nucleus.local == {}
     assert sensor.destinations(DEFAULT_READINGS_TOPIC) == (True, [])
     assert sensor.name == "v2"
@@ -149,6 +163,10 @@ def test_unrouted_topic_publishes_nothing_and_warns_once(nucleus, sensor, anomal
 
 
 def test_routing_follows_the_topology_with_wildcards(nucleus):
+    # What a deployment of this topology would allow (IoT Core policies take MQTT
+    # wildcards; local pub/sub ones only the glob).
+    nucleus.grant("plant", MQTT_PROXY, PUBLISH_TO_IOT_CORE, "plant/+/temp")
+    nucleus.grant("plant", PUBSUB, PUBLISH_TO_TOPIC, "plant/*")
     topology = GroupTopology(
         name="t",
         functions=default_topology().functions,
@@ -157,7 +175,7 @@ def test_routing_follows_the_topology_with_wildcards(nucleus):
             Subscription("all-local", "sensor", "plant/#", "anomaly"),
         ),
     )
-    runtime = GreengrassV2Runtime("sensor", topology=topology, ipc_client=nucleus.client())
+    runtime = GreengrassV2Runtime("sensor", topology=topology, ipc_client=nucleus.client("plant"))
 
     runtime.publish("plant/a/temp", READING)
     runtime.publish("plant/a/humidity", READING)
@@ -237,7 +255,7 @@ def test_fake_client_is_the_real_sdk_signature(nucleus):
 
 
 def test_fake_validates_qos_and_topics(nucleus):
-    client = nucleus.client()
+    client = nucleus.client(PERMISSIVE)
 
     with ipc_error(model.InvalidArgumentsError, "qos must be str"):
         client.publish_to_iot_core(topic_name="a", qos=1, payload=b"{}")
@@ -255,7 +273,7 @@ def test_fake_validates_qos_and_topics(nucleus):
 
 
 def test_fake_validates_publish_messages_against_the_model(nucleus):
-    client = nucleus.client()
+    client = nucleus.client(PERMISSIVE)
 
     with pytest.raises(SerializeError):  # not a PublishMessage: the SDK cannot serialise it
         client.publish_to_topic(topic="a", publish_message={"json_message": {"message": {}}})
@@ -279,6 +297,7 @@ def test_fake_validates_publish_messages_against_the_model(nucleus):
 
 
 def test_subscriber_receives_local_messages_with_the_concrete_topic(nucleus, sensor, anomaly):
+    nucleus.grant(ANOMALY, PUBSUB, SUBSCRIBE_TO_TOPIC, "IoTBlog/#")  # the filter, literally
     inbox = Inbox()
     anomaly.subscribe("IoTBlog/#", inbox)
 
@@ -294,7 +313,7 @@ def test_binary_json_messages_are_decoded(nucleus, anomaly):
     inbox = Inbox()
     anomaly.subscribe(DEFAULT_ANOMALY_TOPIC, inbox)
 
-    nucleus.client("other").publish_to_topic(
+    nucleus.client(PERMISSIVE).publish_to_topic(
         topic=DEFAULT_ANOMALY_TOPIC,
         publish_message=model.PublishMessage(
             binary_message=model.BinaryMessage(message=schema.encode(EVENT))
@@ -310,7 +329,7 @@ def test_malformed_messages_are_logged_and_do_not_close_the_subscription(
 ):
     inbox = Inbox()
     anomaly.subscribe(DEFAULT_ANOMALY_TOPIC, inbox)
-    other = nucleus.client("other")
+    other = nucleus.client(PERMISSIVE)
 
     def publish_binary(body: bytes) -> None:
         other.publish_to_topic(
@@ -357,7 +376,7 @@ def test_handler_exceptions_are_logged_not_raised(nucleus, sensor, anomaly, capl
 
 def test_delivery_on_the_sdk_executor_thread(nucleus, sensor):
     runtime = GreengrassV2Runtime(
-        ANOMALY_FUNCTION_ID, ipc_client=nucleus.client("threaded", executor=True)
+        ANOMALY_FUNCTION_ID, ipc_client=nucleus.client(ANOMALY, executor=True)
     )
     inbox = Inbox()
     runtime.subscribe(DEFAULT_ANOMALY_TOPIC, inbox)
@@ -379,7 +398,7 @@ def test_refused_subscription_is_an_os_error(nucleus, anomaly):
 
 
 def test_close_ends_subscriptions_and_connection(nucleus, caplog):
-    client = nucleus.client("closing")
+    client = nucleus.client(ANOMALY)
     runtime = GreengrassV2Runtime(ANOMALY_FUNCTION_ID, ipc_client=client)
     runtime.subscribe(DEFAULT_ANOMALY_TOPIC, Inbox())
     assert nucleus.subscriptions() == [DEFAULT_ANOMALY_TOPIC]
@@ -412,9 +431,10 @@ def test_get_secret_refresh(nucleus, anomaly):
 
 
 def test_get_secret_by_arn_and_binary(nucleus, anomaly):
-    arn = nucleus.add_secret("greengrass-binary", SECRET_VALUE.encode("utf-8")).arn
+    arn = nucleus.add_secret(SECRET_NAME, SECRET_VALUE.encode("utf-8")).arn
 
     assert anomaly.get_secret(arn) == SECRET_VALUE
+    assert nucleus.requests[-1][2] == {"secretId": arn}
 
 
 @pytest.mark.parametrize(
@@ -471,7 +491,7 @@ def test_missing_nucleus_socket_is_runtime_unavailable(monkeypatch, tmp_path):
 
 
 def test_a_component_connects_from_the_nucleus_environment(nucleus, monkeypatch):
-    for name, value in nucleus.environ("edge-agent-sensor").items():
+    for name, value in nucleus.environ(SENSOR).items():
         monkeypatch.setenv(name, value)
 
     runtime = open_runtime(SENSOR_FUNCTION_ID, backend="v2")  # GreengrassCoreIPCClientV2()
@@ -481,7 +501,7 @@ def test_a_component_connects_from_the_nucleus_environment(nucleus, monkeypatch)
         runtime.close()
 
     [publication] = nucleus.iot_core[DEFAULT_READINGS_TOPIC]
-    assert publication.component == "edge-agent-sensor"
+    assert publication.component == SENSOR
     assert publication.json() == READING
 
 

@@ -5,8 +5,8 @@ client speaks event-stream RPC to it over a Unix socket. It serves the
 component's configuration (``GetConfiguration``, ``SubscribeToConfigurationUpdate``),
 ShadowManager (``GetThingShadow``, ``UpdateThingShadow``, and its answers and
 deltas on local pub/sub as binary JSON), and enforces the access control the
-deployment grants the sensor component (``sensor_acl``, which
-``test_deploy_v2`` checks against ``deploy/v2/recipes.py``).
+deployment ``deploy v2-plan`` generates for the thing grants the sensor component
+(``generated_group``), as the real nucleus does.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
+from generated_group import component_name, v2_plan  # noqa: E402
 from helpers import wait_until  # noqa: E402
-from nucleus_services import GET_THING_SHADOW  # noqa: E402
-from sensor_acl import sensor_access_control  # noqa: E402
+from nucleus_services import GET_THING_SHADOW, SHADOW_MANAGER  # noqa: E402
 from v2_nucleus import FakeNucleus  # noqa: E402
 
 from agent.clock import Clock  # noqa: E402
@@ -29,17 +29,19 @@ from agent.sensors import open_sensor  # noqa: E402
 from agent.topology import SENSOR_FUNCTION_ID  # noqa: E402
 from functions import sensor_function  # noqa: E402
 
-COMPONENT = "com.edgeagent.sensor"
 THING = "pi-v2-core"
-DEPLOYED = {"humidLimit": "50", "period": "0.05", "debounceSamples": "2"}
+DEPLOYED = {"humidLimit": "50", "period": "0.05", "debounceSamples": "2"}  # deploy --env sensor:...
+COMPONENT = component_name(v2_plan(thing=THING), SENSOR_FUNCTION_ID)
 
 
 class Component:
     """The sensor component started by the nucleus: its configuration, then the process."""
 
-    def __init__(self, nucleus, tmp_path, configuration=DEPLOYED, acl=None):
-        nucleus.set_configuration(COMPONENT, configuration)
-        nucleus.access_control(COMPONENT, acl or sensor_access_control(COMPONENT, THING))
+    def __init__(self, nucleus, tmp_path, configuration=DEPLOYED, without=()):
+        nucleus.deploy(v2_plan(environment={SENSOR_FUNCTION_ID: configuration}, thing=THING))
+        if without:  # a deployment that leaves these IPC services out
+            acl = nucleus.configurations[COMPONENT]["accessControl"]
+            nucleus.access_control(COMPONENT, {k: v for k, v in acl.items() if k not in without})
         client = nucleus.client(
             COMPONENT, executor=concurrent.futures.ThreadPoolExecutor(max_workers=1)
         )
@@ -134,9 +136,7 @@ def test_a_bad_configuration_value_is_rejected_reported_and_changes_nothing(nucl
 def test_without_shadow_access_readings_go_on_and_deployments_still_apply(
     nucleus, tmp_path, caplog
 ):
-    acl = sensor_access_control(COMPONENT, THING)
-    del acl["aws.greengrass.ShadowManager"]
-    started = Component(nucleus, tmp_path, acl=acl)
+    started = Component(nucleus, tmp_path, without=(SHADOW_MANAGER,))
     try:
         asked = lambda: any(op == GET_THING_SHADOW for _, op, _ in nucleus.requests)  # noqa: E731
         assert wait_until(asked)

@@ -14,6 +14,7 @@ import os
 
 import pytest
 from conftest import SNOW_USER, new_secret, secret_json
+from generated_group import component_name, v2_plan
 from helpers import anomaly
 from v1_core import V1CoreStandIn
 from v2_nucleus import GET_SECRET_VALUE, FakeNucleus
@@ -62,8 +63,11 @@ class V2Backend:
 
     def __init__(self, tmp_path, value):
         self.nucleus = FakeNucleus(secrets={DEFAULT_SECRET_NAME: value})
+        plan = v2_plan()  # the anomaly component asks by name; its policy names the ARN
+        self.nucleus.deploy(plan)
         self.runtime = GreengrassV2Runtime(
-            ANOMALY_FUNCTION_ID, ipc_client=self.nucleus.client("edge-agent-anomaly")
+            ANOMALY_FUNCTION_ID,
+            ipc_client=self.nucleus.client(component_name(plan, ANOMALY_FUNCTION_ID)),
         )
 
     def fix(self, value):
@@ -83,7 +87,9 @@ class V1Backend:
     def __init__(self, tmp_path, value):
         # This process as a function on a V1 core: the installed greengrasssdk over HTTP.
         self._stack = contextlib.ExitStack()
-        self.core = self._stack.enter_context(V1CoreStandIn(secrets={DEFAULT_SECRET_NAME: value}))
+        self.core = self._stack.enter_context(
+            V1CoreStandIn(ANOMALY_FUNCTION_ID, secrets={DEFAULT_SECRET_NAME: value})
+        )
         self._stack.enter_context(self.core.installed())
         self.runtime = GreengrassV1Runtime(ANOMALY_FUNCTION_ID)
 

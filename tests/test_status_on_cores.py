@@ -14,9 +14,11 @@ from v1_core import V1CoreStandIn
 from agent.greengrass.local import LambdaContext
 from agent.schema import READING_SCHEMA
 from agent.status import HEALTH_SCHEMA
-from agent.topology import STATUS_SWITCH
+from agent.topology import SENSOR_FUNCTION_ID, STATUS_FUNCTION_ID, STATUS_SWITCH
 
 T0 = 1_790_000_000.0
+# deploy plan --env status:statusPort=...: the group with the status function.
+WITH_STATUS = {STATUS_FUNCTION_ID: {"statusPort": "8080"}}
 
 
 def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_messages(
@@ -74,19 +76,25 @@ def test_on_v2_the_status_component_receives_readings_and_health_over_local_pubs
     monkeypatch, tmp_path
 ):
     pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
+    from generated_group import component_name, v2_plan
     from v2_nucleus import FakeNucleus
 
     from agent.greengrass.v2 import GreengrassV2Runtime
     from agent.sensors import open_sensor
     from agent.status.health import sensor_reporter
-    from agent.topology import SENSOR_FUNCTION_ID, STATUS_FUNCTION_ID
     from functions import sensor_function, status_function
 
     nucleus = FakeNucleus()
     request_close = nucleus.close
+    plan = v2_plan(environment=WITH_STATUS)  # the components' access control includes status
+    nucleus.deploy(plan)
     monkeypatch.setenv(STATUS_SWITCH, "on")  # what the topology puts in each recipe's Setenv
-    sensor_runtime = GreengrassV2Runtime(SENSOR_FUNCTION_ID, ipc_client=nucleus.client("sensor"))
-    status_runtime = GreengrassV2Runtime(STATUS_FUNCTION_ID, ipc_client=nucleus.client("status"))
+    sensor_runtime = GreengrassV2Runtime(
+        SENSOR_FUNCTION_ID, ipc_client=nucleus.client(component_name(plan, SENSOR_FUNCTION_ID))
+    )
+    status_runtime = GreengrassV2Runtime(
+        STATUS_FUNCTION_ID, ipc_client=nucleus.client(component_name(plan, STATUS_FUNCTION_ID))
+    )
     app = status_function.create_app(environ={"statusPort": "0", "stateDir": str(tmp_path)})
     try:
         for topic in app.settings.topics():  # what functions.status_function.main() does

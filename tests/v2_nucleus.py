@@ -55,13 +55,9 @@ from eventstream_wire import (
     encode_frame,
     read_frame,
 )
-from ipc_model_checks import (
-    check_enum,
-    check_publish_topic,
-    require,
-    resource_of,
-    type_problems,
-)
+from ipc_model_checks import check_enum, check_publish_topic, require, type_problems
+from nucleus_authorization import AccessControl
+from nucleus_secrets import SecretManager
 from nucleus_services import (
     _SUBSCRIPTION_EVENT,
     SERVICE_OF,
@@ -70,7 +66,7 @@ from nucleus_services import (
     NucleusServices,
     resource_of_request,
 )
-from v1_core import StoredSecret, find_secret
+from v1_core import StoredSecret
 
 from agent.greengrass.routing import topic_matches, validate_subject
 
@@ -237,17 +233,28 @@ class _Stream:
 class FakeNucleus(NucleusServices):
     """A tiny Greengrass V2 nucleus serving real ``GreengrassCoreIPCClientV2`` objects over a socket.
 
+    Like the real one it refuses every IPC operation no ``accessControl`` policy of the
+    component grants (``nucleus_authorization``): :meth:`deploy` a ``deploy v2-plan``
+    deployment to run components under the access control it gives them, or give a
+    test's own component a policy with :meth:`access_control`. Secrets are served as
+    the SecretManager component does (``nucleus_secrets``): only those the deployment's
+    ``cloudSecrets`` names, a name resolved to its ARN before the policy is checked.
+
     Knobs: ``secrets``, ``deny(operation, resource)``, ``fail_next(operation, error)``.
     Records: ``iot_core[topic]``, ``local[topic]``, ``secret_requests``, ``requests``,
     ``connections``. Local pub/sub delivers to every matching subscriber before it
     answers the publisher, with MQTT wildcards and ``receive_mode`` (default: all
-    messages, own ones too). Use as a context manager, or call :meth:`close`.
+    messages, own ones too, except on a wildcard filter: then only others', as
+    ``PubSubIPCEventStreamAgent.validateReceiveMode`` decides). Use as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(self, secrets: Optional[Mapping[str, Union[str, bytes]]] = None) -> None:
         self.iot_core: Dict[str, List[IoTCorePublication]] = defaultdict(list)
         self.local: Dict[str, List[LocalPublication]] = defaultdict(list)
-        self.secrets: Dict[str, StoredSecret] = {}
+        self.secret_manager = SecretManager()
+        self.secrets: Dict[str, StoredSecret] = self.secret_manager.cloud  # by name
+        self.access = AccessControl()
         self.secret_requests: List[Dict[str, Any]] = []
         self.requests: List[Tuple[str, str, Dict[str, Any]]] = []
         self.connections: List[_Connection] = []
@@ -307,7 +314,8 @@ class FakeNucleus(NucleusServices):
         return secret
 
     def deny(self, operation: str, resource: str = "*") -> None:
-        """Leave ``operation`` on ``resource`` out of the component's accessControl."""
+        """Refuse ``operation`` on ``resource`` whatever the policies grant (as if the
+        deployment had left it out of the component's accessControl)."""
         self._denied.append((operation, resource))
 
     def rotate_in_cloud(self, name: str, value: Union[str, bytes]) -> None:
@@ -421,11 +429,7 @@ class FakeNucleus(NucleusServices):
                 failures = self._failures.get(operation)
                 if failures:
                     raise failures.pop(0)
-            self._authorize(
-                component,
-                operation,
-                resource_of_request(operation, request) or resource_of(request),
-            )
+            self._authorize(component, operation, self._resource(operation, request))
             if operation == SUBSCRIBE_TO_CONFIGURATION_UPDATE:
                 response = handler(component, request)
                 self._keep_configuration_stream(component, request, stream)
@@ -435,7 +439,7 @@ class FakeNucleus(NucleusServices):
                 response = handler(component, request)
                 with self._lock:
                     self._subscriptions.append(
-                        _Subscription(component, request.topic, request.receive_mode, stream)
+                        _Subscription(component, request.topic, _receive_mode(request), stream)
                     )
                 stream.reply(response, terminate=False)
                 return
@@ -444,20 +448,33 @@ class FakeNucleus(NucleusServices):
             return stream.reply_error(error)
         stream.reply(response, terminate=True)
 
+    def _resource(self, operation: str, request: Any) -> str:
+        """What the service authorizes the request on, after the checks it makes first."""
+        if operation == GET_SECRET_VALUE:
+            require(request, "secret_id")
+            # SecretManager resolves a name to its ARN, then authorizes the ARN.
+            return self.secret_manager.arn_for(request.secret_id)
+        if operation == PUBLISH_TO_IOT_CORE:
+            require(request, "topic_name")  # MqttProxyIPCAgent.validateTopic comes first
+            return request.topic_name
+        if operation in (PUBLISH_TO_TOPIC, SUBSCRIBE_TO_TOPIC):
+            require(request, "topic")
+            return request.topic
+        return resource_of_request(operation, request) or ""
+
     def _authorize(self, component: str, operation: str, resource: str) -> None:
         from awsiot.greengrasscoreipc import model
 
-        denied = any(
-            op == operation and r in ("*", resource) for op, r in self._denied
-        ) or not self._allowed(component, operation, resource)
-        if denied:
+        service = SERVICE_OF.get(operation)
+        if service is None:
+            return  # configuration operations: a component reads its own without a policy
+        if any(op == operation and r in ("*", resource) for op, r in self._denied):
             raise model.UnauthorizedError(
-                message=(
-                    "Principal {} is not authorized to perform {}:{} on resource {}".format(
-                        component, SERVICE_OF.get(operation, "?"), operation, resource
-                    )
+                message="Principal {} is not authorized to perform {}:{} on resource {}".format(
+                    component, service, operation, resource
                 )
             )
+        self.access.check(service, component, operation, resource)
 
     def _publish_to_iot_core(self, component: str, request: Any) -> Any:
         from awsiot.greengrasscoreipc import model
@@ -477,6 +494,8 @@ class FakeNucleus(NucleusServices):
 
         require(request, "topic", "publish_message")
         check_publish_topic(request.topic)
+        if "*" in request.topic:  # PubSubIPCEventStreamAgent refuses the glob too
+            raise model.InvalidArgumentsError(message="Publish topic must not contain a wildcard.")
         message = request.publish_message
         if (message.json_message is None) == (message.binary_message is None):
             raise model.InvalidArgumentsError(
@@ -534,22 +553,12 @@ class FakeNucleus(NucleusServices):
                 "refresh": request.refresh,
             }
         )
-        if request.version_id is not None and request.version_stage is not None:
-            raise model.InvalidArgumentsError(
-                message="specify either version_id or version_stage, not both"
-            )
-        secret = find_secret(self.secrets, request.secret_id)
-        stage = request.version_stage or "AWSCURRENT"
-        if (
-            secret is None
-            or stage not in secret.stages
-            or request.version_id not in (None, secret.version_id)
-        ):
-            raise model.ResourceNotFoundError(
-                message="Secret not found " + request.secret_id,
-                resource_type="secret",
-                resource_name=request.secret_id,
-            )
+        secret = self.secret_manager.get(
+            request.secret_id,
+            self.secret_manager.arn_for(request.secret_id),
+            request.version_id,
+            request.version_stage,
+        )
         if request.refresh and secret.cloud_value is not None:
             secret.value, secret.cloud_value = secret.cloud_value, None
         if isinstance(secret.value, bytes):
@@ -578,3 +587,14 @@ class FakeNucleus(NucleusServices):
     def _drop_stream(self, stream: _Stream) -> None:
         with self._lock:
             self._subscriptions = [s for s in self._subscriptions if s.stream is not stream]
+
+
+def _receive_mode(request: Any) -> str:
+    """The mode a subscription gets: the asked one, else for a filter with a wildcard level
+    only others' messages (PubSubIPCEventStreamAgent.validateReceiveMode)."""
+    if request.receive_mode is not None:
+        return str(request.receive_mode)
+    levels = request.topic.split("/")
+    if "+" in levels or levels[-1] == "#":
+        return "RECEIVE_MESSAGES_FROM_OTHERS"
+    return "RECEIVE_ALL_MESSAGES"
