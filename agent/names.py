@@ -24,6 +24,10 @@ HEALTH_TOPIC = "edge-agent/health/{function}"
 # Set by the topology in every function's environment when the group has a status
 # function, so a V2 component (which routes its own messages) knows to send it copies.
 STATUS_SWITCH = "EDGE_AGENT_STATUS"
+# Set by the deployment in each V1 function's environment: the subjects of the group's
+# subscriptions from that function (a JSON list), so it can tell a topic no subscription
+# routes, which a V1 core drops without a word, without loading the topology at start.
+ROUTES_VARIABLE = "EDGE_AGENT_ROUTES"
 SNOW_SECRET_RESOURCE_ID = "snow-credentials"
 STATE_VOLUME_ID = "edge-agent-state"
 # Episode state and the outbox must outlive a container restart, so they live on a

@@ -10,6 +10,7 @@ id (or ``cloud``), and the deploy step turns ids into qualified Lambda ARNs.
 
 from __future__ import annotations
 
+import json
 from typing import Dict, Mapping, Optional, Tuple
 
 from .names import (
@@ -20,6 +21,7 @@ from .names import (
     DEFAULT_SECRET_NAME,
     DEVICE_STATE_DIR,
     HEALTH_TOPIC,
+    ROUTES_VARIABLE,
     SENSOR_FUNCTION_ID,
     SHADOW_SERVICE,
     SNOW_SECRET_RESOURCE_ID,
@@ -217,6 +219,15 @@ class GroupTopology(Record):
 
     def subscriptions_from(self, source: str) -> Tuple[Subscription, ...]:
         return tuple(s for s in self.subscriptions if s.source == source)
+
+    def deployed_environment(self, function_id: str) -> Dict[str, str]:
+        """The environment a V1 deployment gives the function: its variables, and in
+        :data:`ROUTES_VARIABLE` the subjects the group routes from it (a V1 core drops
+        any other message without a word; the function tells it from this list)."""
+        environment = dict(self.function(function_id).environment)
+        subjects = list(dict.fromkeys(s.subject for s in self.subscriptions_from(function_id)))
+        environment[ROUTES_VARIABLE] = json.dumps(subjects, separators=(",", ":"))
+        return environment
 
     def for_thing(self, thing: str) -> GroupTopology:
         """This topology with ``thing`` in the shadow subjects (see :data:`THING_TOKEN`).

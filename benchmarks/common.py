@@ -124,8 +124,9 @@ class WallWaitClock(VirtualClock):
 
 
 def function_environment(function_id: str, **extra: str) -> Dict[str, str]:
-    """The function's variables from the default topology, plus ``extra``."""
-    env = dict(default_topology().function(function_id).environment)
+    """The function's variables as a deployment of the default topology gives them (with the
+    subjects the group routes from it), plus ``extra``."""
+    env = default_topology().deployed_environment(function_id)
     env.update(extra)
     return env
 

@@ -16,11 +16,9 @@ loaders for both projects' functions on that path.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import types
@@ -30,12 +28,18 @@ from .common import REPO_ROOT
 
 STAND_INS = os.path.join(REPO_ROOT, "benchmarks", "stand_ins")
 ACCOUNT = "arn:aws:lambda:us-east-1:123456789012:function:"
+# The project's functions as ``deploy plan`` names them (alias ``live``, in the account and
+# region of the generated group the core stand-in loads); the seed's as its blog did.
 FUNCTION_ARNS = {
-    "sensor": ACCOUNT + "edge-agent-sensor:1",
-    "anomaly": ACCOUNT + "edge-agent-anomaly:1",
+    "sensor": ACCOUNT + "edge-agent-sensor:live",
+    "anomaly": ACCOUNT + "edge-agent-anomaly:live",
     "seed-sensor": ACCOUNT + "1-IoT-GetSensorData:1",
     "seed-anomaly": ACCOUNT + "2-IoT-ServiceNow:1",
 }
+# The seed's subscription table (its blog's): readings to the cloud, breaches to the
+# anomaly function; the secret resource attached to the anomaly function.
+SEED_SUBJECTS = {"seed-sensor": ("IoTBlog/sensorData", "IoTBlog/anomaly"), "seed-anomaly": ()}
+TESTS = os.path.join(REPO_ROOT, "tests")
 NORMAL = (22.0, 40.0, 1013.0)  # chip values within every limit
 HOT = (38.0, 40.0, 1013.0)  # beyond the 30 °C limit and its hysteresis
 SEED_LIMITS = {"tempLimit": "30", "humidLimit": "50"}  # the blog's values (the project's defaults)
@@ -69,13 +73,12 @@ def _load_file_module(name: str, path: str, register: bool = False) -> types.Mod
     return module
 
 
-def _v1_core_module() -> types.ModuleType:
-    # Loaded by path (tests/ is not a package); reused if pytest already imported it.
-    module = sys.modules.get("v1_core")
-    if module is None:
-        path = os.path.join(REPO_ROOT, "tests", "v1_core.py")
-        module = _load_file_module("v1_core", path, register=True)
-    return module
+def _tests_module(name: str) -> types.ModuleType:
+    # tests/ is not a package: its modules import each other by name, as under pytest
+    # (which may have imported them already).
+    if TESTS not in sys.path:
+        sys.path.append(TESTS)
+    return importlib.import_module(name)
 
 
 def v1_core(
@@ -86,22 +89,27 @@ def v1_core(
     """A V1 core for one function (``FUNCTION_ARNS`` key): ``.installed()``,
     ``.published`` (topic → publications), ``.secret_requests``; ``.close()`` it.
 
-    ``on_publish(topic, payload)`` is called for every message the router
-    accepts, in the core's request thread, as the core's router would hand it on.
+    The project's functions run in the group ``deploy plan`` generates, the seed's in
+    its blog's. ``on_publish(topic, payload)`` is called for every message the
+    router routes, in the core's request thread, as the core's router would hand it on.
     """
-    core = _v1_core_module().V1CoreStandIn(FUNCTION_ARNS[function], secrets=secrets)
+    group = None  # the generated group of the default topology
+    if function in SEED_SUBJECTS:
+        secret = _tests_module("generated_group").secret_arn("greengrass-snow-creds")
+        group = _tests_module("v1_group").one_function_group(
+            FUNCTION_ARNS[function],
+            SEED_SUBJECTS[function],
+            secrets={"snow-credentials": secret} if function == "seed-anomaly" else {},
+        )
+    forward = None
     if on_publish is not None:
-        route = core._route
 
-        def route_and_forward(headers: Mapping[str, str], body: bytes) -> int:
-            status = route(headers, body)
-            if status == 202:
-                context = json.loads(base64.b64decode(headers["X-Amz-Client-Context"]))
-                on_publish(context["custom"]["subject"], body)
-            return status
+        def forward(publication: Any) -> None:
+            on_publish(publication.topic, publication.payload)
 
-        core._route = route_and_forward
-    return core
+    return _tests_module("v1_core").V1CoreStandIn(
+        FUNCTION_ARNS[function], secrets=secrets, group=group, on_publish=forward
+    )
 
 
 def handler_context(topic: str) -> Any:

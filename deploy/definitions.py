@@ -109,8 +109,10 @@ def _function_entry(spec: FunctionSpec, topology: GroupTopology, target: Target)
                 )
             )
     arn = target.function_arn(topology, spec.id)
+    # With the subjects it is routed on: the core drops any other message without telling it.
+    variables = topology.deployed_environment(spec.id)
     environment: Document = {
-        "Variables": {key: spec.environment[key] for key in sorted(spec.environment)},
+        "Variables": {key: variables[key] for key in sorted(variables)},
         "AccessSysfs": spec.access_sysfs,
         "Execution": {"IsolationMode": ISOLATION_MODE, "RunAs": _run_as(topology, target)},
     }

@@ -11,6 +11,7 @@ import pytest
 from botocore.validate import ParamValidator
 from test_deploy_support import STATE_DIR, test_topology
 
+from agent.names import ROUTES_VARIABLE
 from agent.topology import (
     DeviceResource,
     ResourceAccess,
@@ -90,7 +91,15 @@ def test_function_definition_follows_topology(tmp_path):
         assert config["EncodingType"] == "json"
         assert config["Executable"] == spec.executable
         env = config["Environment"]
-        assert env["Variables"] == dict(spec.environment)
+        variables = dict(env["Variables"])
+        # Beside its own variables, each function gets the subjects it is routed on.
+        routes = json.loads(variables.pop(ROUTES_VARIABLE))
+        assert variables == dict(spec.environment)
+        assert routes == list(
+            dict.fromkeys(
+                s.subject for s in topology.for_thing("edge-agent-core").subscriptions_from(spec.id)
+            )
+        )
         assert env["AccessSysfs"] is spec.access_sysfs
         assert env["Execution"] == {
             "IsolationMode": "GreengrassContainer",

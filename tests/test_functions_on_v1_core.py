@@ -17,6 +17,7 @@ from helpers import anomaly, fresh_import, wait_until
 from v1_core import CORE_MODULES_DIR, V1CoreStandIn
 
 from agent.greengrass.local import LambdaContext
+from agent.topology import ANOMALY_FUNCTION_ID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a core's Python runtime does for a pinned function: import its module, keep the process.
@@ -87,7 +88,9 @@ def test_sensor_function_with_bad_configuration_logs_and_stays_idle(v1_env, monk
 def test_anomaly_function_opens_an_incident_through_the_v1_secret(
     v1_env, monkeypatch, standin, password
 ):
-    core = V1CoreStandIn(secrets={"greengrass-snow-creds": secret_json(password)})
+    core = V1CoreStandIn(
+        ANOMALY_FUNCTION_ID, secrets={"greengrass-snow-creds": secret_json(password)}
+    )
     monkeypatch.setenv("snowUrl", standin.url + "/api/now/table/incident")  # the blog's form
     with core, core.installed():
         module = fresh_import("functions.anomaly_function")

@@ -1,6 +1,8 @@
 """The Greengrass V1 backend: the installed greengrasssdk over HTTP to a core's IPC endpoint.
 
-``v1_core.V1CoreStandIn`` is the core's side of the wire; the SDK's client code
+``v1_core.V1CoreStandIn`` is the core's side of the wire, for one function of the
+group ``deploy plan`` generates (it routes by the generated subscriptions and
+serves a secret only to the function it is attached to); the SDK's client code
 is the installed package's own, on stand-ins of the two packages that only a
 core has (``tests/stand_ins/v1_core``).
 """
@@ -8,6 +10,7 @@ core has (``tests/stand_ins/v1_core``).
 from __future__ import annotations
 
 import io
+import logging
 import math
 from datetime import datetime
 
@@ -15,7 +18,9 @@ import pytest
 
 pytest.importorskip("greengrasssdk")
 
-from v1_core import V1CoreStandIn  # noqa: E402
+from generated_group import v1_definitions  # noqa: E402
+from v1_core import MAX_MESSAGE_BYTES, V1CoreStandIn  # noqa: E402
+from v1_group import V1Group  # noqa: E402
 
 from agent import schema  # noqa: E402
 from agent.errors import (  # noqa: E402
@@ -26,6 +31,8 @@ from agent.errors import (  # noqa: E402
 )
 from agent.greengrass import ENV_VAR, detect_backend, open_runtime  # noqa: E402
 from agent.greengrass.v1 import GreengrassV1Runtime, PublishError  # noqa: E402
+from agent.names import ROUTES_VARIABLE  # noqa: E402
+from agent.topology import ANOMALY_FUNCTION_ID, SENSOR_FUNCTION_ID  # noqa: E402
 
 SECRET_NAME = "greengrass-snow-creds"
 SECRET_VALUE = '{"username": "edge-agent", "password": "s3cr3t-Pa55word"}'
@@ -43,7 +50,7 @@ READING = {
 
 @pytest.fixture
 def core():
-    """This test process as a function on a V1 core."""
+    """This test process as the sensor function on a V1 core."""
     with V1CoreStandIn(secrets={SECRET_NAME: SECRET_VALUE}) as core, core.installed():
         yield core
 
@@ -51,6 +58,19 @@ def core():
 @pytest.fixture
 def runtime(core: V1CoreStandIn) -> GreengrassV1Runtime:
     return GreengrassV1Runtime("sensor")  # the installed greengrasssdk, as on a core
+
+
+@pytest.fixture
+def anomaly_core():
+    """This test process as the anomaly function: the one the secret is attached to."""
+    core = V1CoreStandIn(ANOMALY_FUNCTION_ID, secrets={SECRET_NAME: SECRET_VALUE})
+    with core, core.installed():
+        yield core
+
+
+@pytest.fixture
+def anomaly_runtime(anomaly_core: V1CoreStandIn) -> GreengrassV1Runtime:
+    return GreengrassV1Runtime(ANOMALY_FUNCTION_ID)
 
 
 def sdk():
@@ -81,7 +101,8 @@ def test_clients_are_created_once(core, monkeypatch):
     runtime = GreengrassV1Runtime("sensor")
     for seq in range(3):
         runtime.publish(READINGS, dict(READING, seq=seq))
-    runtime.get_secret(SECRET_NAME)
+    with pytest.raises(SecretError, match="404"):  # not attached to the sensor function
+        runtime.get_secret(SECRET_NAME)
 
     assert calls == ["iot-data", "secretsmanager"]
     assert [m["seq"] for m in core.messages(READINGS)] == [0, 1, 2]
@@ -128,6 +149,68 @@ def test_subscribe_is_a_no_op(core, runtime):
     runtime.close()
 
     assert calls == []
+
+
+# -- a topic the group does not route ----------------------------------------
+
+
+def test_an_unrouted_topic_is_counted_and_warned_once_not_taken_as_delivered(core, runtime, caplog):
+    caplog.set_level(logging.WARNING, logger="agent.greengrass.v1")
+    for seq in range(3):
+        runtime.publish("IoTBlog/unknown", dict(READING, seq=seq))
+    runtime.publish(READINGS, READING)
+
+    # The core took all four without a word and dropped the three no subscription routes.
+    assert [p.topic for p in core.unrouted] == ["IoTBlog/unknown"] * 3
+    assert list(core.published) == [READINGS]
+    assert runtime.unrouted == {"IoTBlog/unknown": 3}
+    [warning] = [r for r in caplog.records if "IoTBlog/unknown" in r.getMessage()]
+    assert "no subscription of the deployed group routes 'IoTBlog/unknown'" in warning.getMessage()
+    assert "the core drops it" in warning.getMessage()
+
+
+def test_the_route_table_is_the_deployed_one(tmp_path):
+    # deploy plan --env sensor:readingsTopic=site/7/readings: the function's environment
+    # names the subjects the group routes from it.
+    custom = "site/7/readings"
+    definitions = v1_definitions(environment={SENSOR_FUNCTION_ID: {"readingsTopic": custom}})
+    group = V1Group.from_definitions(definitions)
+    with V1CoreStandIn(group=group) as core, core.installed():
+        assert custom in core.environ[ROUTES_VARIABLE]
+        runtime = GreengrassV1Runtime(SENSOR_FUNCTION_ID)
+        runtime.publish(custom, READING)
+        runtime.publish(READINGS, READING)  # the default topic: not routed in this group
+
+    assert core.messages(custom) == [READING]
+    assert runtime.unrouted == {READINGS: 1}
+
+
+def test_without_a_route_table_the_topology_and_the_functions_topics_decide(core):
+    runtime = GreengrassV1Runtime(SENSOR_FUNCTION_ID, environ={})  # deployed by other means
+    runtime.publish("site/8/readings", READING)  # before the function named its topics
+    runtime.route_topics({"readingsTopic": "site/8/readings"})
+    runtime.publish("site/8/readings", READING)
+    runtime.publish("IoTBlog/unknown", READING)
+
+    assert runtime.unrouted == {"site/8/readings": 1, "IoTBlog/unknown": 1}
+
+
+def test_a_route_table_that_is_not_a_list_of_topics_is_an_error_not_a_crash(core, caplog):
+    runtime = GreengrassV1Runtime(SENSOR_FUNCTION_ID, environ={ROUTES_VARIABLE: "IoTBlog/#"})
+    runtime.publish(READINGS, READING)
+
+    assert runtime.unrouted == {}
+    assert "EDGE_AGENT_ROUTES is not a JSON list of topics" in caplog.text
+    assert core.messages(READINGS) == [READING]
+
+
+def test_a_message_over_128_kb_is_a_publish_error_naming_the_topic(core, runtime):
+    runtime.publish(READINGS, {"pad": "x" * (MAX_MESSAGE_BYTES - len('{"pad":""}'))})
+    with pytest.raises(PublishError, match=READINGS + ".*413"):
+        runtime.publish(READINGS, {"pad": "x" * MAX_MESSAGE_BYTES})
+
+    [publication] = core.published[READINGS]
+    assert len(publication.payload) == MAX_MESSAGE_BYTES
 
 
 # -- the SDK's own checks, and what crosses the wire ----------------------------
@@ -181,7 +264,7 @@ def test_best_effort_is_dropped_when_the_queue_is_full(core):
     assert [p.topic for p in core.dropped] == [READINGS]
 
 
-def test_sdk_secret_parameters(core):
+def test_sdk_secret_parameters(anomaly_core):
     from greengrasssdk.SecretsManager import SecretsManagerError
 
     secrets = sdk().client("secretsmanager")
@@ -196,7 +279,10 @@ def test_sdk_secret_parameters(core):
     answer = secrets.get_secret_value(SecretId=SECRET_NAME, VersionStage="AWSCURRENT")
     assert answer["SecretString"] == SECRET_VALUE
     assert isinstance(answer["CreatedDate"], datetime)
-    assert core.secret_requests[-1] == {"SecretId": SECRET_NAME, "VersionStage": "AWSCURRENT"}
+    assert anomaly_core.secret_requests[-1] == {
+        "SecretId": SECRET_NAME,
+        "VersionStage": "AWSCURRENT",
+    }
 
 
 def test_leaving_the_core_leaves_the_sdk_off_core():
@@ -219,31 +305,31 @@ def test_a_wrong_token_is_refused_by_the_core(core, monkeypatch):
 # -- secrets ----------------------------------------------------------------
 
 
-def test_get_secret_returns_secret_string(core, runtime):
-    assert runtime.get_secret(SECRET_NAME) == SECRET_VALUE
-    secret_arn = core.secrets[SECRET_NAME].arn
-    assert runtime.get_secret(secret_arn) == SECRET_VALUE
-    assert core.secret_requests == [{"SecretId": SECRET_NAME}, {"SecretId": secret_arn}]
+def test_get_secret_returns_secret_string(anomaly_core, anomaly_runtime):
+    assert anomaly_runtime.get_secret(SECRET_NAME) == SECRET_VALUE
+    secret_arn = anomaly_core.secrets[SECRET_NAME].arn
+    assert anomaly_runtime.get_secret(secret_arn) == SECRET_VALUE
+    assert anomaly_core.secret_requests == [{"SecretId": SECRET_NAME}, {"SecretId": secret_arn}]
 
 
-def test_get_secret_decodes_secret_binary(core, runtime):
-    core.add_secret("greengrass-binary", SECRET_VALUE.encode("utf-8"))
+def test_get_secret_decodes_secret_binary(anomaly_core, anomaly_runtime):
+    anomaly_core.add_secret(SECRET_NAME, SECRET_VALUE.encode("utf-8"))
 
-    assert runtime.get_secret("greengrass-binary") == SECRET_VALUE
+    assert anomaly_runtime.get_secret(SECRET_NAME) == SECRET_VALUE
 
 
-def test_binary_secret_that_is_not_text_is_a_secret_error(core, runtime):
-    core.add_secret("greengrass-blob", b"\xff\xfe\x00")
+def test_binary_secret_that_is_not_text_is_a_secret_error(anomaly_core, anomaly_runtime):
+    anomaly_core.add_secret(SECRET_NAME, b"\xff\xfe\x00")
 
     with pytest.raises(SecretError, match="not UTF-8"):
-        runtime.get_secret("greengrass-blob")
+        anomaly_runtime.get_secret(SECRET_NAME)
 
 
-def test_secret_errors_name_the_id_and_code_but_not_the_value(core, runtime):
-    core.secret_errors[SECRET_NAME] = (403, "Access denied to resource")
+def test_secret_errors_name_the_id_and_code_but_not_the_value(anomaly_core, anomaly_runtime):
+    anomaly_core.secret_errors[SECRET_NAME] = (403, "Access denied to resource")
 
     with pytest.raises(SecretError) as info:
-        runtime.get_secret(SECRET_NAME)
+        anomaly_runtime.get_secret(SECRET_NAME)
 
     text = str(info.value)
     assert SECRET_NAME in text and "403" in text and "Access denied" in text

@@ -8,8 +8,10 @@ import time
 
 import pytest
 import requests
+from generated_group import v1_definitions
 from helpers import fresh_import, wait_until
 from v1_core import V1CoreStandIn
+from v1_group import V1Group
 
 from agent.greengrass.local import LambdaContext
 from agent.schema import READING_SCHEMA
@@ -21,11 +23,15 @@ T0 = 1_790_000_000.0
 WITH_STATUS = {STATUS_FUNCTION_ID: {"statusPort": "8080"}}
 
 
+def status_group() -> V1Group:
+    return V1Group.from_definitions(v1_definitions(environment=WITH_STATUS))
+
+
 def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_messages(
     v1_env, monkeypatch
 ):
     monkeypatch.setenv("statusPort", "0")
-    with V1CoreStandIn() as core, core.installed():
+    with V1CoreStandIn(STATUS_FUNCTION_ID, group=status_group()) as core, core.installed():
         module = fresh_import("functions.status_function")
     try:
         assert module.app is not None and module.app.url, "the server did not start at load"
@@ -43,7 +49,7 @@ def test_on_a_v1_core_the_status_function_serves_from_load_and_takes_routed_mess
 def test_on_a_v1_core_the_sensor_sends_health_reports_when_the_group_has_a_status_function(
     v1_env, monkeypatch
 ):
-    core = V1CoreStandIn()
+    core = V1CoreStandIn(SENSOR_FUNCTION_ID, group=status_group())
     monkeypatch.setenv("EDGE_AGENT_SENSOR", "fake")
     monkeypatch.setenv("period", "0.05")
     monkeypatch.setenv(STATUS_SWITCH, "on")

@@ -4,7 +4,14 @@ A V1 core runs an HTTP server on ``localhost:$GG_DAEMON_PORT``; a function's
 ``greengrasssdk`` clients post work to the core's system functions there
 (``GGRouter`` for publish, ``GGSecretManager`` for secrets) with its
 authorization token. :class:`V1CoreStandIn` is that server, on a free port in
-a thread, with a tiny router and secret store behind it, and ``GGShadowService``
+a thread, for one function of a deployed group (by default the function and
+subscription definitions ``deploy plan`` generates for the default topology:
+``generated_group``), with a router and secret store that refuse what a core
+refuses (``v1_group``): a message goes only where a subscription routes it (the
+others are dropped, silently for the publisher), a secret is served only to a
+function its resource is attached to, and a message over 128 KB is refused
+(AWS General Reference, "AWS IoT Greengrass V1 endpoints and quotas": maximum
+message size 128 KB). And ``GGShadowService``
 (the SDK's ``get_thing_shadow``/``update_thing_shadow``), which serves shadows
 with the agent's own semantics module (``agent.greengrass.local_shadow``) and
 sends its answers and deltas, as a core routes them, to the handlers of
@@ -33,9 +40,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from generated_group import SECRET_ARN_PREFIX, SECRET_SUFFIX, v1_definitions
+from v1_group import V1Group
+
 from agent.greengrass.local_shadow import LocalShadowService
 from agent.greengrass.routing import topic_matches
 from agent.greengrass.shadow_document import parse_topic
+from agent.names import ROUTES_VARIABLE, SENSOR_FUNCTION_ID
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORE_MODULES_DIR = os.path.join(HERE, "stand_ins", "v1_core")
@@ -44,9 +55,10 @@ CORE_MODULES_DIR = os.path.join(HERE, "stand_ins", "v1_core")
 ROUTER_FUNCTION_ARN = "arn:aws:lambda:::function:GGRouter"
 SHADOW_FUNCTION_ARN = "arn:aws:lambda:::function:GGShadowService"
 SECRETS_MANAGER_FUNCTION_ARN = "arn:aws:lambda:::function:GGSecretManager"
-DEFAULT_FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:edge-agent-sensor:1"
-SECRET_ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 API_PREFIX = "/2016-11-01/functions/"
+# The largest message a V1 core carries (AWS General Reference, "AWS IoT Greengrass V1
+# endpoints and quotas": maximum message size 128 KB).
+MAX_MESSAGE_BYTES = 128 * 1024
 
 # Modules that read the core's environment at import: re-imported inside installed().
 _CORE_BOUND_MODULES = (
@@ -67,6 +79,7 @@ class V1Publication:
     payload: bytes
     source: Optional[str]
     queue_full_policy: str  # as the SDK sends it: '', 'BestEffort' or 'AllOrError'
+    targets: Tuple[str, ...] = ()  # where the group's subscriptions send it
 
     def json(self) -> Any:
         return json.loads(self.payload.decode("utf-8"))
@@ -88,7 +101,7 @@ class StoredSecret:
 
     def __post_init__(self) -> None:
         if not self.arn:
-            self.arn = SECRET_ARN_PREFIX + self.name + "-AbCdEf"
+            self.arn = SECRET_ARN_PREFIX + self.name + SECRET_SUFFIX
 
     def matches(self, secret_id: str) -> bool:
         return secret_id in (self.name, self.arn)
@@ -102,21 +115,32 @@ def find_secret(secrets: Mapping[str, StoredSecret], secret_id: Any) -> Optional
 
 
 class V1CoreStandIn:
-    """The core's side of the IPC, over HTTP on a free port.
+    """The core's side of the IPC for one function of ``group``, over HTTP on a free port.
+
+    ``function`` is the function's definition ``Id`` or ARN; ``group`` a
+    :class:`v1_group.V1Group` (by default the generated definitions of the default
+    topology). ``on_publish(publication)`` is called, in the core's request thread,
+    for each message the router sends on.
 
     Knobs: ``queue_full`` (the router's queue is full), ``ipc_reachable``
     (the server listens), ``secret_errors[name] = (status, message)``.
-    Records: ``published[topic]``, ``dropped``, ``secret_requests``, ``requests``.
+    Records: ``published[topic]`` (routed), ``unrouted`` (no subscription: dropped),
+    ``dropped`` (queue full), ``secret_requests``, ``requests``.
     """
 
     def __init__(
         self,
-        function_arn: str = DEFAULT_FUNCTION_ARN,
+        function: str = SENSOR_FUNCTION_ID,
         secrets: Optional[Mapping[str, Union[str, bytes]]] = None,
+        group: Optional[V1Group] = None,
+        on_publish: Optional[Callable[[V1Publication], None]] = None,
     ) -> None:
-        self.function_arn = function_arn
+        self.group = group if group is not None else V1Group.from_definitions(v1_definitions())
+        self.function_arn = self.group.function_arn(function)
+        self.on_publish = on_publish
         self.token = "core-token-" + base64.b32encode(os.urandom(10)).decode().lower()
         self.published: Dict[str, List[V1Publication]] = defaultdict(list)
+        self.unrouted: List[V1Publication] = []
         self.dropped: List[V1Publication] = []
         self.queue_full = False
         self.secrets: Dict[str, StoredSecret] = {}
@@ -172,8 +196,14 @@ class V1CoreStandIn:
 
     @property
     def environ(self) -> Dict[str, str]:
-        """The variables a V1 core sets for this function (its container's environment)."""
+        """The variables a V1 core sets for this function (its container's environment).
+
+        Of the variables its definition gives it, only the route table is set: the
+        others (``stateDir``, the sensor backend, limits) are the test's to choose.
+        """
+        routes = self.group.variables(self.function_arn).get(ROUTES_VARIABLE)
         return {
+            **({ROUTES_VARIABLE: routes} if routes is not None else {}),
             "MY_FUNCTION_ARN": self.function_arn,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
             "GG_DAEMON_PORT": str(self.port),
@@ -296,6 +326,8 @@ class V1CoreStandIn:
         invocation_id = "invocation-{}".format(next(self._ids))
         if function_arn == ROUTER_FUNCTION_ARN:
             status = self._route(headers, body)
+            if status == 413:
+                return status, {}, b"message larger than 128 KB"
             if status != 202:
                 return status, {}, b"queue is full"
         elif function_arn == SECRETS_MANAGER_FUNCTION_ARN:
@@ -313,19 +345,28 @@ class V1CoreStandIn:
         assert headers.get("X-Amz-Invocation-Type") == "Event", "the SDK publishes asynchronously"
         context = json.loads(base64.b64decode(headers["X-Amz-Client-Context"]).decode("utf-8"))
         custom = context["custom"]
+        source = custom.get("source")
         publication = V1Publication(
             topic=custom["subject"],
             payload=body,
-            source=custom.get("source"),
+            source=source,
             queue_full_policy=custom.get("queueFullPolicy", ""),
+            targets=tuple(self.group.route(source or "", custom["subject"])),
         )
+        if len(body) > MAX_MESSAGE_BYTES:
+            return 413  # assumed status, as for a full queue: the SDK raises on any error
         with self._lock:
+            if not publication.targets:
+                self.unrouted.append(publication)  # a core drops it, and says nothing
+                return 202
             if self.queue_full:
                 if publication.queue_full_policy == "AllOrError":
                     return 429  # assumed: the public SDK does not say which status the router uses
                 self.dropped.append(publication)
                 return 202
             self.published[publication.topic].append(publication)
+        if self.on_publish is not None:
+            self.on_publish(publication)
         return 202
 
     def _secret_payload(self, body: bytes) -> bytes:
@@ -333,13 +374,18 @@ class V1CoreStandIn:
         self.secret_requests.append(request)
         secret_id = request.get("SecretId")
         stage = request.get("VersionStage") or "AWSCURRENT"
-        secret = find_secret(self.secrets, secret_id)
+        # Only the secret resources attached to this function are there for it.
+        attached = self.group.secret_arns(self.function_arn)
+        secret = find_secret(
+            {n: s for n, s in self.secrets.items() if s.arn in attached}, secret_id
+        )
         if secret is not None and secret.name in self.secret_errors:
             status, message = self.secret_errors[secret.name]
         elif secret_id in self.secret_errors:
             status, message = self.secret_errors[secret_id]
         elif secret is None or stage not in secret.stages:
-            # The example in greengrasssdk/SecretsManager.py's own comment.
+            # The example in greengrasssdk/SecretsManager.py's own comment (assumed also for
+            # a secret of the group that is not attached to this function).
             status, message = 404, "Resource not found"
         else:
             answer: Dict[str, Any] = {

@@ -1,10 +1,18 @@
-"""The subscription table, as a Greengrass V1 core applies it. Pure logic, no I/O."""
+"""The subscription table, as a Greengrass V1 core applies it. Pure logic, no I/O.
+
+Loaded on the V1 function's start path (it tells an unrouted topic), so it follows the
+cold-start rule (``agent/record.py``) and loads no topology classes at run time.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Tuple
+import json
 
-from ..topology import Subscription
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional, Tuple
+
+    from ..topology import Subscription
 
 
 def topic_matches(subject: str, topic: str) -> bool:
@@ -52,3 +60,21 @@ def targets_by_kind(targets: Iterable[str], cloud: str = "cloud") -> Tuple[bool,
     """Split targets into (goes to cloud, local function ids)."""
     targets = list(targets)
     return cloud in targets, [t for t in targets if t != cloud]
+
+
+# -- a function's own routes, as its environment carries them (V1) ------------------------
+def decode_routes(text: str) -> Optional[List[str]]:
+    """The subjects :data:`agent.names.ROUTES_VARIABLE` lists (a JSON list, as
+    ``GroupTopology.deployed_environment`` writes it), or None for another value."""
+    try:
+        subjects = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
+        return None
+    return subjects
+
+
+def routed(subjects: Iterable[str], topic: str) -> bool:
+    """Whether any of ``subjects`` (a function's subscriptions) routes ``topic``."""
+    return any(topic_matches(subject, topic) for subject in subjects)

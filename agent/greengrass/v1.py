@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import collections.abc  # Mapping for isinstance: typing is not loaded at run time
 import json
 import logging
+import os
 import re
+import threading
 
 from .. import schema
 from ..errors import MessageError, PublishError, RuntimeUnavailable, SecretError, ShadowError
+from ..names import ROUTES_VARIABLE
 from .base import MessageHandler, Runtime
+from .routing import decode_routes, routed
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Mapping, Optional
+    from typing import Any, Callable, Dict, List, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ _SDK_SECRET_ERROR = re.compile(r"error code (?P<code>\S+) with message (?P<messa
 # ... and what its ShadowError says (greengrasssdk/IoTDataPlane.py, _shadow_op).
 _SDK_SHADOW_ERROR = re.compile(r'error code (?P<code>\d+) with message "(?P<message>.*)"', re.S)
 _MAX_ERROR_TEXT = 200
+_ROUTED_TOPICS_KEPT = 64  # a function publishes on a handful of topics
 
 OFF_CORE_HINT = (
     "greengrasssdk clients only work inside a Greengrass V1 core; "
@@ -58,9 +64,23 @@ class GreengrassV1Runtime(Runtime):
 
     name = "v1"
 
-    def __init__(self, function_id: str, sdk: Optional[Any] = None) -> None:
-        """``sdk`` is anything with ``client(name)``; by default the installed ``greengrasssdk``."""
+    def __init__(
+        self,
+        function_id: str,
+        sdk: Optional[Any] = None,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        """``sdk`` is anything with ``client(name)``; by default the installed ``greengrasssdk``.
+        ``environ`` is the function's environment (by default this process')."""
         super().__init__(function_id)
+        self._environ = os.environ if environ is None else environ
+        self._subjects: Optional[List[str]] = None  # what the group routes from here
+        self._routed: Dict[str, bool] = {}  # by topic: a publish costs a look-up, not a match
+        self._topics: Dict[str, str] = {}
+        # Messages the deployed subscriptions do not route, by topic: the core drops them
+        # without a word, so they are counted here and warned once per topic.
+        self.unrouted = collections.Counter()  # type: collections.Counter[str]
+        self._lock = threading.Lock()
         if sdk is None:
             try:
                 import greengrasssdk as installed_sdk
@@ -85,8 +105,24 @@ class GreengrassV1Runtime(Runtime):
             ) from exc
 
     def publish(self, topic: str, message: Mapping[str, Any]) -> None:
-        """Hand a JSON message to the core's router; the group's subscriptions route it."""
+        """Hand a JSON message to the core's router; the group's subscriptions route it.
+
+        A topic none of them routes is still handed over (the core's table is the
+        authority), counted in :attr:`unrouted` and warned once: the core will drop it.
+        """
         payload = _encode(topic, message)
+        if not self._is_routed(topic):
+            with self._lock:
+                self.unrouted[topic] += 1
+                first = self.unrouted[topic] == 1
+            if first:
+                logger.warning(
+                    "v1: no subscription of the deployed group routes %r from %r: the core "
+                    "drops it without an error (warned once per topic; counted in unrouted). "
+                    "Publish on a topic the group routes, or route this one and redeploy.",
+                    topic,
+                    self.function_id,
+                )
         try:
             self._iot_data.publish(topic=topic, queueFullPolicy=QUEUE_FULL_POLICY, payload=payload)
         except Exception as exc:
@@ -95,6 +131,52 @@ class GreengrassV1Runtime(Runtime):
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """No-op: a V1 core delivers to the function's handler by the subscription table."""
         logger.debug("v1: %r is routed by the group's subscriptions, not subscribed", topic)
+
+    def route_topics(self, topics: Mapping[str, str]) -> None:
+        """Only for a function deployed without its route table: the topology's guess then
+        follows the topics it publishes on (the deployed table already does)."""
+        with self._lock:
+            self._topics = dict(topics)
+            if ROUTES_VARIABLE not in self._environ:
+                self._subjects = None
+                self._routed = {}
+
+    def _is_routed(self, topic: str) -> bool:
+        known = self._routed.get(topic)
+        if known is None:
+            known = routed(self._routed_subjects(), topic)
+            if len(self._routed) >= _ROUTED_TOPICS_KEPT:
+                self._routed = {}
+            self._routed[topic] = known
+        return known
+
+    def _routed_subjects(self) -> List[str]:
+        """The subjects the group routes from this function: from the environment the
+        deployment gives it, else (deployed by other means) the topology's."""
+        subjects = self._subjects
+        if subjects is not None:
+            return subjects
+        text = self._environ.get(ROUTES_VARIABLE)
+        found = decode_routes(text) if text is not None else None
+        if found is None:
+            if text is not None:
+                logger.error(
+                    "v1: %s is not a JSON list of topics (%.80r); judging routes by the "
+                    "default topology",
+                    ROUTES_VARIABLE,
+                    text,
+                )
+            found = self._topology_subjects()
+        with self._lock:
+            self._subjects = found
+        return found
+
+    def _topology_subjects(self) -> List[str]:
+        # Loaded only here: the topology is not on the start path (the cold-start rule).
+        from ..topology import deployed_topology
+
+        topology = deployed_topology(self._environ).with_topics(self.function_id, self._topics)
+        return [s.subject for s in topology.subscriptions_from(self.function_id)]
 
     # -- the local shadow service (GGShadowService) --------------------------------
     shadow_supported = True
