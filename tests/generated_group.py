@@ -1,6 +1,6 @@
 """The group's documents as the deploy tooling generates them, for the runtimes' stand-ins.
 
-``deploy v2-plan`` writes each component's recipe and ``deployment.json``; ``deploy
+``deploy v2 plan`` writes each component's recipe and ``deployment.json``; ``deploy
 plan`` the V1 function, resource and subscription definitions. The stand-ins of the
 runtimes load exactly those (``FakeNucleus.deploy``, ``V1CoreStandIn(group=...)``), so
 the functions under test run with the access control and the subscription table a
@@ -44,14 +44,14 @@ def secret_arn(name: str) -> str:
 def v2_plan(
     environment: Environment = None, thing: str = THING, thing_group: str = ""
 ) -> Dict[str, Any]:
-    """``{"deployment": ..., "recipes": {component: recipe}}`` as ``deploy v2-plan --env ...
+    """``{"deployment": ..., "recipes": {component: recipe}}`` as ``deploy v2 plan --env ...
     --thing-name THING [--thing-group GROUP]`` writes them (``FakeNucleus.deploy`` takes it)."""
     return copy.deepcopy(_documents(_key(environment, thing, thing_group))["v2"])
 
 
 def v1_definitions(environment: Environment = None, thing: str = THING) -> Dict[str, Any]:
     """``{"function": ..., "resource": ..., "subscription": ...}``: the definitions' initial
-    versions as ``deploy plan --env ... --thing-name THING`` builds them."""
+    versions as ``deploy v1 plan --env ... --thing-name THING`` builds them."""
     return copy.deepcopy(_documents(_key(environment, thing))["v1"])
 
 

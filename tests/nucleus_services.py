@@ -11,7 +11,7 @@ A mixin of :class:`v2_nucleus.FakeNucleus`:
 * ``aws.greengrass#GetConfiguration`` / ``SubscribeToConfigurationUpdate`` on
   each component's configuration; :meth:`set_configuration` is a deployment's
   merge, and sends ``ConfigurationUpdateEvents`` to the subscribers;
-* :meth:`deploy`: a deployment (``deploy v2-plan``'s ``deployment.json`` and
+* :meth:`deploy`: a deployment (``deploy v2 plan``'s ``deployment.json`` and
   recipes) sets each component's configuration as the nucleus resolves it, with
   the ``accessControl`` the IPC operations are authorized by
   (``nucleus_authorization``) and SecretManager's ``cloudSecrets``;
@@ -96,7 +96,7 @@ class NucleusServices:
         """Apply a deployment as the nucleus does.
 
         ``plan`` is ``{"deployment": <CreateDeployment document>, "recipes": {name:
-        recipe}}``, as ``deploy v2-plan`` writes them. Each component's configuration
+        recipe}}``, as ``deploy v2 plan`` writes them. Each component's configuration
         becomes its recipe's ``DefaultConfiguration`` where the deployment resets it,
         with the deployment's ``merge`` on top (``{iot:thingName}`` read as ``thing``);
         its ``accessControl`` is then all it may do over IPC, and SecretManager serves

@@ -70,7 +70,7 @@ def test_custom_topics_are_routed_on_v2(tmp_path):
 
     clock = VirtualClock()
     variables = _variables(tmp_path)
-    # deploy v2-plan --env sensor:readingsTopic=... --env anomaly:anomalyTopic=...: the
+    # deploy v2 plan --env sensor:readingsTopic=... --env anomaly:anomalyTopic=...: the
     # access control the deployment gives the components follows the topics, and the
     # sensor reads its limits from the configuration the deployment gives it.
     plan = v2_plan(

@@ -1,7 +1,7 @@
 """The Greengrass V1 backend: the installed greengrasssdk over HTTP to a core's IPC endpoint.
 
 ``v1_core.V1CoreStandIn`` is the core's side of the wire, for one function of the
-group ``deploy plan`` generates (it routes by the generated subscriptions and
+group ``deploy v1 plan`` generates (it routes by the generated subscriptions and
 serves a secret only to the function it is attached to); the SDK's client code
 is the installed package's own, on stand-ins of the two packages that only a
 core has (``tests/stand_ins/v1_core``).
@@ -170,7 +170,7 @@ def test_an_unrouted_topic_is_counted_and_warned_once_not_taken_as_delivered(cor
 
 
 def test_the_route_table_is_the_deployed_one(tmp_path):
-    # deploy plan --env sensor:readingsTopic=site/7/readings: the function's environment
+    # deploy v1 plan --env sensor:readingsTopic=site/7/readings: the function's environment
     # names the subjects the group routes from it.
     custom = "site/7/readings"
     definitions = v1_definitions(environment={SENSOR_FUNCTION_ID: {"readingsTopic": custom}})

@@ -1,6 +1,6 @@
 """The Greengrass V2 backend against the installed awsiotsdk IPC client and a fake nucleus.
 
-The components run under the access control ``deploy v2-plan`` generates for them
+The components run under the access control ``deploy v2 plan`` generates for them
 (``generated_group``), which the nucleus enforces as the real one does; a test
 about another policy says which.
 """

@@ -5,7 +5,7 @@ client speaks event-stream RPC to it over a Unix socket. It serves the
 component's configuration (``GetConfiguration``, ``SubscribeToConfigurationUpdate``),
 ShadowManager (``GetThingShadow``, ``UpdateThingShadow``, and its answers and
 deltas on local pub/sub as binary JSON), and enforces the access control the
-deployment ``deploy v2-plan`` generates for the thing grants the sensor component
+deployment ``deploy v2 plan`` generates for the thing grants the sensor component
 (``generated_group``), as the real nucleus does.
 """
 

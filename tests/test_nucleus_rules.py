@@ -79,7 +79,7 @@ def policy(operation, *resources):
 
 
 def deployed_acl(component, plan=PLAN):
-    """The accessControl ``deploy v2-plan`` gives ``component`` (from deployment.json)."""
+    """The accessControl ``deploy v2 plan`` gives ``component`` (from deployment.json)."""
     update = plan["deployment"]["components"][component]["configurationUpdate"]
     return json.loads(update["merge"])["accessControl"]
 
@@ -347,7 +347,7 @@ def test_a_local_publish_topic_with_a_glob_is_invalid(nucleus):
 
 
 def test_a_thing_group_deployment_names_each_cores_own_shadow(nucleus):
-    plan = v2_plan(thing_group="pis")  # deploy v2-plan --thing-group pis
+    plan = v2_plan(thing_group="pis")  # deploy v2 plan --thing-group pis
     acl = deployed_acl(SENSOR, plan)
     assert "{iot:thingName}" in str(acl[SHADOW_MANAGER])
     nucleus.deploy(plan, thing="pi-in-a-group")

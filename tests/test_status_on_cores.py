@@ -19,7 +19,7 @@ from agent.status import HEALTH_SCHEMA
 from agent.topology import SENSOR_FUNCTION_ID, STATUS_FUNCTION_ID, STATUS_SWITCH
 
 T0 = 1_790_000_000.0
-# deploy plan --env status:statusPort=...: the group with the status function.
+# deploy v1 plan --env status:statusPort=...: the group with the status function.
 WITH_STATUS = {STATUS_FUNCTION_ID: {"statusPort": "8080"}}
 
 

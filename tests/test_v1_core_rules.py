@@ -1,5 +1,5 @@
 """The tests' V1 core refuses what a real V1 core refuses (each rule cites its source in
-``v1_group`` and ``v1_core``), for a group ``deploy plan`` generates.
+``v1_group`` and ``v1_core``), for a group ``deploy v1 plan`` generates.
 
 The requests are the installed greengrasssdk's, over the core's HTTP endpoint.
 """

@@ -5,7 +5,7 @@ A V1 core runs an HTTP server on ``localhost:$GG_DAEMON_PORT``; a function's
 (``GGRouter`` for publish, ``GGSecretManager`` for secrets) with its
 authorization token. :class:`V1CoreStandIn` is that server, on a free port in
 a thread, for one function of a deployed group (by default the function and
-subscription definitions ``deploy plan`` generates for the default topology:
+subscription definitions ``deploy v1 plan`` generates for the default topology:
 ``generated_group``), with a router and secret store that refuse what a core
 refuses (``v1_group``): a message goes only where a subscription routes it (the
 others are dropped, silently for the publisher), a secret is served only to a

@@ -38,7 +38,7 @@ class V1Group:
     @classmethod
     def from_definitions(cls, definitions: Mapping[str, Any]) -> V1Group:
         """From ``{"function": ..., "subscription": ..., "resource": ...}`` (the definitions'
-        versions, as ``deploy plan`` writes them)."""
+        versions, as ``deploy v1 plan`` writes them)."""
         return cls(
             definitions["function"]["Functions"],
             (definitions.get("subscription") or {}).get("Subscriptions", []),

@@ -234,7 +234,7 @@ class FakeNucleus(NucleusServices):
     """A tiny Greengrass V2 nucleus serving real ``GreengrassCoreIPCClientV2`` objects over a socket.
 
     Like the real one it refuses every IPC operation no ``accessControl`` policy of the
-    component grants (``nucleus_authorization``): :meth:`deploy` a ``deploy v2-plan``
+    component grants (``nucleus_authorization``): :meth:`deploy` a ``deploy v2 plan``
     deployment to run components under the access control it gives them, or give a
     test's own component a policy with :meth:`access_control`. Secrets are served as
     the SecretManager component does (``nucleus_secrets``): only those the deployment's
