@@ -12,7 +12,6 @@ deployment ``deploy v2 plan`` generates for the thing grants the sensor componen
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import pytest
 
@@ -112,7 +111,9 @@ def test_the_shadow_beats_the_deployment(nucleus, component):
     assert wait_until(
         lambda: component.app.live_config.layers.configuration.get("humidLimit") == "60"
     )
-    time.sleep(0.2)
+    # Two readings after it was decided: a limit that changed would be in force by now.
+    samples = component.app.counts["samples"]
+    assert wait_until(lambda: component.app.counts["samples"] >= samples + 2)
     assert component.humid_limit() == 35.0
     state = nucleus.shadows.document(THING)["state"]
     assert state["reported"]["sensor"]["humidLimit"] == 35 and "delta" not in state

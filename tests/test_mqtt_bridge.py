@@ -289,6 +289,7 @@ class CuttableProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.swallow = threading.Event()
+        self.swallowed = 0  # bytes from the broker that never reached the client
         self._sockets: List[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -309,7 +310,9 @@ class CuttableProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                if not (from_broker and self.swallow.is_set()):
+                if from_broker and self.swallow.is_set():
+                    self.swallowed += len(data)
+                else:
                     sink.sendall(data)
         except OSError:
             pass
@@ -341,7 +344,9 @@ def test_a_message_leaves_the_spool_only_when_the_broker_acknowledges_it(broker,
         for seq in range(3):
             bridge.publish(READINGS, json.dumps(reading(seq)).encode())
         assert watcher.wait_for(3, READINGS)
-        time.sleep(0.1)
+        # The broker has acknowledged all three (4-byte PUBACKs, swallowed): a bridge that
+        # counted a message as published on sending it would have by now.
+        assert wait_until(lambda: proxy.swallowed >= 3 * 4)
         assert bridge.pending == 3 and bridge.stats().published == 0
 
         proxy.swallow.clear()

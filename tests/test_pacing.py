@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import secret_json
-from helpers import anomaly
+from helpers import anomaly, wait_until
 
 from agent.greengrass.local import LocalCore
 from agent.servicenow.pacing import RequestPacer
@@ -118,7 +118,7 @@ def test_stopping_the_service_ends_a_long_paced_drain(snow, password, tmp_path):
     )
     queue_episodes(service, 50)  # at 2 requests/s, 100 s of work
     worker = service.start()
-    time.sleep(1.0)
+    assert wait_until(lambda: len(snow.request_log) >= 2)  # the paced drain is under way
     started = time.monotonic()
     service.stop(timeout=5)
     assert not worker.is_alive() and time.monotonic() - started < 2.0

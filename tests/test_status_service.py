@@ -19,6 +19,7 @@ import time
 import pytest
 import requests
 from conftest import SNOW_USER, secret_json
+from helpers import wait_until
 
 from agent.clock import VirtualClock
 from agent.sensors import open_sensor
@@ -345,9 +346,11 @@ def test_the_outbox_is_read_from_a_read_only_volume_while_the_writer_writes(
         first = requests.get(url + "api/state", timeout=5).json()["delivery"]["outbox"]
         assert first["available"] and first["pending"] == 1, first
         g.run(6)  # the anomaly function keeps writing retries while the reader reads
-        time.sleep(1.1)
-        later = requests.get(url + "api/state", timeout=5).json()["delivery"]["outbox"]
-        assert later["most_attempts"] > first["most_attempts"]
+
+        def outbox():  # the reader looks at the state dir at most once a second
+            return requests.get(url + "api/state", timeout=5).json()["delivery"]["outbox"]
+
+        assert wait_until(lambda: outbox()["most_attempts"] > first["most_attempts"])
         with pytest.raises(OSError, match="Read-only file system"):
             (read_only / "probe").write_text("x")  # really read-only, even for root
     finally:
