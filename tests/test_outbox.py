@@ -67,6 +67,20 @@ def test_due_honours_the_retry_time_and_the_limit(box):
     assert Outbox(":memory:").next_attempt_at() is None
 
 
+def test_actions_a_local_fault_put_off_are_made_due_again_and_no_others(box):
+    box.enqueue(action("a", 0), NOW)
+    box.enqueue(action("b", 0), NOW)
+    box.enqueue(action("c", 0), NOW)
+    a, b, c = box.due(NOW)
+    box.retry_later(a, NOW + 60, "OperationalError")  # put off by the fault
+    box.retry_later(b, NOW + 60, "503")  # waits for ServiceNow
+    box.retry_later(c, NOW + 1, "503")
+    box.make_due([a.id, c.id], NOW + 5)
+    assert sorted(q.action.key for q in box.due(NOW + 5)) == [a.action.key, c.action.key]
+    assert box.next_attempt_at() == NOW + 1  # c was due already: not moved later
+    assert [q.attempts for q in box.due(NOW + 60)] == [1, 1, 1]  # attempts unchanged
+
+
 def test_requeued_dead_letters_are_due_again(box):
     box.enqueue(action("a", 0), NOW)
     box.enqueue(action("b", 0), NOW)
