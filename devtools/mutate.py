@@ -46,7 +46,9 @@ SKIP_FILE = ROOT / "devtools" / "mutate_skip.txt"
 # module → the test files that cover it (non-slow tests only are run). Kept
 # small on purpose: every mutant runs these, so they must take seconds.
 TESTS: Dict[str, List[str]] = {
-    "agent/judge.py": ["tests/test_judge.py"],
+    # The judge is on the sensor function's start path: the cold-start test sees a
+    # module-level typing import there (the rule in agent/record.py).
+    "agent/judge.py": ["tests/test_judge.py", "tests/test_cold_start_imports.py"],
     "agent/credentials.py": [
         "tests/test_credentials.py",
         "tests/test_secret_hygiene.py",
