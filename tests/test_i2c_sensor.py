@@ -139,7 +139,9 @@ def test_each_chip_is_read_through_its_own_calibration(tmp_path, clock, request,
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    t0_x8=st.integers(0, 500),
+    # T1 at most (400 + 500) / 8 = 112.5 °C: inside what the HTS221 measures (-40..120 °C),
+    # so every environment drawn is a reading, not a missing value.
+    t0_x8=st.integers(0, 400),
     span_x8=st.integers(80, 500),
     t0_out=st.integers(-15000, 15000),
     t_slope=st.sampled_from([-1, 1]),
