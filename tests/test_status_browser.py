@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import new_secret
+from helpers import wait_until
 from test_status_commands import Served, _summary
 
 pytestmark = pytest.mark.slow
@@ -214,7 +215,7 @@ def test_markup_from_the_device_or_from_servicenow_is_shown_as_text(browser, tmp
     )
     page = None
     try:
-        assert served.wait_for(lambda: "still serving" in served.text("stdout"))
+        assert wait_until(lambda: "still serving" in served.text("stdout"), 30), served.lines
         page = Page(browser, served.url)
         page.wait("document.querySelector('#chart-humidity a.incident-marker') !== null")
         page.wait("document.querySelectorAll('#incidents tr').length > 1")
