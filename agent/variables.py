@@ -3,7 +3,7 @@
 Greengrass V1 passes configuration as the function's environment variables
 (``Environment.Variables`` in the function definition); the names of the
 source blog (``tempLimit``, ``humidLimit``, ``snowUrl``) keep working.
-``VARIABLES`` is the single list the README's table is generated from
+``VARIABLES`` is the single list the table in docs/configuration.md is generated from
 (``edge-agent config-table``); :class:`VariableReader` reads one variable from
 a mapping, parsed to its type, its default filled in. A bad value raises
 :class:`agent.errors.ConfigError` naming the variable and what was expected.
@@ -369,7 +369,7 @@ class VariableReader:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, generated so it cannot drift."""
+    """The configuration table of docs/configuration.md, generated so it cannot drift."""
     rows = ["| variable | function | default | meaning |", "| --- | --- | --- | --- |"]
     for var in VARIABLES:
         default = "(unset)" if var.default is None else "`{}`".format(var.default or '""')

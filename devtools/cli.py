@@ -74,7 +74,7 @@ COMMANDS = (
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """The ``edge-agent`` entry point; see the README's exit-code table."""
+    """The ``edge-agent`` entry point; see the exit-code table in docs/cli.md."""
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError:
@@ -143,7 +143,7 @@ def join_dash_values(argv: List[str], options: Sequence[str]) -> List[str]:
 
 
 def print_config_table(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``edge-agent config-table``: the README's configuration table."""
+    """``edge-agent config-table``: the configuration table of docs/configuration.md."""
     from agent.config import markdown_table
 
     print(markdown_table())

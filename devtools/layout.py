@@ -6,7 +6,7 @@ below, never above, and no import circle is allowed anywhere
 ``functions/``, ``devtools/``, ``deploy/`` and ``benchmarks/``: every import
 counts, also one inside a function or an ``if TYPE_CHECKING`` block).
 
-:data:`ROOMS` is the README's "Where things are" table (:func:`markdown_table`);
+:data:`ROOMS` is docs/architecture.md's "Where things are" table (:func:`markdown_table`);
 every module of ``agent/``, ``functions/``, ``devtools/``, ``deploy/`` and
 ``benchmarks/`` must be in one of its rooms, so a new module is placed when it is
 added.
@@ -117,7 +117,7 @@ ROOMS: Tuple[Room, ...] = (
     Room("where are credentials cached?", "`agent/credentials.py`"),
     Room(
         "where is configuration read?",
-        "`agent/variables.py` (every variable; the table below is generated from it) and "
+        "`agent/variables.py` (every variable; the table in docs/configuration.md is generated from it) and "
         "`agent/config.py` (the one validation, the settings each function runs with)",
     ),
     Room(
@@ -152,7 +152,7 @@ ROOMS: Tuple[Room, ...] = (
         "the agent without Greengrass (`edge-agent run`), and the one runtime of the group that "
         "`run`, `simulate` and the tests share",
         "`agent/standalone/` (`group.py`: `LocalGroup`; `run.py`; `mqtt_bridge/`: paho-mqtt, "
-        "TLS, spool; `exit_codes.py`, which the README's exit-code table comes from)",
+        "TLS, spool; `exit_codes.py`, which docs/cli.md's exit-code table comes from)",
     ),
     Room(
         "the status page, `/metrics`, `/healthz`",
@@ -168,7 +168,7 @@ ROOMS: Tuple[Room, ...] = (
         "laptop tooling",
         "`devtools/` (`simulate.py` with `simulation_options.py`, `simulation_checks.py`, "
         "`simulation_loop.py`, `simulation_changes.py` and `console.py`; "
-        "`servicenow_standin/`; `troubleshooting.py`, which the README's troubleshooting table "
+        "`servicenow_standin/`; `troubleshooting.py`, which docs/cli.md's troubleshooting table "
         "comes from; `mutate.py`; `layout.py`, this table and the import floors)",
     ),
     Room(
@@ -183,7 +183,7 @@ ROOMS: Tuple[Room, ...] = (
 
 
 def markdown_table() -> str:
-    """The README's "Where things are" table."""
+    """docs/architecture.md's "Where things are" table."""
     rows = ["| question | where |", "| --- | --- |"]
     rows.extend("| {} | {} |".format(room.question, room.where) for room in ROOMS)
     return "\n".join(rows)

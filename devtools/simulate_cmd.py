@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a function variable, e.g. --set humidLimit=55 (see README)",
+        help="a function variable, e.g. --set humidLimit=55 (edge-agent config-table lists them)",
     )
     parser.add_argument(
         "--mqtt",

@@ -1,8 +1,8 @@
-"""The README's troubleshooting table: what the console says, the exit code, what to do.
+"""docs/cli.md's troubleshooting table: what the console says, the exit code, what to do.
 
 Each entry quotes a message the tools really print for the example in
 ``example``; ``tests/test_troubleshooting.py`` runs every example and checks
-the message and the exit code, and that the README carries :func:`markdown_table`
+the message and the exit code, and that docs/cli.md carries :func:`markdown_table`
 verbatim, so the table cannot drift from the code.
 """
 
@@ -135,7 +135,7 @@ TROUBLES: Tuple[Trouble, ...] = (
 
 
 def markdown_table() -> str:
-    """The README's troubleshooting table."""
+    """docs/cli.md's troubleshooting table."""
     rows = [
         "| when | the console says | exit | what to do |",
         "| --- | --- | --- | --- |",

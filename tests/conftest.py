@@ -27,7 +27,7 @@ TOOLING_TEST_PREFIXES = (
     "test_bench",
     "test_cli_errors",  # the edge-agent command line (simulate, deploy, outbox)
     "test_dev_script",
-    "test_layout",  # the import graph and the README's table of where things are
+    "test_layout",  # the import graph and the table of where things are in docs/architecture.md
     "test_status_browser",  # a browser against simulate --serve
     "test_status_commands",  # simulate --serve, run --status, edge-agent status
     "test_network_trials",  # edge-agent run and simulate against ServiceNow behind faults

@@ -289,13 +289,13 @@ def test_exit_codes_follow_the_table():
     assert [e.code for e in EXIT_CODES] == [0, 1, 2, 3, 4, 130]
 
 
-def _readme() -> str:
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+def _cli_doc() -> str:
+    with open(os.path.join(ROOT, "docs", "cli.md"), encoding="utf-8") as handle:
         return handle.read()
 
 
-def test_the_readme_carries_the_exit_code_and_troubleshooting_tables():
-    readme = _readme()
+def test_the_docs_carry_the_exit_code_and_troubleshooting_tables():
+    readme = _cli_doc()
     assert exit_code_table() in readme, "regenerate: agent.standalone.exit_codes.markdown_table()"
     assert troubleshooting_table() in readme, (
         "regenerate: devtools.troubleshooting.markdown_table()"

@@ -41,7 +41,7 @@ def test_bad_configuration_is_one_clear_line(tmp_path):
         EDGE_AGENT_SENSOR="fake", humidLimit="very", stateDir=str(tmp_path)
     )
 
-    assert done.returncode == 2  # bad configuration, as in the README's exit-code table
+    assert done.returncode == 2  # bad configuration, as in the exit-code table (docs/cli.md)
     assert "humidLimit must be a finite number" in done.stderr
     assert "Traceback" not in done.stderr
 

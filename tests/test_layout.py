@@ -76,8 +76,8 @@ def test_every_module_has_a_room_and_every_room_names_real_files():
     assert unplaced == [], "add these modules to a room in devtools/layout.py"
 
 
-def test_the_readme_where_things_are_table_is_generated_from_the_plan():
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+def test_the_where_things_are_table_is_generated_from_the_plan():
+    with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as handle:
         readme = handle.read()
     assert layout.markdown_table() in readme, "regenerate: devtools.layout.markdown_table()"
 

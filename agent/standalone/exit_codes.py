@@ -1,6 +1,6 @@
 """The exit codes of ``edge-agent simulate`` (and ``edge-agent run``): one table, one rule.
 
-The README's table is generated from :data:`EXIT_CODES` (a test checks it is
+The exit-code table in docs/cli.md is generated from :data:`EXIT_CODES` (a test checks it is
 there verbatim). A run exits 0 only when every reading and every incident
 action was delivered; when several things went wrong the first that applies
 in :func:`exit_code_for`'s order wins: interrupted, refused, lost, pending.
@@ -87,7 +87,7 @@ def meaning(code: int) -> str:
 
 
 def markdown_table() -> str:
-    """The README's exit-code table."""
+    """The exit-code table of docs/cli.md."""
     rows = ["| exit code | meaning | what to do |", "| --- | --- | --- |"]
     for entry in EXIT_CODES:
         rows.append(f"| {entry.code} | {entry.meaning} | {entry.what_to_do} |")
