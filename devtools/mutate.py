@@ -1,6 +1,8 @@
 """A small mutation runner: do the tests notice when the code is wrong?
 
-``./dev mutate [module...]`` (default: the core delivery and judging modules).
+``./dev mutate [module...]`` (default: the core delivery and judging modules;
+``--all``: every module of ``agent/`` and ``functions/``; ``--sample N``: a
+reproducible sample of N mutants, for a run that must fit in CI).
 Each mutant is one small change to one module, made on the AST:
 
 * comparisons ``<`` ↔ ``<=``, ``>`` ↔ ``>=``, ``==`` ↔ ``!=``;
@@ -21,8 +23,11 @@ timeout. A mutant is *killed* when the tests fail, *survived* when they pass,
 modified.
 
 Mutants known to be equivalent (no observable difference) are listed in
-``devtools/mutate_skip.txt`` as ``path:line: change  # reason``; they are
-reported as skipped, not killed.
+``devtools/mutate_skip.txt`` as ``path: `source line`: change  # reason``, keyed
+by the text of the line they change rather than its number, so editing other
+lines of the module does not make the list drift; they are reported as skipped,
+not killed. A module with no entry in ``TESTS`` is tested by the test files that
+import it (found by their source), which is what a maintainer would run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import argparse
 import ast
 import concurrent.futures
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -81,8 +88,50 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_password_rotation.py",
         "tests/test_delivery.py",
     ],
+    # Modules no test imports by name, reached through the ones that use them.
+    "agent/sensors/st_chips.py": ["tests/test_i2c_sensor.py", "tests/test_sense_hat_chips.py"],
+    "agent/sensors/heat.py": ["tests/test_i2c_sensor.py", "tests/test_sensors.py"],
+    "agent/variables.py": ["tests/test_config.py", "tests/test_cli_errors.py"],
+    "agent/state_file.py": ["tests/test_state_dir.py", "tests/test_sensor_service.py"],
+    "agent/standalone/arguments.py": ["tests/test_mqtt_runs.py", "tests/test_cli_errors.py"],
 }
-DEFAULT_MODULES = list(TESTS)
+# The default run: the modules whose figures the testing docs keep (the first seven).
+DEFAULT_MODULES = list(TESTS)[:7]
+DEVICE_PACKAGES = ("agent", "functions")
+
+
+def all_modules() -> List[str]:
+    """Every module of the device code (``agent/``, ``functions/``), with code to mutate."""
+    found = []
+    for package in DEVICE_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if mutants_of(rel):
+                found.append(rel)
+    return found
+
+
+def tests_for(module: str) -> List[str]:
+    """The test files for ``module``: ``TESTS`` if it names them, else those importing it."""
+    if module in TESTS:
+        return TESTS[module]
+    dotted = module[: -len(".py")].replace("/", ".")
+    if dotted.endswith(".__init__"):
+        dotted = dotted[: -len(".__init__")]
+    parent, _, leaf = dotted.rpartition(".")
+    patterns = [
+        re.compile(r"^\s*(from|import)\s+{}\b".format(re.escape(dotted)), re.M),
+        re.compile(r"^\s*from\s+{}\s+import\s+[^\n]*\b{}\b".format(re.escape(parent), leaf), re.M),
+    ]
+    tests = sorted((ROOT / "tests").glob("test_*.py"))
+    found = [p for p in tests if any(x.search(p.read_text(encoding="utf-8")) for x in patterns)]
+    # A module reached only through another (a bridge's session, a chip's formulas) is
+    # tested where its name, or its package's, is in the test file's name.
+    for name in (leaf, parent.rpartition(".")[2]):
+        if not found and name not in ("agent", "functions", "__init__"):
+            found = [p for p in tests if name.strip("_") in p.stem]
+    return [p.relative_to(ROOT).as_posix() for p in found]
+
 
 SWAP_COMPARE = {
     ast.Lt: ast.LtE,
@@ -116,10 +165,26 @@ class Mutant:
     change: str
     index: int  # which mutation point, in walk order
     variant: int  # which change at that point (a Compare may hold several operators)
+    source: str = ""  # the text of the line it changes, stripped (its key in the skip list)
+    occurrence: int = 1  # the same change to the same text, counted from the top of the module
 
     @property
     def where(self) -> str:
         return "{}:{}".format(self.path, self.line)
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        """What names this mutant across edits of other lines: module, line text, change."""
+        return (self.path, self.source, self.change + _nth(self.occurrence))
+
+    def skip_entry(self) -> str:
+        """The line the skip list holds for this mutant (without the reason)."""
+        return "{}: `{}`: {}".format(*self.key)
+
+
+def _nth(occurrence: int) -> str:
+    """How the skip list tells apart the same change to identical lines of one module."""
+    return "" if occurrence == 1 else " (occurrence {})".format(occurrence)
 
 
 # A mutation point: (node, variant) → description, and a function that mutates
@@ -226,11 +291,18 @@ class _Replace(ast.NodeTransformer):
 
 def mutants_of(path: str) -> List[Mutant]:
     """Every mutant of the module at ``path`` (relative to the repository)."""
-    tree = ast.parse((ROOT / path).read_text())
-    return [
-        Mutant(path, getattr(node, "lineno", 0), change, index, variant)
-        for index, (node, variant, change) in enumerate(_points(tree))
-    ]
+    text = (ROOT / path).read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    found = []
+    seen: Dict[Tuple[str, str], int] = {}
+    points = sorted(enumerate(_points(tree)), key=lambda p: getattr(p[1][0], "lineno", 0))
+    for index, (node, variant, change) in points:
+        line = getattr(node, "lineno", 0)
+        source = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        occurrence = seen[(source, change)] = seen.get((source, change), 0) + 1
+        found.append(Mutant(path, line, change, index, variant, source, occurrence))
+    return sorted(found, key=lambda m: m.index)
 
 
 def mutated_source(mutant: Mutant) -> str:
@@ -243,19 +315,41 @@ def mutated_source(mutant: Mutant) -> str:
     return ast.unparse(tree) + "\n"
 
 
-def load_skips() -> Dict[Tuple[str, str], str]:
-    """(path:line, change) → reason, from the skip file."""
-    skips: Dict[Tuple[str, str], str] = {}
-    if not SKIP_FILE.exists():
-        return skips
-    for raw in SKIP_FILE.read_text().splitlines():
+SKIP_LINE = re.compile(r"^(?P<path>[^:]+): `(?P<source>.*)`: (?P<change>.+?)  # (?P<reason>.+)$")
+
+
+def load_skips(text: Optional[str] = None) -> Dict[Tuple[str, str, str], str]:
+    """(path, line text, change) → reason, from the skip file; a malformed line is an error."""
+    skips: Dict[Tuple[str, str, str], str] = {}
+    if text is None:
+        text = SKIP_FILE.read_text() if SKIP_FILE.exists() else ""
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        entry, _, reason = line.partition("  # ")
-        where, _, change = entry.partition(": ")
-        skips[(where.strip(), change.strip())] = reason.strip()
+        match = SKIP_LINE.match(line)
+        if match is None:
+            raise ValueError(
+                "{}:{}: not 'path: `source line`: change  # reason': {}".format(
+                    SKIP_FILE.name, number, line
+                )
+            )
+        skips[(match["path"], match["source"], match["change"])] = match["reason"]
     return skips
+
+
+def stale_skips(skips: Dict[Tuple[str, str, str], str], modules: Sequence[str]) -> List[str]:
+    """Skip entries of ``modules`` that match no mutant any more (the code they named changed)."""
+    live = {m.key for module in modules for m in mutants_of(module)}
+    return ["{}: `{}`: {}".format(*key) for key in skips if key[0] in modules and key not in live]
+
+
+def sample(plan: List[Mutant], size: int, seed: int) -> List[Mutant]:
+    """A reproducible sample of ``size`` mutants, spread over the modules in the plan."""
+    if size <= 0 or size >= len(plan):
+        return plan
+    chosen = random.Random(seed).sample(plan, size)
+    return sorted(chosen, key=plan.index)
 
 
 # -- running ----------------------------------------------------------------------
@@ -307,7 +401,7 @@ class Worker:
         original = (ROOT / mutant.path).read_text()
         target.write_text(mutated_source(mutant))
         try:
-            result, took = run_tests(self.repo, TESTS[mutant.path], timeout)
+            result, took = run_tests(self.repo, tests_for(mutant.path), timeout)
         finally:
             target.write_text(original)
         return mutant, result, took
@@ -316,6 +410,19 @@ class Worker:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev mutate", description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help="paths such as agent/judge.py (default: core)")
+    parser.add_argument("--all", action="store_true", help="every module of agent/ and functions/")
+    parser.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="run a reproducible sample of N mutants"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the sample's seed (default 1)")
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=100.0,
+        metavar="PCT",
+        help="exit 1 when a module (with --sample: the sample) kills less than this "
+        "(default: any survivor fails)",
+    )
     parser.add_argument("-j", "--jobs", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument(
         "--timeout", type=float, default=0.0, help="per mutant (default: 4× baseline)"
@@ -323,20 +430,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
 
-    modules = [m.lstrip("./") for m in args.modules] or DEFAULT_MODULES
+    if args.all and args.modules:
+        parser.error("name modules or give --all, not both")
+    modules = all_modules() if args.all else [m.lstrip("./") for m in args.modules]
+    modules = modules or DEFAULT_MODULES
     for module in modules:
-        if module not in TESTS:
-            parser.error("no tests mapped for {} (see TESTS in devtools/mutate.py)".format(module))
-    skips = load_skips()
+        if not (ROOT / module).is_file():
+            parser.error("no such module: {}".format(module))
+        if not tests_for(module):
+            parser.error(
+                "no test imports {} (map it in TESTS in devtools/mutate.py)".format(module)
+            )
+    try:
+        skips = load_skips()
+    except ValueError as error:
+        parser.error(str(error))
+    for entry in stale_skips(skips, modules):
+        print("warning: the skip list names a mutant that no longer exists: " + entry)
     plan: List[Mutant] = []
     skipped: List[Tuple[Mutant, str]] = []
     for module in modules:
         for mutant in mutants_of(module):
-            reason = skips.get((mutant.where, mutant.change))
+            reason = skips.get(mutant.key)
             if reason is not None:
                 skipped.append((mutant, reason))
             else:
                 plan.append(mutant)
+    plan = sample(plan, args.sample, args.seed)
+    modules = [m for m in modules if any(p.path == m for p in plan)] or modules
     if args.list:
         for mutant in plan:
             print("{}: {}".format(mutant.where, mutant.change))
@@ -349,7 +470,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The unmutated tests must pass, and tell how long a run takes.
         timeouts: Dict[str, float] = {}
         for module in modules:
-            result, took = run_tests(workers[0].repo, TESTS[module], 600)
+            result, took = run_tests(workers[0].repo, tests_for(module), 600)
             if result != "survived":
                 print("the tests of {} fail without any mutant ({})".format(module, result))
                 return 2
@@ -358,7 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = _run_all(workers, plan, timeouts)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return report(modules, results, skipped)
+    return report(modules, results, skipped, args.min_score, overall=args.sample > 0)
 
 
 def count(plan: Sequence[Mutant], module: str) -> int:
@@ -396,14 +517,21 @@ def _run_all(
 
 
 def report(
-    modules: Sequence[str], results: List[Tuple[Mutant, str]], skipped: List[Tuple[Mutant, str]]
+    modules: Sequence[str],
+    results: List[Tuple[Mutant, str]],
+    skipped: List[Tuple[Mutant, str]],
+    min_score: float = 100.0,
+    overall: bool = False,
 ) -> int:
+    """Print the table and the survivors; 1 when the score is under ``min_score``: per module,
+    or over the whole run with ``overall`` (a sample holds too few mutants of a module)."""
     print()
     print(
         "{:40s} {:>7s} {:>8s} {:>7s} {:>7s} {:>6s}".format(
             "module", "killed", "survived", "timeout", "skipped", "score"
         )
     )
+    below = []
     for module in modules:
         mine = [r for m, r in results if m.path == module]
         killed = mine.count("killed")
@@ -412,6 +540,8 @@ def report(
         skip = sum(1 for m, _ in skipped if m.path == module)
         total = killed + timeout + survived
         score = 100.0 * (killed + timeout) / total if total else 100.0
+        if score < min_score:
+            below.append(module)
         print(
             "{:40s} {:7d} {:8d} {:7d} {:7d} {:5.1f}%".format(
                 module, killed, survived, timeout, skip, score
@@ -423,8 +553,15 @@ def report(
     if survivors:
         print("\nsurviving mutants:")
         for mutant in survivors:
-            print("  {}: {}".format(mutant.where, mutant.change))
-    return 1 if survivors else 0
+            print("  {}: {}".format(mutant.where, mutant.skip_entry().split(": ", 1)[1]))
+    if overall:
+        detected = sum(1 for _, r in results if r in ("killed", "timeout"))
+        score = 100.0 * detected / len(results) if results else 100.0
+        print("\n{} of {} mutants detected: {:.1f} %".format(detected, len(results), score))
+        below = ["the sample"] if score < min_score else []
+    if below:
+        print("\nbelow {:g} % killed: {}".format(min_score, ", ".join(below)))
+    return 1 if below else 0
 
 
 if __name__ == "__main__":

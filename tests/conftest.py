@@ -27,6 +27,7 @@ TOOLING_TEST_PREFIXES = (
     "test_bench",
     "test_cli_errors",  # the edge-agent command line (simulate, deploy, outbox)
     "test_dev_script",
+    "test_mutate",  # the mutation runner (devtools/mutate.py)
     "test_layout",  # the import graph and the table of where things are in docs/architecture.md
     "test_status_browser",  # a browser against simulate --serve
     "test_status_commands",  # simulate --serve, run --status, edge-agent status

@@ -73,6 +73,26 @@ def test_every_unusable_row_and_cell_is_counted_by_reason(tmp_path):
     assert report["rows_skipped"]["short_row"] == 1 and report["cells_missing"]["nan"] == 1
 
 
+def test_iso_times_are_read_with_their_zone_and_without_one_as_utc(tmp_path):
+    # Rows play at the instants their text names, whatever zone the machine runs in (CI runs this
+    # module under TZ=Asia/Tokyo as well: a zone-less time read as local time is 9 h off).
+    from datetime import datetime, timezone
+
+    noon = datetime(2026, 9, 21, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    path = write(
+        tmp_path,
+        """
+        timestamp,temperature,humidity
+        2026-09-21T12:00:00Z,21.0,40.0
+        2026-09-21T12:00:05,21.1,40.1
+        2026-09-21T21:00:10+09:00,21.2,40.2
+        2026-09-21T12:00:15.5z,21.3,40.3
+        """,
+    )
+    readings = play(ReplaySensor(str(path)))
+    assert [r.ts - noon for r in readings] == [0.0, 5.0, 10.0, 15.5]
+
+
 def test_when_no_timestamp_can_be_read_the_error_says_so(tmp_path):
     rows = "".join(f"{when},22,40\n" for when in ("yesterday", "soon", "12/31/2026") * 20)
     path = write(tmp_path, "timestamp,temperature,humidity\n" + rows)
