@@ -22,7 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
-from typing import Any, Deque, Dict, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Mapping, Optional, Set
 
 from .clock import SYSTEM_CLOCK, Clock
 from .config import AnomalySettings
@@ -36,6 +36,9 @@ from .servicenow.incidents import Action, action_for
 from .servicenow.outbox import Outbox
 from .servicenow.outbox_guard import CHECK_INTERVAL, OutboxGuard
 from .servicenow.text import clean_text
+
+if TYPE_CHECKING:
+    from .site.gateway import SiteGateway
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,12 @@ class AnomalyService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # A site gateway groups the episodes of many devices (agent/site/).
+        self.site: Optional[SiteGateway] = None
+        if settings.site is not None:
+            from .site import gateway  # deferred: a single Pi never loads it
+
+            self.site = gateway.SiteGateway(settings, self.outbox, self.clock, self._queue_site)
 
     # -- the handler ---------------------------------------------------------------
     def handle(self, message: Any, topic: str = "") -> bool:
@@ -141,6 +150,8 @@ class AnomalyService:
             self.counts["rejected"] += 1
             log.exception("could not validate a message on %s", clean_text(topic) or "?")
             return False
+        if self.site is not None:
+            return self._handle_on_site(event)
         action = action_for(event, self.settings)
         episode = clean_text(event["episode_id"])
         if self._out_of_order(action, event, episode):
@@ -176,6 +187,45 @@ class AnomalyService:
         log.info("queued %s for %s (%s %s)", action.kind, episode, event["metric"], event["event"])
         self._wake.set()
         return True
+
+    def _handle_on_site(self, event: Dict[str, Any]) -> bool:
+        assert self.site is not None
+        with self._held_lock:
+            changed = self.site.handle(event)
+        if not changed:
+            self.counts["duplicates"] += 1
+            log.info(
+                "ignored a repeated or stale %s event for %s",
+                event["event"],
+                clean_text(event["episode_id"]),
+            )
+        return changed
+
+    def _queue_site(self, actions: List[Action], state: Dict[str, Optional[str]]) -> bool:
+        """Queue a site gateway's actions with the group state they came from; ``False``
+        when the outbox could not take them (the actions are held, in order)."""
+        with self._held_lock:
+            if self._held:
+                self._flush_held()  # keep order: what waits goes first
+            if not self._held:
+                try:
+                    queued = self.outbox.enqueue_with_state(actions, state, self.clock.time())
+                except Exception as exc:
+                    if not _storage_error(exc):
+                        raise
+                    self._write_failed(exc)
+                else:
+                    self.counts["queued"] += sum(queued)
+                    self.counts["duplicates"] += len(queued) - sum(queued)
+                    if self.deliverer.waiting_on_local_fault:
+                        self.deliverer.local_fault_cleared()
+                    if actions:
+                        self._wake.set()
+                    return True
+            for action in actions:
+                self._hold(action)
+            self._wake.set()
+            return False
 
     def _out_of_order(self, action: Action, event: Dict[str, Any], episode: str) -> bool:
         """An event older than one already seen for its episode (by ``seq``) is dropped.
@@ -311,6 +361,9 @@ class AnomalyService:
             with self._held_lock:
                 if self._held:
                     self._flush_held()
+        if self.site is not None and not self._held:
+            with self._held_lock:
+                self.site.tick()
 
     def wake(self) -> None:
         """Make the worker look at the outbox now instead of at its next timer."""
@@ -320,6 +373,9 @@ class AnomalyService:
         """When delivery (or writing held actions) should next be tried; ``None`` when
         nothing is pending."""
         next_at = self.deliverer.next_attempt_at()
+        group_at = self.site.next_due_at() if self.site is not None else None
+        if group_at is not None:
+            next_at = group_at if next_at is None else min(next_at, group_at)
         if self._held:
             next_at = self._next_flush_at if next_at is None else min(next_at, self._next_flush_at)
         return next_at

@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 _UNITS = {"temperature": "°C", "humidity": "%RH", "pressure": "hPa"}
+# A site gateway's grouping: the labels a group may be made of, the default wait.
+GROUP_LABELS = ("site", "metric", "direction", "device")
+SITE_GROUP_WAIT = 30.0
 # Below this, one incident record (the answer to a create) may not fit.
 MIN_ANSWER_BYTES = 4096
 
@@ -152,6 +155,10 @@ class AnomalySettings(Record):
     anomaly_topic: str
     max_requests_per_second: float = 5.0
     max_answer_bytes: int = 262144
+    site: Optional[str] = None  # a site gateway: episodes are grouped (agent/site/)
+    group_by: Tuple[str, ...] = ("site", "metric", "direction")
+    group_wait: float = 0.0
+    group_interval: float = 300.0
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -183,6 +190,10 @@ class AnomalySettings(Record):
             anomaly_topic=values["anomalyTopic"],
             max_requests_per_second=values["snowMaxRequestsPerSecond"],
             max_answer_bytes=values["snowMaxAnswerBytes"],
+            site=values["site"] or None,
+            group_by=values["groupBy"],
+            group_wait=_group_wait(values),
+            group_interval=values["groupIntervalSeconds"],
         )
 
 
@@ -225,8 +236,12 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
         "updateMinutes",
         "secretTtlSeconds",
         "snowMaxRequestsPerSecond",
+        "groupIntervalSeconds",
     ):
         _non_negative(v, name)
+    if values["groupWaitSeconds"] is not None:
+        _non_negative(v, "groupWaitSeconds")
+    values["groupBy"] = _group_by(values["groupBy"])
     for name in ("retryBaseSeconds", "retryMaxSeconds"):
         _positive(v, name)
     for name in ("readingsTopic", "anomalyTopic"):
@@ -318,6 +333,25 @@ def _verify_tls(v: VariableReader, source: Mapping[str, str]) -> Any:
                 f"snowVerifyTls must be true, false or the path of a CA bundle, got {verify_raw!r}"
             )
         return verify_raw
+
+
+def _group_wait(values: Mapping[str, Any]) -> float:
+    """groupWaitSeconds, or its default: 30 s on a site gateway, none on a single Pi."""
+    if values["groupWaitSeconds"] is not None:
+        wait: float = values["groupWaitSeconds"]
+        return wait
+    return SITE_GROUP_WAIT if values["site"] else 0.0
+
+
+def _group_by(raw: str) -> Tuple[str, ...]:
+    labels = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for label in labels:
+        if label not in GROUP_LABELS:
+            raise ConfigError(
+                "groupBy must list labels among {}, got {!r}".format(", ".join(GROUP_LABELS), label)
+            )
+    # A gateway serves one site: its name leads every group, named or not.
+    return ("site",) + tuple(label for label in labels if label != "site")
 
 
 def _urgency_bands(raw: str) -> Tuple[float, float]:

@@ -236,6 +236,38 @@ VARIABLES: List[Variable] = [
         "anomaly",
         "At most this many ServiceNow requests start in any second (0: no cap).",
     ),
+    # --- a site gateway (the anomaly function of many Pis) -----------------
+    Variable(
+        "site",
+        "str",
+        None,
+        "anomaly",
+        "Site this anomaly function is the gateway of: episodes of all its devices are "
+        "grouped, one incident per site event (unset: one incident per episode, a single Pi).",
+    ),
+    Variable(
+        "groupBy",
+        "str",
+        "site,metric,direction",
+        "anomaly",
+        "Labels that make a group on a site gateway (site, metric, direction, device).",
+    ),
+    Variable(
+        "groupWaitSeconds",
+        "float",
+        None,
+        "anomaly",
+        "How long a group's first breach waits for others before the incident opens "
+        "(default: 30 on a site gateway, 0 on a single Pi).",
+    ),
+    Variable(
+        "groupIntervalSeconds",
+        "float",
+        "300",
+        "anomaly",
+        "At most one work note per group per this many seconds: who joined, recovered or "
+        "worsened, and the peak.",
+    ),
     # --- status function (in the group only when statusPort is set) -------
     Variable(
         "statusPort",

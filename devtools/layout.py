@@ -51,6 +51,7 @@ FLOORS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
             "agent.judge",
             "agent.servicenow",
             "agent.status",
+            "agent.site",
         ),
     ),
     (
@@ -96,6 +97,12 @@ ROOMS: Tuple[Room, ...] = (
         "`agent/servicenow/incidents.py` (pure: event → open / note / resolve), with "
         "`agent/servicenow/text.py` (device text made clean) and "
         "`agent/servicenow/query_safe.py` (inert correlation ids)",
+    ),
+    Room(
+        "where are a site's episodes grouped (one incident per site event)?",
+        "`agent/site/` (`grouping.py`: pure, events and time → a group's actions; "
+        "`group_text.py`: what a group's incident says; `gateway.py`: its actions and state "
+        "written to the outbox in one transaction)",
     ),
     Room(
         "where are incidents sent?",

@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS incidents (
 #   until it would have committed.
 # * note_attempts: the incident's sys_mod_count just before a work-note PATCH,
 #   so a retry can tell whether the note already landed.
+# * site_state: a site gateway's groups (agent/site/grouping.py), written in the
+#   transaction that queues the actions decided from them (enqueue_with_state).
 DELIVERY_STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS create_intents (
     correlation_id TEXT PRIMARY KEY,
@@ -83,6 +85,10 @@ CREATE TABLE IF NOT EXISTS note_attempts (
     sys_id TEXT NOT NULL,
     mod_count INTEGER NOT NULL,
     sent_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -173,26 +179,56 @@ class Outbox:
     def _enqueue(self, action: Action, now: float) -> bool:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in ("delivered", "dead_letter"):
-                row = self._db.execute(
-                    f"SELECT 1 FROM {table} WHERE key = ?", (action.key,)
-                ).fetchone()
-                if row:
-                    return False
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, open_fields,"
-                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    action.key,
-                    action.correlation_id,
-                    action.kind,
-                    json.dumps(action.fields),
-                    json.dumps(action.open_fields) if action.open_fields else None,
-                    now,
-                    now,
-                ),
-            )
-            return cursor.rowcount == 1
+            return self._insert(action, now)
+
+    def _insert(self, action: Action, now: float) -> bool:
+        """Insert one action inside the caller's transaction; ``False`` if its key is known."""
+        for table in ("delivered", "dead_letter"):
+            row = self._db.execute(f"SELECT 1 FROM {table} WHERE key = ?", (action.key,)).fetchone()
+            if row:
+                return False
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO pending (key, correlation_id, kind, fields, open_fields,"
+            " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                action.key,
+                action.correlation_id,
+                action.kind,
+                json.dumps(action.fields),
+                json.dumps(action.open_fields) if action.open_fields else None,
+                now,
+                now,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def enqueue_with_state(
+        self, actions: List[Action], state: Dict[str, Optional[str]], now: float
+    ) -> List[bool]:
+        """Queue ``actions`` and write the ``site_state`` rows they were decided from
+        (``None`` deletes a row), all or nothing, synced; per action, whether it was new."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    queued = [self._insert(action, now) for action in actions]
+                    for name, value in state.items():
+                        if value is None:
+                            self._db.execute("DELETE FROM site_state WHERE name = ?", (name,))
+                        else:
+                            self._db.execute(
+                                "INSERT OR REPLACE INTO site_state (name, value) VALUES (?, ?)",
+                                (name, value),
+                            )
+                    return queued
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def site_state(self) -> Dict[str, str]:
+        """Every ``site_state`` row: what a site gateway decided its groups from."""
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM site_state").fetchall())
 
     def due(self, now: float, limit: int = 50) -> List[QueuedAction]:
         """Head-of-line action per incident whose retry time has come, oldest first."""

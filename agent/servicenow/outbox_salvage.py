@@ -22,6 +22,7 @@ TABLES = (
     "incidents",
     "create_intents",
     "note_attempts",
+    "site_state",
 )
 _JSON_COLUMNS = ("fields", "open_fields")
 

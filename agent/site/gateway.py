@@ -1,0 +1,92 @@
+"""A site gateway's grouping at work: events and time in, actions and state to the outbox.
+
+The anomaly service hands every validated episode event here when ``site`` is
+set. The :class:`~.grouping.Grouper` decides; this writes its actions and the
+state rows they came from in one synced transaction
+(:meth:`~agent.servicenow.outbox.Outbox.enqueue_with_state`), through the
+service's ``queue`` so a full disk holds them in order as it holds any action.
+State rows a failed write could not take are written with the next write that
+succeeds. At start the groups are read back from the outbox: a restart neither
+forgets a group nor opens its incident twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from ..clock import Clock
+from ..config import AnomalySettings
+from ..servicenow.incidents import Action
+from ..servicenow.outbox import Outbox
+from .grouping import Grouper
+
+log = logging.getLogger(__name__)
+
+# queue(actions, state rows) → whether they reached the outbox (False: held in memory).
+Queue = Callable[[List[Action], Dict[str, Optional[str]]], bool]
+
+
+class SiteGateway:
+    def __init__(
+        self, settings: AnomalySettings, outbox: Outbox, clock: Clock, queue: Queue
+    ) -> None:
+        assert settings.site is not None
+        self.clock = clock
+        self._queue = queue
+        self._unsaved: Dict[str, Optional[str]] = {}
+        self.grouper = Grouper(
+            settings.site,
+            settings.group_by,
+            settings.group_wait,
+            settings.group_interval,
+            settings,
+            incident_number=lambda corr: _number(outbox, corr),
+        )
+        self.grouper.load(outbox.site_state())
+        if self.grouper.groups:
+            log.info(
+                "site %s: %d open groups read back from the outbox",
+                settings.site,
+                len(self.grouper.groups),
+            )
+
+    def handle(self, event: Mapping[str, Any]) -> bool:
+        """Group one validated episode event; ``False`` if it was a repeat or stale."""
+        now = self.clock.time()
+        actions = self.grouper.on_event(event, now)
+        changes = self.grouper.take_changes()
+        if not actions and not changes:
+            return False
+        self._unsaved.update(changes)
+        actions.extend(self.grouper.due(now))
+        self._write(actions)
+        return True
+
+    def tick(self) -> int:
+        """Open incidents whose wait is over, send notes whose interval has passed;
+        write state a failed write left behind. Returns how many actions were made."""
+        now = self.clock.time()
+        due_at = self.grouper.next_due_at()
+        actions = self.grouper.due(now) if due_at is not None and now >= due_at else []
+        if actions or self._unsaved:
+            self._write(actions)
+        return len(actions)
+
+    def next_due_at(self) -> Optional[float]:
+        return self.grouper.next_due_at()
+
+    def _write(self, actions: List[Action]) -> None:
+        self._unsaved.update(self.grouper.take_changes())
+        for action in actions:
+            log.info("site group %s: queued %s", action.correlation_id, action.kind)
+        if self._queue(actions, self._unsaved):
+            self._unsaved = {}
+
+
+def _number(outbox: Outbox, corr: str) -> Optional[str]:
+    try:
+        incident = outbox.incident(corr)
+    except Exception:  # the name is a courtesy: never fail an event over it
+        return None
+    return incident.number if incident is not None else None
