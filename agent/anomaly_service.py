@@ -29,7 +29,7 @@ from .config import AnomalySettings
 from .credentials import CredentialsProvider
 from .errors import MessageError
 from .greengrass.base import Runtime, subject_of
-from .schema import decode, validate_anomaly
+from .schema import READING_SCHEMA, decode, validate_anomaly, validate_reading
 from .servicenow.client import TableClient
 from .servicenow.delivery import Deliverer
 from .servicenow.incidents import Action, action_for
@@ -94,6 +94,7 @@ class AnomalyService:
         )
         self.counts: Dict[str, int] = {
             "received": 0,
+            "readings": 0,  # on a site gateway: every device's readings, for its silence
             "rejected": 0,
             "queued": 0,
             "duplicates": 0,
@@ -141,7 +142,10 @@ class AnomalyService:
     def _handle(self, message: Any, topic: str) -> bool:
         self.counts["received"] += 1
         try:
-            event = validate_anomaly(decode(message))
+            decoded = decode(message)
+            if self.site is not None and decoded.get("schema") == READING_SCHEMA:
+                return self._reading(validate_reading(decoded))
+            event = validate_anomaly(decoded)
         except MessageError as exc:
             self.counts["rejected"] += 1
             log.warning("rejected a message on %s: %s", clean_text(topic) or "?", exc)
@@ -200,6 +204,14 @@ class AnomalyService:
                 clean_text(event["episode_id"]),
             )
         return changed
+
+    def _reading(self, reading: Dict[str, Any]) -> bool:
+        """A site gateway's reading: the device is alive (see agent/site/silence.py)."""
+        assert self.site is not None
+        self.counts["readings"] += 1
+        with self._held_lock:
+            self.site.reading(reading)
+        return True
 
     def _queue_site(self, actions: List[Action], state: Dict[str, Optional[str]]) -> bool:
         """Queue a site gateway's actions with the group state they came from; ``False``

@@ -159,6 +159,9 @@ class AnomalySettings(Record):
     group_by: Tuple[str, ...] = ("site", "metric", "direction")
     group_wait: float = 0.0
     group_interval: float = 300.0
+    site_devices: Tuple[str, ...] = ()
+    silent_after: Optional[float] = None  # None: 3 periods + 30 s, per device
+    period: float = 5.0  # the devices' reading period until each one's is seen
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -194,6 +197,9 @@ class AnomalySettings(Record):
             group_by=values["groupBy"],
             group_wait=_group_wait(values),
             group_interval=values["groupIntervalSeconds"],
+            site_devices=tuple(d.strip() for d in values["siteDevices"].split(",") if d.strip()),
+            silent_after=values["silentAfterSeconds"],
+            period=values["period"],
         )
 
 
@@ -241,6 +247,8 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
         _non_negative(v, name)
     if values["groupWaitSeconds"] is not None:
         _non_negative(v, "groupWaitSeconds")
+    if values["silentAfterSeconds"] is not None:
+        _positive(v, "silentAfterSeconds")
     values["groupBy"] = _group_by(values["groupBy"])
     for name in ("retryBaseSeconds", "retryMaxSeconds"):
         _positive(v, name)

@@ -123,6 +123,28 @@ def validate_anomaly(message: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def validate_reading(message: Mapping[str, Any]) -> Dict[str, Any]:
+    """Check a reading against ``edge-agent/reading/1`` as far as a site gateway reads it:
+    who, which, when, and the metrics (a number in range, or ``null``)."""
+    if message.get("schema") != READING_SCHEMA:
+        raise MessageError(
+            "schema must be {!r}, got {!r}".format(READING_SCHEMA, _short(message.get("schema")))
+        )
+    out: Dict[str, Any] = {"schema": READING_SCHEMA, "device": _text(message, "device")}
+    seq = message.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)!r}")
+    out["seq"] = seq
+    out["ts"] = _number(message, "ts", 0.0, 1e11)
+    for metric in METRICS:
+        if message.get(metric) is None:
+            out[metric] = None
+        else:
+            low, high = METRIC_RANGES[metric]
+            out[metric] = _number(message, metric, low, high)
+    return out
+
+
 def _short(value: Any) -> Any:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -253,6 +253,22 @@ VARIABLES: List[Variable] = [
         "Labels that make a group on a site gateway (site, metric, direction, device).",
     ),
     Variable(
+        "siteDevices",
+        "str",
+        "",
+        "anomaly",
+        "Devices of the site (comma-separated), from the deployment; others are known "
+        "from their first reading. Each is watched for silence from the gateway's start.",
+    ),
+    Variable(
+        "silentAfterSeconds",
+        "float",
+        None,
+        "anomaly",
+        "A site device with no reading for this long is silent: one incident per silent "
+        "group (default: 3 of its reading periods + 30 s).",
+    ),
+    Variable(
         "groupWaitSeconds",
         "float",
         None,

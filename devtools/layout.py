@@ -101,8 +101,9 @@ ROOMS: Tuple[Room, ...] = (
     Room(
         "where are a site's episodes grouped (one incident per site event)?",
         "`agent/site/` (`grouping.py`: pure, events and time → a group's actions; "
-        "`group_text.py`: what a group's incident says; `gateway.py`: its actions and state "
-        "written to the outbox in one transaction)",
+        "`group_text.py`: what a group's incident says; `silence.py`: pure, devices that stop "
+        "reporting; `gateway.py`: their actions and state written to the outbox in one "
+        "transaction)",
     ),
     Room(
         "where are incidents sent?",

@@ -7,7 +7,8 @@ state rows they came from in one synced transaction
 service's ``queue`` so a full disk holds them in order as it holds any action.
 State rows a failed write could not take are written with the next write that
 succeeds. At start the groups are read back from the outbox: a restart neither
-forgets a group nor opens its incident twice.
+forgets a group nor opens its incident twice. Readings go to the
+:class:`~.silence.SilenceWatch`, which notices the devices that stop reporting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..config import AnomalySettings
 from ..servicenow.incidents import Action
 from ..servicenow.outbox import Outbox
 from .grouping import Grouper
+from .silence import SilenceWatch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,17 @@ class SiteGateway:
             settings,
             incident_number=lambda corr: _number(outbox, corr),
         )
-        self.grouper.load(outbox.site_state())
+        self.silence = SilenceWatch(
+            settings.site,
+            settings,
+            settings.period,
+            settings.silent_after,
+            settings.site_devices,
+            clock.time(),
+        )
+        rows = outbox.site_state()
+        self.grouper.load(rows)
+        self.silence.load(rows, clock.time())
         if self.grouper.groups:
             log.info(
                 "site %s: %d open groups read back from the outbox",
@@ -63,21 +75,36 @@ class SiteGateway:
         self._write(actions)
         return True
 
+    def reading(self, message: Mapping[str, Any]) -> None:
+        """Take one validated reading: the device is alive (and back, if it was silent)."""
+        actions = self.silence.reading(message, self.clock.time())
+        changes = self.silence.take_changes()
+        if actions or changes:
+            self._unsaved.update(changes)
+            self._write(actions)
+
     def tick(self) -> int:
         """Open incidents whose wait is over, send notes whose interval has passed;
         write state a failed write left behind. Returns how many actions were made."""
         now = self.clock.time()
         due_at = self.grouper.next_due_at()
         actions = self.grouper.due(now) if due_at is not None and now >= due_at else []
+        silence_at = self.silence.next_due_at()
+        if silence_at is not None and now >= silence_at:
+            actions.extend(self.silence.due(now))
         if actions or self._unsaved:
             self._write(actions)
         return len(actions)
 
     def next_due_at(self) -> Optional[float]:
-        return self.grouper.next_due_at()
+        times = [
+            t for t in (self.grouper.next_due_at(), self.silence.next_due_at()) if t is not None
+        ]
+        return min(times) if times else None
 
     def _write(self, actions: List[Action]) -> None:
         self._unsaved.update(self.grouper.take_changes())
+        self._unsaved.update(self.silence.take_changes())
         for action in actions:
             log.info("site group %s: queued %s", action.correlation_id, action.kind)
         if self._queue(actions, self._unsaved):
