@@ -100,7 +100,8 @@ ROOMS: Tuple[Room, ...] = (
     ),
     Room(
         "where are a site's episodes grouped (one incident per site event)?",
-        "`agent/site/` (`grouping.py`: pure, events and time → a group's actions; "
+        "`agent/site/` (`grouping.py`: pure, events and time → a group's actions, with "
+        "`group.py`, a group's state; "
         "`group_text.py`: what a group's incident says; `silence.py`: pure, devices that stop "
         "reporting; `gateway.py`: their actions and state written to the outbox in one "
         "transaction)",

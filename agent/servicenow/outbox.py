@@ -206,9 +206,14 @@ class Outbox:
         self, actions: List[Action], state: Dict[str, Optional[str]], now: float
     ) -> List[bool]:
         """Queue ``actions`` and write the ``site_state`` rows they were decided from
-        (``None`` deletes a row), all or nothing, synced; per action, whether it was new."""
+        (``None`` deletes a row), all or nothing; per action, whether it was new.
+
+        Synced when it queues actions (as ``enqueue``). State alone (a device seen, a
+        member that joined a waiting group) survives a crash of the process without a
+        sync, as every WAL commit does; a power cut may roll it back, which costs at
+        worst a repeated note, never an action."""
         with self._lock:
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous={}".format("FULL" if actions else "NORMAL"))
             try:
                 with self._db:
                     self._db.execute("BEGIN IMMEDIATE")

@@ -89,12 +89,35 @@ class SiteGateway:
         now = self.clock.time()
         due_at = self.grouper.next_due_at()
         actions = self.grouper.due(now) if due_at is not None and now >= due_at else []
-        silence_at = self.silence.next_due_at()
-        if silence_at is not None and now >= silence_at:
-            actions.extend(self.silence.due(now))
+        actions.extend(self.silence.due(now))
         if actions or self._unsaved:
             self._write(actions)
         return len(actions)
+
+    def stop_watching(self) -> None:
+        """The site stops reporting on purpose (a simulation's end): no silence from now on."""
+        self.silence.watching = False
+
+    def members_by_group(self) -> Dict[str, List[str]]:
+        """Correlation id → member devices, of open groups and the last ones that ended."""
+        out = dict(self.grouper.finished)
+        out.update(self.silence.finished)
+        for group in self.grouper.groups.values():
+            out[group.correlation_id] = sorted(group.members)
+        if self.silence.group is not None:
+            out[self.silence.group.correlation_id] = sorted(self.silence.group.members)
+        return out
+
+    def device_states(self) -> Dict[str, str]:
+        """Each known device's state: ``silent``, ``in breach`` or ``normal``."""
+        states = {device: "normal" for device in self.silence.devices}
+        for group in self.grouper.groups.values():
+            for device in group.breaching():
+                states[device] = "in breach"
+        for device, seen in self.silence.devices.items():
+            if seen.silent:
+                states[device] = "silent"
+        return states
 
     def next_due_at(self) -> Optional[float]:
         times = [

@@ -7,14 +7,12 @@ from the metric, never from a device.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from ..config import AnomalySettings
 from ..sensors.base import UNITS
 from ..servicenow.text import clean_name
-
-if TYPE_CHECKING:
-    from .grouping import Group
+from .group import Group
 
 
 def open_fields(

@@ -26,68 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ..config import AnomalySettings
 from ..servicenow.incidents import Action, correlation_id
 from . import group_text
-
-# What is remembered about one device of a group.
-Member = Dict[str, Any]
-
-
-class Group:
-    """One group: its members and what changed since its incident last heard."""
-
-    def __init__(self, key: str, group_id: str, metric: str, bound: str, first_at: float) -> None:
-        self.key = key
-        self.group_id = group_id
-        self.metric = metric
-        self.bound = bound
-        self.first_at = first_at
-        self.opened_at: Optional[float] = None
-        self.last_note_at: Optional[float] = None
-        self.seq = 0  # actions made so far: the next action's key number
-        self.previous: Optional[str] = None  # the previous group's correlation id
-        self.changes: Dict[str, List[str]] = {"joined": [], "recovered": [], "worsened": []}
-        self.members: Dict[str, Member] = {}
-
-    @property
-    def correlation_id(self) -> str:
-        return correlation_id(self.group_id)
-
-    def breaching(self) -> List[str]:
-        return sorted(d for d, m in self.members.items() if m["state"] == "breach")
-
-    def peak(self) -> Tuple[float, str]:
-        """The worst peak of any member, and whose."""
-        sign = 1.0 if self.bound == "upper" else -1.0
-        device = min(self.members, key=lambda d: (-sign * self.members[d]["peak"], d))
-        return self.members[device]["peak"], device
-
-    def header(self) -> Dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "key",
-                "group_id",
-                "metric",
-                "bound",
-                "first_at",
-                "opened_at",
-                "last_note_at",
-                "seq",
-                "previous",
-                "changes",
-            )
-        }
-
-    @classmethod
-    def from_header(cls, data: Mapping[str, Any]) -> Group:
-        group = cls(data["key"], data["group_id"], data["metric"], data["bound"], data["first_at"])
-        for k in ("opened_at", "last_note_at", "seq", "previous", "changes"):
-            setattr(group, k, data[k])
-        return group
-
-    def _note_due_at(self, interval: float) -> Optional[float]:
-        if self.opened_at is None or not any(self.changes.values()):
-            return None
-        return (self.last_note_at or self.opened_at) + interval
+from .group import Group, Member
 
 
 class Grouper:
@@ -114,6 +53,8 @@ class Grouper:
         # The last event taken per device, metric and bound, kept after its group ends:
         # a repeated or older event (a redelivery, a restart) changes nothing.
         self.seen: Dict[str, Dict[str, Any]] = {}
+        # The members of the last groups that ended, for a summary (memory only, bounded).
+        self.finished: Dict[str, List[str]] = {}
         self._changes: Dict[str, Optional[str]] = {}
 
     # -- events ----------------------------------------------------------------------
@@ -210,6 +151,7 @@ class Grouper:
         note = group_text.resolve_note(group, now)
         fallback = group_text.open_fields(group, self.site, self.settings, None)
         del self.groups[group.key]
+        _remember(self.finished, group.correlation_id, sorted(group.members))
         self.previous[group.key] = group.correlation_id
         self._changes["previous/" + group.key] = group.correlation_id
         self._changes["group/" + group.key] = None
@@ -286,6 +228,15 @@ SEP = "\x1f"
 
 def _member_name(key: str, device: str) -> str:
     return "member/" + key + SEP + device
+
+
+FINISHED_KEPT = 100
+
+
+def _remember(finished: Dict[str, List[str]], corr: str, members: List[str]) -> None:
+    finished[corr] = members
+    while len(finished) > FINISHED_KEPT:
+        del finished[next(iter(finished))]
 
 
 def _member(event: Mapping[str, Any], state: str) -> Member:

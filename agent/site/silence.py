@@ -25,8 +25,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..config import AnomalySettings
 from ..servicenow.incidents import Action
 from ..servicenow.text import clean_name
+from .group import Group
 from .group_text import iso
-from .grouping import Group
+from .grouping import _remember
 
 CHECK_EVERY = 5.0
 SILENT_GRACE = 30.0  # added to 3 periods: a reading late by a network hiccup is not silence
@@ -68,7 +69,10 @@ class SilenceWatch:
         self.devices: Dict[str, DeviceSeen] = {d: DeviceSeen(d, period, now) for d in known}
         self.group: Optional[Group] = None
         self.previous: Optional[str] = None
+        self.finished: Dict[str, List[str]] = {}  # members of the last silent groups (bounded)
         self._next_check = now + CHECK_EVERY
+        # False once the site is known to stop on purpose (the end of a simulation).
+        self.watching = True
         self._changes: Dict[str, Optional[str]] = {}
 
     def after(self, seen: DeviceSeen) -> float:
@@ -93,7 +97,7 @@ class SilenceWatch:
                 seen.period = 0.8 * seen.period + 0.2 * gap if seen.learned else gap
                 seen.learned = True
         seen.last_at, seen.last_ts, seen.seq = now, ts, seq
-        seen.reading = {k: message.get(k) for k in ("ts", "temperature", "humidity", "pressure")}
+        seen.reading = dict(message)  # its ts and metrics, for the status page
         if not seen.silent:
             return []
         seen.silent = False
@@ -116,7 +120,7 @@ class SilenceWatch:
     # -- time --------------------------------------------------------------------------
     def due(self, now: float) -> List[Action]:
         actions: List[Action] = []
-        if now >= self._next_check:
+        if self.watching and now >= self._next_check:
             self._next_check = now + CHECK_EVERY
             self._find_silent(now)
         group = self.group
@@ -135,14 +139,17 @@ class SilenceWatch:
         return actions
 
     def next_due_at(self) -> Optional[float]:
-        times = [self._next_check]
+        """When the silent group's wait or interval ends; the search for silent devices is
+        not counted: it runs whenever ``due`` is called (the delivery worker calls it every
+        few seconds), at most every ``CHECK_EVERY`` s, and only while ``watching``."""
         group = self.group
-        if group is not None:
-            if group.opened_at is None:
-                times.append(group.first_at + self.wait)
-            elif any(group.changes.values()):
-                times.append((group.last_note_at or group.opened_at) + self.interval)
-        return min(times)
+        if group is None:
+            return None
+        if group.opened_at is None:
+            return group.first_at + self.wait
+        if any(group.changes.values()):
+            return (group.last_note_at or group.opened_at) + self.interval
+        return None
 
     def _find_silent(self, now: float) -> None:
         for seen in self.devices.values():
@@ -229,6 +236,7 @@ class SilenceWatch:
         )
         self.group = None
         self.previous = group.correlation_id
+        _remember(self.finished, group.correlation_id, sorted(group.members))
         self._changes["silence/group"] = None
         self._changes["silence/previous"] = group.correlation_id
         if self.settings.recovery_action == "resolve":
