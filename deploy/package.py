@@ -16,8 +16,13 @@ Anything that would not work on the device (a release whose
 ``Requires-Python`` excludes the device's Python, a missing or compiled
 dependency a V1 zip cannot carry) is an error unless ``allow_warnings``.
 
+Each ``.py`` ships with its ``__pycache__/*.pyc``, compiled by an interpreter of the
+device's Python with unchecked-hash invalidation (``deploy.bytecode``): a device
+cannot write bytecode next to read-only code, so without them it compiles at every
+start. No interpreter of that version here: no ``.pyc``, and the manifest says so.
+
 Reproducible: entries sorted, timestamps fixed at 1980-01-01 00:00, mode 0644,
-no ``__pycache__``/``*.pyc``; the same inputs give byte-identical zips.
+no ``.pyc`` but those compiled here; the same inputs give byte-identical zips.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class PackageResult:
     skipped: List[Dict[str, str]] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     device_requirements: List[str] = field(default_factory=list)  # pip-install on the device
+    bytecode: str = ""  # the cache tag the .pyc were compiled for, or why there are none
 
     def manifest(self) -> Dict[str, object]:
         return {
@@ -83,6 +89,7 @@ class PackageResult:
             "skipped": self.skipped,
             "warnings": self.warnings,
             "device_requirements": self.device_requirements,
+            "bytecode": self.bytecode,
         }
 
 
@@ -212,6 +219,7 @@ def build_function_package(
             hint="fix the above, or pass --allow-warnings to package anyway",
         )
     entries = {name: path.read_bytes() for name, path in files.items()}
+    bytecode, compile_notes = _add_bytecode(entries, target_python)
     path = Path(out_dir) / zip_name(spec, runtime)
     write_reproducible_zip(entries, path)
     data = path.read_bytes()
@@ -225,8 +233,9 @@ def build_function_package(
         resolved_with=resolved_with,
         vendored=resolution.vendored,
         skipped=notes + resolution.skipped,
-        warnings=resolution.warnings,
+        warnings=resolution.warnings + compile_notes,
         device_requirements=resolution.device_requirements,
+        bytecode=bytecode,
     )
     LOG.debug(
         "packaged %s: %d files, %d bytes, sha256 %s",
@@ -238,6 +247,24 @@ def build_function_package(
     manifest_path = path.with_name(path.name[: -len(".zip")] + ".manifest.json")
     manifest_path.write_text(json.dumps(result.manifest(), indent=2, sort_keys=True) + "\n")
     return result
+
+
+def _add_bytecode(entries: Dict[str, bytes], target_python: str) -> Tuple[str, List[str]]:
+    """Add each ``.py``'s ``.pyc`` for ``target_python`` to ``entries``; (cache tag, notes)."""
+    from .bytecode import compile_for
+    from .vendoring import env_var_for, find_python
+
+    python = find_python(target_python)
+    if python is None:
+        return (
+            "none: no Python {} interpreter here (set {}); the device compiles at every "
+            "start".format(target_python, env_var_for(target_python)),
+            [],
+        )
+    compiled, notes = compile_for(python, entries)
+    entries.update(compiled)
+    tags = {name.rsplit(".", 2)[-2] for name in compiled}
+    return (", ".join(sorted(tags)) or "none: no Python source"), notes
 
 
 @dataclass

@@ -182,7 +182,8 @@ ROOMS: Tuple[Room, ...] = (
     ),
     Room(
         "deploying",
-        "`deploy/` (V1 group versions and V2 deployments), `certs-example/`",
+        "`deploy/` (V1 group versions and V2 deployments; `package.py` with `bytecode.py`: "
+        "the zips and the bytecode compiled for the device's Python), `certs-example/`",
     ),
     Room(
         "benchmarks",

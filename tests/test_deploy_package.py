@@ -160,9 +160,17 @@ def test_zip_holds_entry_module_agent_and_needed_deps(tmp_path, src, site):
         assert {"greengrasssdk", "cbor2"} <= tops
         assert not tops & {"boto3", "botocore", "s3transfer", "jmespath"}
         assert not tops & {"sense_hat", "RTIMU", "numpy", "PIL"}
-        for entry in names(package):
-            assert "__pycache__" not in entry and not entry.endswith((".pyc", ".so"))
-            assert ".dist-info" not in entry
+        listed = set(names(package))
+        for entry in listed:
+            assert not entry.endswith(".so") and ".dist-info" not in entry
+            # Bytecode: only what was compiled here for the V1 core's Python, one per source;
+            # the stray .pyc of the checkout and of the site-packages never ship.
+            if entry.endswith(".pyc"):
+                assert entry.endswith(".cpython-38.pyc"), entry
+                folder, _, pyc = entry.rpartition("/__pycache__/")
+                assert "{}/{}.py".format(folder, pyc.split(".")[0]) in listed, entry
+        assert "requests/__pycache__/api.cpython-311.pyc" not in listed
+        assert "agent/stale.pyc" not in listed
     # the pure-Python halves of packages with optional accelerators
     assert "charset_normalizer/md.py" in names(anomaly) and "cbor2/__init__.py" in entries
     skipped = {s["name"]: s["reason"] for s in results["sensor"].skipped}
