@@ -104,7 +104,7 @@ ROOMS: Tuple[Room, ...] = (
         "`group.py`, a group's state; "
         "`group_text.py`: what a group's incident says; `silence.py`: pure, devices that stop "
         "reporting; `gateway.py`: their actions and state written to the outbox in one "
-        "transaction)",
+        "transaction; `topology.py`: the site's group, read by `simulate --fleet`)",
     ),
     Room(
         "where are incidents sent?",
@@ -176,7 +176,8 @@ ROOMS: Tuple[Room, ...] = (
     Room(
         "laptop tooling",
         "`devtools/` (`simulate.py` with `simulation_options.py`, `simulation_checks.py`, "
-        "`simulation_loop.py`, `simulation_changes.py` and `console.py`; "
+        "`simulation_loop.py`, `simulation_changes.py` and `console.py`; a site of many Pis: "
+        "`fleet.py` with `fleet_stories.py` and `fleet_replay.py`; "
         "`servicenow_standin/`; `troubleshooting.py`, which docs/cli.md's troubleshooting table "
         "comes from; `mutate.py`; `layout.py`, this table and the import floors)",
     ),

@@ -16,19 +16,32 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``edge-agent simulate``."""
     from agent.sensors.fake import SCENARIOS
+    from devtools.fleet_stories import STORIES
 
     parser.description = DESCRIPTION
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--scenario",
         default="humid-spell",
-        choices=sorted(SCENARIOS),
-        help="fake-sensor story (default: humid-spell)",
+        choices=sorted(SCENARIOS) + sorted(STORIES),
+        help="fake-sensor story (default: humid-spell); with --fleet, a site's story: "
+        + ", ".join(sorted(STORIES)),
     )
     source.add_argument(
         "--replay",
         metavar="FILE.csv",
-        help="replay readings: timestamp,temperature,humidity[,pressure]",
+        help="replay readings: timestamp,temperature,humidity[,pressure]; with a device "
+        "column, each device is a sensor function of its own and a gateway groups them",
+    )
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        metavar="N",
+        help="a site of N Pis (their own ids and state) and one gateway anomaly function; "
+        "with --scenario site-humid-spell or switch-failure",
+    )
+    parser.add_argument(
+        "--site", default="sim-site", help="the site's name with --fleet (default: sim-site)"
     )
     parser.add_argument(
         "--duration",
@@ -117,6 +130,8 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         changes = parse_changes(args.at)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.fleet is not None or (args.replay and _device_column(args.replay)):
+        return _fleet(args, parser, environment)
     if args.serve:
         from agent.status.settings import parse_address
 
@@ -160,3 +175,52 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("edge-agent simulate: interrupted before the run started", file=sys.stderr)
         return INTERRUPTED
     return summary["exit_code"]
+
+
+def _device_column(path: str) -> bool:
+    from agent.errors import AgentError
+    from devtools.fleet_replay import has_device_column
+
+    try:
+        return has_device_column(path)
+    except AgentError:
+        return False  # the single-device replay reports what is wrong with the file
+
+
+def _fleet(args: argparse.Namespace, parser: argparse.ArgumentParser, environment: dict) -> int:
+    """``simulate --fleet N`` (or a replay with a device column): a site and its gateway."""
+    from agent.errors import AgentError
+    from agent.standalone.exit_codes import BAD_CONFIGURATION
+    from devtools.fleet import FleetOptions, run_fleet
+
+    for option, given in (("--outage", args.outage), ("--at", args.at), ("--mqtt", args.mqtt)):
+        if given:
+            parser.error(f"{option} is not supported with --fleet")
+    if args.serve:
+        parser.error("--serve is not supported with --fleet")
+    scenario = args.scenario
+    if args.fleet is not None and scenario == "humid-spell":
+        scenario = "site-humid-spell"  # the default story, for a site
+    options = FleetOptions(
+        devices=args.fleet or 0,
+        scenario=scenario,
+        duration=args.duration,
+        period=args.period or float(environment.get("period", 5)),
+        fast=args.fast,
+        seed=args.seed,
+        site=args.site,
+        snow_url=args.snow_url,
+        secret_file=args.secret_file,
+        state_dir=args.state_dir,
+        environment=environment,
+        replay=args.replay,
+    )
+    try:
+        summary = run_fleet(options, out=sys.stderr if args.json else sys.stdout)
+    except (AgentError, OSError) as exc:
+        print(f"edge-agent simulate: {exc}", file=sys.stderr)
+        return BAD_CONFIGURATION
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True), flush=True)
+    exit_code: int = summary["exit_code"]
+    return exit_code
