@@ -26,6 +26,8 @@ from .silence import SilenceWatch
 log = logging.getLogger(__name__)
 
 # queue(actions, state rows) → whether they reached the outbox (False: held in memory).
+STATES = ("normal", "in breach", "silent")
+REPORTED_DEVICES = 1500  # a health report stays well under a V1 core's 128 KB per message
 Queue = Callable[[List[Action], Dict[str, Optional[str]]], bool]
 
 
@@ -34,6 +36,7 @@ class SiteGateway:
         self, settings: AnomalySettings, outbox: Outbox, clock: Clock, queue: Queue
     ) -> None:
         assert settings.site is not None
+        self.site = settings.site
         self.clock = clock
         self._queue = queue
         self._unsaved: Dict[str, Optional[str]] = {}
@@ -118,6 +121,51 @@ class SiteGateway:
             if seen.silent:
                 states[device] = "silent"
         return states
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The site for a health report (the status page, ``/metrics``): devices by state,
+        open groups with their members, and each device's last reading, compactly
+        (``[device, state, last reading's ts, temperature, humidity, pressure]``; at most
+        ``REPORTED_DEVICES`` of them, the silent and breaching first)."""
+        states = self.device_states()
+        by_state = {state: 0 for state in STATES}
+        for state in states.values():
+            by_state[state] += 1
+        rank = {"silent": 0, "in breach": 1, "normal": 2}
+        rows: List[List[Any]] = []
+        for device in sorted(states, key=lambda d: (rank[states[d]], d))[:REPORTED_DEVICES]:
+            seen = self.silence.devices.get(device)
+            reading = seen.reading if seen is not None else None
+            rows.append(
+                [device, states[device]]
+                + (
+                    [None] * 4
+                    if reading is None
+                    else [reading.get(k) for k in ("ts", "temperature", "humidity", "pressure")]
+                )
+            )
+        groups = [
+            {
+                "correlation_id": g.correlation_id,
+                "kind": "{} {}".format(g.metric, "above" if g.bound == "upper" else "below"),
+                "opened": g.opened_at is not None,
+                "members": g.breaching(),
+            }
+            for g in sorted(self.grouper.groups.values(), key=lambda g: g.first_at)
+        ]
+        silent = self.silence.group
+        if silent is not None:
+            groups.append(
+                {
+                    "correlation_id": silent.correlation_id,
+                    "kind": "silent",
+                    "opened": silent.opened_at is not None,
+                    "members": sorted(
+                        d for d, m in silent.members.items() if m["state"] == "silent"
+                    ),
+                }
+            )
+        return {"name": self.site, "by_state": by_state, "devices": rows, "groups": groups}
 
     def next_due_at(self) -> Optional[float]:
         times = [

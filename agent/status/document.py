@@ -47,6 +47,7 @@ from ..servicenow.incidents import CORRELATION_PREFIX, RESOLVED_STATES, correlat
 from . import STATE_SCHEMA
 from .model import StatusModel
 from .settings import StatusSettings
+from .site_view import site_document
 from .store import parse_action_key
 
 ACTIONS = {"breach": "opened", "update": "updated", "recovered": "resolved"}
@@ -109,6 +110,7 @@ def build(
             "paused_until": anomaly_health.get("paused_until"),
         },
         "mqtt": _mqtt(model),
+        "site": site_document(anomaly_health.get("site"), now),
         "functions": {
             name: {
                 "started_at": report["started_at"],

@@ -244,6 +244,7 @@ def anomaly_collector(service: Any, calls: ServiceNowCalls) -> Collect:
                 "kind": getattr(cached, "kind", None),
             },
             "paused_until": service.deliverer.paused_until or None,
+            **({"site": service.site.snapshot()} if getattr(service, "site", None) else {}),
         }
 
     return collect

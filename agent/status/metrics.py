@@ -153,6 +153,7 @@ def render(doc: Mapping[str, Any]) -> str:
     )
     _delivery(out, delivery)
     _mqtt(out, doc.get("mqtt"))
+    site_metrics(out, doc.get("site"))
     out.family(
         "edge_agent_function_start_time_seconds",
         "gauge",
@@ -253,6 +254,63 @@ def _mqtt(out: Exposition, mqtt: Optional[Mapping[str, Any]]) -> None:
         "gauge",
         "1 while connected to the broker.",
         [((), gauges.get("connected", 0))],
+    )
+
+
+def site_metrics(out: Exposition, site: Optional[Mapping[str, Any]]) -> None:
+    """A site gateway's devices by state, its open groups and each device's last reading."""
+    if not site:
+        return
+    out.family(
+        "edge_agent_site_devices",
+        "gauge",
+        "Devices of the site by state (normal, in breach, silent).",
+        [((("state", s),), n) for s, n in sorted(site["devices_by_state"].items())],
+    )
+    out.family(
+        "edge_agent_site_group_members",
+        "gauge",
+        "Devices in each open group of the site (its incident's correlation id).",
+        [
+            ((("group", g["correlation_id"]), ("kind", g["kind"])), len(g["members"]))
+            for g in site["groups"]
+        ],
+    )
+    out.family(
+        "edge_agent_site_device_silent",
+        "gauge",
+        "1 when the gateway has had no reading from the device for silentAfterSeconds.",
+        [((("device", d["device"]),), 1 if d["state"] == "silent" else 0) for d in site["devices"]],
+    )
+    out.family(
+        "edge_agent_site_device_in_breach",
+        "gauge",
+        "1 when the device is in an open breach episode.",
+        [
+            ((("device", d["device"]),), 1 if d["state"] == "in breach" else 0)
+            for d in site["devices"]
+        ],
+    )
+    out.family(
+        "edge_agent_site_device_last_reading_timestamp_seconds",
+        "gauge",
+        "Time of the device's last reading the gateway received (the device's clock).",
+        [
+            ((("device", d["device"]),), d["last_reading_at"])
+            for d in site["devices"]
+            if d["last_reading_at"] is not None
+        ],
+    )
+    out.family(
+        "edge_agent_site_device_reading",
+        "gauge",
+        "The device's last reading, per metric, in the metric's unit.",
+        [
+            ((("device", d["device"]), ("metric", m)), v)
+            for d in site["devices"]
+            for m, v in sorted(d["reading"].items())
+            if v is not None
+        ],
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, OrderedDict, Tu
 from ..errors import MessageError
 from ..schema import ANOMALY_SCHEMA, METRIC_RANGES, METRICS, READING_SCHEMA, validate_anomaly
 from . import HEALTH_SCHEMA
+from .site_view import clean_site
 
 DEFAULT_HISTORY = 8640  # readings kept: 12 hours at the default 5 s period (~280 KB)
 MAX_EPISODES = 300
@@ -288,6 +289,9 @@ def clean_health(message: Mapping[str, Any], started: float, ts: float) -> Dict[
     paused = _number(message.get("paused_until"), 0.0, 1e11)
     if paused:
         out["paused_until"] = paused
+    site = clean_site(message.get("site"))
+    if site is not None:
+        out["site"] = site
     return out
 
 

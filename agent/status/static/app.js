@@ -322,6 +322,7 @@
     renderIncidents(state.incidents || []);
     renderDelivery(state.delivery || {}, state.mqtt);
     renderSensor(state.sensor || {}, state);
+    renderSite(state.site);
     queueRedraw();
   }
 
@@ -426,6 +427,31 @@
       return [{ text: "dead" }, { text: a.kind }, { text: clock(a.dead_at), cls: "num" }, { text: a.status === null ? "" : a.status, cls: "num" }, { text: a.reason || "", cls: "text" }];
     }));
     table("outbox-actions", ["", "action", "since", "tries / code", "error"], rows, "outbox empty");
+  }
+
+  // A site gateway: its devices by state, open groups with members, each device's last reading.
+  function renderSite(site) {
+    var section = document.getElementById("site-section");
+    section.hidden = !site;
+    if (!site) return;
+    var n = site.devices_by_state || {};
+    dl("site", [
+      ["site", site.name],
+      ["normal", n.normal || 0, "ok"],
+      ["in breach", n["in breach"] || 0, n["in breach"] ? "bad" : "ok"],
+      ["silent", n.silent || 0, n.silent ? "bad" : "ok"]
+    ]);
+    table("site-groups", ["open group", "incident opened", "devices"], (site.groups || []).map(function (g) {
+      return [{ text: g.kind }, { text: g.opened ? "yes" : "waiting" }, { text: g.members.length + ": " + g.members.join(", "), cls: "text" }];
+    }), "no open group");
+    table("site-devices", ["device", "state", "last reading", "°C", "%RH", "hPa"], (site.devices || []).map(function (d) {
+      var r = d.reading || {};
+      return [{ text: d.device }, { text: d.state, cls: d.state === "normal" ? "ok" : "bad" },
+        { text: d.last_reading_at ? clock(d.last_reading_at) + " (" + age(d.last_reading_at) + ")" : "none", cls: "num" },
+        { text: r.temperature === null || r.temperature === undefined ? "–" : num(r.temperature, 1), cls: "num" },
+        { text: r.humidity === null || r.humidity === undefined ? "–" : num(r.humidity, 1), cls: "num" },
+        { text: r.pressure === null || r.pressure === undefined ? "–" : num(r.pressure, 1), cls: "num" }];
+    }), "no device known yet");
   }
 
   function renderSensor(sensor, state) {
