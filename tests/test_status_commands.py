@@ -120,7 +120,20 @@ def test_simulate_serve_fast_serves_on_and_its_metrics_equal_the_summary(tmp_pat
             assert _sum(m, "edge_agent_servicenow_requests_total", method=method) == calls
         count = m[("edge_agent_servicenow_request_duration_seconds_count",)]
         assert count == sum(summary["servicenow_calls"].values())
-        assert m[("edge_agent_healthy",)] == 1
+        # The run is over: the page serves what it left, and says the run ended.
+        assert m[("edge_agent_healthy",)] == 0
+        assert m[("edge_agent_function_up", ("function", "sensor"))] == 0
+        healthz = requests.get(served.url + "healthz", timeout=5)
+        assert healthz.status_code == 503
+        assert healthz.text.startswith(
+            "unhealthy: the run has ended (exit 0: every reading and every incident action was "
+            "delivered): nothing is read or delivered any more\n"
+        )
+        state = requests.get(served.url + "api/state", timeout=5).json()
+        assert (
+            state["run"]["exit_code"] == 0
+            and state["run"]["ended_at"] >= state["readings"]["ts"][-1]
+        )
     finally:
         code = served.stop(signal.SIGTERM)
     assert code == 0  # the run drained; SIGTERM only ends the serving

@@ -144,7 +144,12 @@ def test_api_state_tells_readings_episodes_incidents_and_delivery(group, passwor
         "GET 200": 1,
         "PATCH 200": 1,
     }
-    assert state["health"] == {"ok": True, "reasons": []}
+    # The functions stopped with the run: the page says so, it does not say "healthy".
+    assert state["health"] == {
+        "ok": False,
+        "reasons": ["the anomaly function and the sensor function stopped (final report sent)"],
+    }
+    assert {f["state"] for f in state["functions"].values()} == {"stopped"}
     # Nothing secret in any answer.
     for path in ("api/state?readings=all", "metrics", "healthz", ""):
         body = requests.get(g.url + path, timeout=5).text
@@ -181,6 +186,46 @@ def test_healthz_fails_with_the_reason_when_readings_stop_or_delivery_is_stuck(g
     answer = requests.get(g.url + "healthz", timeout=5)
     assert answer.status_code == 503
     assert answer.text == "unhealthy: readings stale: the last one is 1 min 05 s old (limit 15 s)\n"
+
+
+def _health(g):
+    """(/healthz status, its text, edge_agent_healthy, edge_agent_function_up by function)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = requests.get(g.url + "healthz", timeout=5)
+    metrics = requests.get(g.url + "metrics", timeout=5).text
+    samples = [s for f in text_string_to_metric_families(metrics) for s in f.samples]
+    healthy = [s.value for s in samples if s.name == "edge_agent_healthy"]
+    up = {s.labels["function"]: s.value for s in samples if s.name == "edge_agent_function_up"}
+    return answer.status_code, answer.text, healthy, up
+
+
+def test_health_tells_a_dead_letter_a_silent_function_and_stopped_ones(group):
+    g = group(scenario="heat-spike", tempLimit="20")
+    g.run(2)
+    assert _health(g) == (200, "ok\n", [1.0], {"sensor": 1.0, "anomaly": 1.0})
+    g.standin.faults.fail_next(3, status=403)  # ServiceNow refuses the incident for good
+    g.run(4)
+    code, text, healthy, _ = _health(g)
+    assert (code, healthy) == (503, [0.0])
+    assert text == (
+        "unhealthy: 1 action dead-lettered: ServiceNow refused it for good; fix the cause, "
+        "then edge-agent outbox --requeue-dead\n"
+    )
+    state = requests.get(g.url + "api/state", timeout=5).json()
+    assert state["delivery"]["outbox"]["dead_letters"] == 1 and not state["health"]["ok"]
+    # A function that dies without its final report (a crash, SIGKILL) falls silent.
+    g.clock.advance(200)  # nothing reports for 200 s: readings stale, both functions silent
+    code, text, healthy, up = _health(g)
+    assert (code, healthy, up) == (503, [0.0], {"sensor": 0.0, "anomaly": 0.0})
+    assert "the sensor function is silent: no report for 3 min" in text
+    assert "the anomaly function is silent: no report for " in text
+    assert "(limit 2 min 00 s)" in text and "readings stale" in text
+    g.finish()  # their final reports: stopped, not silent
+    code, text, healthy, up = _health(g)
+    assert (code, healthy, up) == (503, [0.0], {"sensor": 0.0, "anomaly": 0.0})
+    assert "the anomaly function and the sensor function stopped (final report sent)" in text
+    assert "silent" not in text
 
 
 def _lines(response):

@@ -99,6 +99,10 @@ class LocalStatus:
         line: Line,
     ) -> None:
         """Hand over the summary; with ``keep_serving``, serve on until Ctrl-C or SIGTERM."""
+        from .exit_codes import meaning
+
+        code = summary.get("exit_code", 0)
+        self.app.run_ended(code, meaning(code))
         try:
             if on_finished is not None:
                 on_finished(summary)
@@ -139,7 +143,9 @@ def attach_status(
     status = LocalStatus(app, core, reporters, fast)
     app.start()
     if fast:
+        # Virtual time moves with readings and with deliveries (a drain has no readings).
         sensor_app.on_reading.append(status.pump)
+        anomaly_app.deliverer.on_outcome.append(status.pump)
     else:
         for reporter in reporters:
             reporter.start()

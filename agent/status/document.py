@@ -5,7 +5,9 @@ the state directory's views, at a given time.
 
     generated_at      the status function's clock (virtual in ``simulate --fast``)
     device            the device id, as the sensor sends it (any text: escape it)
-    health            {"ok": bool, "reasons": [text, ...]}: what /healthz answers
+    health            {"ok": bool, "reasons": [text, ...]}: what /healthz answers; not ok
+                      when readings are stale, a function stopped or fell silent, the run
+                      ended, delivery is stuck or an action was dead-lettered
     sensor            last_reading_at, last_reading_age_seconds, stale_after_seconds,
                       period, limits {metric: {upper, lower, hysteresis}}, counters
                       {samples, readings, sensor_errors, publish_errors, breach, ...},
@@ -27,7 +29,11 @@ the state directory's views, at a given time.
                       cached, kind}, counters {received, rejected, queued, incidents_*,
                       retries, dead_lettered, auth_failures, secret_fetches, ...}
     mqtt              the MQTT bridge's counters and gauges, or null (a core has its own)
-    functions         {id: {started_at, reported_at, pid, final, restarts}}
+    functions         {id: {started_at, reported_at, pid, final, restarts, state}}; state is
+                      running, stopped (its final report came) or silent (no report for
+                      ``silent_after_seconds``)
+    run               {ended_at, exit_code, outcome} once the run this page serves (``simulate
+                      --serve``) has ended, else null
     episode_events    [{event, metric, bound, count}] seen by the status function
     locks             [{path, holders [{pid, kind, alive}], recorded}]
     dropped_messages  {malformed, out_of_order, repeated}
@@ -45,6 +51,7 @@ from urllib.parse import quote
 
 from ..servicenow.incidents import CORRELATION_PREFIX, RESOLVED_STATES, correlation_id
 from . import STATE_SCHEMA
+from .health import HEALTH_INTERVAL
 from .model import StatusModel
 from .settings import StatusSettings
 from .site_view import site_document
@@ -53,6 +60,9 @@ from .store import parse_action_key
 ACTIONS = {"breach": "opened", "update": "updated", "recovered": "resolved"}
 RECENT_INCIDENTS = 30
 LISTED_EPISODES = 50
+# A function reports every HEALTH_INTERVAL; eight missed reports is a function that died
+# without its final one (SIGKILL, a crash, a core that stopped it), not a slow one.
+SILENT_AFTER = 8 * HEALTH_INTERVAL
 
 
 def build(
@@ -62,8 +72,10 @@ def build(
     now: float,
     window: Optional[float] = 3600.0,
     with_readings: bool = True,
+    run: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The whole document; ``window`` seconds of readings back from the newest (None: all).
+    ``run``: how the run ended ({ended_at, exit_code, outcome}), once it has.
 
     ``with_readings=False`` leaves the columns out (``window_seconds`` and
     ``total`` stay): the service writes them itself, a block at a time."""
@@ -118,9 +130,12 @@ def build(
                 "pid": report.get("pid"),
                 "final": report.get("final", False),
                 "restarts": model.restarts.get(name, 0),
+                "state": _function_state(report, now),
             }
             for name, report in sorted(model.health.items())
         },
+        "silent_after_seconds": SILENT_AFTER,
+        "run": dict(run) if run else None,
         "episode_events": [
             {"event": e, "metric": m, "bound": b, "count": n}
             for (e, m, b), n in sorted(model.event_counts.items())
@@ -140,8 +155,34 @@ def window_start(model: StatusModel, window: Optional[float]) -> Optional[float]
 
 
 def verdict(doc: Mapping[str, Any]) -> Tuple[bool, List[str]]:
-    """``/healthz``: readings fresh and delivery not stuck; otherwise the reasons, in words."""
+    """``/healthz``: the run going on, every function reporting, readings fresh, delivery
+    not stuck and nothing dead-lettered; otherwise the reasons, in words (times as
+    durations: the page shows clock times in the viewer's zone, a reason cannot)."""
     reasons = []
+    run = doc.get("run")
+    if run:
+        reasons.append(
+            "the run has ended (exit {}: {}): nothing is read or delivered any more".format(
+                run.get("exit_code"), run.get("outcome")
+            )
+        )
+    functions = doc.get("functions") or {}
+    stopped = [name for name, f in functions.items() if f["state"] == "stopped"]
+    if stopped:
+        reasons.append(
+            "{} stopped (final report sent)".format(
+                _and(["the {} function".format(name) for name in stopped])
+            )
+        )
+    for name, function in functions.items():
+        if function["state"] == "silent":
+            reasons.append(
+                "the {} function is silent: no report for {} (limit {})".format(
+                    name,
+                    duration(doc["generated_at"] - function["reported_at"]),
+                    duration(doc["silent_after_seconds"]),
+                )
+            )
     sensor = doc["sensor"]
     age = sensor["last_reading_age_seconds"]
     if age is None:
@@ -170,7 +211,26 @@ def verdict(doc: Mapping[str, Any]) -> Tuple[bool, List[str]]:
                     "; last error: {}".format(error) if error else "",
                 )
             )
+        dead = outbox.get("dead_letters") or 0
+        if dead:
+            reasons.append(
+                "{} dead-lettered: ServiceNow refused {} for good; fix the cause, then "
+                "edge-agent outbox --requeue-dead".format(
+                    "1 action" if dead == 1 else "{} actions".format(dead),
+                    "it" if dead == 1 else "them",
+                )
+            )
     return not reasons, reasons
+
+
+def _function_state(report: Mapping[str, Any], now: float) -> str:
+    if report.get("final"):
+        return "stopped"
+    return "silent" if now - report["ts"] > SILENT_AFTER else "running"
+
+
+def _and(items: List[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def duration(seconds: float) -> str:

@@ -105,8 +105,18 @@ def render(doc: Mapping[str, Any]) -> str:
     out.family(
         "edge_agent_healthy",
         "gauge",
-        "1 when readings are fresh and delivery is not stuck (what /healthz answers).",
+        "1 when the run goes on, every function reports, readings are fresh, delivery is "
+        "not stuck and no action is dead-lettered (what /healthz answers).",
         [((), 1 if doc["health"]["ok"] else 0)],
+    )
+    out.family(
+        "edge_agent_function_up",
+        "gauge",
+        "1 while a function reports; 0 once it stopped (final report) or fell silent.",
+        [
+            ((("function", f),), 1 if v.get("state") == "running" else 0)
+            for f, v in sorted(doc["functions"].items())
+        ],
     )
     counters = sensor.get("counters") or {}
     if sensor.get("reported_at") is not None:

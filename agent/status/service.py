@@ -64,6 +64,13 @@ class StatusService:
         self._static: Dict[str, bytes] = {}
         self.server: Optional[StatusServer] = None
         self.counts = {"received": 0, "undecodable": 0}
+        self.run: Optional[Dict[str, Any]] = None  # how the run ended, once it has
+
+    def run_ended(self, exit_code: int, outcome: str) -> None:
+        """The run this page serves has ended (``simulate --serve`` serves on): say so."""
+        with self._changed:
+            self.run = {"ended_at": self.clock.time(), "exit_code": exit_code, "outcome": outcome}
+            self._changed.notify_all()
 
     # -- lifecycle ------------------------------------------------------------------
     def bind(self) -> Optional[int]:
@@ -149,7 +156,9 @@ class StatusService:
     def document(self, window: Optional[float] = DEFAULT_WINDOW) -> Dict[str, Any]:
         views = self.views()
         with self._changed:
-            return document.build(self.model, views, self.settings, self.clock.time(), window)
+            return document.build(
+                self.model, views, self.settings, self.clock.time(), window, run=self.run
+            )
 
     def state_json(self, window: Optional[float] = DEFAULT_WINDOW) -> Iterator[bytes]:
         """``/api/state`` in parts, sent as they are made (chunked): the readings column
@@ -157,7 +166,13 @@ class StatusService:
         views = self.views()
         with self._changed:
             doc = document.build(
-                self.model, views, self.settings, self.clock.time(), window, with_readings=False
+                self.model,
+                views,
+                self.settings,
+                self.clock.time(),
+                window,
+                with_readings=False,
+                run=self.run,
             )
             arrays = self.model.readings.arrays(since=document.window_start(self.model, window))
         meta = doc.pop("readings")

@@ -52,6 +52,7 @@
   }
   function serverNow() {
     if (!doc) return Date.now() / 1000;
+    if (doc.run) return doc.run.ended_at;  // nothing moves after the run: ages stop at its end
     return doc.generated_at + (performance.now() - receivedAt) / 1000;
   }
   function clock(ts) {
@@ -60,7 +61,7 @@
   }
   function age(ts) {
     if (ts === null || ts === undefined) return "never";
-    return duration(Math.max(0, serverNow() - ts)) + " ago";
+    return duration(Math.max(0, serverNow() - ts)) + (doc && doc.run ? " before the run ended" : " ago");
   }
   function duration(s) {
     if (s < 60) return Math.round(s) + " s";
@@ -296,9 +297,11 @@
       queueRedraw();
     });
     source.addEventListener("state", function (e) { render(JSON.parse(e.data)); });
-    source.onopen = function () { setLive("live", false); };
+    source.onopen = function () { if (doc && doc.run) showEnded(doc.run); else setLive("live", false); };
     source.onerror = function () { setLive("reconnecting\u2026", true); };
   }
+
+  function showEnded(run) { setLive("run ended (exit " + run.exit_code + "): not live", true); }
 
   function setLive(text, bad) {
     var live = document.getElementById("live");
@@ -318,6 +321,7 @@
     var reasons = document.getElementById("reasons");
     clear(reasons);
     state.health.reasons.forEach(function (r) { reasons.appendChild(el("li", null, r)); });
+    if (state.run) showEnded(state.run);
     renderEpisodes(state.open_episodes || []);
     renderIncidents(state.incidents || []);
     renderDelivery(state.delivery || {}, state.mqtt);
@@ -470,7 +474,7 @@
     ];
     Object.keys(state.functions || {}).forEach(function (name) {
       var f = state.functions[name];
-      pairs.push([name + " function", "reported " + age(f.reported_at) + (f.final ? " (stopped)" : "") + (f.restarts ? ", " + f.restarts + " restarts" : "")]);
+      pairs.push([name + " function", "reported " + age(f.reported_at) + (f.state === "running" ? "" : " (" + f.state + ")") + (f.restarts ? ", " + f.restarts + " restarts" : ""), f.state === "running" ? null : "bad"]);
     });
     (state.locks || []).forEach(function (lock) {
       var holders = (lock.holders || []).map(function (h) { return "pid " + h.pid + (h.alive ? "" : " (gone)"); });
