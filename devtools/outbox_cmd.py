@@ -21,11 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--requeue-dead or --acknowledge it only reads, so it is safe while the agent runs "
         "(--check needs it stopped)."
     )
-    parser.epilog = (
-        "exit status: 0 the outbox is healthy; 1 --check while the anomaly function runs; "
-        "2 there is no outbox in DIR (none was "
-        "ever made there); 3 actions may have been lost: check ServiceNow for the episodes of "
-        "that time, then run again with --acknowledge (the moved-aside files stay)."
+    from agent.standalone.exit_codes import OUTBOX_EXIT_CODES
+
+    parser.epilog = "exit status: " + "; ".join(
+        "{} {}".format(e.code, e.meaning.replace("`", "")) for e in OUTBOX_EXIT_CODES
     )
     parser.add_argument(
         "--state-dir",
@@ -53,11 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Inspect the outbox read-only (safe beside a running agent); exit 0, 2 or 3 (see --help)."""
+    """Inspect the outbox read-only (safe beside a running agent); the exit status is the
+    status's (``agent.standalone.exit_codes.OUTBOX_EXIT_CODES``)."""
     import time
 
     from agent.servicenow.outbox import Outbox
     from agent.servicenow.outbox_inspect import acknowledge, inspect
+    from agent.standalone.exit_codes import (
+        OUTBOX_ABSENT,
+        OUTBOX_CHECK_REFUSED,
+        OUTBOX_LOSS,
+        OUTBOX_STATUS_CODES,
+    )
 
     if args.acknowledge:
         count = acknowledge(args.state_dir)
@@ -65,13 +71,13 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     report = inspect(args.state_dir)
     if report["status"] == "absent":
         print("edge-agent outbox: no outbox at {}".format(report["outbox"]), file=sys.stderr)
-        return 2
+        return OUTBOX_ABSENT
     if args.check and not _check_wal(report):
-        return 1
+        return OUTBOX_CHECK_REFUSED
     if args.requeue_dead:
         if "counts" not in report:
             print("edge-agent outbox: cannot requeue: the outbox is unreadable", file=sys.stderr)
-            return 3
+            return OUTBOX_LOSS
         outbox = Outbox(report["outbox"])
         try:
             count = outbox.requeue_dead_letters(time.time())
@@ -83,8 +89,9 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if checked is not None:
             _check_wal(report)
     print(json.dumps(report, indent=2, default=str))
-    if report["status"] == "ok":
-        return 0
+    if report["status"] != "loss":
+        _say_status(report, args.state_dir)
+        return OUTBOX_STATUS_CODES[report["status"]]
     for problem in report["problems"]:
         print("edge-agent outbox: ACTIONS MAY BE LOST: {}".format(problem), file=sys.stderr)
     print(
@@ -92,7 +99,31 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "`edge-agent outbox --state-dir {} --acknowledge`".format(args.state_dir),
         file=sys.stderr,
     )
-    return 3
+    return OUTBOX_LOSS
+
+
+def _say_status(report: Dict[str, Any], state_dir: str) -> None:
+    """One line on stderr for what is not delivered yet (nothing when all was)."""
+    counts = report.get("counts") or {}
+    dead, pending = counts.get("dead_letter", 0), counts.get("pending", 0)
+    if dead:
+        print(
+            "edge-agent outbox: {} dead-lettered (ServiceNow refused them for good); fix the "
+            "cause, then `edge-agent outbox --state-dir {} --requeue-dead`".format(
+                _actions(dead), state_dir
+            ),
+            file=sys.stderr,
+        )
+    if pending:
+        print(
+            "edge-agent outbox: {} pending: the anomaly function delivers them when it runs "
+            "with this state folder".format(_actions(pending)),
+            file=sys.stderr,
+        )
+
+
+def _actions(n: int) -> str:
+    return "1 action" if n == 1 else "{} actions".format(n)
 
 
 def _check_wal(report: Dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent.standalone.exit_codes import EXIT_CODES, exit_code_for
+from agent.standalone.exit_codes import EXIT_CODES, OUTBOX_EXIT_CODES, exit_code_for
 from agent.standalone.exit_codes import markdown_table as exit_code_table
 from devtools.troubleshooting import TROUBLES
 from devtools.troubleshooting import markdown_table as troubleshooting_table
@@ -297,6 +297,9 @@ def _cli_doc() -> str:
 def test_the_docs_carry_the_exit_code_and_troubleshooting_tables():
     readme = _cli_doc()
     assert exit_code_table() in readme, "regenerate: agent.standalone.exit_codes.markdown_table()"
+    assert exit_code_table(OUTBOX_EXIT_CODES) in readme, (
+        "regenerate: agent.standalone.exit_codes.markdown_table(OUTBOX_EXIT_CODES)"
+    )
     assert troubleshooting_table() in readme, (
         "regenerate: devtools.troubleshooting.markdown_table()"
     )

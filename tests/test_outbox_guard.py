@@ -28,6 +28,7 @@ from agent.anomaly_service import AnomalyService
 from agent.config import AnomalySettings
 from agent.servicenow import outbox_guard
 from agent.servicenow.outbox import Outbox
+from agent.standalone.exit_codes import OUTBOX_PENDING
 from agent.topology import ANOMALY_FUNCTION_ID
 
 FRAME = 24 + 4096
@@ -200,7 +201,8 @@ def _damage_a_middle_frame(state):
 
 def test_outbox_check_finds_what_a_damaged_wal_hides_from_sqlite(crashed):
     state = crashed
-    assert _outbox_cli(state, "--check").returncode == 0  # a crash alone: nothing hidden
+    # A crash alone: nothing hidden, the 10 actions only pending (exit 5, not 3).
+    assert _outbox_cli(state, "--check").returncode == OUTBOX_PENDING
     _damage_a_middle_frame(state)
     evidence = ("outbox.sqlite3", "outbox.sqlite3-wal")  # (-shm is SQLite's index of the WAL)
     before = {name: (state / name).read_bytes() for name in evidence}
@@ -273,7 +275,7 @@ def test_a_crash_alone_is_not_mistaken_for_damage(crashed, core, caplog):
     assert moved_aside(str(state)) == []
     assert again.outbox.counts()["pending"] == 10
     again.close()
-    assert _outbox_cli(state).returncode == 0
+    assert _outbox_cli(state).returncode == OUTBOX_PENDING  # pending, no sign of loss
 
 
 def test_a_deleted_wal_is_reported_as_lost_transactions(crashed, core, caplog):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from agent.standalone.exit_codes import OUTBOX_DEAD_LETTERS, OUTBOX_PENDING
 from devtools.simulate import SimulationOptions, run
 from tests.conftest import secret_json
 
@@ -241,6 +242,16 @@ def test_every_servicenow_write_refused_with_403_exits_3(standin, password, tmp_
     assert summary["actions_dead_lettered"] == 2 and summary["incidents_opened"] == 0
     assert "moved to the dead-letter table" in result.stderr
     assert "exit      3 (incident actions were refused for good" in result.stderr
+    # `edge-agent outbox` says so too, as its status and its exit code (not "ok").
+    state = str(tmp_path / "state")
+    shown = cli("outbox", "--state-dir", state)
+    assert shown.returncode == OUTBOX_DEAD_LETTERS == 4, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "dead_letters"
+    assert "2 actions dead-lettered (ServiceNow refused them for good)" in shown.stderr
+    requeued = cli("outbox", "--state-dir", state, "--requeue-dead")
+    assert requeued.returncode == OUTBOX_PENDING == 5, requeued.stderr
+    assert json.loads(requeued.stdout)["status"] == "pending"
+    assert "2 actions pending: the anomaly function delivers them" in requeued.stderr
 
 
 def test_actions_left_pending_exit_1_and_keep_the_temporary_folder():
@@ -254,6 +265,9 @@ def test_actions_left_pending_exit_1_and_keep_the_temporary_folder():
     try:
         assert f"kept {folder}: it still holds incident actions" in console
         assert f"--state-dir {folder}" in console
+        shown = cli("outbox", "--state-dir", folder)
+        assert shown.returncode == OUTBOX_PENDING, shown.stderr
+        assert json.loads(shown.stdout)["status"] == "pending"
     finally:
         import shutil
 

@@ -31,9 +31,11 @@ from .outbox_guard import (
 def inspect(state_dir: str) -> Dict[str, Any]:
     """What ``edge-agent outbox`` shows: status, problems, counts. Reads only.
 
-    ``status`` is ``ok``, ``absent`` (no outbox was ever made here) or
-    ``loss`` (a report not yet acknowledged, a missing or damaged outbox, or
-    one behind its marker).
+    ``status`` is the worst that applies: ``loss`` (a report not yet
+    acknowledged, a missing or damaged outbox, or one behind its marker),
+    ``absent`` (no outbox was ever made here), ``dead_letters`` (ServiceNow
+    refused actions for good), ``pending`` (actions wait to be delivered), or
+    ``ok`` (every action delivered).
     """
     path = os.path.join(state_dir, OUTBOX_FILE)
     marker, marker_state = read_marker(os.path.join(state_dir, MARKER_FILE))
@@ -75,8 +77,14 @@ def inspect(state_dir: str) -> Dict[str, Any]:
                 path, sequence, marker_value(marker, "sequence")
             )
         )
-    result["status"] = "loss" if problems else "ok"
+    result["status"] = "loss" if problems else _queue_status(result.get("counts") or {})
     return result
+
+
+def _queue_status(counts: Dict[str, int]) -> str:
+    if counts.get("dead_letter"):
+        return "dead_letters"
+    return "pending" if counts.get("pending") else "ok"
 
 
 def _read_only_counts(path: str, result: Dict[str, Any]) -> int:

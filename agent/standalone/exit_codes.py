@@ -4,6 +4,7 @@ The exit-code table in docs/cli.md is generated from :data:`EXIT_CODES` (a test 
 there verbatim). A run exits 0 only when every reading and every incident
 action was delivered; when several things went wrong the first that applies
 in :func:`exit_code_for`'s order wins: interrupted, refused, lost, pending.
+``edge-agent outbox`` has its own table, :data:`OUTBOX_EXIT_CODES`, generated the same way.
 """
 
 from __future__ import annotations
@@ -60,6 +61,59 @@ EXIT_CODES: Tuple[ExitCode, ...] = (
 )
 
 
+# ``edge-agent outbox``: its own table (it reads a state folder; it runs nothing). The worst
+# that applies wins, in this order: loss, dead letters, pending.
+OUTBOX_OK = 0
+OUTBOX_CHECK_REFUSED = 1
+OUTBOX_ABSENT = 2
+OUTBOX_LOSS = 3
+OUTBOX_DEAD_LETTERS = 4
+OUTBOX_PENDING = 5
+
+OUTBOX_EXIT_CODES: Tuple[ExitCode, ...] = (
+    ExitCode(
+        OUTBOX_OK,
+        "status `ok`: every action was delivered; nothing pending, nothing dead-lettered, "
+        "no sign of loss",
+        "nothing",
+    ),
+    ExitCode(
+        OUTBOX_CHECK_REFUSED,
+        "`--check` refused: the anomaly function is running (it changes the log under it)",
+        "stop the function, then run `--check` again",
+    ),
+    ExitCode(
+        OUTBOX_ABSENT,
+        "status `absent`: there is no outbox in the folder (none was ever made there)",
+        "check `--state-dir`: it is the anomaly function's `stateDir`",
+    ),
+    ExitCode(
+        OUTBOX_LOSS,
+        "status `loss`: actions may have been lost (an outbox missing, damaged, behind its "
+        "marker, or moved aside)",
+        "check ServiceNow for the episodes of that time, then `--acknowledge`",
+    ),
+    ExitCode(
+        OUTBOX_DEAD_LETTERS,
+        "status `dead_letters`: ServiceNow refused actions for good (e.g. 403)",
+        "fix the cause (the integration user's roles, say), then `--requeue-dead`",
+    ),
+    ExitCode(
+        OUTBOX_PENDING,
+        "status `pending`: actions wait for ServiceNow; the anomaly function delivers them "
+        "when it runs",
+        "nothing, if the agent runs; else start it with the same state folder",
+    ),
+)
+OUTBOX_STATUS_CODES = {
+    "ok": OUTBOX_OK,
+    "absent": OUTBOX_ABSENT,
+    "loss": OUTBOX_LOSS,
+    "dead_letters": OUTBOX_DEAD_LETTERS,
+    "pending": OUTBOX_PENDING,
+}
+
+
 def exit_code_for(summary: Mapping[str, Any]) -> int:
     """The exit code a finished (or interrupted) run's summary earns."""
     if summary.get("interrupted"):
@@ -86,9 +140,9 @@ def meaning(code: int) -> str:
     return "unknown"
 
 
-def markdown_table() -> str:
-    """The exit-code table of docs/cli.md."""
+def markdown_table(codes: Tuple[ExitCode, ...] = EXIT_CODES) -> str:
+    """An exit-code table of docs/cli.md (``OUTBOX_EXIT_CODES``: ``edge-agent outbox``'s)."""
     rows = ["| exit code | meaning | what to do |", "| --- | --- | --- |"]
-    for entry in EXIT_CODES:
+    for entry in codes:
         rows.append(f"| {entry.code} | {entry.meaning} | {entry.what_to_do} |")
     return "\n".join(rows)
