@@ -31,7 +31,12 @@ from agent.credentials import Credentials
 from agent.schema import METRICS
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
-from agent.standalone.exit_codes import exit_code_for, meaning
+from agent.standalone.exit_codes import (
+    SENSOR_FAILED,
+    exit_code_for,
+    meaning,
+    sensor_failures,
+)
 from agent.standalone.group import LocalGroup
 from agent.standalone.mqtt_bridge.options import BridgeOptions
 from agent.standalone.status import status_topology
@@ -416,4 +421,22 @@ def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> N
             console.line(
                 "state", f"deliver them with: edge-agent simulate --state-dir {folder} ..."
             )
-    console.line("exit", "{} ({})".format(summary["exit_code"], meaning(summary["exit_code"])))
+    console.line("exit", exit_text(summary))
+
+
+def exit_text(summary: Dict[str, Any]) -> str:
+    """The last console line: the exit code, what it means, and the sensor's failures counted
+    (a run whose readings were all delivered but whose sensor failed is not a clean run)."""
+    code = summary["exit_code"]
+    faults = summary["sensor"]
+    failed = "{} of {} sensor reads failed, {} {} invalid".format(
+        faults["errors"],
+        summary["samples"],
+        faults["invalid_values"],
+        "value" if faults["invalid_values"] == 1 else "values",
+    )
+    if code == SENSOR_FAILED:
+        return "{} ({}; everything read was delivered)".format(code, failed)
+    if sensor_failures(summary) or faults["invalid_values"]:
+        return "{} ({}; also {})".format(code, meaning(code), failed)
+    return "{} ({})".format(code, meaning(code))

@@ -286,7 +286,11 @@ def test_exit_codes_follow_the_table():
     assert exit_code_for({**clean, "messages_rejected": 1}) == 3
     assert exit_code_for({**clean, "mqtt": {"lost": 2}, "actions_pending": 1}) == 4
     assert exit_code_for({**clean, "actions_dead_lettered": 1, "interrupted": True}) == 130
-    assert [e.code for e in EXIT_CODES] == [0, 1, 2, 3, 4, 130]
+    failed = {**clean, "sensor": {"errors": 2, "invalid_values": 0}}
+    assert exit_code_for(failed) == 5
+    assert exit_code_for({**clean, "sensor": {"errors": 0, "invalid_values": 1}}) == 0
+    assert exit_code_for({**failed, "actions_pending": 1}) == 1
+    assert [e.code for e in EXIT_CODES] == [0, 1, 2, 3, 4, 5, 130]
 
 
 def _cli_doc() -> str:

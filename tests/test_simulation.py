@@ -362,6 +362,11 @@ def test_a_replay_counts_what_it_skipped_in_the_json_summary(tmp_path):
         "simulate", "--replay", str(log), "--fast", "--json", "--state-dir", str(tmp_path / "s")
     )
     assert result.returncode == 0, result.stderr
+    # The file's missing cells are counted on the last line, not taken for sensor failures.
+    assert result.stderr.rstrip().endswith(
+        "(every sensor read gave a reading, and every reading and every incident action was "
+        "delivered; also 0 of 6 sensor reads failed, 4 values invalid)"
+    )
     replay = json.loads(result.stdout)["replay"]
     assert replay["rows"] == 8 and replay["rows_played"] == 6
     assert replay["rows_skipped"] == {"unreadable_timestamp": 1, "short_row": 1}
@@ -518,7 +523,13 @@ def test_the_json_summary_carries_the_exit_code_and_the_faults(tmp_path):
     result = cli(
         "simulate", "--fast", "--scenario", "io-errors", "--json", "--state-dir", str(tmp_path)
     )
-    assert result.returncode == 0, result.stderr
+    # Readings were missing: not "exit 0 (every reading ... delivered)", and the count is said.
+    assert result.returncode == 5, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["exit_code"] == 0 and summary["interrupted"] is False
+    assert summary["exit_code"] == 5 and summary["interrupted"] is False
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.endswith(
+        "exit      5 ({} of {} sensor reads failed, 0 values invalid; everything read was "
+        "delivered)".format(summary["sensor"]["errors"], summary["samples"])
+    )
     assert summary["sensor"]["errors"] == summary["errors"]["sensor"] > 0

@@ -16,6 +16,7 @@ import requests
 from helpers import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.standalone.exit_codes import meaning
 from devtools.simulate import SimulationOptions, run
 from devtools.status_cmd import main as status_main
 
@@ -126,8 +127,8 @@ def test_simulate_serve_fast_serves_on_and_its_metrics_equal_the_summary(tmp_pat
         healthz = requests.get(served.url + "healthz", timeout=5)
         assert healthz.status_code == 503
         assert healthz.text.startswith(
-            "unhealthy: the run has ended (exit 0: every reading and every incident action was "
-            "delivered): nothing is read or delivered any more\n"
+            "unhealthy: the run has ended (exit 0: {}): nothing is read or delivered any "
+            "more\n".format(meaning(0))
         )
         state = requests.get(served.url + "api/state", timeout=5).json()
         assert (

@@ -3,7 +3,7 @@
 The exit-code table in docs/cli.md is generated from :data:`EXIT_CODES` (a test checks it is
 there verbatim). A run exits 0 only when every reading and every incident
 action was delivered; when several things went wrong the first that applies
-in :func:`exit_code_for`'s order wins: interrupted, refused, lost, pending.
+in :func:`exit_code_for`'s order wins: interrupted, refused, lost, pending, sensor.
 ``edge-agent outbox`` has its own table, :data:`OUTBOX_EXIT_CODES`, generated the same way.
 """
 
@@ -17,6 +17,7 @@ PENDING = 1
 BAD_CONFIGURATION = 2
 REFUSED = 3
 MQTT_LOST = 4
+SENSOR_FAILED = 5
 INTERRUPTED = 130
 
 
@@ -28,7 +29,12 @@ class ExitCode:
 
 
 EXIT_CODES: Tuple[ExitCode, ...] = (
-    ExitCode(OK, "every reading and every incident action was delivered", "nothing"),
+    ExitCode(
+        OK,
+        "every sensor read gave a reading, and every reading and every incident action was "
+        "delivered",
+        "nothing",
+    ),
     ExitCode(
         PENDING,
         "incident actions were left in the outbox (ServiceNow could not be reached in time)",
@@ -52,6 +58,14 @@ EXIT_CODES: Tuple[ExitCode, ...] = (
         "MQTT messages for the cloud were not delivered: lost, dropped from a full spool, "
         "refused by the broker, or left in the spool file (see `mqtt` in the `--json` summary)",
         "check the broker address, certificates and policy the console names",
+    ),
+    ExitCode(
+        SENSOR_FAILED,
+        "`simulate`: sensor reads failed (I/O errors), so those samples have no reading "
+        "(`sensor.errors` in the `--json` summary; the last console line counts them and the "
+        "invalid values); everything read was delivered",
+        "on a Pi: check the Sense HAT's seating and the I²C bus (`i2cdetect -y 1`); "
+        "with `--scenario io-errors` it is what was asked for",
     ),
     ExitCode(
         INTERRUPTED,
@@ -124,7 +138,16 @@ def exit_code_for(summary: Mapping[str, Any]) -> int:
         return MQTT_LOST
     if summary.get("actions_pending", 0) or not summary.get("drained", True):
         return PENDING
+    if sensor_failures(summary):
+        return SENSOR_FAILED
     return OK
+
+
+def sensor_failures(summary: Mapping[str, Any]) -> int:
+    """Sensor reads that failed (0 where the summary has none). A value the sensor marked
+    invalid still makes a reading (with that value missing, as a replay's empty cell does):
+    counted on the last line, not in the exit code."""
+    return int((summary.get("sensor") or {}).get("errors", 0))
 
 
 def mqtt_undelivered(summary: Mapping[str, Any]) -> int:
