@@ -176,8 +176,9 @@ ROOMS: Tuple[Room, ...] = (
     Room(
         "laptop tooling",
         "`devtools/` (`simulate.py` with `simulation_options.py`, `simulation_checks.py`, "
-        "`simulation_loop.py`, `simulation_changes.py` and `console.py`; a site of many Pis: "
-        "`fleet.py` with `fleet_stories.py` and `fleet_replay.py`; "
+        "`simulation_loop.py`, `simulation_changes.py`, `console.py` and `summary_fields.py`, "
+        "which docs/cli.md's list of the `--json` summary's fields comes from; a site of many "
+        "Pis: `fleet.py` with `fleet_stories.py` and `fleet_replay.py`; "
         "`servicenow_standin/`; `troubleshooting.py`, which docs/cli.md's troubleshooting table "
         "comes from; `mutate.py`; `layout.py`, this table and the import floors)",
     ),

@@ -55,6 +55,7 @@ from devtools.simulation_loop import (
     tick_times,
 )
 from devtools.simulation_options import SimulationOptions
+from devtools.summary_fields import SUMMARY_SCHEMA
 
 __all__ = ["SimulationOptions", "parse_outages", "prepare", "run"]
 
@@ -256,11 +257,12 @@ def _summary(
     start: float,
     started_wall: float,
 ) -> Dict[str, Any]:
-    """The run's summary, from the stopped group's counts."""
-    sensor_app, anomaly_app = group.sensor, group.anomaly
+    """The run's summary, from the stopped group's counts (its fields: summary_fields.py)."""
+    sensor_app = group.sensor
     live_counts = sensor_app.live_config.counts if sensor_app.live_config is not None else {}
     live_counts = {k: live_counts.get(k, 0) for k in ("applied", "rejected")}
     summary: Dict[str, Any] = {
+        "schema": SUMMARY_SCHEMA,  # its fields: devtools/summary_fields.py
         "scenario": options.replay or options.scenario,
         "fast": options.fast,
         "duration_seconds": plan.duration,
@@ -271,11 +273,7 @@ def _summary(
         "readings_published": sensor_app.counts["readings"],
         "anomalies_published": sensor_app.counts["anomalies"],
         "episodes": {k: sensor_app.counts[k] for k in ("breach", "update", "recovered")},
-        "errors": {
-            "sensor": sensor_app.counts["sensor_errors"],
-            "publish": sensor_app.counts["publish_errors"],
-            "rejected_messages": anomaly_app.counts["rejected"],
-        },
+        "publish_errors": sensor_app.counts["publish_errors"],
         "sensor": console.fault_counts(sensor_app.counts["sensor_errors"]),
         "messages_to_cloud": group.core.stats["to_cloud"],
         "config_changes_applied": live_counts["applied"],

@@ -106,8 +106,8 @@ def test_simulate_serve_fast_serves_on_and_its_metrics_equal_the_summary(tmp_pat
         m = _metrics(served.url)
         assert m[("edge_agent_readings_total",)] == summary["readings_published"]
         assert m[("edge_agent_sensor_samples_total",)] == summary["samples"]
-        assert m[("edge_agent_sensor_errors_total",)] == summary["errors"]["sensor"]
-        assert m[("edge_agent_publish_errors_total",)] == summary["errors"]["publish"]
+        assert m[("edge_agent_sensor_errors_total",)] == summary["sensor"]["errors"]
+        assert m[("edge_agent_publish_errors_total",)] == summary["publish_errors"]
         for event, count in summary["episodes"].items():
             assert _sum(m, "edge_agent_episode_events_total", event=event) == count
         for action in ("opened", "reused", "updated", "resolved"):
