@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, Dict, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from agent.clock import Clock
 from agent.judge import EpisodeEvent
@@ -32,6 +32,7 @@ from agent.servicenow.incidents import RESOLVED_STATES
 READING_LINE_EVERY = 60.0  # simulated seconds between two reading lines
 PROGRESS_EVERY = 9.0  # wall seconds between progress lines (sleeps are sliced: under 10 s apart)
 UNCHANGED_AFTER = 4  # identical readings in a row that make a stuck-sensor line
+OUTAGE_REMINDER_EVERY = 300.0  # simulated seconds between two "still failing" lines
 
 
 class Console:
@@ -61,13 +62,17 @@ class Console:
         self._errors_since_line = 0
         self._last_values: Optional[Tuple[Optional[float], ...]] = None
         self._same = 1
+        # ServiceNow outages: a run of retries until the next action goes through.
+        self.outages: List[Dict[str, Any]] = []
+        self._outage: Optional[Dict[str, Any]] = None
+        self._outage_line_at = float("-inf")
 
     # -- output --------------------------------------------------------------------
     def line(self, kind: str, text: str) -> None:
         with self._lock:
             if self.out is None:
                 return
-            stamp = datetime.fromtimestamp(self.clock.time(), tz=timezone.utc).strftime("%H:%M:%S")
+            stamp = clock_time(self.clock.time())
             try:
                 self.out.write(f"{stamp}  {kind:<9} {text}\n")
                 self.out.flush()
@@ -111,7 +116,14 @@ class Console:
         )
 
     def outcome(self, outcome: Outcome) -> None:
-        """ServiceNow outcomes. Retries and dead letters are logged as warnings, shown already."""
+        """ServiceNow outcomes. Retries are summed up into outages (one line when one starts,
+        one every few minutes while it lasts, one when it ends); dead letters are logged as
+        errors, shown already."""
+        if outcome.kind == "retry":
+            self._retry(outcome)
+            return
+        if outcome.kind != "dead_lettered":
+            self._outage_over()
         incident = outcome.incident
         number = incident.number if incident is not None else "?"
         action = outcome.action
@@ -135,6 +147,43 @@ class Console:
         else:
             return
         self.line("SNOW", text)
+
+    def _retry(self, outcome: Outcome) -> None:
+        now = self.clock.time()
+        next_at = "?" if outcome.retry_at is None else clock_time(outcome.retry_at)
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = {"since": now, "until": None, "tries": 1}
+            outage["reason"] = outcome.detail
+            self.outages.append(outage)
+            self._outage_line_at = now
+            self.line("WARNING", "{}; retrying, next at {}".format(outcome.detail, next_at))
+            return
+        outage["tries"] += 1
+        outage["reason"] = outcome.detail
+        if now - self._outage_line_at >= OUTAGE_REMINDER_EVERY:
+            self._outage_line_at = now
+            self.line(
+                "WARNING",
+                "{} since {}, {} failed tries, next at {}".format(
+                    _problem(outcome.detail), clock_time(outage["since"]), outage["tries"], next_at
+                ),
+            )
+
+    def _outage_over(self) -> None:
+        outage, self._outage = self._outage, None
+        if outage is None:
+            return
+        outage["until"] = self.clock.time()
+        self.line(
+            "SNOW",
+            "ServiceNow answers again: outage from {} to {} ({}), {} failed tries".format(
+                clock_time(outage["since"]),
+                clock_time(outage["until"]),
+                _duration(outage["until"] - outage["since"]),
+                outage["tries"],
+            ),
+        )
 
     def after_tick(self, sensor_errors: int) -> None:
         """Called after each sensor tick with the sensor-error total so far."""
@@ -167,6 +216,26 @@ class Console:
         self._same = 1
         self._last_values = values
 
+    def outage_list(self) -> List[Dict[str, Any]]:
+        """The run's ServiceNow outages: ``{since, until, tries, reason}``, ``until`` None for
+        one that lasted to the end."""
+        return [dict(outage) for outage in self.outages]
+
+    def outage_text(self) -> str:
+        """The outages in one line, for the end of the run."""
+        parts = []
+        for outage in self.outages:
+            until = outage["until"]
+            parts.append(
+                "{} to {} ({}, {} failed tries)".format(
+                    clock_time(outage["since"]),
+                    "the end" if until is None else clock_time(until),
+                    _duration((self.clock.time() if until is None else until) - outage["since"]),
+                    outage["tries"],
+                )
+            )
+        return "; ".join(parts)
+
     def fault_counts(self, sensor_errors: int) -> Dict[str, int]:
         return {
             "errors": sensor_errors,
@@ -191,6 +260,37 @@ class WarningsToConsole(logging.Handler):
             self.handleError(record)
 
 
+class LogTimes(logging.Filter):
+    """While a run lasts, the log's times are the console's: the run's clock (virtual with
+    ``--fast``, the file's with a replay), in UTC, so one stream has one clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self._converters: List[Tuple[logging.Formatter, Any]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.created = self.clock.time()
+        record.msecs = int(record.created * 1000) % 1000
+        return True
+
+    def __enter__(self) -> LogTimes:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+            formatter = handler.formatter
+            if formatter is not None:
+                self._converters.append((formatter, formatter.converter))
+                formatter.converter = time.gmtime  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)
+        for formatter, converter in self._converters:
+            formatter.converter = converter  # type: ignore[method-assign]
+        self._converters = []
+
+
 def silence(stream: TextIO) -> None:
     """Point ``stream``'s file descriptor at /dev/null, so nothing fails writing to it later."""
     try:
@@ -199,6 +299,26 @@ def silence(stream: TextIO) -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def clock_time(ts: float) -> str:
+    """``HH:MM:SS`` (UTC), as every console line starts."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+
+
+def _problem(detail: str) -> str:
+    """``ServiceNow unreachable at URL`` of ``ServiceNow unreachable at URL: why``."""
+    head, _, _ = detail.partition(": ")
+    return head if head.startswith("ServiceNow") else "ServiceNow: " + head
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return "{} s".format(seconds)
+    if seconds < 3600:
+        return "{} min {:02d} s".format(seconds // 60, seconds % 60)
+    return "{} h {:02d} min".format(seconds // 3600, seconds % 3600 // 60)
 
 
 def _values(metrics: Sequence[str], values: Sequence[Optional[float]]) -> str:

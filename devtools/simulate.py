@@ -41,7 +41,7 @@ from agent.standalone.group import LocalGroup
 from agent.standalone.mqtt_bridge.options import BridgeOptions
 from agent.standalone.status import status_topology
 from agent.topology import STATUS_SWITCH, default_topology
-from devtools.console import Console, WarningsToConsole
+from devtools.console import Console, LogTimes, WarningsToConsole
 from devtools.simulation_changes import change_switch, config_line
 from devtools.simulation_checks import Plan, parse_outages, prepare
 from devtools.simulation_loop import (
@@ -96,11 +96,13 @@ def run(
     warnings = WarningsToConsole(console)
     agent_log = logging.getLogger("agent")
     agent_log.addHandler(warnings)
+    log_times = LogTimes(clock).__enter__()
     summary: Dict[str, Any] = {}
     try:
         summary = _run(options, plan, clock, sensor, console, on_finished)
         return summary
     finally:
+        log_times.__exit__()
         agent_log.removeHandler(warnings)
         sensor.close()
         # A failed run leaves its temporary folder for a look; it was named at the start.
@@ -274,6 +276,7 @@ def _summary(
         "anomalies_published": sensor_app.counts["anomalies"],
         "episodes": {k: sensor_app.counts[k] for k in ("breach", "update", "recovered")},
         "publish_errors": sensor_app.counts["publish_errors"],
+        "outages": console.outage_list(),
         "sensor": console.fault_counts(sensor_app.counts["sensor_errors"]),
         "messages_to_cloud": group.core.stats["to_cloud"],
         "config_changes_applied": live_counts["applied"],
@@ -397,6 +400,17 @@ def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> N
             summary["actions_dead_lettered"],
         ),
     )
+    if summary["outages"]:
+        count = len(summary["outages"])
+        console.line(
+            "outage",
+            "ServiceNow: {} {}, {} retries in all: {}".format(
+                count,
+                "outage" if count == 1 else "outages",
+                summary["retries"],
+                console.outage_text(),
+            ),
+        )
     faults = summary["sensor"]
     if faults["errors"] or faults["invalid_values"] or faults["unchanged_streaks"]:
         console.line(

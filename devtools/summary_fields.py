@@ -59,6 +59,12 @@ FIELDS: Tuple[Field, ...] = (
     Field("auth_failures", "actions ServiceNow refused with 401 after one refetch of the secret"),
     Field("secret_fetches", "reads of the ServiceNow secret"),
     Field("servicenow_calls", "calls to ServiceNow by method (`GET`, `POST`, `PATCH`, `TOKEN`)"),
+    Field(
+        "outages",
+        "ServiceNow outages, each a run of failed tries until one went through: "
+        "`{since, until, tries, reason}` (epoch seconds; `until` null when it lasted to the "
+        "end; `reason` the last failure)",
+    ),
     Field("replay", "what the replay played and skipped (rows, cells, time order)", "--replay"),
     Field(
         "mqtt",

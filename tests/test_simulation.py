@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from agent.standalone.exit_codes import OUTBOX_DEAD_LETTERS, OUTBOX_PENDING
+from devtools.console import clock_time
 from devtools.simulate import SimulationOptions, run
 from tests.conftest import secret_json
 
@@ -572,3 +574,45 @@ def test_the_json_summary_has_a_schema_and_each_figure_once_as_documented(tmp_pa
     assert len(documented) == len(FIELDS)
     with open(os.path.join(ROOT, "docs", "cli.md"), encoding="utf-8") as handle:
         assert markdown_table() in handle.read(), "regenerate: summary_fields.markdown_table()"
+
+
+def test_an_outage_is_summed_up_not_printed_per_retry():
+    # ServiceNow down for 10 minutes while the breach's incident waits: many retries.
+    summary, console = simulate_with_console(scenario="humid-spell", outages=[(60.0, 600.0)])
+    assert summary["exit_code"] == 0 and summary["retries"] >= 10
+    warnings = [line for line in console.splitlines() if "  WARNING " in line]
+    # One line when it starts, one every 5 simulated minutes while it lasts: not one per retry.
+    assert 2 <= len(warnings) <= 3, warnings
+    assert re.search(r"ServiceNow unreachable at \S+: .*; retrying, next at \d\d:\d\d:\d\d$",
+                     warnings[0])  # fmt: skip
+    assert re.search(
+        r"ServiceNow unreachable at http://127\.0\.0\.1:\d+ since (\d\d:\d\d:\d\d), "
+        r"\d+ failed tries, next at \d\d:\d\d:\d\d$",
+        warnings[1],
+    )
+    (outage,) = summary["outages"]
+    assert outage["tries"] == summary["retries"] and outage["until"] > outage["since"]
+    assert outage["reason"].startswith("ServiceNow unreachable at http://127.0.0.1:")
+    since, until = (clock_time(outage[k]) for k in ("since", "until"))
+    took = r"\(\d+ min \d\d s(, \d+ failed tries)?\)"
+    assert re.search(
+        "SNOW      ServiceNow answers again: outage from {} to {} {}, {} failed tries\n".format(
+            since, until, took, outage["tries"]
+        ),
+        console,
+    )
+    assert re.search(
+        "outage    ServiceNow: 1 outage, {} retries in all: {} to {} {}\n".format(
+            summary["retries"], since, until, took
+        ),
+        console,
+    )
+
+
+def test_fast_logs_carry_the_virtual_time_of_the_console(tmp_path):
+    result = cli("simulate", "--fast", "-v", "--state-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (breach,) = [line for line in result.stdout.splitlines() if "  BREACH " in line]
+    (queued,) = [line for line in result.stderr.splitlines() if "queued open for" in line]
+    # Minutes into the virtual run, not the wall clock's second or two after its start.
+    assert queued[11:19] == breach[:8], (queued, breach)

@@ -64,13 +64,15 @@ class Outcome:
     ``kind`` is ``opened``, ``reused`` (found by correlation id), ``noted``,
     ``resolved``, ``skipped`` (nothing to do), ``retry`` or ``dead_lettered``.
     ``incident`` is the incident acted on when known; ``detail`` a short
-    reason (the error text for ``retry`` and ``dead_lettered``), never a secret.
+    reason (the error text for ``retry`` and ``dead_lettered``), never a secret;
+    ``retry_at`` when a ``retry`` is due.
     """
 
     kind: str
     action: Action
     incident: Optional[Incident] = None
     detail: str = ""
+    retry_at: Optional[float] = None
 
 
 Emit = Callable[[str, Action, Optional[Incident], str], None]

@@ -208,11 +208,19 @@ class Deliverer:
         except RateLimited as exc:
             if exc.retry_after is None:
                 delay = self._backoff(queued.attempts + 1)
-                log.warning("ServiceNow rate limit hit (no Retry-After); waiting %.0fs", delay)
+                log.warning(
+                    "ServiceNow rate limit hit (no Retry-After); waiting %.0fs",
+                    delay,
+                    extra={"observed": bool(self.on_outcome)},
+                )
             else:
                 # Bounded: "Retry-After: 0" must not turn into a loop of 429s.
                 delay = min(max(exc.retry_after, self.retry_base), MAX_RETRY_AFTER)
-                log.warning("ServiceNow rate limit hit; waiting %.0fs as Retry-After asks", delay)
+                log.warning(
+                    "ServiceNow rate limit hit; waiting %.0fs as Retry-After asks",
+                    delay,
+                    extra={"observed": bool(self.on_outcome)},
+                )
             self._reschedule(queued, delay, str(exc))
             return AfterAttempt.ALL_WAIT
         except Unavailable as exc:
@@ -228,6 +236,7 @@ class Deliverer:
                 key,
                 queued.attempts + 1,
                 delay,
+                extra={"observed": bool(self.on_outcome)},  # a console sums retries up
             )
             self._reschedule(queued, delay, str(exc))
             return AfterAttempt.ALL_WAIT
@@ -334,15 +343,20 @@ class Deliverer:
         self.stats.retries += 1
         when = self.clock.time() + delay
         self.outbox.retry_later(queued, when, error)
-        self._emit("retry", queued.action, None, error)
+        self._emit("retry", queued.action, None, error, retry_at=when)
         return when
 
     def _emit(
-        self, kind: str, action: Action, incident: Optional[Incident] = None, detail: str = ""
+        self,
+        kind: str,
+        action: Action,
+        incident: Optional[Incident] = None,
+        detail: str = "",
+        retry_at: Optional[float] = None,
     ) -> None:
         if not self.on_outcome:
             return
-        outcome = Outcome(kind, action, incident, detail)
+        outcome = Outcome(kind, action, incident, detail, retry_at)
         for callback in list(self.on_outcome):
             try:
                 callback(outcome)
