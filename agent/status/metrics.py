@@ -226,8 +226,9 @@ def _delivery(out: Exposition, delivery: Mapping[str, Any]) -> None:
     out.family(
         "edge_agent_servicenow_requests_total",
         "counter",
-        "HTTP calls to ServiceNow by method and status code (unreachable: never sent; "
-        "no_answer: sent, no answer).",
+        "HTTP calls to ServiceNow by method and status code; code unreachable: ServiceNow was "
+        "unreachable before the call was sent, no_answer: unreachable after it was sent (no "
+        "answer; a write may have been committed). A lookup's 404 is nothing found, an answer.",
         requests,
     )
     out.histogram(

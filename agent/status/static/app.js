@@ -13,11 +13,18 @@
   var EPISODE = { upper: "rgba(179, 38, 30, 0.16)", lower: "rgba(31, 111, 178, 0.16)" };
   var MARKER = "#7a1f17";
   var MAX_POINTS = 20000;
+  var RANGES = [900, 3600, 21600];  // the range buttons, in seconds ("all" besides)
+  // One way to write a time on the whole page, the viewer's locale and zone: lists, charts, titles.
+  var TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+  var TICK = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  var TICK_SECONDS = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  var DAY = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 
   var data = { ts: [], temperature: [], humidity: [], pressure: [] };
   var doc = null;          // the latest state document
   var receivedAt = 0;      // performance.now() when doc arrived
   var range = 3600;        // seconds shown, or null for everything loaded
+  var chosen = false;      // the viewer picked a range (until then it fits the first data)
   var loaded = 3600;       // seconds of history fetched, or null for all the device keeps
   var zoomed = false;
   var applying = false;
@@ -26,7 +33,7 @@
   var source = null;
   var redrawQueued = false;
   // What the charts drew, in canvas pixels: for people debugging, and for the browser tests.
-  var drawn = {};
+  var drawn = { ticks: [] };
   window.edgeStatus = { charts: charts, drawn: drawn, data: data, state: function () { return doc; } };
 
   // -- small DOM helpers: text only ------------------------------------------------------
@@ -57,7 +64,21 @@
   }
   function clock(ts) {
     if (ts === null || ts === undefined) return "\u2013";
-    return new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return TIME.format(new Date(ts * 1000));
+  }
+  function zoneName() {
+    var parts = TIME.formatToParts(new Date());
+    for (var i = 0; i < parts.length; i++) if (parts[i].type === "timeZoneName") return parts[i].value;
+    return "";
+  }
+  // The time axis in the same locale and zone: a day where ticks are days apart, else the time.
+  function ticks(u, splits, axisIdx, space, incr) {
+    var labels = splits.map(function (ts) {
+      var date = new Date(ts * 1000);
+      return (incr >= 86400 ? DAY : incr < 60 ? TICK_SECONDS : TICK).format(date);
+    });
+    drawn.ticks = splits.map(function (ts, i) { return { ts: ts, label: labels[i] }; });
+    return labels;
   }
   function age(ts) {
     if (ts === null || ts === undefined) return "never";
@@ -183,7 +204,7 @@
         legend: { show: false },
         cursor: { sync: { key: "edge-agent" }, drag: { x: true, y: false } },
         scales: { x: { time: true }, y: { range: yRange(m.key) } },
-        axes: [{}, { size: 62 }],  // one width for all three, so their time axes line up
+        axes: [{ values: ticks }, { size: 62 }],  // one width for all three: time axes line up
         series: [{}, { label: m.title, stroke: m.color, width: 1.5, spanGaps: false, points: { show: false } }],
         hooks: {
           drawClear: [drawBackground(m.key)],
@@ -207,6 +228,7 @@
     if (applying || !selecting) return;
     selecting = false;
     zoomed = true;
+    markRange();
     document.getElementById("reset-zoom").hidden = false;
     var min = u.scales.x.min, max = u.scales.x.max;
     applying = true;
@@ -216,16 +238,38 @@
     applying = false;
   }
 
+  // The range the active button names, whatever the data covers: "1 h" shows an hour.
   function xRange() {
     if (!data.ts.length) return null;
     var first = data.ts[0], last = data.ts[data.ts.length - 1];
-    var min = range === null ? first : Math.max(first, last - range);
+    var min = range === null ? first : last - range;
     if (min >= last) min = last - 60;
     return { min: min, max: last };
   }
 
+  // Until the viewer picks one, the range is the shortest button that holds the data.
+  function fitRange() {
+    if (chosen || !data.ts.length) return;
+    var span = data.ts[data.ts.length - 1] - data.ts[0];
+    range = null;
+    for (var i = 0; i < RANGES.length; i++) if (span <= RANGES[i]) { range = RANGES[i]; break; }
+    if (range === null && loaded !== null) range = RANGES[RANGES.length - 1];
+    markRange();
+  }
+
+  function markRange() {
+    Array.prototype.forEach.call(document.querySelectorAll(".ranges button[data-range]"), function (b) {
+      var value = b.getAttribute("data-range");
+      var active = !zoomed && (value === "all" ? range === null : Number(value) === range);
+      b.className = active ? "active" : "";
+      b.setAttribute("aria-pressed", active ? "true" : "false");
+    });
+  }
+
   function applyRange() {
+    fitRange();
     document.getElementById("reset-zoom").hidden = !zoomed;
+    markRange();
     applying = true;
     Object.keys(charts).forEach(function (k) {
       var plot = charts[k].plot;
@@ -339,13 +383,14 @@
       node.appendChild(tr);
       return;
     }
-    var thead = el("tr");
+    var thead = el("tr", "head");
     head.forEach(function (h) { thead.appendChild(el("th", null, h)); });
     node.appendChild(thead);
     rows.forEach(function (cells) {
       var tr = el("tr");
-      cells.forEach(function (c) {
+      cells.forEach(function (c, i) {
         var td = el("td", c.cls || null);
+        if (head[i]) td.setAttribute("data-label", head[i]);  // a phone shows rows as cards
         if (c.node) td.appendChild(c.node); else td.textContent = c.text === undefined ? "" : String(c.text);
         tr.appendChild(td);
       });
@@ -393,6 +438,19 @@
     });
   }
 
+  // The same words as the console, the logs and the metric help: "unreachable" for an outage,
+  // and a lookup's 404 is "nothing found", an answer (the Table API's "no match").
+  function codeName(code) {
+    if (code === "unreachable") return "unreachable (not sent)";
+    if (code === "no_answer") return "unreachable (sent, no answer)";
+    return code;
+  }
+  function callName(key) {
+    var parts = key.split(" ");
+    if (parts[0] === "GET" && parts[1] === "404") return "GET 404 (nothing found)";
+    return parts[0] + " " + codeName(parts.slice(1).join(" "));
+  }
+
   function renderDelivery(delivery, mqtt) {
     var outbox = delivery.outbox || {};
     var snow = delivery.servicenow || {};
@@ -407,10 +465,10 @@
     }
     pairs.push(["last success", snow.last_success_at ? clock(snow.last_success_at) + " (" + age(snow.last_success_at) + ")" : "none yet"]);
     var lastError = snow.last_error;
-    pairs.push(["last error", lastError ? lastError.method + " \u2192 " + lastError.code + (lastError.cause ? ": " + lastError.cause : "") + " at " + clock(lastError.at) : "none", lastError ? "warn" : null]);
+    pairs.push(["last error", lastError ? lastError.method + " \u2192 " + codeName(lastError.code) + (lastError.cause ? ": " + lastError.cause : "") + " at " + clock(lastError.at) : "none", lastError ? "warn" : null]);
     var head = (outbox.pending_actions || [])[0];
     if (head && head.last_error) pairs.push(["error text", head.last_error, "warn"]);
-    var calls = Object.keys(snow.requests || {}).sort().map(function (k) { return k + " \u00d7" + snow.requests[k]; });
+    var calls = Object.keys(snow.requests || {}).sort().map(function (k) { return callName(k) + " \u00d7" + snow.requests[k]; });
     pairs.push(["ServiceNow calls", calls.length ? calls.join(", ") : "none"]);
     var latency = snow.latency || {};
     if (latency.count) pairs.push(["mean latency", num(1000 * latency.sum / latency.count, 1) + " ms over " + latency.count]);
@@ -486,16 +544,16 @@
   function setRange(button) {
     var value = button.getAttribute("data-range");
     range = value === "all" ? null : Number(value);
+    chosen = true;
     zoomed = false;
-    Array.prototype.forEach.call(document.querySelectorAll(".ranges button[data-range]"), function (b) {
-      b.className = b === button ? "active" : "";
-    });
+    markRange();
     if (loaded !== null && (range === null || range > loaded)) load();  // fetch more history
     else applyRange();
   }
 
   function start() {
     makeCharts();
+    document.getElementById("zone").textContent = "Times in your zone, " + zoneName() + ".";
     Array.prototype.forEach.call(document.querySelectorAll(".ranges button[data-range]"), function (b) {
       b.addEventListener("click", function () { setRange(b); });
     });
