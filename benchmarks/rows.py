@@ -355,6 +355,61 @@ def comparison_rows(report: Dict[str, Any]) -> List[Row]:
                 )
             )
 
+    # -- a site of many Pis ------------------------------------------------------------------
+    fl = r.get("fleet")
+    for n, figures in sorted((get(fl, "calls") or {}).items(), key=lambda item: int(item[0])):
+        add(
+            Row(
+                f"site humid spell, {n} Pi{'s' if n != '1' else ''}: ServiceNow calls per site event",
+                "simulate --fleet N: calls ÷ incidents (seed: 2 calls per breaching reading)",
+                primary,
+                "calls",
+                get(figures, "calls_per_site_event"),
+                get(figures, "seed_calls"),
+                digits=0,
+                target_on="project",
+                target=("<=", 12),
+            )
+        )
+    add(
+        Row(
+            "site gateway, 1000 Pis at 5 s: CPU per incoming reading",
+            "thread CPU of the anomaly function's handler ÷ readings (episodes included)",
+            "none",
+            "µs",
+            get(fl, "gateway", "cpu_per_reading_us"),
+        )
+    )
+    add(
+        Row(
+            "site gateway, 1000 Pis at 5 s: peak RSS",
+            "VmHWM of the gateway's process after 20 min of the site's readings",
+            "none",
+            "MB",
+            None
+            if get(fl, "gateway", "peak_rss_kb") is None
+            else get(fl, "gateway", "peak_rss_kb") / 1024,
+        )
+    )
+    add(
+        Row(
+            "simulate --fleet 1000 --fast: wall time per simulated hour",
+            "wall (and CPU) of the command, scaled to an hour of site time",
+            "standin",
+            "s",
+            get(fl, "simulate", "wall_seconds_per_simulated_hour"),
+        )
+    )
+    add(
+        Row(
+            "simulate --fleet 1000 --fast: CPU time per simulated hour",
+            "user + system CPU of the command, scaled to an hour of site time",
+            "standin",
+            "s",
+            get(fl, "simulate", "cpu_seconds_per_simulated_hour"),
+        )
+    )
+
     # -- context: what every figure above stands on ------------------------------------------
     for figure, measures, value, unit, digits in (
         (

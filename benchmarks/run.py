@@ -35,6 +35,7 @@ SECTIONS = (
     "routing",
     "disk",
     "status",
+    "fleet",
 )
 
 
@@ -211,7 +212,7 @@ def _drain(counts: Counts, servers: Servers, what_if: bool) -> Dict[str, Any]:
 def _sections(
     counts: Counts, servers: Servers, what_if: bool
 ) -> Dict[str, Callable[[], Dict[str, Any]]]:
-    from . import cold_start, disk, realtime, routing, scenarios, sensor_path, status
+    from . import cold_start, disk, fleet, realtime, routing, scenarios, sensor_path, status
 
     return {
         "sensor": lambda: {"sensor_path": sensor_path.measure(counts.ticks)},
@@ -224,6 +225,8 @@ def _sections(
         "disk": lambda: {"disk": disk.measure()},
         # The status service: what it costs the sensor path and in memory.
         "status": lambda: {"status": status.measure(counts.ticks, max(1, counts.repeats // 5))},
+        # A site of many Pis: ServiceNow calls per site event, the gateway's cost.
+        "fleet": lambda: {"fleet": fleet.measure(servers.primary(), counts == QUICK)},
     }
 
 

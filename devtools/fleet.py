@@ -105,6 +105,25 @@ class Calls:
             self.numbers[corr] = outcome.incident.number
 
 
+class Breaching:
+    """Readings past an upper limit: what the seed's design turns into one incident each."""
+
+    def __init__(self, environment: Dict[str, str]) -> None:
+        self.limits = [
+            (metric, float(environment[name]))
+            for metric, name in (("temperature", "tempLimit"), ("humidity", "humidLimit"))
+            if environment.get(name)
+        ]
+        self.count = 0
+
+    def observe(self, reading: Any) -> None:
+        for metric, limit in self.limits:
+            value = getattr(reading, metric)
+            if value is not None and value > limit:
+                self.count += 1
+                return
+
+
 def run_fleet(options: FleetOptions, out: Optional[TextIO] = None) -> Dict[str, Any]:
     """Run the site; return its summary (``exit_code`` included)."""
     check(options)
@@ -216,6 +235,7 @@ def _run(
     sensor_env["stateDir"] = os.path.join(state_dir, "sensors")
     sensor_env.pop("EDGE_AGENT_SENSOR", None)
     apps = []
+    breaching = Breaching(sensor_env)
     for index, device in enumerate(devices):
         sensor = (
             rows.sensor(device, clock)
@@ -229,6 +249,7 @@ def _run(
             clock=clock,
         )
         app.live_config = None  # a fleet's devices follow no shadow here
+        app.on_reading.append(breaching.observe)
         apps.append((device, app))
     console.line(
         "start",
@@ -289,6 +310,7 @@ def _run(
         },
         "groups": groups,
         "servicenow_calls": calls.total(),
+        "breaching_readings": breaching.count,
         "drained": drained,
         **{
             k: summary[k]
