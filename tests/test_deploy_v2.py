@@ -322,3 +322,49 @@ def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
 def test_device_python_must_look_like_a_version(tmp_path, capsys, bad):
     code = main(["v2", "package", "--out", str(tmp_path), "--device-python", bad])
     assert code == 2 and "expected a Python version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raspi_config", [True, False], ids=["raspberry-pi-os", "other-os"])
+def test_install_on_pi_turns_i2c_on(tmp_path, raspi_config):
+    """The script runs on the Pi as root; here each command it calls is a stub that writes
+    down how it was called, so what it would do is what it asks for, in order."""
+    from deploy.v2.core_documents import pi_install_script
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "install-on-pi.sh").write_text(
+        pi_install_script(
+            cert_file="core.cert.pem",
+            key_file="core.private.key",
+            run_as="1001:1001",
+            state_dirs=["/opt/edge-agent/state"],
+        )
+    )
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    calls = tmp_path / "calls"
+    tools = ["apt-get", "usermod", "install", "curl", "unzip", "java", "id"]
+    for tool in tools + (["raspi-config"] if raspi_config else []):
+        answer = "echo ggc_user" if tool == "id" else ":"
+        (stubs / tool).write_text(
+            '#!/bin/sh\necho "{} $*" >> "{}"\n{}\n'.format(tool, calls, answer)
+        )
+        (stubs / tool).chmod(0o755)
+    (stubs / "dirname").symlink_to("/usr/bin/dirname")
+
+    done = subprocess.run(
+        ["/bin/sh", str(certs / "install-on-pi.sh")],
+        env={"PATH": str(stubs)},
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 0, done.stderr
+    called = calls.read_text().splitlines()
+    usermod = called.index("usermod -aG i2c,video,input ggc_user")
+    if raspi_config:
+        assert called.index("raspi-config nonint do_i2c 0") < usermod
+        assert done.stderr == ""
+    else:
+        assert not any(c.startswith("raspi-config") for c in called)
+        assert done.stderr.startswith("raspi-config not found: turn I2C on yourself")

@@ -239,6 +239,7 @@ def test_no_i2c_bus(world):
 
     assert _says(result, "Cannot access I2C")
     assert _says(result, "no /dev/i2c* device")
+    assert "sudo raspi-config nonint do_i2c 0" in result["message"]
 
 
 def test_i2c_bus_not_accessible_fails_the_chip_init(world):
@@ -247,7 +248,8 @@ def test_i2c_bus_not_accessible_fails_the_chip_init(world):
     result = _failed(world.open())
 
     assert _says(result, "Humidity Init Failed")
-    assert _says(result, "HTS221") and "group i2c" in result["message"]
+    assert _says(result, "HTS221") and "the i2c group" in result["message"]
+    assert "sudo usermod -aG i2c" in result["message"]
 
 
 def test_a_silent_humidity_chip(world):

@@ -36,12 +36,14 @@ _INSTALL_HINTS = {
 }
 # When SenseHat() fails and no look-up in sensehat_devices names a cause.
 _OPEN_HINT = (
-    "Check the HAT is seated, I2C is enabled and the user is in groups i2c, video and input."
+    "Check the HAT is seated, I2C is enabled (`sudo raspi-config nonint do_i2c 0`) and the "
+    "user is in groups i2c, video and input (`sudo usermod -aG i2c,video,input USER`)."
 )
 # The HTS221 (humidity, temperature) and LPS25H (pressure) answer on the I2C bus.
 _CHIP_HINT = (
     "The {chip} did not answer on the I2C bus ({bus}): check the HAT is seated, I2C is enabled "
-    "(raspi-config) and the user may open {bus} (group i2c)."
+    "(`sudo raspi-config nonint do_i2c 0`) and the user may open {bus} (the i2c group: "
+    "`sudo usermod -aG i2c USER`)."
 )
 
 _NO_FIRST_VALUE_HINT = (

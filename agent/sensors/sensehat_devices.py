@@ -116,14 +116,15 @@ def _i2c_problems(dev: str) -> List[str]:
     bus = os.path.join(dev, "i2c-1")
     if not glob.glob(os.path.join(dev, "i2c*")):
         return [
-            "no {}/i2c* device: enable I2C (raspi-config, Interface Options); in a Greengrass "
-            "container {} must be a local device resource".format(dev, bus)
+            "no {}/i2c* device: enable I2C (`sudo raspi-config nonint do_i2c 0`, or "
+            "raspi-config > Interface Options > I2C); in a Greengrass container {} must be a "
+            "local device resource".format(dev, bus)
         ]
     if os.path.exists(bus) and not os.access(bus, os.R_OK | os.W_OK):
         return [
-            "{} is not readable and writable by uid {}: add the user to group i2c".format(
-                bus, os.getuid()
-            )
+            "{} is not readable and writable by uid {}: add the user to the i2c group "
+            "(`sudo usermod -aG i2c USER`, then log in again or restart the Greengrass "
+            "core)".format(bus, os.getuid())
         ]
     return []
 

@@ -201,6 +201,15 @@ def pi_install_script(
         'cd "$(dirname "$0")"',
         "apt-get update",
         "apt-get install -y default-jdk-headless python3-venv python3-sense-hat curl unzip",
+        # The sensor reads the Sense HAT's chips over I2C, which Raspberry Pi OS ships off;
+        # raspi-config turns it on now (loads i2c-dev) and at every boot (config.txt).
+        "# the Sense HAT's chips are read over I2C: turn it on (now and at every boot)",
+        "if command -v raspi-config >/dev/null 2>&1; then",
+        "  raspi-config nonint do_i2c 0",
+        "else",
+        "  echo 'raspi-config not found: turn I2C on yourself (dtparam=i2c_arm=on in the "
+        "boot config.txt, and load i2c-dev), or the sensor stops with: no I2C bus' >&2",
+        "fi",
         "# the components' user may use the Sense HAT (I2C, framebuffer, joystick)",
         'usermod -aG i2c,video,input "$(id -nu {})"'.format(uid),
     ]
