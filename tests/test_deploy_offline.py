@@ -7,7 +7,7 @@ has one manifest per architecture whose ``Install`` runs ``pip install --no-inde
 --find-links`` against them. These tests resolve from a local wheelhouse (``--wheelhouse
 DIR --no-index``: tiny but real wheels with PyPI's names and tags) and run the amd64
 manifest's ``Install`` on this machine, as the nucleus would, with the network cut;
-``test_pi_userland.py`` runs the aarch64 one in a Pi's userland with the real wheels.
+``test_deploy_pi_userland.py`` runs the aarch64 one in a Pi's userland with the real wheels.
 """
 
 from __future__ import annotations

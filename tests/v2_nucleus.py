@@ -240,7 +240,8 @@ class FakeNucleus(NucleusServices):
     the SecretManager component does (``nucleus_secrets``): only those the deployment's
     ``cloudSecrets`` names, a name resolved to its ARN before the policy is checked.
 
-    Knobs: ``secrets``, ``deny(operation, resource)``, ``fail_next(operation, error)``.
+    Knobs: ``secrets``, ``socket_dir`` (where the socket's folder is made),
+    ``deny(operation, resource)``, ``fail_next(operation, error)``.
     Records: ``iot_core[topic]``, ``local[topic]``, ``secret_requests``, ``requests``,
     ``connections``. Local pub/sub delivers to every matching subscriber before it
     answers the publisher, with MQTT wildcards and ``receive_mode`` (default: all
@@ -249,7 +250,11 @@ class FakeNucleus(NucleusServices):
     manager, or call :meth:`close`.
     """
 
-    def __init__(self, secrets: Optional[Mapping[str, Union[str, bytes]]] = None) -> None:
+    def __init__(
+        self,
+        secrets: Optional[Mapping[str, Union[str, bytes]]] = None,
+        socket_dir: Optional[str] = None,
+    ) -> None:
         self.iot_core: Dict[str, List[IoTCorePublication]] = defaultdict(list)
         self.local: Dict[str, List[LocalPublication]] = defaultdict(list)
         self.secret_manager = SecretManager()
@@ -267,8 +272,9 @@ class FakeNucleus(NucleusServices):
         self._init_services()
         for name, value in (secrets or {}).items():
             self.add_secret(name, value)
-        # A short path: Unix socket paths are limited to 108 bytes.
-        self._dir = tempfile.mkdtemp(prefix="nucleus-")
+        # A short path: Unix socket paths are limited to 108 bytes. ``socket_dir``: a
+        # folder a chroot sees too (a Pi's userland), so a component there can connect.
+        self._dir = tempfile.mkdtemp(prefix="nucleus-", dir=socket_dir)
         self.socket_path = os.path.join(self._dir, "ipc.socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.socket_path)
