@@ -93,8 +93,10 @@ def _main(argv: List[str]) -> int:
     parser, command_parser = build_parser(chosen)
     if chosen is not None and chosen.dash_values:
         argv = join_dash_values(argv, chosen.dash_values)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     assert chosen is not None and command_parser is not None  # argparse exits otherwise
+    if extra:  # named by the command's parser, whose --help lists its options
+        command_parser.syntax_error("unrecognized arguments: " + " ".join(extra))
     handle: Any = _resolve(chosen.handler)
     return int(handle(args, command_parser))
 
@@ -104,11 +106,14 @@ def build_parser(
 ) -> Tuple[argparse.ArgumentParser, Optional[argparse.ArgumentParser]]:
     """The ``edge-agent`` parser, every command listed; only ``chosen``'s options are added
     (each command's options import what they need: choices, defaults)."""
-    parser = argparse.ArgumentParser(
+    from agent.standalone.arguments import CommandParser
+
+    parser = CommandParser(
         prog="edge-agent",
         description="The edge agent: simulate it on a laptop, run it on a device without "
         "Greengrass, look at its state, deploy it.",
     )
+    parser.add_argument("--version", action="version", version="%(prog)s " + package_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     command_parser = None
     for command in COMMANDS:
@@ -120,6 +125,16 @@ def build_parser(
             if command.arguments:
                 _resolve(command.arguments)(child)
     return parser, command_parser
+
+
+def package_version() -> str:
+    """The installed package's version (its metadata), or say it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("edge-agent")
+    except metadata.PackageNotFoundError:
+        return "(not installed: run from a checkout without pip install)"
 
 
 def join_dash_values(argv: List[str], options: Sequence[str]) -> List[str]:

@@ -106,24 +106,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "also after it until Ctrl-C); host 127.0.0.1 unless given",
     )
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the agent's log")
+    from agent.standalone.arguments import add_log_arguments
+
+    # Without either, the agent's log is not shown (the console says what happens).
+    add_log_arguments(parser, verbose="info")
 
 
 def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``edge-agent simulate`` with its parsed options (``parser`` reports a bad one)."""
     from agent.errors import AgentError
-    from agent.standalone.arguments import parse_assignments
+    from agent.standalone.arguments import log_level, parse_assignments
     from agent.standalone.exit_codes import BAD_CONFIGURATION, INTERRUPTED
     from devtools.console import silence
     from devtools.simulate import SimulationOptions, parse_outages, run
     from devtools.simulation_changes import parse_changes
 
     # The console shows the agent's warnings and ServiceNow outcomes; the full
-    # log goes to stderr only with --verbose.
+    # log goes to stderr only with -v or --log-level.
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    level = log_level(args, default="critical")
+    stderr.setLevel(level)
     stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[stderr])
+    logging.basicConfig(level=min(level, logging.INFO), handlers=[stderr])
     try:
         outages = parse_outages(args.outage)
         environment = parse_assignments(args.set)

@@ -32,6 +32,7 @@ TOOLING_TEST_PREFIXES = (
     "test_status_browser",  # a browser against simulate --serve
     "test_status_commands",  # simulate --serve, run --status, edge-agent status
     "test_network_trials",  # edge-agent run and simulate against ServiceNow behind faults
+    "test_systemd_service",  # the unit and its install script, on a system image
 )
 
 

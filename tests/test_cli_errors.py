@@ -61,7 +61,9 @@ def test_unknown_or_empty_set_names_and_values_exit_2(assignment, expected, tmp_
     result = edge_agent("simulate", "--fast", "--set", assignment, "--state-dir", str(tmp_path))
     assert result.returncode == 2
     assert expected in result.stderr
-    assert "usage: edge-agent simulate" in result.stderr
+    # One line that says what is wrong, not a usage dump before it.
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-agent simulate: error: "), lines
 
 
 def test_a_limit_the_anomaly_function_would_refuse_stops_the_run_before_it_starts(tmp_path):
@@ -260,6 +262,37 @@ def test_usage_lines_name_the_real_command():
     assert edge_agent("bench", "--help").stdout.startswith("usage: edge-agent bench")
     assert edge_agent("simulate", "--help").stdout.startswith("usage: edge-agent simulate")
     assert edge_agent("run", "--help").stdout.startswith("usage: edge-agent run")
+
+
+def test_an_option_argparse_cannot_read_is_one_line_pointing_to_the_commands_help():
+    for args, prog in (
+        (("simulate", "--fats"), "edge-agent simulate"),
+        (("run", "--protocol", "4"), "edge-agent run"),
+        (("outbox", "--state-dir"), "edge-agent outbox"),
+    ):
+        result = edge_agent(*args)
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
+        assert lines[0].endswith(f"({prog} --help lists the options)")
+
+
+def test_version_exits_0_with_the_installed_packages_version():
+    from importlib import metadata
+
+    result = edge_agent("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "edge-agent {}\n".format(metadata.version("edge-agent"))
+
+
+def test_no_help_screen_shows_raw_restructuredtext():
+    screens = [(), ("simulate",), ("run",), ("outbox",), ("status",), ("config-table",)]
+    screens += [("standin",), ("deploy",), ("bench",), ("deploy", "v2"), ("deploy", "v1")]
+    for words in screens:
+        result = edge_agent(*words, "--help")
+        assert result.returncode == 0, (words, result.stderr)
+        for markup in ("``", ":class:", ":func:", ":mod:", ":data:", ".. "):
+            assert markup not in result.stdout, (words, markup, result.stdout)
 
 
 def test_dev_with_an_unknown_command_prints_help_and_exits_2():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable
+import argparse
+from typing import Any, Dict, Iterable, NoReturn
 
 from ..config import check_assignments
 from ..credentials import Credentials
@@ -49,3 +50,71 @@ def check_secret_file(path: str) -> Credentials:
             '{} (expected {{"username": ..., "password": ...}}, or {{"client_id": ..., '
             '"client_secret": ...}} for OAuth)'.format(exc)
         ) from None
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, not a usage dump before the message.
+
+    A value the handler refuses (``parser.error`` after parsing: a misspelt
+    ``--set`` name) is one line naming what is wrong; a command line argparse
+    cannot parse (an unknown option) gets a pointer to ``--help`` on that line.
+    The exit status stays 2.
+    """
+
+    _parsing = False
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        return self._while_parsing(super().parse_known_args, *args, **kwargs)
+
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:
+        return self._while_parsing(super().parse_args, *args, **kwargs)
+
+    def _while_parsing(self, parse: Any, *args: Any, **kwargs: Any) -> Any:
+        was, self._parsing = self._parsing, True
+        try:
+            return parse(*args, **kwargs)
+        finally:
+            self._parsing = was
+
+    def error(self, message: str) -> NoReturn:
+        if self._parsing:
+            self.syntax_error(message)
+        self.exit(2, "{}: error: {}\n".format(self.prog, message))
+
+    def syntax_error(self, message: str) -> NoReturn:
+        """A command line this parser cannot parse: the message and where the options are."""
+        self.exit(
+            2, "{}: error: {} ({} --help lists the options)\n".format(self.prog, message, self.prog)
+        )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_log_arguments(parser: argparse.ArgumentParser, verbose: str) -> None:
+    """``--log-level LEVEL``, and ``-v`` as its shorthand for ``verbose`` (a level)."""
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help="log level: {} ".format(", ".join(LOG_LEVELS))
+        + "(-v is --log-level {})".format(verbose),
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=verbose,
+        dest="verbose_level",
+        help=f"--log-level {verbose}",
+    )
+
+
+def log_level(args: argparse.Namespace, default: str) -> int:
+    """The :mod:`logging` level the options ask for: ``--log-level``, else ``-v``, else ``default``."""
+    import logging
+
+    name = getattr(args, "log_level", None) or getattr(args, "verbose_level", None) or default
+    level: int = getattr(logging, name.upper())
+    return level

@@ -28,19 +28,21 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
+from .arguments import CommandParser, add_log_arguments, log_level
 from .mqtt_bridge.options import BridgeOptions
 
 log = logging.getLogger("edge_agent.run")
 
 ENV_THING = "AWS_IOT_THING_NAME"
 AWS_IOT_PORT = 8883
+SPOOL_BYTES = 2_500_000
 
 
 DESCRIPTION = "Run both functions on this device, bridged to AWS IoT Core (no Greengrass)."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent run", description=DESCRIPTION)
+    parser = CommandParser(prog="edge-agent run", description=DESCRIPTION)
     add_arguments(parser)
     return parser
 
@@ -48,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``edge-agent run``."""
     parser.description = DESCRIPTION
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read the options below and the variables from an INI file (/etc/edge-agent/"
+        "config.ini for the service); options given here beat the file, the file beats "
+        "environment variables",
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--endpoint",
@@ -104,9 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spool-bytes",
         type=int,
-        default=2_500_000,
         metavar="N",
-        help="spool size; the oldest message is dropped when full (default 2500000)",
+        help="spool size; the oldest message is dropped when full (default %d)" % SPOOL_BYTES,
     )
     parser.add_argument(
         "--status",
@@ -115,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--max-ticks", type=int, metavar="N", help="stop after N sensor readings")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_arguments(parser, verbose="debug")
 
 
 def endpoint_url(endpoint: str, protocol: Optional[str] = None) -> str:
@@ -155,7 +163,7 @@ def bridge_settings(args: argparse.Namespace, environ: Dict[str, str]) -> Option
         key=args.key,
         protocol=args.protocol,
         spool_path=args.spool_file,
-        spool_limit_bytes=args.spool_bytes,
+        spool_limit_bytes=args.spool_bytes or SPOOL_BYTES,
     )
 
 
@@ -167,10 +175,32 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``edge-agent run`` with its parsed options (``parser`` reports a bad one)."""
+    if args.config:
+        from ..errors import ConfigError
+        from .config_file import assignments, merged_options, read_config_file
+
+        try:
+            config = read_config_file(args.config)
+        except ConfigError as exc:
+            print(f"edge-agent run: {exc}", file=sys.stderr)
+            return 2
+        taken = merged_options(config, vars(args))
+        for dest, value in taken.items():
+            setattr(args, dest, value)
+        args.set = assignments(config, args.set)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=log_level(args, default="info"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.config:
+        log.debug(
+            "from %s: %s; variables %s (the command line's options and --set beat them)",
+            args.config,
+            ", ".join(sorted(taken)) or "no option",
+            ", ".join(config.variables) or "none",
+        )
+    if args.spool_bytes is not None and args.spool_bytes < 1:
+        parser.error("--spool-bytes must be 1 or more")
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be positive")
     if args.max_ticks is not None and args.max_ticks < 1:
@@ -234,6 +264,13 @@ def _run(
     if settings is None:
         log.warning("no --endpoint or --mqtt: messages for the cloud stay on this device")
 
+    log.debug(
+        "state dir %s, sensor %s, broker %s, status page %s",
+        environ_sensor.get("stateDir"),
+        args.sensor or "the default",
+        settings.url if settings is not None else "none",
+        args.status or "off",
+    )
     sensor = None
     if args.sensor:
         name = args.sensor.strip().lower()
@@ -271,7 +308,7 @@ def _run(
             timer.start()
         log.info(
             "running as %s: readings every %s s; Ctrl-C to stop",
-            environ_sensor.get("deviceId") or "(host name)",
+            sensor_app.settings.device_id,
             environ_sensor.get("period"),
         )
         group.start()
