@@ -418,9 +418,26 @@ class AnomalyService:
             self.clock.wait(self._wake, min(delay, CHECK_INTERVAL))
 
     def start(self) -> threading.Thread:
+        self._first_start_hint()
         self._thread = threading.Thread(target=self.run_worker, name="snow-delivery", daemon=True)
         self._thread.start()
         return self._thread
+
+    def _first_start_hint(self) -> None:
+        """On a device's first start (nothing ever queued), say how to check ServiceNow
+        before the first breach rather than after it."""
+        try:
+            counts = self.outbox.counts()
+        except sqlite3.Error:
+            return
+        if any(counts.values()):
+            return
+        log.info(
+            "first start: check ServiceNow (%s) before the first breach with"
+            "  edge-agent check-servicenow --snow-url %s --secret-file FILE",
+            self.settings.sink,
+            self.settings.snow_url,
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -162,6 +162,10 @@ class AnomalySettings(Record):
     site_devices: Tuple[str, ...] = ()
     silent_after: Optional[float] = None  # None: 3 periods + 30 s, per device
     period: float = 5.0  # the devices' reading period until each one's is seen
+    sink: str = "incident"
+    cmdb_ci: str = ""
+    business_service: str = ""
+    contact_type: str = ""
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -200,6 +204,10 @@ class AnomalySettings(Record):
             site_devices=tuple(d.strip() for d in values["siteDevices"].split(",") if d.strip()),
             silent_after=values["silentAfterSeconds"],
             period=values["period"],
+            sink=values["snowSink"],
+            cmdb_ci=values["snowCmdbCi"].strip(),
+            business_service=values["snowBusinessService"].strip(),
+            contact_type=values["snowContactType"].strip(),
         )
 
 
@@ -264,6 +272,9 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
                 MIN_ANSWER_BYTES, values["snowMaxAnswerBytes"]
             )
         )
+    if "^" in values["snowCmdbCi"]:
+        # A name is looked up with an encoded query, where '^' starts another term.
+        raise ConfigError("snowCmdbCi must not contain '^' (it would split the cmdb_ci lookup)")
     if not values["stateDir"] or not values["stateDir"].strip():
         raise ConfigError("stateDir must name a folder")
     values["urgencyBands"] = _urgency_bands(values["urgencyBands"])

@@ -176,6 +176,37 @@ VARIABLES: List[Variable] = [
         "anomaly",
         "Verify ServiceNow's TLS certificate; or a CA bundle path.",
     ),
+    Variable(
+        "snowSink",
+        "choice",
+        "incident",
+        "anomaly",
+        "Where episodes go: incidents through the Table API, or events to Event Management "
+        "(POST /api/global/em/jsonv2; role evt_mgmt_integration).",
+        choices=("incident", "event"),
+    ),
+    Variable(
+        "snowCmdbCi",
+        "str",
+        "",
+        "anomaly",
+        "cmdb_ci of new incidents: a sys_id (32 hex) or a CI name looked up in cmdb_ci; "
+        "{device} expands to the device id. A name not found: the incident opens without it.",
+    ),
+    Variable(
+        "snowBusinessService",
+        "str",
+        "",
+        "anomaly",
+        "business_service of new incidents (a sys_id or name, as the instance takes it).",
+    ),
+    Variable(
+        "snowContactType",
+        "str",
+        "",
+        "anomaly",
+        "contact_type of new incidents, a value of the instance's choice list (e.g. monitoring).",
+    ),
     Variable("snowAssignmentGroup", "str", "", "anomaly", "assignment_group for new incidents."),
     Variable("snowCategory", "str", "hardware", "anomaly", "category for new incidents."),
     Variable("snowCallerId", "str", "", "anomaly", "caller_id for new incidents."),

@@ -41,6 +41,12 @@ COMMANDS = (
         "agent.standalone.run:add_arguments",
     ),
     Command(
+        "check-servicenow",
+        "check the instance, credentials, roles and CI before the first breach",
+        "agent.standalone.check_cmd:handle",
+        "agent.standalone.check_cmd:add_arguments",
+    ),
+    Command(
         "outbox",
         "show the anomaly function's outbox and whether actions were lost; requeue dead letters",
         "devtools.outbox_cmd:handle",

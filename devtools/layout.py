@@ -96,7 +96,14 @@ ROOMS: Tuple[Room, ...] = (
         "where are incidents decided?",
         "`agent/servicenow/incidents.py` (pure: event → open / note / resolve), with "
         "`agent/servicenow/text.py` (device text made clean) and "
-        "`agent/servicenow/query_safe.py` (inert correlation ids)",
+        "`agent/servicenow/query_safe.py` (inert correlation ids); "
+        "`agent/servicenow/events.py` (pure: event → Event Management event, `snowSink=event`) "
+        "and `agent/servicenow/cmdb.py` (the CI an incident links to, looked up once)",
+    ),
+    Room(
+        "is ServiceNow ready (`edge-agent check-servicenow`)?",
+        "`agent/servicenow/check.py` (the checks, in order), `agent/standalone/check_cmd.py` "
+        "(the command line)",
     ),
     Room(
         "where are a site's episodes grouped (one incident per site event)?",

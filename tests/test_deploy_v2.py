@@ -316,6 +316,7 @@ def test_v2_plan_writes_every_document_for_review(tmp_path, capsys):
     plan = json.loads((out / "plan.json").read_text())
     assert any("put-role-policy" in c for c in plan["commands"])
     assert "placeholders used" in printed and "iot_endpoints" in printed
+    assert "edge-agent check-servicenow --snow-url URL --secret-file FILE" in printed
 
 
 @pytest.mark.parametrize("bad", ["3", "python3.11", "3.x"])

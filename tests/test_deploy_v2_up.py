@@ -325,6 +325,7 @@ def test_v2_up_again_changes_nothing(v2):
         assert v2.deployer().up() == 0
         v2.stub.assert_no_pending_responses()  # no create_component_version/create_deployment
     assert "v2 deployment: unchanged (d-1)" in v2.out and "v2 up: nothing changed" in v2.out
+    assert "before the first breach: check ServiceNow with  edge-agent check-servicenow" in v2.out
     assert iot.list_policy_versions(policyName="edge-agent-core-v2-policy")["policyVersions"] == (
         versions
     )

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE_PATH = "/api/now/table/incident"
+TABLE_ROOT = "/api/now/table/"
+EVENT_PATH = "/api/global/em/jsonv2"
 TOKEN_PATH = "/oauth_token.do"
 RETRYABLE_4XX = (408, 409)
 WRITE_METHODS = ("POST", "PATCH")
@@ -231,6 +233,29 @@ class TableClient:
         path = f"{TABLE_PATH}/{quote(sys_id)}"
         document = self._request("PATCH", path, json=fields)
         return _record(document, "PATCH " + path, write=True)
+
+    def table_get(
+        self, table: str, params: Dict[str, str], sys_id: str = ""
+    ) -> Union[List[Dict[str, str]], Dict[str, str], None]:
+        """Records of any table (a list), or one by ``sys_id`` (a dict); ``None`` for the
+        Table API's own "No Record found"."""
+        path = TABLE_ROOT + quote(table) + ("/" + quote(sys_id) if sys_id else "")
+        document = self._request("GET", path, params=params, not_found_ok=True)
+        if document is None:
+            return None
+        result = _result(document, "GET " + path)
+        if not isinstance(result, (list, dict)):
+            raise Unavailable(
+                "GET {} answered with an unexpected body".format(path),
+                cause="a JSON answer that is not a record or a list",
+            )
+        return result
+
+    def send_events(self, records: List[Dict[str, str]]) -> Dict[str, Any]:
+        """POST events to Event Management; its answer's ``result`` (no sys_id in it)."""
+        document = self._request("POST", EVENT_PATH, json={"records": records})
+        result = _result(document or {}, "POST " + EVENT_PATH, write=True)
+        return result if isinstance(result, dict) else {}
 
     # -- plumbing --------------------------------------------------------------
     def _auth(self) -> Dict[str, Any]:

@@ -169,3 +169,39 @@ def markdown_table(codes: Tuple[ExitCode, ...] = EXIT_CODES) -> str:
     for entry in codes:
         rows.append(f"| {entry.code} | {entry.meaning} | {entry.what_to_do} |")
     return "\n".join(rows)
+
+
+# ``edge-agent check-servicenow``: its own, smaller table (see agent/servicenow/check.py).
+CHECK_EXIT_CODES: Tuple[ExitCode, ...] = (
+    ExitCode(
+        OK,
+        "every check passed (and the test incident, if asked, was opened and resolved)",
+        "nothing",
+    ),
+    ExitCode(
+        1,
+        "ServiceNow could not be reached as a Table API: the name does not resolve, no "
+        "connection, TLS does not verify, a login page or a hibernating instance answers, "
+        "or no answer in time",
+        "the line names the check and the fix: snowUrl, DNS, firewall, snowVerifyTls, wake the instance",
+    ),
+    ExitCode(
+        BAD_CONFIGURATION,
+        "bad command line, variable or secret file; nothing was checked",
+        "read the message: it names the option, variable or file",
+    ),
+    ExitCode(
+        REFUSED,
+        "ServiceNow refused: the credentials, a role (read incident or cmdb_ci, "
+        "evt_mgmt_integration for events, create on incident), or the configured CI is not there",
+        "the line names the check and the role or setting to fix",
+    ),
+)
+
+
+def check_markdown_table() -> str:
+    """The exit-code table of ``edge-agent check-servicenow``."""
+    rows = ["| exit code | meaning | what to do |", "| --- | --- | --- |"]
+    for entry in CHECK_EXIT_CODES:
+        rows.append(f"| {entry.code} | {entry.meaning} | {entry.what_to_do} |")
+    return "\n".join(rows)

@@ -34,7 +34,7 @@ from .core_documents import (
 )
 from .deployments import FAILED, DeploymentWatcher
 from .identity import CoreDevice, CoreIdentity
-from .plan import V2Options, build_v2_plan
+from .plan import CHECK_SERVICENOW_NOTE, V2Options, build_v2_plan
 from .recipes import SECRET_MANAGER, SHADOW_MANAGER
 
 CONFIG_FILE = "config.yaml"
@@ -122,6 +122,7 @@ class V2Deployer:
                 self._wait(target, response["deploymentId"])
         if not ctx.changes:
             ctx.out("v2 up: nothing changed")
+        ctx.out(CHECK_SERVICENOW_NOTE)
         return 0
 
     def _connected(self, thing: str) -> bool:

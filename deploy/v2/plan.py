@@ -245,6 +245,13 @@ def build_v2_plan(
     )
 
 
+CHECK_SERVICENOW_NOTE = (
+    "before the first breach: check ServiceNow with  edge-agent check-servicenow --snow-url URL "
+    "--secret-file FILE  (instance, TLS, credentials, roles, CI; --create-test-incident opens "
+    "and resolves a test incident)"
+)
+
+
 def v2_plan(
     topology: GroupTopology,
     target: Target,
@@ -293,6 +300,7 @@ def v2_plan(
             "(give the wheels with --wheelhouse DIR)".format(architecture, reason)
         )
     plan.files["deployment.json"] = built.deployment
+    plan.notes.append(CHECK_SERVICENOW_NOTE)
     plan.commands.append(
         "aws greengrassv2 create-deployment --cli-input-json file://deployment.json"
     )

@@ -13,6 +13,10 @@ GET      ``/__standin/state``            counters, faults, timed request log
 GET      ``/__standin/incidents``        records with ``_journal`` (``?query=``)
 POST     ``/__standin/faults``           knobs for :meth:`Faults.configure`
 POST     ``/__standin/users``            ``{"users": {name: password}}``
+GET      ``/__standin/alerts``           Event Management alerts derived so far
+POST     ``/__standin/roles``            ``{"roles": {user: [role, ...]}}``
+POST     ``/__standin/cmdb``             ``{"add": [{"name": ..., "sys_id"?: ...}]}``
+POST     ``/__standin/rate-limit``       ``{"limit": requests per hour}``
 POST     ``/__standin/expire-tokens``    ``{}``
 POST     ``/__standin/reset-stats``      ``{}``
 =======  ==============================  ==========================================
@@ -56,6 +60,8 @@ class AdminApi:
         standin = self._standin
         if method == "GET" and name == "state":
             return 200, {"result": self.state()}, {}
+        if method == "GET" and name == "alerts":
+            return 200, {"result": standin.alerts()}, {}
         if method == "GET" and name == "incidents":
             query = parse_qs(split.query).get("query", [None])[0]
             return 200, {"result": standin.incidents(query)}, {}
@@ -72,6 +78,14 @@ class AdminApi:
                 if not isinstance(users, dict):
                     raise ValueError("users must be an object of name: password")
                 standin.set_users({str(k): str(v) for k, v in users.items()})
+            elif name == "roles":
+                for user, roles in dict(data["roles"]).items():
+                    standin.set_roles(str(user), [str(r) for r in roles])
+            elif name == "cmdb":
+                for ci in list(data["add"]):
+                    standin.cmdb.add(str(ci["name"]), sys_id=str(ci.get("sys_id", "")))
+            elif name == "rate-limit":
+                standin.rate_rule.limit = int(data["limit"])
             elif name == "expire-tokens":
                 standin.expire_tokens()
             elif name == "reset-stats":

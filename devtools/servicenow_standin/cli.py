@@ -96,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drop-rate", type=_rate, default=0.0, help="share of connections dropped unanswered"
     )
+    parser.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="USER=ROLE[,ROLE]",
+        help="give USER exactly these roles (itil, cmdb_read, evt_mgmt_integration, ...); "
+        "a user given none is an administrator; repeatable",
+    )
+    parser.add_argument(
+        "--ci",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a configuration item in cmdb_ci (its sys_id is printed); repeatable",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests per user per hour before 429 (sent as X-RateLimit-Limit on every answer)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for the random faults")
     parser.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     parser.add_argument(
@@ -142,6 +164,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     faults.rate_limit_rate = args.rate_limit_rate
     faults.retry_after = args.retry_after
     faults.drop_rate = args.drop_rate
+    for item in args.role:
+        user, sep, roles = item.partition("=")
+        if not sep or not user:
+            parser.error(f"--role takes USER=ROLE[,ROLE], got {item!r}")
+        standin.set_roles(user, [r.strip() for r in roles.split(",") if r.strip()])
+    if args.rate_limit is not None:
+        if args.rate_limit < 1:
+            parser.error("--rate-limit must be 1 or more")
+        standin.rate_rule.limit = args.rate_limit
+    cis = [(name, standin.cmdb.add(name)) for name in args.ci]
     try:
         standin.start()
     except OSError as exc:
@@ -158,6 +190,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if clients:
         print(f"  oauth clients: {', '.join(sorted(clients))}", flush=True)
     print(f"  database: {args.db}", flush=True)
+    for name, sys_id in cis:
+        print(f"  cmdb_ci {name}: {sys_id}", flush=True)
+    print("  events: POST /api/global/em/jsonv2 (alerts are logged)", flush=True)
     if admin_token:
         print("  control API: /__standin/ (token from the environment)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
+from .cmdb import CmdbTable
 from .faults import Faults
+from .rate_rule import RateRule
 from .responses import Response
 
 
@@ -17,6 +19,12 @@ class AdminTarget(Protocol):
     """The parts of the stand-in ``/__standin/`` requests read and change."""
 
     faults: Faults
+    cmdb: CmdbTable
+    rate_rule: RateRule
+
+    def alerts(self) -> List[Dict[str, Any]]: ...
+
+    def set_roles(self, user: str, roles: Any) -> None: ...
 
     @property
     def counters(self) -> Dict[str, int]: ...

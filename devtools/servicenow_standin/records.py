@@ -141,8 +141,12 @@ def to_str(value: Any) -> str:
     return str(value)
 
 
-def parse_query(query: str) -> Tuple[List[Filter], List[Order], List[str]]:
-    """An encoded query as (filters, order, ignored terms)."""
+def parse_query(
+    query: str, known: Optional[Iterable[str]] = None
+) -> Tuple[List[Filter], List[Order], List[str]]:
+    """An encoded query as (filters, order, ignored terms); ``known``: the table's fields
+    (the incident table's by default)."""
+    fields = INCIDENT_FIELDS if known is None else frozenset(known)
     filters: List[Filter] = []
     order: List[Order] = []
     ignored: List[str] = []
@@ -160,7 +164,7 @@ def parse_query(query: str) -> Tuple[List[Filter], List[Order], List[str]]:
             ignored.append(term)
             continue
         field, op, value = match.groups()
-        if field not in INCIDENT_FIELDS and not field.startswith("u_"):
+        if field not in fields and not field.startswith("u_"):
             ignored.append(term)
             continue
         filters.append((field, op, value))

@@ -18,10 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from .admin import AdminApi
 from .auth import DEFAULT_TOKEN_TTL, Authenticator
+from .cmdb import CmdbTable
+from .events import EVENT_PATH, EventEndpoint
 from .faults import Faults
 from .handler import StandInServer
+from .rate_rule import RateRule
 from .records import TABLE, matches, parse_query, to_str
 from .responses import Response, error_envelope, method_not_supported, unauthenticated
+from .roles import ADMIN, event_refusal, table_refusal
 from .store import IncidentStore
 from .table import IncidentTable
 
@@ -88,6 +92,10 @@ class ServiceNowStandIn:
         self.store = IncidentStore(db_path)
         self.table = IncidentTable(self.store, clock, self.count, lambda: self.url)
         self.admin = AdminApi(self, admin_token) if admin_token else None
+        self.cmdb = CmdbTable()
+        self.events = EventEndpoint()
+        self.rate_rule = RateRule(clock)
+        self._roles: Dict[str, frozenset] = {}
 
     @property
     def db_path(self) -> str:
@@ -168,6 +176,20 @@ class ServiceNowStandIn:
     def expire_tokens(self) -> None:
         """Expire every issued access token now (refresh tokens stay valid)."""
         self.auth.expire_tokens()
+
+    def set_roles(self, user: str, roles: Any) -> None:
+        """Give ``user`` (a user name, or an OAuth client id for its client-credentials
+        tokens) exactly these roles; a user never given roles is an administrator."""
+        with self._state_lock:
+            self._roles[user] = frozenset(roles)
+
+    def roles_of(self, user: str) -> frozenset:
+        with self._state_lock:
+            return self._roles.get(user, frozenset({ADMIN}))
+
+    def alerts(self) -> List[Dict[str, Any]]:
+        """The Event Management alerts derived from the events received (see :mod:`.events`)."""
+        return self.events.alerts()
 
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         self.faults.fail_next(n, status)
@@ -306,6 +328,27 @@ class ServiceNowStandIn:
         if user is None:
             self.count("auth_failures")
             return unauthenticated()
+        refused, limits = self.rate_rule.take(user)
+        if refused is not None:
+            self.count("rate_limited")
+            return refused
+        status, payload, extra = self._answer(method, path, split.query, user, headers, body)
+        return status, payload, dict(limits, **extra)
+
+    def _answer(
+        self, method: str, path: str, query: str, user: str, headers: Any, body: bytes
+    ) -> Response:
+        roles = self.roles_of(user)
+        if path.rstrip("/") == EVENT_PATH:
+            if method != "POST":
+                return method_not_supported(method)
+            refused = event_refusal(roles)
+            if refused is not None:
+                return refused
+            data = self.table.parse_write(headers, b"{}")  # the same header rules as the Table API
+            if not isinstance(data, dict):
+                return data
+            return self.events.post(body)
         match = _TABLE_PATH_RE.match(path)
         if match is None:
             return (
@@ -314,10 +357,19 @@ class ServiceNowStandIn:
                 {},
             )
         version, table, sys_id = match.groups()
-        if table != TABLE:
+        if table not in (TABLE, "cmdb_ci"):
             return 400, error_envelope(f"Invalid table {table}", None), {}
-        params = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        refused = table_refusal(roles, table, method)
+        if refused is not None:
+            return refused
+        params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
         fields = [f.strip() for f in params.get("sysparm_fields", "").split(",") if f.strip()]
+        if table == "cmdb_ci":
+            if method != "GET":
+                return method_not_supported(method)
+            if sys_id is None:
+                return self.cmdb.list(params, fields, version == "v2")
+            return self.cmdb.read(sys_id, fields)
 
         if sys_id is None:
             if method == "GET":
@@ -326,7 +378,7 @@ class ServiceNowStandIn:
                 data = self.table.parse_write(headers, body)
                 if not isinstance(data, dict):
                     return data
-                return self.table.create(data, user)
+                return self.cmdb.refuse_reference(data) or self.table.create(data, user)
             return method_not_supported(method)
         if method == "GET":
             return self.table.read(sys_id, fields)
@@ -334,7 +386,7 @@ class ServiceNowStandIn:
             data = self.table.parse_write(headers, body)
             if not isinstance(data, dict):
                 return data
-            return self.table.update(sys_id, data, user, fields)
+            return self.cmdb.refuse_reference(data) or self.table.update(sys_id, data, user, fields)
         if method == "DELETE":
             return self.table.delete(sys_id)
         return method_not_supported(method)
