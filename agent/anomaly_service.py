@@ -31,8 +31,10 @@ from .errors import MessageError
 from .greengrass.base import Runtime, subject_of
 from .schema import READING_SCHEMA, decode, validate_anomaly, validate_reading
 from .servicenow.client import TableClient
+from .servicenow.cmdb import CiLink
 from .servicenow.delivery import Deliverer
 from .servicenow.incidents import Action, action_for
+from .servicenow.notices import Notices
 from .servicenow.outbox import Outbox
 from .servicenow.outbox_guard import CHECK_INTERVAL, OutboxGuard
 from .servicenow.text import clean_text
@@ -83,6 +85,8 @@ class AnomalyService:
             max_requests_per_second=settings.max_requests_per_second,
             max_answer_bytes=settings.max_answer_bytes,
         )
+        self.ci = CiLink(self.client, settings.cmdb_ci, settings.device_id)
+        self.notices = Notices(settings.state_dir, self.clock)
         self.deliverer = Deliverer(
             self.outbox,
             self.client,
@@ -91,6 +95,7 @@ class AnomalyService:
             retry_base=settings.retry_base,
             retry_max=settings.retry_max,
             rng=rng,
+            ci=self.ci,
         )
         self.counts: Dict[str, int] = {
             "received": 0,
@@ -370,7 +375,18 @@ class AnomalyService:
         """Check the outbox file, write held actions, deliver what is due; return how many
         actions were finished."""
         self.maintain()
-        return self.deliverer.pump()
+        finished = self.deliverer.pump()
+        self.notices.update(self.servicenow_notices())
+        return finished
+
+    def servicenow_notices(self) -> Dict[str, Any]:
+        """What ``edge-agent status`` and the status page say about ServiceNow beyond the
+        outbox: the CI name not found, the sink, the rate-limit budget left."""
+        return {
+            "sink": self.settings.sink,
+            "ci_missing": self.ci.missing,
+            "rate_limit": self.client.pacer.budget.snapshot(self.clock.time()),
+        }
 
     def maintain(self) -> None:
         """The outbox guard's periodic check, and a retry of held actions when due."""
@@ -479,6 +495,8 @@ class AnomalyService:
             "incidents_reused": stats.reused,
             "incidents_updated": stats.noted,
             "incidents_resolved": stats.resolved,
+            "events_sent": stats.events_sent,
+            "events_cleared": stats.events_cleared,
             "actions_queued": self.counts["queued"],
             "actions_pending": counts["pending"],
             "actions_dead_lettered": counts["dead_letter"],

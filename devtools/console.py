@@ -142,6 +142,11 @@ class Console:
             text = f"added a work note to incident {number}"
         elif outcome.kind == "resolved":
             text = f"resolved incident {number} ({action.correlation_id})"
+        elif outcome.kind == "event":
+            if outcome.detail == "0":
+                text = f"sent the clear for {action.correlation_id} (closes its alert)"
+            else:
+                text = f"sent an event, severity {outcome.detail}, for {action.correlation_id}"
         elif outcome.kind == "skipped" and incident is not None:
             text = f"incident {number} was already resolved; {action.kind} not needed"
         else:

@@ -117,7 +117,9 @@ ROOMS: Tuple[Room, ...] = (
         "where are incidents sent?",
         "`agent/servicenow/delivery.py` (retries, pacing, the local-fault pause), "
         "`agent/servicenow/actions.py` (what is checked before each write), "
-        "`agent/servicenow/auth_recovery.py` and `agent/servicenow/pacing.py`, over "
+        "`agent/servicenow/auth_recovery.py` and `agent/servicenow/pacing.py` (the rate cap "
+        "and the budget `X-RateLimit-*` announces), `agent/servicenow/notices.py` (what "
+        "`edge-agent status` shows of ServiceNow beyond the outbox), over "
         "`agent/servicenow/client.py` (Table API), `agent/servicenow/transport.py` (the "
         "deadline and size cap of every call) and `agent/servicenow/answers.py` (what an "
         "answer or a failed connection means, named by its cause)",

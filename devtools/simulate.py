@@ -24,7 +24,7 @@ import secrets
 import shutil
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from agent.clock import Clock, VirtualClock
 from agent.credentials import Credentials
@@ -173,6 +173,7 @@ def _run(
             summary.update(drained=drained, interrupted=interrupted)
             if standin is not None:
                 summary["incidents_in_standin"] = len(standin.incidents())
+                summary["alerts_in_standin"] = _alert_lines(standin.alerts(), console)
                 standin.stop()
                 standin = None
             summary["exit_code"] = exit_code_for(summary)
@@ -386,16 +387,39 @@ def _kept_for(summary: Dict[str, Any]) -> bool:
     return bool(summary.get("actions_pending") or summary.get("actions_dead_lettered"))
 
 
+def _alert_lines(alerts: List[Dict[str, Any]], console: Console) -> int:
+    """The Event Management alerts the stand-in derived from the events (snowSink=event)."""
+    for alert in alerts:
+        console.line(
+            "servicenow",
+            "stand-in alert {}: {} on {}, severity {}, {} ({} event{})".format(
+                alert["number"],
+                alert["resource"],
+                alert["node"],
+                alert["severity"],
+                alert["state"].lower(),
+                alert["events"],
+                "" if alert["events"] == 1 else "s",
+            ),
+        )
+    return len(alerts)
+
+
 def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> None:
+    if summary.get("events_sent") or summary.get("events_cleared"):
+        delivered = "{} events sent, {} cleared".format(
+            summary["events_sent"], summary["events_cleared"]
+        )
+    else:
+        delivered = "{} incidents opened, {} updated, {} resolved".format(
+            summary["incidents_opened"], summary["incidents_updated"], summary["incidents_resolved"]
+        )
     console.line(
         "done",
-        "{} readings, {} breaches; {} incidents opened, {} updated, {} resolved; {} actions "
-        "left in the outbox, {} dead-lettered".format(
+        "{} readings, {} breaches; {}; {} actions left in the outbox, {} dead-lettered".format(
             summary["readings_published"],
             summary["episodes"]["breach"],
-            summary["incidents_opened"],
-            summary["incidents_updated"],
-            summary["incidents_resolved"],
+            delivered,
             summary["actions_pending"],
             summary["actions_dead_lettered"],
         ),

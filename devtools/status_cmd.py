@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 from agent.config import DEFAULT_STATE_DIR
+from agent.servicenow.notices import read_notices
 from agent.status.document import build, duration
 from agent.status.model import StatusModel
 from agent.status.settings import StatusSettings
@@ -72,6 +73,7 @@ def collect(state_dir: str, now: Optional[float] = None) -> Dict[str, Any]:
         "recent_incidents": doc["incidents"][:10],
         "sensor_state": views["sensor_state"],
         "locks": views["locks"],
+        "servicenow": read_notices(state_dir),
     }
 
 
@@ -98,6 +100,7 @@ def render(report: Dict[str, Any]) -> str:
             )
         )
     lines += _outbox_lines(report["outbox"], now)
+    lines += _servicenow_lines(report.get("servicenow") or {})
     recent = report["recent_incidents"]
     if recent:
         lines.append(
@@ -169,6 +172,36 @@ def _outbox_lines(outbox: Dict[str, Any], now: float) -> List[str]:
         )
     lines.append(_row("last errors", "none" if not errors else ""))
     return lines + errors[:8]
+
+
+def _servicenow_lines(notices: Dict[str, Any]) -> List[str]:
+    """The sink, a CI name that was not found, the rate-limit budget ServiceNow announced."""
+    lines = []
+    if notices.get("sink"):
+        lines.append(_row("sink", str(notices["sink"])))
+    if notices.get("ci_missing"):
+        lines.append(
+            _row(
+                "CI",
+                "not found in cmdb_ci: {} (incidents open without a CI)".format(
+                    notices["ci_missing"]
+                ),
+            )
+        )
+    budget = notices.get("rate_limit")
+    if isinstance(budget, dict) and budget.get("limit"):
+        lines.append(
+            _row(
+                "rate limit",
+                "{} of {} requests left until {}{}".format(
+                    budget.get("remaining"),
+                    budget["limit"],
+                    _utc(budget.get("reset")),
+                    " (rule {})".format(budget["rule"]) if budget.get("rule") else "",
+                ),
+            )
+        )
+    return lines
 
 
 def _lock_text(lock: Dict[str, Any]) -> str:

@@ -32,8 +32,10 @@ from typing import Callable, Dict, Final, Literal, Optional, Tuple, Union
 from ..clock import Clock
 from ..errors import SecretError
 from .client import AuthFailed, RateLimited, Rejected, TableClient, Unavailable
+from .cmdb import CiLink, invalid_reference
 from .incidents import RESOLVED_STATES, Action, safe_correlation_id
 from .outbox import Incident, NoteAttempt, Outbox, QueuedAction
+from .pacing import BudgetSpent
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class DeliveryStats:
     retries: int = 0
     dead_lettered: int = 0
     auth_failures: int = 0
+    events_sent: int = 0  # snowSink=event: events Event Management took (clears not counted)
+    events_cleared: int = 0  # clears (severity 0) it took
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,10 @@ class ActionRunner:
         stats: DeliveryStats,
         user: Callable[[], Optional[str]],
         emit: Emit = _ignore,
+        ci: Optional[CiLink] = None,
     ) -> None:
         self.outbox = outbox
+        self.ci = ci  # the configuration item new incidents link to (snowCmdbCi)
         self.emit = emit  # told of every outcome (the Deliverer's observers)
         self.client = client
         self.clock = clock
@@ -116,6 +122,9 @@ class ActionRunner:
     def run(self, queued: QueuedAction) -> Optional[Incident]:
         """Carry out one action; return the incident as ServiceNow has it now."""
         action = queued.action
+        if action.kind == "event":
+            self._event(action)
+            return None  # an event has no incident: ServiceNow's answer names none
         corr = safe_correlation_id(action.correlation_id)
         record: Union[Record, None, Literal[_Gone.GONE]]
         if action.kind == "open":
@@ -202,6 +211,23 @@ class ActionRunner:
         return done
 
     # -- the steps -------------------------------------------------------------------
+    def _event(self, action: Action) -> None:
+        """Send one Event Management event. Re-sending is harmless: the same
+        ``message_key`` lands on the same alert, so no intent needs recording."""
+        self.client.send_events([action.fields])
+        severity = action.fields.get("severity", "")
+        if severity == "0":
+            self.stats.events_cleared += 1
+            log.info("sent the clear for %s to Event Management", action.correlation_id)
+        else:
+            self.stats.events_sent += 1
+            log.info(
+                "sent an event (severity %s) for %s to Event Management",
+                severity,
+                action.correlation_id,
+            )
+        self.emit("event", action, None, severity)
+
     def _open(self, corr: str, fields: Record) -> Tuple[Record, bool]:
         """The incident for ``corr``, found or created; and whether it was created now."""
         sent_at = self.outbox.create_intent(corr)
@@ -218,19 +244,32 @@ class ActionRunner:
             return existing, False
         self.outbox.record_create_intent(corr, self.clock.time())
         try:
-            record = self.client.create(dict(fields, correlation_id=corr))
+            record = self._create(dict(fields, correlation_id=corr))
         except Unavailable as exc:
             if not exc.ambiguous:
                 self.outbox.clear_create_intent(corr)  # it never left
             raise
-        except (AuthFailed, RateLimited, Rejected, SecretError):
-            self.outbox.clear_create_intent(corr)  # refused: nothing was created
+        except (AuthFailed, RateLimited, Rejected, SecretError, BudgetSpent):
+            self.outbox.clear_create_intent(corr)  # refused or not sent: nothing was created
             raise
         self.stats.opened += 1
         log.info(
             "opened incident %s: %s", record.get("number"), fields.get("short_description", "")
         )
         return record, True
+
+    def _create(self, fields: Record) -> Record:
+        """POST the incident, linked to the configured CI when there is one; a reference
+        ServiceNow refuses (the CI deleted or renamed) is looked up again, once."""
+        if self.ci is None or "cmdb_ci" in fields:
+            return self.client.create(fields)
+        try:
+            return self.client.create(dict(fields, **self.ci.fields()))
+        except Rejected as exc:
+            if not invalid_reference(str(exc)):
+                raise
+            self.ci.invalidate()
+        return self.client.create(dict(fields, **self.ci.fields()))
 
     def _current(self, corr: str, queued_corr: str) -> Union[Record, None, Literal[_Gone.GONE]]:
         """The incident as ServiceNow has it now; ``None`` if there is none, ``_GONE`` if

@@ -365,6 +365,7 @@ class TableClient:
                 )
             except NoAnswer as exc:
                 raise self._no_answer(method, path, exc)
+            self.pacer.budget.observe(answer.headers)  # X-RateLimit-*, on every answer
             outcome = str(answer.status)
             return judge(answer)
         except ServiceNowError as exc:

@@ -55,8 +55,24 @@ class CiLink:
         self._lock = threading.Lock()
 
     def fields(self) -> Dict[str, str]:
-        """``{"cmdb_ci": sys_id}``, or ``{}`` when there is nothing to link."""
-        sys_id = self.sys_id()
+        """``{"cmdb_ci": sys_id}``, or ``{}`` when there is nothing to link. A user who may
+        not read ``cmdb_ci`` opens incidents without the link, and it is said once."""
+        from .client import Rejected
+
+        try:
+            sys_id = self.sys_id()
+        except Rejected as exc:
+            with self._lock:
+                self._looked = True
+                self._sys_id = None
+                if self.missing != self.wanted:
+                    self.missing = self.wanted
+                    log.warning(
+                        "cannot look up CI %r in cmdb_ci (%s); incidents open without a CI",
+                        self.wanted,
+                        exc,
+                    )
+            return {}
         return {"cmdb_ci": sys_id} if sys_id else {}
 
     def sys_id(self) -> Optional[str]:

@@ -37,8 +37,10 @@ from ..errors import SecretError
 from .actions import ActionRunner, DeliveryStats, NotYet, Outcome
 from .auth_recovery import AuthRecovery
 from .client import AuthFailed, RateLimited, Rejected, TableClient, Unavailable
+from .cmdb import CiLink
 from .incidents import Action
 from .outbox import Incident, Outbox, QueuedAction
+from .pacing import BudgetSpent
 
 __all__ = ["AfterAttempt", "Deliverer", "DeliveryStats", "Outcome", "Pause"]
 
@@ -116,6 +118,7 @@ class Deliverer:
         retry_base: float = 2.0,
         retry_max: float = 300.0,
         rng: Optional[random.Random] = None,
+        ci: Optional[CiLink] = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -126,7 +129,9 @@ class Deliverer:
         self.rng = rng or random.Random()
         self.stats = DeliveryStats()
         self.auth = AuthRecovery(credentials, self.clock)
-        self.runner = ActionRunner(outbox, client, self.clock, self.stats, self._user, self._emit)
+        self.runner = ActionRunner(
+            outbox, client, self.clock, self.stats, self._user, self._emit, ci
+        )
         self.pause = Pause()
         self._outage_streak = 0  # failed tries in a row while ServiceNow is unavailable
         self._stop = threading.Event()
@@ -204,6 +209,11 @@ class Deliverer:
                 "cannot get ServiceNow credentials: %s; %s kept, next try in %.0fs", exc, key, delay
             )
             self._reschedule(queued, delay, str(exc))
+            return AfterAttempt.ALL_WAIT
+        except BudgetSpent as exc:
+            # Nothing was sent: the rest of the hour's budget is spread until its reset.
+            log.info("%s", exc)
+            self._reschedule(queued, exc.delay, str(exc))
             return AfterAttempt.ALL_WAIT
         except RateLimited as exc:
             if exc.retry_after is None:

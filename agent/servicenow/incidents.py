@@ -28,7 +28,7 @@ RESOLVED_STATES = ("6", "7", "8")  # resolved, closed, canceled
 class Action:
     """One thing to do in ServiceNow, as stored in the outbox."""
 
-    kind: str  # "open" | "note" | "resolve"
+    kind: str  # "open" | "note" | "resolve" | "event" (snowSink=event: fields is the event)
     key: str  # unique per event: repeated messages enqueue once
     correlation_id: str
     fields: Dict[str, str]
@@ -58,6 +58,16 @@ def action_for(event: Mapping[str, Any], settings: AnomalySettings) -> Action:
     corr = correlation_id(event["episode_id"])
     key = "{}#{}:{}".format(corr, event["seq"], event["event"])
     kind = event["event"]
+    if settings.sink == "event":
+        from .events import episode_event  # only an event sink pays for it
+
+        if kind == "breach":
+            text = open_fields(event, settings)["short_description"]
+        elif kind == "update":
+            text = update_note(event)
+        else:
+            text = recovery_note(event)
+        return Action("event", key, corr, episode_event(event, settings, corr, text))
     if kind == "breach":
         return Action("open", key, corr, open_fields(event, settings))
     fallback = open_fields(event, settings)
@@ -149,6 +159,10 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
         fields["assignment_group"] = settings.assignment_group
     if settings.caller_id:
         fields["caller_id"] = settings.caller_id
+    if settings.business_service:
+        fields["business_service"] = settings.business_service
+    if settings.contact_type:
+        fields["contact_type"] = settings.contact_type
     return fields
 
 

@@ -228,11 +228,14 @@ def anomaly_collector(service: Any, calls: ServiceNowCalls) -> Collect:
             retries=stats.retries,
             dead_lettered=stats.dead_lettered,
             auth_failures=stats.auth_failures,
+            events_sent=stats.events_sent,
+            events_cleared=stats.events_cleared,
             secret_fetches=service.credentials.fetches,
         )
         servicenow = calls.snapshot()
         servicenow["url"] = public_url(service.settings.snow_url)
         servicenow["calls"] = dict(service.client.calls)
+        servicenow.update(service.servicenow_notices())
         cached = getattr(service.credentials, "_cached", None)
         return {
             "counters": counters,

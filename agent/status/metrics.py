@@ -38,6 +38,7 @@ INCIDENT_ACTIONS = (
     ("incidents_updated", "updated"),
     ("incidents_resolved", "resolved"),
 )
+EVENT_ACTIONS = (("events_sent", "sent"), ("events_cleared", "cleared"))
 MESSAGE_OUTCOMES = (
     ("queued", "queued"),
     ("rejected", "rejected"),
@@ -209,6 +210,13 @@ def _delivery(out: Exposition, delivery: Mapping[str, Any]) -> None:
         "Incident actions ServiceNow confirmed: opened, reused (found by correlation id), "
         "updated (work note), resolved.",
         [((("action", label),), counters.get(key, 0)) for key, label in INCIDENT_ACTIONS],
+    )
+    out.family(
+        "edge_agent_events_total",
+        "counter",
+        "Event Management events ServiceNow took (snowSink=event): sent (an episode's "
+        "start or update), cleared (its recovery).",
+        [((("action", label),), counters.get(key, 0)) for key, label in EVENT_ACTIONS],
     )
     out.family(
         "edge_agent_anomaly_messages_total",

@@ -313,6 +313,9 @@ def _clean_servicenow(snow: Mapping[str, Any]) -> Dict[str, Any]:
             "count": _count(latency.get("count")) or 0,
         },
         "last_success_at": _number(snow.get("last_success_at"), 0.0, 1e11),
+        "sink": snow.get("sink") if snow.get("sink") in ("incident", "event") else None,
+        "ci_missing": _text(snow.get("ci_missing")),
+        "rate_limit": _rate_limit(snow.get("rate_limit")),
         "last_error": None
         if error is None
         else {
@@ -321,6 +324,18 @@ def _clean_servicenow(snow: Mapping[str, Any]) -> Dict[str, Any]:
             "code": _text(error.get("code")),
             "cause": _text(error.get("cause")),
         },
+    }
+
+
+def _rate_limit(value: Any) -> Optional[Dict[str, Any]]:
+    """ServiceNow's announced budget: limit, remaining (as the agent counts it), reset, rule."""
+    if not isinstance(value, Mapping):
+        return None
+    return {
+        "limit": _count(value.get("limit")),
+        "remaining": _count(value.get("remaining")),
+        "reset": _number(value.get("reset"), 0.0, 1e11),
+        "rule": _text(value.get("rule")),
     }
 
 

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from .events import EVENT_PATH
 from .front import (
     HTML_TYPE,
     LOGIN_PATH,
@@ -142,7 +143,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # An instance's login page: where a single sign-on redirect leads.
             self._write_bytes(200, HTML_TYPE, login_page(), {})
             return
-        writes_record = self.command in _WRITE_METHODS and standin.is_table_path(path)
+        # Events are writes too: a slow commit or a lost answer applies to them as to records.
+        writes_record = self.command in _WRITE_METHODS and (
+            standin.is_table_path(path) or path.rstrip("/") == EVENT_PATH
+        )
         queries_table = self.command == "GET" and standin.is_table_query(path)
         kind, arg, detail = standin.faults.for_request(writes_record, queries_table)
         if kind == "drop":

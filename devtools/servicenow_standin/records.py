@@ -110,6 +110,9 @@ DEFAULT_FIELDS = (
     "correlation_display",
     "close_code",
     "close_notes",
+    "cmdb_ci",
+    "business_service",
+    "contact_type",
 )
 FIELD_RE = re.compile(r"^[a-z0-9_]+$")
 _QUERY_TERM_RE = re.compile(

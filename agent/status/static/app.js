@@ -478,6 +478,10 @@
       pairs.push(["credentials", "no report from the anomaly function yet", "muted"]);
     }
     if (snow.url) pairs.push(["ServiceNow", link(snow.url, snow.url)]);
+    if (snow.sink) pairs.push(["sink", snow.sink === "event" ? "Event Management events: " + (counters.events_sent || 0) + " sent, " + (counters.events_cleared || 0) + " cleared" : "incidents"]);
+    if (snow.ci_missing) pairs.push(["CI", "not found in cmdb_ci: " + snow.ci_missing + " (incidents open without a CI)", "warn"]);
+    var budget = snow.rate_limit;
+    if (budget && budget.limit) pairs.push(["rate limit", budget.remaining + " of " + budget.limit + " requests left until " + clock(budget.reset) + (budget.rule ? " (" + budget.rule + ")" : ""), budget.remaining < budget.limit / 5 ? "warn" : null]);
     if (mqtt) {
       var c = mqtt.counters || {}, g = mqtt.gauges || {};
       pairs.push(["MQTT", (g.connected ? "connected" : "disconnected") + "; " + (c.published || 0) + " published, " + (c.spooled || 0) + " spooled, " + (c.dropped || 0) + " lost, " + (g.pending || 0) + " waiting", g.connected ? null : "warn"]);
