@@ -272,6 +272,9 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
                 MIN_ANSWER_BYTES, values["snowMaxAnswerBytes"]
             )
         )
+    if values["snowSink"] == "event" and (values.get("site") or "").strip():
+        # A site gateway's grouped episodes are incidents; it has no events to send yet.
+        raise ConfigError("snowSink=event is not available on a site gateway (site is set)")
     if "^" in values["snowCmdbCi"]:
         # A name is looked up with an encoded query, where '^' starts another term.
         raise ConfigError("snowCmdbCi must not contain '^' (it would split the cmdb_ci lookup)")

@@ -113,3 +113,15 @@ def test_metrics_and_the_status_page_count_events(standin, anomaly_settings, cor
     assert re.search(r'^edge_agent_events_total\{action="sent"\} 1$', text, re.M), text
     assert re.search(r'^edge_agent_events_total\{action="cleared"\} 1$', text, re.M)
     assert service.summary()["events_sent"] == 1
+
+
+def test_a_site_gateway_refuses_the_event_sink(tmp_path):
+    import pytest
+
+    from agent.config import AnomalySettings
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="snowSink=event is not available on a site gateway"):
+        AnomalySettings.from_mapping(
+            {"snowUrl": "https://x.service-now.com", "site": "plant-1", "snowSink": "event"}
+        )
