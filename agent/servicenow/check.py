@@ -143,6 +143,12 @@ class ServiceNowCheck:
         from .answers import network_cause
 
         verify = self.settings.verify_tls
+        if verify is True:  # the bundle the agent's own calls use (see TableClient.session)
+            import os
+
+            verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            )
         context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
         if verify is False:
             context.check_hostname = False
