@@ -223,3 +223,21 @@ def test_the_first_start_on_a_device_says_to_run_the_check(anomaly_settings, cor
         "first start: check ServiceNow (incident) before the first breach with  edge-agent "
         "check-servicenow --snow-url {} --secret-file FILE".format(anomaly_settings.snow_url)
     ]
+
+
+def test_an_oauth_client_that_authenticates_passes(tmp_path):
+    from devtools.servicenow_standin import ServiceNowStandIn
+
+    client_secret = new_secret("cs")
+    user_password = new_secret("pw")
+    with ServiceNowStandIn(
+        users={SNOW_USER: user_password}, oauth_clients={"edge": client_secret}
+    ) as server:
+        secret = (
+            '{"client_id": "edge", "client_secret": "%s", "username": "%s", "password": "%s"}'
+            % (client_secret, SNOW_USER, user_password)
+        )
+        code, lines, _ = check(tmp_path, "--snow-url", server.url, secret=secret)
+        assert code == 0, lines
+        assert "ok   credentials: {} (OAuth auth) authenticates".format(SNOW_USER) in lines
+        assert server.counters["tokens_issued"] == 1

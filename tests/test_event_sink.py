@@ -125,3 +125,43 @@ def test_a_site_gateway_refuses_the_event_sink(tmp_path):
         AnomalySettings.from_mapping(
             {"snowUrl": "https://x.service-now.com", "site": "plant-1", "snowSink": "event"}
         )
+
+
+def _post(standin, password, body):
+    import requests
+
+    return requests.post(
+        standin.url + "/api/global/em/jsonv2",
+        json=body,
+        auth=(SNOW_USER, password),
+        headers={"Accept": "application/json"},
+        timeout=10,
+    )
+
+
+def test_the_standin_refuses_what_event_management_refuses(standin, password):
+    good = {
+        "source": "edge-agent",
+        "node": "pi-1",
+        "severity": "2",
+        "message_key": "k",
+        "time_of_event": "2026-12-07 19:00:00",
+        "additional_info": json.dumps({"limit": "50"}),
+    }
+    bad = [
+        ({"severity": 2}, "severity must be a string"),
+        ({"severity": "6"}, "severity must be 0 (clear) to 5 (OK)"),
+        ({"node": ""}, "node is required"),
+        ({"message_key": "k" * 1025}, "message_key is longer than 1024"),
+        ({"time_of_event": "2026-12-07T19:00:00Z"}, "time_of_event must be yyyy-MM-dd HH:mm:ss"),
+        ({"additional_info": json.dumps({"limit": 50})}, "additional_info.limit must be a string"),
+        ({"additional_info": "[1]"}, "additional_info must hold a JSON object"),
+    ]
+    for change, detail in bad:
+        answer = _post(standin, password, {"records": [good, dict(good, **change)]})
+        assert answer.status_code == 400, change
+        assert answer.json()["error"]["detail"].startswith("records[1]: " + detail), change
+    assert standin.events.events == []  # a batch with one bad record is refused whole
+    assert _post(standin, password, [good]).status_code == 400  # not {"records": [...]}
+    answer = _post(standin, password, {"records": [good]})
+    assert answer.json() == {"result": {"Default Bulk Endpoint": "1 events were inserted"}}
