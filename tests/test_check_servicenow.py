@@ -13,6 +13,7 @@ from conftest import SNOW_USER, new_secret, secret_json
 from mqtt_pki import TestPKI
 from test_servicenow_network import _tls_server
 
+from agent.standalone.check_cmd import DESCRIPTION
 from agent.standalone.exit_codes import check_markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +195,12 @@ def test_a_test_incident_is_opened_noted_resolved_and_its_number_printed(
     assert incident["short_description"].startswith("[TEST] edge-agent check-servicenow")
     assert incident["state"] == "6"
     assert [j["field"] for j in incident["_journal"]] == ["work_notes"]
+
+
+def test_help_says_what_is_checked(tmp_path):
+    code, lines, _ = check(tmp_path, "--help")
+    assert code == 0
+    assert " ".join(" ".join(lines).split()).count(" ".join(DESCRIPTION.split())) == 1
 
 
 def test_no_instance_is_a_usage_error(tmp_path, password):
