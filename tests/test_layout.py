@@ -88,3 +88,16 @@ def test_the_checks_catch_a_circle_and_an_import_up_a_floor():
     assert layout.upward_imports(graph) == [
         "agent.judge (parts) -> agent.sensor_service (services)"
     ]
+
+
+def test_the_project_states_its_licence_and_ships_its_text():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+        project = tomllib.load(handle)["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    assert "License :: OSI Approved :: Apache Software License" in project["classifiers"]
+    with open(os.path.join(REPO, "LICENSE"), encoding="utf-8") as handle:
+        text = handle.read()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the whole licence, not a pointer to it
