@@ -67,8 +67,12 @@ def test_every_unusable_row_and_cell_is_counted_by_reason(tmp_path):
     assert readings[4].humidity is None
     text = stats.describe()
     assert "8 of 10 rows played" in text
-    assert "2 rows skipped (1 unreadable timestamp, 1 short row)" in text
-    assert "7 cells read as missing" in text and "1 out of physical range" in text
+    # Each reason with the lines of the file it was seen on (the header is line 1).
+    assert "2 rows skipped (1 unreadable timestamp (line 9), 1 short row (line 10))" in text
+    assert (
+        "7 cells read as missing (2 empty (lines 7, 8), 1 not a number (line 3), "
+        "1 NaN (line 4), 2 infinite (line 5), 1 out of physical range (line 6))"
+    ) in text
     report = stats.as_dict()
     assert report["rows_skipped"]["short_row"] == 1 and report["cells_missing"]["nan"] == 1
 
@@ -259,3 +263,12 @@ def test_simulate_on_a_100_mb_newest_first_log_stays_under_100_mb(big_logs, tmp_
     assert peak_mb <= RSS_LIMIT_MB
     assert "not in time order" in out
     assert "721 readings" in out  # rows 0 s to 3600 s into the file, 5 s apart
+
+
+def test_a_log_without_its_header_row_is_refused_saying_line_1_must_be_the_header(tmp_path):
+    path = write(tmp_path, f"{T0},21.5,40.1\n{T0 + 5},21.6,40.2\n")
+    with pytest.raises(ConfigError) as info:
+        ReplaySensor(path)
+    message = str(info.value)
+    assert f"replay file {path}: line 1 must be the header row naming the columns" in message
+    assert "timestamp,temperature,humidity[,pressure]" in message

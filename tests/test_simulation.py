@@ -379,7 +379,8 @@ def test_a_replay_counts_what_it_skipped_in_the_json_summary(tmp_path):
         "empty": 0, "non_numeric": 1, "nan": 1, "inf": 1, "out_of_range": 1,
     }  # fmt: skip
     assert (
-        "6 of 8 rows played; 2 rows skipped (1 unreadable timestamp, 1 short row)" in result.stderr
+        "6 of 8 rows played; 2 rows skipped (1 unreadable timestamp (line 7), "
+        "1 short row (line 8))" in result.stderr
     )
 
 

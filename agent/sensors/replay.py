@@ -1,7 +1,8 @@
 """The replay backend: readings from a CSV log, with their recorded timestamps.
 
-The file has a header ``timestamp,temperature,humidity[,pressure]`` (any order,
-extra columns ignored). Timestamps are epoch seconds or ISO-8601; ISO times
+The file's first row is a header naming the columns
+``timestamp,temperature,humidity[,pressure]`` (any order, extra columns ignored):
+without it the first reading would be taken for column names. Timestamps are epoch seconds or ISO-8601; ISO times
 without a zone are taken as UTC. Unlike the chip, 0 is a valid value here: a
 log may come from a sensor that can measure it.
 
@@ -9,7 +10,8 @@ Nothing is dropped uncounted: a row without a readable timestamp or without
 the required cells is skipped, and a metric cell that is empty, not a number,
 NaN, infinite or outside what the metric can physically be (the message
 schema's ``METRIC_RANGES``) reads as missing; :class:`ReplayStats` counts
-each by reason.
+each by reason and keeps the line numbers of the first few, so a person can
+find them.
 
 Memory stays flat in the size of the file. The first pass (at construction)
 streams the file once to check it, count it and find whether its rows are in
@@ -25,13 +27,14 @@ import heapq
 import logging
 import math
 import os
+import re
 import shutil
 import statistics
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..clock import Clock
 from ..errors import ConfigError, SensorError
@@ -45,9 +48,13 @@ _EXPECTED = "timestamp,temperature,humidity[,pressure]"
 SKIPPED_ROW_REASONS = ("unreadable_timestamp", "short_row")
 MISSING_CELL_REASONS = ("empty", "non_numeric", "nan", "inf", "out_of_range")
 CHUNK_ROWS = 50_000  # rows sorted in memory at a time (~10 MB) when the file is out of order
+LINES_KEPT = 3  # line numbers kept per reason, for the one-line description
 _HINT_INTERVALS = 10_001  # the period hint is the median of this many first intervals
 _RUN_RECORD = struct.Struct("<dqddd")  # ts, row number, temperature, humidity, pressure (NaN: None)
 _RUN_BATCH = 4096
+
+
+_SIX_DIGIT_FRACTION = re.compile(r"(?<=\d\d:\d\d:\d\d)\.(\d+)")
 
 
 class ReplayFinished(SensorError, EOFError):
@@ -62,9 +69,11 @@ def parse_timestamp(text: str) -> Optional[float]:
     try:
         value = float(text)
     except ValueError:
-        # Python before 3.11 does not read a trailing "Z".
+        # Python before 3.11 does not read a trailing "Z", nor fractions of a second
+        # other than 3 or 6 digits ("12:00:15.5").
         if text[-1] in "Zz":
             text = text[:-1] + "+00:00"
+        text = _SIX_DIGIT_FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
@@ -94,6 +103,21 @@ class ReplayStats:
     last_ts: Optional[float] = None  # latest timestamp
     period_hint: Optional[float] = None  # median interval between rows
     first_bad_timestamp: Optional[Tuple[int, str]] = None  # (line, text), for the error message
+    # The file's line numbers of the first LINES_KEPT rows or cells per reason.
+    lines: Dict[str, List[int]] = field(default_factory=dict)
+    more_lines: Set[str] = field(default_factory=set)  # reasons seen on more lines than kept
+
+    def note(self, reason: str, line: int) -> None:
+        """Count one skipped row or missing cell for ``reason``, at ``line`` of the file."""
+        counts = self.skipped_rows if reason in self.skipped_rows else self.missing_cells
+        counts[reason] += 1
+        kept = self.lines.setdefault(reason, [])
+        if line in kept:
+            return
+        if len(kept) < LINES_KEPT:
+            kept.append(line)
+        else:
+            self.more_lines.add(reason)
 
     @property
     def in_order(self) -> bool:
@@ -124,12 +148,18 @@ class ReplayStats:
     def describe(self) -> str:
         """One line a person reads: what was played and what was not."""
         parts = [f"{self.used} of {self.rows} rows played"]
-        skipped = _reasons(self.skipped_rows)
+        skipped = _reasons(self.skipped_rows, self.lines, self.more_lines)
         if skipped:
-            parts.append(f"{sum(self.skipped_rows.values())} rows skipped ({skipped})")
-        missing = _reasons(self.missing_cells)
+            parts.append(
+                "{} skipped ({})".format(_count(sum(self.skipped_rows.values()), "row"), skipped)
+            )
+        missing = _reasons(self.missing_cells, self.lines, self.more_lines)
         if missing:
-            parts.append(f"{sum(self.missing_cells.values())} cells read as missing ({missing})")
+            parts.append(
+                "{} read as missing ({})".format(
+                    _count(sum(self.missing_cells.values()), "cell"), missing
+                )
+            )
         if not self.in_order:
             parts.append(
                 f"not in time order ({self.out_of_order} rows earlier than the one before)"
@@ -148,31 +178,50 @@ _REASON_LABELS = {
 }
 
 
-def _reasons(counts: Dict[str, int]) -> str:
-    return ", ".join(
-        "{} {}".format(n, _REASON_LABELS.get(reason, reason)) for reason, n in counts.items() if n
-    )
+def _count(n: int, noun: str) -> str:
+    return "{} {}{}".format(n, noun, "" if n == 1 else "s")
 
 
-def _cell(text: str, metric: str, missing: Dict[str, int]) -> Optional[float]:
+def _reasons(counts: Dict[str, int], lines: Dict[str, List[int]], more_lines: Set[str]) -> str:
+    """``2 short row (lines 4, 9)``: each reason with the lines it was first seen on."""
+    parts = []
+    for reason, n in counts.items():
+        if not n:
+            continue
+        seen = lines.get(reason, [])
+        where = ""
+        if seen:
+            more = ", …" if reason in more_lines else ""
+            where = " ({} {}{})".format(
+                "line" if len(seen) == 1 and not more else "lines",
+                ", ".join(str(line) for line in seen),
+                more,
+            )
+        parts.append("{} {}{}".format(n, _REASON_LABELS.get(reason, reason), where))
+    return ", ".join(parts)
+
+
+def _cell(text: str, metric: str, stats: ReplayStats, line: int) -> Optional[float]:
     text = text.strip()
+    reason = None
+    number = math.nan
     if not text:
-        missing["empty"] += 1
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        missing["non_numeric"] += 1
-        return None
-    if number != number:
-        missing["nan"] += 1
-        return None
-    if number in (math.inf, -math.inf):
-        missing["inf"] += 1
-        return None
-    low, high = METRIC_RANGES[metric]
-    if not low <= number <= high:
-        missing["out_of_range"] += 1
+        reason = "empty"
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            reason = "non_numeric"
+    if reason is None:
+        low, high = METRIC_RANGES[metric]
+        if number != number:
+            reason = "nan"
+        elif number in (math.inf, -math.inf):
+            reason = "inf"
+        elif not low <= number <= high:
+            reason = "out_of_range"
+    if reason is not None:
+        stats.note(reason, line)
         return None
     return number
 
@@ -186,40 +235,41 @@ def _readings(path: str, stats: ReplayStats) -> Iterator[Reading]:
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise ConfigError(
-                    "replay file {} has header {!r}, missing {}; expected columns {}".format(
-                        path, ",".join(header), ", ".join(missing), _EXPECTED
+                    "replay file {}: line 1 must be the header row naming the columns {} "
+                    "(any order); it is {!r}, without {}".format(
+                        path, _EXPECTED, ",".join(header), ", ".join(missing)
                     )
                 )
             ts_i, t_i, h_i = (header.index(c) for c in REQUIRED_COLUMNS)
             p_i = header.index("pressure") if "pressure" in header else None
             stats.metrics = tuple(m for m in METRICS if m in header)
             needed = max(ts_i, t_i, h_i) + 1
-            cells_missing = stats.missing_cells
             for cells in rows:
                 stamp = cells[ts_i] if ts_i < len(cells) else ""
                 if not stamp.strip() and not any(cell.strip() for cell in cells):
                     continue  # a blank line
                 stats.rows += 1
+                line = rows.line_num
                 if len(cells) < needed:
-                    stats.skipped_rows["short_row"] += 1
+                    stats.note("short_row", line)
                     continue
                 ts = parse_timestamp(stamp)
                 if ts is None:
-                    stats.skipped_rows["unreadable_timestamp"] += 1
+                    stats.note("unreadable_timestamp", line)
                     if stats.first_bad_timestamp is None:
-                        stats.first_bad_timestamp = (rows.line_num, stamp)
+                        stats.first_bad_timestamp = (line, stamp)
                     continue
                 if p_i is None:
                     pressure = None
                 elif p_i < len(cells):
-                    pressure = _cell(cells[p_i], "pressure", cells_missing)
+                    pressure = _cell(cells[p_i], "pressure", stats, line)
                 else:
-                    cells_missing["empty"] += 1
+                    stats.note("empty", line)
                     pressure = None
                 yield Reading(
                     ts,
-                    _cell(cells[t_i], "temperature", cells_missing),
-                    _cell(cells[h_i], "humidity", cells_missing),
+                    _cell(cells[t_i], "temperature", stats, line),
+                    _cell(cells[h_i], "humidity", stats, line),
                     pressure,
                 )
     except OSError as exc:
