@@ -60,8 +60,9 @@ COMMANDS = (
     ),
     Command(
         "config-table",
-        "print the configuration table (markdown)",
+        "print every function variable: its function, default and meaning",
         "devtools.cli:print_config_table",
+        "devtools.cli:config_table_arguments",
     ),
     Command(
         "standin",
@@ -163,12 +164,51 @@ def join_dash_values(argv: List[str], options: Sequence[str]) -> List[str]:
     return joined
 
 
+def config_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edge-agent config-table``."""
+    parser.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        help="text: one block per variable, wrapped to the terminal; markdown: the table "
+        "docs/configuration.md has (default: text in a terminal, markdown when piped)",
+    )
+    parser.add_argument(
+        "--markdown",
+        dest="format",
+        action="store_const",
+        const="markdown",
+        help="the same as --format markdown",
+    )
+
+
 def print_config_table(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``edge-agent config-table``: the configuration table of docs/configuration.md."""
+    """``edge-agent config-table``: every variable, for a person, or the table of
+    docs/configuration.md."""
     from agent.config import markdown_table
 
-    print(markdown_table())
+    chosen = getattr(args, "format", None) or ("text" if sys.stdout.isatty() else "markdown")
+    print(markdown_table() if chosen == "markdown" else text_table())
     return 0
+
+
+def text_table(width: Optional[int] = None) -> str:
+    """The variables as a person reads them in a terminal: name, function, default, meaning."""
+    import shutil
+    import textwrap
+
+    from agent.config import VARIABLES
+
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 100)
+    name_width = max(len(var.name) for var in VARIABLES)
+    blocks = []
+    for var in VARIABLES:
+        default = "unset" if var.default is None else (var.default or '""')
+        head = "{:<{w}}  {:<7}  default {}".format(var.name, var.function, default, w=name_width)
+        meaning = textwrap.fill(
+            var.help, width=max(width, 40), initial_indent="    ", subsequent_indent="    "
+        )
+        blocks.append(head + "\n" + meaning)
+    return "\n".join(blocks)
 
 
 def _resolve(target: str) -> Any:

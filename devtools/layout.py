@@ -169,8 +169,14 @@ ROOMS: Tuple[Room, ...] = (
     Room(
         "the agent without Greengrass (`edge-agent run`), and the one runtime of the group that "
         "`run`, `simulate` and the tests share",
-        "`agent/standalone/` (`group.py`: `LocalGroup`; `run.py`; `mqtt_bridge/`: paho-mqtt, "
-        "TLS, spool; `exit_codes.py`, which docs/cli.md's exit-code table comes from)",
+        "`agent/standalone/` (`group.py`: `LocalGroup`; `run.py`; `config_file.py`: "
+        "`run --config`; `arguments.py`: what the command line is checked for; `words.py`; "
+        "`mqtt_bridge/`: paho-mqtt, TLS, spool; `exit_codes.py`, which docs/cli.md's exit-code "
+        "table comes from)",
+    ),
+    Room(
+        "`edge-agent run` as a service on a Pi without Greengrass",
+        "`deploy/systemd/` (`edge-agent.service`, `install.sh`, the `config.ini` template)",
     ),
     Room(
         "the status page, `/metrics`, `/healthz`",

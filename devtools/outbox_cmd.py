@@ -12,6 +12,14 @@ from agent.config import DEFAULT_STATE_DIR
 from agent.servicenow.outbox_guard import OUTBOX_FILE
 
 
+class _Default(str):
+    """The default ``--state-dir``, told apart from the same path given on the command line."""
+
+
+def _given(state_dir: str) -> bool:
+    return not isinstance(state_dir, _Default)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``edge-agent outbox``."""
     parser.description = (
@@ -28,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-dir",
-        default=DEFAULT_STATE_DIR,
+        default=_Default(DEFAULT_STATE_DIR),
         help=f"the anomaly function's stateDir (default: {DEFAULT_STATE_DIR})",
     )
     parser.add_argument(
@@ -71,6 +79,13 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     report = inspect(args.state_dir)
     if report["status"] == "absent":
         print("edge-agent outbox: no outbox at {}".format(report["outbox"]), file=sys.stderr)
+        if not _given(args.state_dir):
+            print(
+                "edge-agent outbox: that is the default folder; name the agent's with "
+                "--state-dir DIR (its stateDir: the [run] state-dir of edge-agent run --config, "
+                "or the --state-dir a run or simulate was given)",
+                file=sys.stderr,
+            )
         return OUTBOX_ABSENT
     if args.check and not _check_wal(report):
         return OUTBOX_CHECK_REFUSED

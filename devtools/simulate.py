@@ -406,21 +406,25 @@ def _alert_lines(alerts: List[Dict[str, Any]], console: Console) -> int:
 
 
 def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> None:
+    from agent.standalone.words import counted
+
     if summary.get("events_sent") or summary.get("events_cleared"):
-        delivered = "{} events sent, {} cleared".format(
-            summary["events_sent"], summary["events_cleared"]
+        delivered = "{} sent, {} cleared".format(
+            counted(summary["events_sent"], "event"), summary["events_cleared"]
         )
     else:
-        delivered = "{} incidents opened, {} updated, {} resolved".format(
-            summary["incidents_opened"], summary["incidents_updated"], summary["incidents_resolved"]
+        delivered = "{} opened, {} updated, {} resolved".format(
+            counted(summary["incidents_opened"], "incident"),
+            summary["incidents_updated"],
+            summary["incidents_resolved"],
         )
     console.line(
         "done",
-        "{} readings, {} breaches; {}; {} actions left in the outbox, {} dead-lettered".format(
-            summary["readings_published"],
-            summary["episodes"]["breach"],
+        "{}, {}; {}; {} left in the outbox, {} dead-lettered".format(
+            counted(summary["readings_published"], "reading"),
+            counted(summary["episodes"]["breach"], "breach"),
             delivered,
-            summary["actions_pending"],
+            counted(summary["actions_pending"], "action"),
             summary["actions_dead_lettered"],
         ),
     )
@@ -439,8 +443,15 @@ def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> N
     if faults["errors"] or faults["invalid_values"] or faults["unchanged_streaks"]:
         console.line(
             "sensor",
-            "{errors} read errors, {invalid_values} invalid values, {unchanged_streaks} "
-            "stretches of identical readings".format(**faults),
+            "{}, {}, {}".format(
+                counted(faults["errors"], "read error"),
+                counted(faults["invalid_values"], "invalid value"),
+                counted(
+                    faults["unchanged_streaks"],
+                    "stretch of identical readings",
+                    "stretches of identical readings",
+                ),
+            ),
         )
     if temporary:
         if summary["state_dir_removed"]:

@@ -30,8 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--replay",
         metavar="FILE.csv",
-        help="replay readings: timestamp,temperature,humidity[,pressure]; with a device "
-        "column, each device is a sensor function of its own and a gateway groups them",
+        help="replay readings from a CSV file whose first row is the header "
+        "timestamp,temperature,humidity[,pressure] (any order); a row or cell it cannot use "
+        "is counted and named by its line; with a device column, each device is a sensor "
+        "function of its own and a gateway groups them",
     )
     parser.add_argument(
         "--fleet",

@@ -32,6 +32,15 @@ TROUBLES: Tuple[Trouble, ...] = (
         "Names are case-sensitive; `edge-agent config-table` lists every variable.",
     ),
     Trouble(
+        "config-file-typo",
+        "`run --config /etc/edge-agent/config.ini` with `humidLimt = 55` under `[variables]`",
+        "[variables] humidLimt: unknown variable; did you mean humidLimit?",
+        BAD_CONFIGURATION,
+        "The line names the file and its line: `[run]` holds `run`'s options by their long "
+        "names, `[variables]` what `--set` sets. Under systemd it is in `journalctl -u "
+        "edge-agent`, and the service is not restarted until the file is fixed.",
+    ),
+    Trouble(
         "limit-out-of-range",
         "`simulate --set humidLimit=-5`",
         "humidLimit must be between 0 and 100 %RH (what a humidity reading can be), got -5",

@@ -26,6 +26,7 @@ TOOLING_TEST_PREFIXES = (
     "test_simulation",
     "test_bench",
     "test_cli_errors",  # the edge-agent command line (simulate, deploy, outbox)
+    "test_cli_wording",  # what the edge-agent commands print for a person
     "test_dev_script",
     "test_mutate",  # the mutation runner (devtools/mutate.py)
     "test_layout",  # the import graph and the table of where things are in docs/architecture.md

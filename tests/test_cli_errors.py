@@ -414,6 +414,11 @@ def _provoke(key, tmp_path, standin, password):
             path=[os.path.join(ROOT, "tests", "stand_ins", "i2c_bus")],
             EDGE_AGENT_TEST_I2C=json.dumps(board),
         )  # fmt: skip
+    if key == "config-file-typo":
+        (tmp_path / "config.ini").write_text(
+            "[run]\nsensor = fake\n\n[variables]\nhumidLimt = 55\n"
+        )
+        return edge_agent("run", "--config", "config.ini", "--max-ticks", "1", cwd=tmp_path)
     if key == "deploy-without-boto3":
         return edge_agent("deploy", "v2", "plan", prelude=HIDE_BOTO3, cwd=tmp_path)
     if key == "deploy-out-unusable":

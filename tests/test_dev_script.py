@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -39,3 +40,16 @@ def test_the_first_run_says_what_it_installs_and_how_long_it_takes(tmp_path):
         ["./dev", "setup"], cwd=copy, capture_output=True, text=True, timeout=120, env=env
     )
     assert again.returncode == 0 and "Setting up" not in again.stderr
+
+
+def test_help_lists_every_command_dev_runs():
+    with open(os.path.join(ROOT, "dev"), encoding="utf-8") as handle:
+        script = handle.read()
+    # The case labels of the command dispatch: "    name)" or "    name|alias)".
+    labels = set(re.findall(r"^    ([a-z][a-z0-9-]*)(?:\|[^)]*)?\)$", script, re.MULTILINE))
+    assert {"simulate", "test", "lint", "setup"} <= labels
+    shown = subprocess.run(
+        [os.path.join(ROOT, "dev"), "help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    listed = set(re.findall(r"^  \./dev ([a-z][a-z0-9-]*)", shown, re.MULTILINE))
+    assert labels - {"help"} == listed

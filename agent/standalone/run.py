@@ -241,6 +241,7 @@ def _run(
     from ..topology import default_topology
     from .exit_codes import MQTT_LOST, exit_code_for
     from .group import LocalGroup, function_environments
+    from .words import counted
 
     clock = Clock()
     topology = default_topology()
@@ -325,11 +326,11 @@ def _run(
     summary = dict(group.anomaly_summary)
     mqtt = group.mqtt
     log.info(
-        "stopped: %d readings, %d anomaly events; %d incidents opened, %d actions left in the outbox%s",
-        sensor_app.counts["readings"],
-        sensor_app.counts["anomalies"],
-        summary.get("incidents_opened", 0),
-        summary.get("actions_pending", 0),
+        "stopped: %s, %s; %s opened, %s left in the outbox%s",
+        counted(sensor_app.counts["readings"], "reading"),
+        counted(sensor_app.counts["anomalies"], "anomaly event"),
+        counted(summary.get("incidents_opened", 0), "incident"),
+        counted(summary.get("actions_pending", 0), "action"),
         ""
         if mqtt is None
         else "; MQTT: {published} published, {rejected} rejected, {dropped} dropped, "
