@@ -18,6 +18,13 @@ they use against an instance. Only the ``incident`` table is served, on both
 * errors use the ``{"error": {"message", "detail"}, "status": "failure"}``
   envelope, 401 carries ``WWW-Authenticate: Basic realm="Service-now"``.
 
+Beside the incident table: ``cmdb_ci`` (read-only; an incident's ``cmdb_ci``
+must name a CI's sys_id, see :mod:`.cmdb`), Event Management's
+``POST /api/global/em/jsonv2`` with the alerts it derives (:mod:`.events`),
+roles per user (:mod:`.roles`: ``itil``, ``cmdb_read``, ``evt_mgmt_integration``;
+a user given none is an administrator) and an hourly rate-limit rule announced
+by ``X-RateLimit-*`` on every answer (:mod:`.rate_rule`).
+
 Faults can be injected at run time through :attr:`ServiceNowStandIn.faults`
 (latency, a slow commit, 5xx, 429 with ``Retry-After``, dropped connections, a
 server that is down, a write that commits but is never confirmed).
@@ -26,8 +33,9 @@ The parts, one responsibility each: :mod:`.records` (the record shape and
 encoded queries), :mod:`.store` (SQLite), :mod:`.table` (Table API semantics),
 :mod:`.auth` (Basic, OAuth), :mod:`.faults`, :mod:`.handler` (HTTP),
 :mod:`.standin` (the instance), :mod:`.admin` (a control API for tests),
-:mod:`.cli` (the command line) and :mod:`.process` (the stand-in as a separate
-process, driven from a test).
+:mod:`.cli` (the command line), :mod:`.process` (the stand-in as a separate
+process, driven from a test), :mod:`.cmdb`, :mod:`.events`, :mod:`.roles` and
+:mod:`.rate_rule`.
 
 Run it on its own with ``python -m devtools.servicenow_standin --help``.
 Standard library only.
