@@ -28,6 +28,7 @@ from ..errors import SecretError
 from .answers import Answer, json_document, not_json_cause
 from .client import AuthFailed, RateLimited, Rejected, ServiceNowError, TableClient, Unavailable
 from .cmdb import CiLink, is_sys_id
+from .pacing import BudgetSpent
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
@@ -92,6 +93,12 @@ class ServiceNowCheck:
         except CheckFailed as failed:
             self.say(str(failed))
             return failed.code
+        except BudgetSpent as spent:  # the instance's hourly limit is nearly used up
+            spent_line = CheckFailed(
+                UNREACHABLE, "rate limit", str(spent), "run the check after the limit resets"
+            )
+            self.say(str(spent_line))
+            return UNREACHABLE
         self.say("ServiceNow is ready for the edge agent ({} sink).".format(self.settings.sink))
         return OK
 
