@@ -248,3 +248,19 @@ def test_an_oauth_client_that_authenticates_passes(tmp_path):
         assert code == 0, lines
         assert "ok   credentials: {} (OAuth auth) authenticates".format(SNOW_USER) in lines
         assert server.counters["tokens_issued"] == 1
+
+
+def test_a_nearly_spent_rate_limit_stops_the_check_with_one_line(tmp_path, standin, password):
+    standin.rate_rule.limit = 2
+    code, lines, err = check(
+        tmp_path,
+        "--snow-url",
+        standin.url,
+        "--create-test-incident",
+        secret=secret_json(password),
+    )
+    assert code == 1 and "Traceback" not in err
+    assert failure(lines).startswith(
+        "FAIL rate limit: 1 of 2 requests left in ServiceNow's hourly rate limit"
+    )
+    assert not standin.incidents()
