@@ -22,6 +22,7 @@ from tests.conftest import secret_json
 def edge_agent_run(*args, timeout=60, **environ):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_IOT_THING_NAME",)}
     env.pop("EDGE_AGENT_SECRET_FILE", None)
+    env.pop("JOURNAL_STREAM", None)  # as on a terminal, unless a test says otherwise
     env.update(environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return subprocess.run(
@@ -192,3 +193,15 @@ def test_log_level_from_the_command_line_or_the_file(tmp_path):
         "--state-dir", str(tmp_path),
     )  # fmt: skip
     assert " DEBUG " not in overridden.stderr and " WARNING " not in overridden.stderr
+
+
+def test_under_systemd_the_journal_stamps_the_lines_so_run_does_not(tmp_path):
+    args = ("--sensor", "fake", "--max-ticks", "1", "--state-dir", str(tmp_path))
+    journal = edge_agent_run(*args, JOURNAL_STREAM="8:12345")  # what systemd sets for its stderr
+    assert journal.returncode == 0, journal.stderr
+    lines = journal.stderr.splitlines()
+    assert lines and all(
+        line.split(" ", 1)[0] in ("DEBUG", "INFO", "WARNING", "ERROR") for line in lines
+    ), lines
+    terminal = edge_agent_run(*args)
+    assert terminal.stderr.splitlines()[0][:4].isdigit()  # a date first, on a terminal

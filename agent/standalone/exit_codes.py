@@ -42,7 +42,7 @@ EXIT_CODES: Tuple[ExitCode, ...] = (
     ),
     ExitCode(
         BAD_CONFIGURATION,
-        "bad command line, variable, secret file, replay file or state folder; "
+        "bad command line, config file, variable, secret file, replay file or state folder; "
         "found before the run started, so nothing ran",
         "read the message: it names the option, variable or file and what was expected",
     ),

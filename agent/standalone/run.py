@@ -188,9 +188,11 @@ def handle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for dest, value in taken.items():
             setattr(args, dest, value)
         args.set = assignments(config, args.set)
+    # Under systemd stderr is the journal (JOURNAL_STREAM says so), which stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(
         level=log_level(args, default="info"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=stamp + "%(levelname)s %(name)s: %(message)s",
     )
     if args.config:
         log.debug(

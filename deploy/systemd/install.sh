@@ -65,6 +65,10 @@ fi
 if [ -n "$SECRET_SOURCE" ]; then
     [ -r "$SECRET_SOURCE" ] || die "cannot read --secret-file $SECRET_SOURCE"
 fi
+# Checked before anything changes: a venv needs the OS's python3-venv.
+if [ "$VENV_WANTED" = 1 ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    die "python3 cannot make a venv here: sudo apt install python3-venv, then run this again"
+fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # useradd/groupadd act on $ROOT's own files through --root (they chroot there).
