@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Mapping, Optional, Set
 
-from .clock import SYSTEM_CLOCK, Clock
+from .clock import SYSTEM_CLOCK, Clock, steady
 from .config import AnomalySettings
 from .credentials import CredentialsProvider
 from .errors import MessageError
@@ -62,7 +62,9 @@ class AnomalyService:
     ) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.clock = clock or SYSTEM_CLOCK
+        # Never steps while running (NTP moving the wall clock must not stretch a wait);
+        # what the outbox keeps is rebased after a restart (Deliverer).
+        self.clock = steady(clock or SYSTEM_CLOCK)
         self.guard: Optional[OutboxGuard] = None
         if outbox is None:
             self.guard = OutboxGuard(settings.state_dir)
@@ -174,7 +176,8 @@ class AnomalyService:
         if self._out_of_order(action, event, episode):
             self.counts["out_of_order"] += 1
             return False
-        if event["event"] == "update" and self._throttled(action.correlation_id, event["ts"]):
+        event_time = _event_time(event)
+        if event["event"] == "update" and self._throttled(action.correlation_id, event_time):
             self.counts["throttled"] += 1
             log.info("work note for %s throttled (updateMinutes)", episode)
             return False
@@ -200,7 +203,7 @@ class AnomalyService:
             log.info("ignored a repeated %s event for %s", event["event"], episode)
             return False
         if event["event"] == "update":
-            self._last_update_ts[action.correlation_id] = event["ts"]
+            self._last_update_ts[action.correlation_id] = event_time
         log.info("queued %s for %s (%s %s)", action.kind, episode, event["metric"], event["event"])
         self._wake.set()
         return True
@@ -363,12 +366,14 @@ class AnomalyService:
         """The Greengrass V1 / Lambda-style handler."""
         self.handle(event, subject_of(context))
 
-    def _throttled(self, correlation_id: str, event_ts: float) -> bool:
+    def _throttled(self, correlation_id: str, event_time: float) -> bool:
         # Judged on the events' own times, so delivery latency cannot make an
-        # update that is exactly one interval later look too early. Kept in
-        # memory: after a restart one extra note is harmless.
+        # update that is exactly one interval later look too early: their duration
+        # (the device's monotonic clock), or for an older sender their wall times,
+        # apart in either direction (NTP steps them back too). Kept in memory:
+        # after a restart one extra note is harmless.
         last = self._last_update_ts.get(correlation_id)
-        return last is not None and event_ts - last < self.settings.update_seconds
+        return last is not None and abs(event_time - last) < self.settings.update_seconds
 
     # -- delivery --------------------------------------------------------------------
     def pump(self) -> int:
@@ -520,6 +525,13 @@ def _storage_error(exc: BaseException) -> bool:
         sqlite3.OperationalError,
         sqlite3.DatabaseError,
     )
+
+
+def _event_time(event: Mapping[str, Any]) -> float:
+    """When an event happened, for comparing two of one episode: its monotonic duration
+    when the sender gives one (the same episode's events all do), else its wall time."""
+    measured = event.get("duration")
+    return float(measured if measured is not None else event["ts"])
 
 
 def _key_seq(key: str, correlation_id: str) -> Optional[int]:

@@ -2,6 +2,12 @@
 
 Everything that waits or timestamps (the sensor loop, debounce, the outbox's
 retry timers) asks a clock instead of the ``time`` module.
+
+A Pi's wall clock steps: it boots at 1970 (no real-time clock) or at
+fake-hwclock's saved time, and NTP moves it later, forwards or back. So every
+interval (debounce, renotify, back-off, deadlines) is measured on the monotonic
+clock; :func:`steady` gives a wall-like time that never steps within a process,
+for schedules that are also kept on disk.
 """
 
 from __future__ import annotations
@@ -9,9 +15,15 @@ from __future__ import annotations
 import threading
 import time
 
+TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
 
 class Clock:
     """Wall-clock time. ``time()`` is seconds since the epoch."""
+
+    steps = True  # whether time() may jump (NTP, a person setting the date)
 
     def time(self) -> float:
         return time.time()
@@ -27,6 +39,11 @@ class Clock:
         """Wait for ``event`` or ``seconds``; return whether the event was set."""
         return event.wait(max(0.0, seconds))
 
+    def unsynchronised(self, now: float) -> bool:
+        """Whether the wall time ``now`` (just read) may be wrong: see
+        :func:`wall_clock_unsynchronised`."""
+        return wall_clock_unsynchronised(now)
+
 
 class VirtualClock(Clock):
     """Time that moves only when told to: ``sleep`` advances it instantly.
@@ -34,6 +51,8 @@ class VirtualClock(Clock):
     Used by ``edge-agent simulate --fast`` and by tests, so ten minutes of
     readings, outages and retries take a fraction of a second.
     """
+
+    steps = False
 
     def __init__(self, start: float = 1_790_000_000.0) -> None:
         self._now = float(start)
@@ -55,6 +74,9 @@ class VirtualClock(Clock):
         self.advance(seconds)
         return event.is_set()
 
+    def unsynchronised(self, now: float) -> bool:
+        return False  # virtual time is what it says
+
     def advance(self, seconds: float) -> None:
         if seconds > 0:
             with self._lock:
@@ -64,6 +86,100 @@ class VirtualClock(Clock):
         with self._lock:
             if when > self._now:
                 self._now = when
+
+
+class SteadyClock(Clock):
+    """The wall time at start plus the monotonic time since: never steps while the process
+    runs. Sleeps and waits are the base clock's."""
+
+    steps = False
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self._mono0 = base.monotonic()
+        self._wall0 = base.time()
+
+    def time(self) -> float:
+        return self._wall0 + (self.base.monotonic() - self._mono0)
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.base.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return self.base.wait(event, seconds)
+
+    def unsynchronised(self, now: float) -> bool:
+        return self.base.unsynchronised(now)
+
+
+def steady(clock: Clock) -> Clock:
+    """``clock`` itself if its time cannot step (virtual, or already steady), else a
+    :class:`SteadyClock` over it."""
+    return clock if not clock.steps else SteadyClock(clock)
+
+
+# adjtimex(2): status bit STA_UNSYNC, and the state it returns while unsynchronised.
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
+# Before this (2020-01-01) a wall time is surely a clock that was never set.
+PLAUSIBLE_WALL_TIME = 1_577_836_800.0
+_adjtimex: Any = None  # the libc function once looked up; False: not available here
+
+
+def wall_clock_unsynchronised(now: Optional[float] = None) -> bool:
+    """Whether the wall clock may be wrong: the kernel says it is not synchronised
+    (``adjtimex``'s ``STA_UNSYNC``, what ``timedatectl`` shows as "System clock
+    synchronized: no"), or ``now`` is before 2020 (never set). Where adjtimex cannot be
+    asked (not Linux), only the date is judged."""
+    if now is not None and now < PLAUSIBLE_WALL_TIME:
+        return True
+    return _kernel_says_unsynchronised()
+
+
+def _kernel_says_unsynchronised() -> bool:
+    global _adjtimex
+    if _adjtimex is None:
+        _adjtimex = _find_adjtimex()
+    if _adjtimex is False:
+        return False
+    import ctypes  # loaded by _find_adjtimex already
+
+    buffer = ctypes.create_string_buffer(512)  # larger than any struct timex; modes 0: read only
+    try:
+        state = _adjtimex(buffer)
+    except Exception:  # fail safe: an unknown state is not reported as unset
+        return False
+    if state < 0:
+        return False
+    status = ctypes.c_int.from_buffer(buffer, _STATUS_OFFSET).value
+    return bool(status & STA_UNSYNC) or state == TIME_ERROR
+
+
+def _find_adjtimex() -> Any:
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes  # deferred: only the sensor function asks, once per reading
+
+        # The process's own symbol table (dlopen(NULL)), so an LD_PRELOAD'ed one is seen.
+        function = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return False
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_char_p]
+    global _STATUS_OFFSET
+    # struct timex: unsigned int modes; then long offset, freq, maxerror, esterror; int status.
+    long_size = ctypes.sizeof(ctypes.c_long)
+    _STATUS_OFFSET = long_size + 4 * long_size  # modes padded to a long, then four longs
+    return function
+
+
+_STATUS_OFFSET = 0
 
 
 SYSTEM_CLOCK = Clock()

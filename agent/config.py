@@ -65,6 +65,7 @@ GROUP_LABELS = ("site", "metric", "direction", "device")
 SITE_GROUP_WAIT = 30.0
 # Below this, one incident record (the answer to a create) may not fit.
 MIN_ANSWER_BYTES = 4096
+MAX_DEVICE_ID = 128  # characters: AWS IoT's limit for a thing name
 
 
 def default_device_id(source: Mapping[str, str]) -> str:
@@ -233,6 +234,7 @@ def check_values(source: Mapping[str, str]) -> Dict[str, Any]:
             values[var.name] = v.get(var.name)
     for metric, prefix in LIMIT_PREFIXES:
         _limits(v, metric, prefix)
+    _device_id(source)
     if values["period"] <= 0:
         raise ConfigError(f"period must be a positive number of seconds, got {values['period']}")
     if values["i2cBus"] < 0:
@@ -343,6 +345,18 @@ def check_group(topology: Any) -> None:
     """:func:`check_environment` for every function of a ``GroupTopology``."""
     for spec in topology.functions:
         check_environment(spec.environment, f"function {spec.id}")
+
+
+def _device_id(source: Mapping[str, str]) -> None:
+    """Refuse a device id no AWS IoT thing can have: it names files, ids and incidents."""
+    device = source.get("deviceId") or source.get("AWS_IOT_THING_NAME") or ""  # a host name fits
+    if len(device) > MAX_DEVICE_ID:
+        raise ConfigError(
+            "deviceId {!r} is {} characters long; a device id has at most {} (an AWS IoT"
+            " thing name's limit)".format(
+                device[:40] + "..." if len(device) > 43 else device, len(device), MAX_DEVICE_ID
+            )
+        )
 
 
 def _verify_tls(v: VariableReader, source: Mapping[str, str]) -> Any:

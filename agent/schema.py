@@ -13,7 +13,16 @@ Episode events (``anomalyTopic``), one per change of an episode, never one per s
      "episode_id": "pi-kitchen:humidity:upper:1790000000", "seq": 0,
      "device": "pi-kitchen", "metric": "humidity", "bound": "upper" | "lower",
      "unit": "%RH", "limit": 50.0, "value": 63.0, "peak": 64.1,
-     "started_at": 1790000000.0, "ts": 1790000015.0, "title": "Humidity above limit"}
+     "started_at": 1790000000.0, "ts": 1790000015.0, "duration": 15.0,
+     "title": "Humidity above limit"}
+
+``started_at`` and ``ts`` are the device's wall-clock times, which NTP may step
+in either direction between two events: they are for people to read, never
+compared. ``duration`` (seconds since the episode started, measured on the
+device's monotonic clock) is how long it has lasted. ``clock_unsynced`` /
+``start_clock_unsynced`` (present only when true) say the wall clock was not
+synchronised when ``ts`` / ``started_at`` were read; a reading says the same
+with its own ``clock_unsynced``.
 
 ``seq`` counts the events of one episode (0 for the breach), so a consumer can
 drop a repeated event, and one older than an event it has already seen. Text
@@ -118,8 +127,14 @@ def validate_anomaly(message: Mapping[str, Any]) -> Dict[str, Any]:
         out[key] = _number(message, key, low, high)
     for key in ("ts", "started_at"):
         out[key] = _number(message, key, 0.0, 1e11)
-    if out["started_at"] > out["ts"]:
-        raise MessageError("started_at is after ts")
+    # No check that started_at <= ts: both are wall times, and NTP steps the wall clock
+    # back as well as forward; events are ordered by seq. The duration is measured on
+    # the monotonic clock (absent from older senders).
+    if message.get("duration") is not None:
+        out["duration"] = _number(message, "duration", 0.0, 1e10)
+    for flag in ("clock_unsynced", "start_clock_unsynced"):
+        if message.get(flag) is True:
+            out[flag] = True
     return out
 
 

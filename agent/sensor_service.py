@@ -31,7 +31,7 @@ from .judge import EpisodeEvent, Judge
 from .schema import READING_SCHEMA
 from .sensors.base import Reading, Sensor
 from .state_dir import lock_state, prepare_state_dir
-from .state_file import read_json, try_write_json
+from .state_file import read_json_recovering, try_write_json
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_HELD_EVENTS = 1000
 STATE_VERSION = 1
 SAVE_ERROR_LOG_INTERVAL = 60.0
+MAX_NAME_BYTES = 100  # of a device id in a file name
 
 
 class SensorService:
@@ -72,6 +73,8 @@ class SensorService:
         # Its own lock file: the anomaly function may share the directory.
         self._lock = lock_state(settings.state_dir, name + ".lock", "sensor")
         self._state_dirty = False
+        # What the last start recovered from an unreadable state file (kept in the file).
+        self.recovered: Optional[Dict[str, Any]] = None
         self._last_save_error = float("-inf")
         self.seq = 0
         self.counts: Dict[str, int] = collections.Counter()
@@ -111,10 +114,16 @@ class SensorService:
             log.warning("sensor read failed: %s", exc)
             return []
         self.seq += 1
-        self._publish(self.settings.readings_topic, self._reading_message(reading), "readings")
+        # Read once a reading: NTP may set the clock at any time.
+        unsynced = self.clock.unsynchronised(reading.ts)
+        message = self._reading_message(reading)
+        if unsynced:
+            message["clock_unsynced"] = True
+            self.counts["readings_clock_unsynced"] += 1
+        self._publish(self.settings.readings_topic, message, "readings")
         for callback in self.on_reading:
             callback(reading)
-        events = self.judge.observe(reading)
+        events = self.judge.observe(reading, self.clock.monotonic(), unsynced)
         if events:
             for event in events:
                 self.counts[event.event] += 1
@@ -173,16 +182,18 @@ class SensorService:
                 "%d episode events could not be published; the oldest are being dropped",
                 len(self._held),
             )
-        error = try_write_json(
-            self.state_path,
-            {
-                "version": STATE_VERSION,
-                "device": self.settings.device_id,
-                "episodes": self.judge.snapshot(),
-                "held_events": list(self._held),
-                "live": self._layers,  # the file's name for the layers
-            },
-        )
+        state = {
+            "version": STATE_VERSION,
+            "device": self.settings.device_id,
+            "episodes": self.judge.snapshot(self.clock.monotonic(), self.clock.time()),
+            "held_events": list(self._held),
+            "live": self._layers,  # the file's name for the layers
+        }
+        if self.recovered is not None:
+            state["recovered"] = self.recovered  # for edge-agent status
+        # Synced, the rename too, and the version it replaces kept as the last good copy:
+        # a power cut on an SD card must not cost the open episodes.
+        error = try_write_json(self.state_path, state, sync_dir=True, keep_previous=True)
         self._state_dirty = error is not None
         if error is None:
             return
@@ -199,7 +210,9 @@ class SensorService:
             )
 
     def _load_state(self) -> None:
-        data = read_json(self.state_path)
+        data, problem = read_json_recovering(self.state_path)
+        if problem is not None:
+            self._recovered(problem, data)
         if data is None:
             return
         if data.get("version") != STATE_VERSION:
@@ -207,15 +220,55 @@ class SensorService:
             return
         episodes = data.get("episodes")
         if isinstance(episodes, dict):
-            self.judge.restore(episodes)
+            self.judge.restore(episodes, self.clock.monotonic(), self.clock.time())
         layers = data.get("live")
         if isinstance(layers, dict):
             self.saved_layers = self._layers = layers
+        recovered = data.get("recovered")
+        if problem is None and isinstance(recovered, dict):
+            self.recovered = recovered  # an earlier recovery, still shown by status
         held = data.get("held_events")
         if isinstance(held, list):
             self._held.extend(m for m in held if isinstance(m, dict))
             if self._held:
                 log.info("%d unpublished episode events from before the restart", len(self._held))
+
+    def _recovered(self, problem: str, data: Optional[Dict[str, Any]]) -> None:
+        """The state file was unreadable: say what was recovered, on the console and (saved
+        with the state) in ``edge-agent status``. Without a good copy the outbox's record of
+        this device's open incidents is the truth: those episodes go on, so a breach of the
+        same metric continues the incident and normal readings resolve it."""
+        self.counts["state_recovered"] += 1
+        what = problem
+        if data is None:
+            adopted = self._adopt_open_incidents()
+            what += (
+                "; continuing the open incidents of the outbox: {}".format(", ".join(adopted))
+                if adopted
+                else "; the outbox has no open incident of this device: started afresh"
+            )
+        log.error("sensor state: %s", what)
+        self.recovered = {"at": self.clock.time(), "what": what}
+        self._state_dirty = True  # saved (with the note) at the next tick
+
+    def _adopt_open_incidents(self) -> List[str]:
+        from .servicenow.open_episodes import open_episodes  # only after a torn state file
+
+        try:
+            episodes = open_episodes(
+                self.settings.state_dir, self.judge.episode_prefix(), self.clock.time()
+            )
+        except Exception as exc:  # a locked or damaged outbox: start afresh, say why
+            log.error("could not read the outbox's open incidents: %s", exc)
+            return []
+        for metric, episode in episodes.items():
+            limits = self.judge.limits.get(metric)
+            limit = None
+            if limits is not None:
+                limit = limits.upper if episode["bound"] == "upper" else limits.lower
+            episode["peak"] = 0.0 if limit is None else limit  # unknown: the next reading sets it
+        self.judge.restore(episodes, self.clock.monotonic(), self.clock.time())
+        return sorted(self.judge.open_episodes().values())
 
     def _publish(self, topic: str, message: Dict[str, Any], counter: str) -> bool:
         try:
@@ -283,4 +336,14 @@ def _round(value: Optional[float]) -> Optional[float]:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """``name`` as part of a file name: other characters than letters, digits and ``-_.``
+    become ``_``; one longer than MAX_NAME_BYTES (file names have 255 bytes, and a letter
+    may take four) keeps its start and gets a hash of the whole, so it stays unique."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if len(safe.encode("utf-8")) <= MAX_NAME_BYTES:
+        return safe
+    import hashlib  # only for long ids: it loads OpenSSL
+
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    start = safe.encode("utf-8")[: MAX_NAME_BYTES - 9].decode("utf-8", "ignore")
+    return start + "-" + digest

@@ -129,7 +129,9 @@ ROOMS: Tuple[Room, ...] = (
         "`agent/servicenow/outbox.py` (SQLite, WAL), `agent/servicenow/outbox_guard.py` "
         "(lock, marker, integrity at start, moving aside), `agent/servicenow/outbox_salvage.py`, "
         "`agent/servicenow/outbox_check.py` (SQLite's integrity check), "
-        "`agent/servicenow/outbox_inspect.py` (what `edge-agent outbox` reads) and "
+        "`agent/servicenow/outbox_inspect.py` (what `edge-agent outbox` reads), "
+        "`agent/servicenow/open_episodes.py` (the incidents it holds open, for a sensor whose "
+        "state file was lost) and "
         "`devtools/outbox_wal.py` (what `edge-agent outbox --check` reads in the write-ahead log)",
     ),
     Room("where are credentials cached?", "`agent/credentials.py`"),

@@ -128,6 +128,12 @@ def render(report: Dict[str, Any]) -> str:
                     ),
                 )
             )
+    for state in report["sensor_state"]:
+        recovered = state.get("recovered")
+        if recovered:
+            at = recovered.get("at")
+            when = " ({} ago)".format(duration(now - at)) if isinstance(at, (int, float)) else ""
+            lines.append(_row("recovered", recovered["what"] + when))
     if not report["sensor_state"]:
         lines.append(_row("sensor state", "none in this directory"))
     lines.append(_row("locks", "; ".join(_lock_text(lock) for lock in report["locks"]) or "none"))

@@ -34,6 +34,8 @@ TOOLING_TEST_PREFIXES = (
     "test_status_commands",  # simulate --serve, run --status, edge-agent status
     "test_network_trials",  # edge-agent run and simulate against ServiceNow behind faults
     "test_systemd_service",  # the unit and its install script, on a system image
+    "test_clock_trials",  # edge-agent run with its wall clock stepped (an LD_PRELOAD shim)
+    "test_pi_trials",  # edge-agent run with a Pi's long ids and torn files
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from agent.config import MetricLimits, SensorSettings
 from agent.judge import Judge
 from agent.sensors.base import Reading
@@ -23,7 +25,7 @@ def test_breach_fires_only_after_debounce_and_beyond_the_band():
     assert feed(judge, [52, 52]) == []
     events = feed(judge, [52], start=1010.0)
     assert [e.event for e in events] == ["breach"]
-    assert events[0].episode_id == "pi:humidity:upper:1000"
+    assert re.fullmatch(r"pi:humidity:upper:1000-[0-9a-f]{8}", events[0].episode_id)
     assert events[0].started_at == 1000.0
 
 
@@ -291,7 +293,7 @@ def test_a_device_id_of_exactly_the_maximum_length_is_kept_whole():
 
     name = "d" * MAX_DEVICE_IN_ID
     [event] = feed(Judge(name, [HUMID], debounce_samples=1), [60])
-    assert event.episode_id == name + ":humidity:upper:1000"
+    assert event.episode_id.startswith(name + ":humidity:upper:1000-")
     longer = "d" * (MAX_DEVICE_IN_ID + 1)
     [event] = feed(Judge(longer, [HUMID], debounce_samples=1), [60])
     assert event.episode_id.split(":")[0] != longer and "~" in event.episode_id
@@ -371,3 +373,44 @@ def test_an_episode_restored_where_its_side_has_no_limit_recovers_with_limit_zer
     judge.restore(first.snapshot())
     [recovered] = feed(judge, [40], metric="temperature", start=2000.0)
     assert recovered.event == "recovered" and recovered.limit == 0.0
+
+
+def test_a_wall_clock_stepped_back_mid_episode_changes_no_interval():
+    """NTP steps the wall clock back an hour between two readings: debounce, renotify and
+    the episode's duration run on the monotonic time the judge is given."""
+    judge = Judge("pi", [HUMID], debounce_samples=2, debounce_seconds=5, renotify_seconds=60)
+    wall, mono, events = 1_790_000_000.0, 500.0, []
+    for i, value in enumerate([60, 60, 60, 60, 40, 40, 40]):
+        if i == 3:
+            wall -= 3600.0  # the step: readings from now on are stamped an hour earlier
+        events += judge.observe(Reading(wall, None, value), now=mono)
+        wall, mono = wall + 30.0, mono + 30.0
+    assert [e.event for e in events] == ["breach", "update", "recovered"]
+    breach, update, recovered = events
+    assert recovered.ts < breach.started_at  # the wall times say it ended before it began
+    assert recovered.duration == 150.0  # ...the monotonic clock says two and a half minutes
+    assert update.duration == 90.0  # one renotify interval after the breach (at 30 s)
+
+
+def test_a_restored_episode_keeps_its_age_when_the_clock_was_set_back_while_down():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    (breach,) = judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    saved = judge.snapshot(now=160.0, wall=1_790_000_060.0)
+    again = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    # A reboot (monotonic from 0) with the wall clock an hour earlier than at the save.
+    again.restore(saved, now=3.0, wall=1_790_000_060.0 - 3600.0)
+    (recovered,) = again.observe(Reading(1_789_996_500.0, None, 40.0), now=13.0)
+    assert recovered.episode_id == breach.episode_id
+    assert recovered.duration == 70.0  # 60 s watched before, 10 s after; the step adds nothing
+
+
+def test_episodes_started_in_the_same_second_after_reboots_have_different_ids():
+    """A Pi without a real-time clock boots at 1970 every time: the same start second
+    must not give the same id (the outbox would drop the second episode as a repeat)."""
+    ids = set()
+    for _boot in range(50):
+        judge = Judge("pi", [HUMID], debounce_samples=1)  # a fresh process each boot
+        (event,) = feed(judge, [60], start=12.0)
+        ids.add(event.episode_id)
+    assert len(ids) == 50
+    assert all(len(i) <= 89 for i in ids)

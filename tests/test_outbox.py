@@ -365,3 +365,40 @@ def test_restoring_a_snapshot_without_a_sequence_keeps_ids_from_one(box):
     assert box.progress() == (0, 0)
     box.enqueue(action("a", 0), NOW)
     assert box.due(NOW)[0].id == 1
+
+
+def test_a_wait_written_before_the_clock_stepped_back_keeps_only_its_length(box):
+    """Written by a process before NTP stepped the wall clock back an hour, read after a
+    restart: each retry waits its own back-off from now, a create in doubt its window."""
+    waiting, fresh = action("a", 0), action("b", 0)
+    box.enqueue(waiting, NOW)
+    (queued,) = box.due(NOW)
+    box.retry_later(queued, NOW + 300, "503", NOW)  # a 300 s back-off, decided at NOW
+    box.record_create_intent("a", NOW)
+    earlier = NOW - 3600 + 10  # the next start, after the step
+    box.enqueue(fresh, earlier)
+    assert box.rebase_after_clock_step(earlier) == 1  # only the one written before the step
+    assert box.next_attempt_at() == earlier  # the fresh one is due at once
+    assert [q.action.key for q in box.due(earlier + 299)] == [fresh.key]
+    assert {q.action.key for q in box.due(earlier + 300)} == {waiting.key, fresh.key}
+    assert box.create_intent("a") == earlier
+    assert box.rebase_after_clock_step(earlier + 5) == 0  # once moved, not again
+
+
+def test_an_outbox_made_before_scheduled_at_existed_gets_the_column(tmp_path):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript(outbox_module.SCHEMA.replace(",\n    scheduled_at REAL", ""))
+    db.execute(
+        "INSERT INTO pending (key, correlation_id, kind, fields, created_at, next_attempt_at)"
+        " VALUES ('a#0:open', 'a', 'open', '{}', ?, ?)",
+        (NOW, NOW + 60),
+    )
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    try:
+        assert box.rebase_after_clock_step(NOW - 3600) == 1
+        assert box.next_attempt_at() == NOW - 3600 + 60
+    finally:
+        box.close()

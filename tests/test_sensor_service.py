@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from agent.clock import VirtualClock
 from agent.config import SensorSettings
 from agent.errors import PublishError, SensorError
@@ -118,3 +120,50 @@ def test_the_loop_keeps_its_cadence_on_the_sensor_clock(tmp_path):
     service.run(max_ticks=5)
     stamps = [m["ts"] for _, m in core.cloud_messages]
     assert stamps == [start + 5 * i for i in range(5)]
+
+
+def _tear(path):
+    """A power cut mid-write on an SD card: the first half of the file, the rest lost."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_torn_state_file_continues_from_its_last_good_copy(tmp_path, caplog):
+    service, received, _, clock = make(tmp_path, [60.0] * 3)
+    run_ticks(service, clock, 3)
+    assert [e["event"] for e in received] == ["breach"]
+    state = tmp_path / "sensor-state-pi.json"
+    assert (tmp_path / "sensor-state-pi.json.prev").exists()
+    _tear(state)
+    again, received2, _, _ = make(tmp_path, [60.0, 40.0, 40.0], clock=clock)
+    run_ticks(again, clock, 3)
+    # The episode went on: no second breach, the recovery closes the first incident.
+    assert [e["event"] for e in received2 if e["event"] != "breach"] == ["recovered"]
+    assert received2[-1]["episode_id"] == received[0]["episode_id"]
+    assert "continued from its last good copy" in again.recovered["what"]
+    assert "sensor-state-pi.json was unreadable" in caplog.text
+    assert (tmp_path / "sensor-state-pi.json.unreadable").exists()  # kept for a person
+    assert json.loads(state.read_text())["recovered"]["what"] == again.recovered["what"]
+
+
+def test_without_a_good_copy_the_outboxs_open_incident_is_continued_and_resolved(tmp_path):
+    from agent.config import AnomalySettings
+    from agent.servicenow.incidents import action_for
+    from agent.servicenow.outbox import Outbox
+
+    service, received, _, clock = make(tmp_path, [60.0] * 3)
+    run_ticks(service, clock, 3)
+    (breach,) = received
+    outbox = Outbox(str(tmp_path / "outbox.sqlite3"))  # what the anomaly function queued
+    settings = AnomalySettings.from_mapping({"snowUrl": "https://example.service-now.com"})
+    outbox.enqueue(action_for(breach, settings), clock.time())
+    outbox.close()
+    _tear(tmp_path / "sensor-state-pi.json")
+    (tmp_path / "sensor-state-pi.json.prev").unlink()
+    again, received2, _, _ = make(tmp_path, [60.0, 60.0, 60.0, 40.0, 40.0], clock=clock)
+    run_ticks(again, clock, 5)
+    (recovered,) = received2  # the breach of the same metric adopted the open incident
+    assert recovered["event"] == "recovered" and recovered["seq"] == 1
+    assert recovered["episode_id"] == breach["episode_id"]
+    assert "no good copy" in again.recovered["what"]
+    assert breach["episode_id"] in again.recovered["what"]

@@ -270,7 +270,11 @@ class TableClient:
 
     def _bearer(self, creds: Credentials) -> str:
         identity = f"{creds.client_id}/{creds.username}"
-        if self._token and self._token_for == identity and self.clock.time() < self._token_expires:
+        if (
+            self._token
+            and self._token_for == identity
+            and self.clock.monotonic() < self._token_expires
+        ):
             return self._token
         data = {"client_id": creds.client_id, "client_secret": creds.client_secret}
         if creds.username:
@@ -301,7 +305,7 @@ class TableClient:
             )
         # Renew a minute early so a token never expires mid-request.
         self._token, self._token_for = token, identity
-        self._token_expires = self.clock.time() + max(0.0, lifetime - 60)
+        self._token_expires = self.clock.monotonic() + max(0.0, lifetime - 60)
         return token
 
     def _judge_token(self, answer: Answer) -> Dict[str, Any]:

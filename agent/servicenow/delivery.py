@@ -31,7 +31,7 @@ import random
 import threading
 from typing import Callable, Dict, List, Optional
 
-from ..clock import SYSTEM_CLOCK, Clock
+from ..clock import SYSTEM_CLOCK, Clock, steady
 from ..credentials import CredentialsProvider
 from ..errors import SecretError
 from .actions import ActionRunner, DeliveryStats, NotYet, Outcome
@@ -123,7 +123,9 @@ class Deliverer:
         self.outbox = outbox
         self.client = client
         self.credentials = credentials
-        self.clock = clock or SYSTEM_CLOCK
+        # Never steps while running: a wall clock moved back by NTP must not add its
+        # step to a back-off or a Retry-After (see rebase_after_clock_step for restarts).
+        self.clock = steady(clock or SYSTEM_CLOCK)
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.rng = rng or random.Random()
@@ -134,10 +136,23 @@ class Deliverer:
         )
         self.pause = Pause()
         self._outage_streak = 0  # failed tries in a row while ServiceNow is unavailable
+        # The outbox's times were written by an earlier process, maybe before the wall
+        # clock stepped back: checked once, at the first pump (this clock never steps).
+        self._rebased = False
         self._stop = threading.Event()
         # Observers of every outcome, called on the delivering thread; one that
         # raises is logged and never stops delivery.
         self.on_outcome: List[Callable[[Outcome], None]] = []
+
+    def _rebase(self, now: float) -> None:
+        self._rebased = True
+        moved = self.outbox.rebase_after_clock_step(now)
+        if moved:
+            log.warning(
+                "the wall clock is earlier than when %d queued actions were scheduled (it was"
+                " stepped back): each waits its own back-off from now, not the step as well",
+                moved,
+            )
 
     @property
     def paused_until(self) -> float:
@@ -158,7 +173,10 @@ class Deliverer:
     def pump(self, limit: int = 1000) -> int:
         """Deliver due actions until none is due or one fails; return how many were finished."""
         finished = 0
-        if self.clock.time() < self.pause.until:
+        now = self.clock.time()
+        if not self._rebased:
+            self._rebase(now)
+        if now < self.pause.until:
             return 0  # ServiceNow asked us to wait, or is down: new actions wait too
         while finished < limit and not self._stop.is_set():
             batch = self.outbox.due(self.clock.time(), limit=min(50, limit - finished))
@@ -187,7 +205,7 @@ class Deliverer:
                 return AfterAttempt.ALL_WAIT
             incident = self._run(queued)
         except NotYet as exc:
-            self.outbox.retry_later(queued, exc.when, str(exc))
+            self.outbox.retry_later(queued, exc.when, str(exc), self.clock.time())
             log.info("%s waits until %.0f: %s", key, exc.when, exc)
             return AfterAttempt.WAITS
         except AuthFailed as exc:
@@ -351,8 +369,9 @@ class Deliverer:
     def _retry_later(self, queued: QueuedAction, delay: float, error: str) -> float:
         """Try ``queued`` again in ``delay`` s; return when."""
         self.stats.retries += 1
-        when = self.clock.time() + delay
-        self.outbox.retry_later(queued, when, error)
+        now = self.clock.time()
+        when = now + delay
+        self.outbox.retry_later(queued, when, error, now)
         self._emit("retry", queued.action, None, error, retry_at=when)
         return when
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, Optional
 
+from ..clock import PLAUSIBLE_WALL_TIME
 from ..config import AnomalySettings
 from ..sensors.base import UNITS
 from .query_safe import query_safe
@@ -141,7 +142,9 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
             "Peak so far: {:g} {}, {:.2f} {} {} the limit".format(
                 event["peak"], unit, over, unit, direction
             ),
-            "Episode started: {}".format(_iso(event["started_at"])),
+            "Episode started: {}".format(
+                _wall(event["started_at"], event.get("start_clock_unsynced") is True)
+            ),
             "Device: {}".format(device),
             "Episode: {}".format(clean_name(event["episode_id"])),
         ]
@@ -167,28 +170,60 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
 
 
 def update_note(event: Mapping[str, Any]) -> str:
-    return "Still breaching at {}: {} is {:g} {} (limit {:g}, peak {:g}).".format(
-        _iso(event["ts"]),
+    return "Still breaching {}: {} is {:g} {} (limit {:g}, peak {:g}).".format(
+        _when(event),
         event["metric"],
         event["value"],
         unit_of(event),
         event["limit"],
         event["peak"],
     )
+
+
+def duration(event: Mapping[str, Any]) -> float:
+    """How long the episode has lasted, in seconds: measured on the device's monotonic
+    clock; from the wall times (never below 0) only for a sender too old to say."""
+    measured = event.get("duration")
+    if measured is not None:
+        return float(measured)
+    lasted: float = event["ts"] - event["started_at"]
+    return max(0.0, lasted)
 
 
 def recovery_note(event: Mapping[str, Any]) -> str:
-    minutes = (event["ts"] - event["started_at"]) / 60.0
-    return "Back within limit at {}: {} is {:g} {} (limit {:g}); peak {:g} {}; lasted {:.1f} min.".format(
-        _iso(event["ts"]),
-        event["metric"],
-        event["value"],
-        unit_of(event),
-        event["limit"],
-        event["peak"],
-        unit_of(event),
-        minutes,
+    minutes = duration(event) / 60.0
+    return (
+        "Back within limit {}: {} is {:g} {} (limit {:g}); peak {:g} {}; lasted {:.1f} min.".format(
+            _when(event),
+            event["metric"],
+            event["value"],
+            unit_of(event),
+            event["limit"],
+            event["peak"],
+            unit_of(event),
+            minutes,
+        )
     )
+
+
+NOT_SET = "the device's clock was not set yet"
+
+
+def _wall(ts: float, unsynced: bool) -> str:
+    """A device's wall time for people: never a 1970 date from a clock not set yet."""
+    if ts < PLAUSIBLE_WALL_TIME:
+        return "not known ({})".format(NOT_SET)
+    if unsynced:
+        return "{} by the device's clock, which was not synchronised".format(_iso(ts))
+    return _iso(ts)
+
+
+def _when(event: Mapping[str, Any]) -> str:
+    """When an event happened: "at <time>", or how long into the episode when the
+    device's clock had not been set."""
+    if event["ts"] < PLAUSIBLE_WALL_TIME:
+        return "after {:.1f} min ({})".format(duration(event) / 60.0, NOT_SET)
+    return "at " + _wall(event["ts"], event.get("clock_unsynced") is True)
 
 
 def _iso(ts: float) -> str:

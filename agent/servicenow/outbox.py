@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS pending (
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    scheduled_at REAL
 );
 CREATE INDEX IF NOT EXISTS pending_corr ON pending (correlation_id, id);
 CREATE TABLE IF NOT EXISTS delivered (
@@ -94,8 +95,14 @@ CREATE TABLE IF NOT EXISTS site_state (
 
 
 def migrate_delivery_state(db: sqlite3.Connection) -> None:
-    """Add the delivery-state tables to an outbox made by an older version. Idempotent."""
+    """Add the delivery-state tables (and ``pending.scheduled_at``) to an outbox made by an
+    older version. Idempotent."""
     db.executescript(DELIVERY_STATE_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(pending)")}
+    if "scheduled_at" not in columns:
+        # When a retry was scheduled: with next_attempt_at, its back-off, so a wall
+        # clock stepped back since can be told from a long wait (rebase_after_clock_step).
+        db.execute("ALTER TABLE pending ADD COLUMN scheduled_at REAL")
 
 
 @dataclass(frozen=True)
@@ -285,13 +292,34 @@ class Outbox:
                     (incident.correlation_id, incident.sys_id, incident.number, incident.state),
                 )
 
-    def retry_later(self, queued: QueuedAction, when: float, error: str) -> None:
+    def retry_later(
+        self, queued: QueuedAction, when: float, error: str, now: Optional[float] = None
+    ) -> None:
+        """Try ``queued`` again at ``when``; ``now`` (when this was decided) lets
+        :meth:`rebase_after_clock_step` keep the wait's length across a clock step."""
         with self._lock, self._db:
             self._db.execute(
-                "UPDATE pending SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-                " WHERE id = ?",
-                (when, error[:500], queued.id),
+                "UPDATE pending SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+                " scheduled_at = ? WHERE id = ?",
+                (when, error[:500], now, queued.id),
             )
+
+    def rebase_after_clock_step(self, now: float) -> int:
+        """Times kept here that lie after ``now`` were written before the wall clock stepped
+        back (across a restart: within a process the deliverer's clock never steps). Move
+        them to ``now``, keeping each wait's length: a retry then waits no more than its
+        back-off, a create or note in doubt no more than its window. Returns how many
+        pending actions moved."""
+        with self._lock, self._db:
+            moved: int = self._db.execute(
+                "UPDATE pending SET next_attempt_at = ? + MAX(0, next_attempt_at"
+                " - COALESCE(scheduled_at, created_at)), scheduled_at = ?"
+                " WHERE COALESCE(scheduled_at, created_at) > ?",
+                (now, now, now),
+            ).rowcount
+            for table in ("create_intents", "note_attempts"):
+                self._db.execute(f"UPDATE {table} SET sent_at = ? WHERE sent_at > ?", (now, now))
+        return moved
 
     def make_due(self, ids: List[int], now: float) -> None:
         """Make these pending actions due at ``now`` (attempts unchanged)."""

@@ -183,6 +183,9 @@ def sensor_states(state_dir: str) -> List[Dict[str, Any]]:
                 if isinstance(saved, dict) and isinstance(saved.get("episode_id"), str)
             }
             entry["held_events"] = len(held) if isinstance(held, list) else 0
+            recovered = data.get("recovered")
+            if isinstance(recovered, dict) and isinstance(recovered.get("what"), str):
+                entry["recovered"] = {"what": recovered["what"][:500], "at": recovered.get("at")}
             entry["modified_at"] = os.stat(path).st_mtime
         except (OSError, ValueError) as exc:
             entry["error"] = "cannot read {}: {}".format(path, exc)
