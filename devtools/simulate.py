@@ -168,9 +168,14 @@ def _run(
         )
         with group:
             drained, interrupted = _drive(options, plan, clock, group, standin, console, start)
+            still_open = _open_episodes(group)  # before stop() closes the outbox
+            if options.fast:
+                # Virtual time ran ahead of the real clock: what the outbox keeps is made
+                # real time again, so a run again (--fast or not) finds it due on time.
+                group.anomaly.outbox.rebase_after_clock_step(time.time())
             group.stop()
             summary = _summary(options, plan, clock, group, console, start, started_wall)
-            summary.update(drained=drained, interrupted=interrupted)
+            summary.update(drained=drained, interrupted=interrupted, open_episodes=still_open)
             if standin is not None:
                 summary["incidents_in_standin"] = len(standin.incidents())
                 summary["alerts_in_standin"] = _alert_lines(standin.alerts(), console)
@@ -383,8 +388,33 @@ def _utc(ts: Optional[float]) -> str:
 
 
 def _kept_for(summary: Dict[str, Any]) -> bool:
-    """A temporary state folder is kept when it still holds actions, so nothing is lost."""
-    return bool(summary.get("actions_pending") or summary.get("actions_dead_lettered"))
+    """A temporary state folder is kept when it still holds actions or an open episode (its
+    incident is resolved only by a run that knows it), so nothing is lost."""
+    return bool(
+        summary.get("actions_pending")
+        or summary.get("actions_dead_lettered")
+        or summary.get("open_episodes")
+    )
+
+
+def _open_episodes(group: LocalGroup) -> List[Dict[str, Any]]:
+    """The episodes still open when the run ends, with their incident's number if known."""
+    from agent.servicenow.incidents import correlation_id
+
+    found = []
+    for metric, episode_id in sorted(group.sensor.judge.open_episodes().items()):
+        try:
+            incident = group.anomaly.outbox.incident(correlation_id(episode_id))
+        except Exception:  # the outbox is unreadable: the episode is still said
+            incident = None
+        found.append(
+            {
+                "episode_id": episode_id,
+                "metric": metric,
+                "incident": incident.number if incident is not None else None,
+            }
+        )
+    return found
 
 
 def _alert_lines(alerts: List[Dict[str, Any]], console: Console) -> int:
@@ -453,21 +483,38 @@ def _done_lines(summary: Dict[str, Any], console: Console, temporary: bool) -> N
                 ),
             ),
         )
+    folder = summary["state_dir"]
+    for episode in summary.get("open_episodes") or ():
+        console.line(
+            "open",
+            "{} stays open ({}, {}): run again with --state-dir {} to resolve it once the "
+            "readings are back within limits".format(
+                episode["incident"] or "its incident (not opened yet)",
+                episode["metric"],
+                episode["episode_id"],
+                folder,
+            ),
+        )
     if temporary:
         if summary["state_dir_removed"]:
             console.line("state", "removed the temporary folder {}".format(summary["state_dir"]))
         else:
-            folder = summary["state_dir"]
-            console.line("state", f"kept {folder}: it still holds incident actions")
+            holds = []
+            if summary.get("actions_pending") or summary.get("actions_dead_lettered"):
+                holds.append("incident actions")
+            if summary.get("open_episodes"):
+                holds.append("open episodes")
+            console.line("state", "kept {}: it still holds {}".format(folder, " and ".join(holds)))
             if summary["actions_dead_lettered"]:
                 console.line(
                     "state",
                     f"fix what ServiceNow refused, then: edge-agent outbox --state-dir {folder} "
                     "--requeue-dead",
                 )
-            console.line(
-                "state", f"deliver them with: edge-agent simulate --state-dir {folder} ..."
-            )
+            if summary.get("actions_pending") or summary.get("actions_dead_lettered"):
+                console.line(
+                    "state", f"deliver them with: edge-agent simulate --state-dir {folder} ..."
+                )
     console.line("exit", exit_text(summary))
 
 

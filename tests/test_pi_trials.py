@@ -123,3 +123,52 @@ def test_a_state_file_torn_mid_episode_loses_no_incident(tmp_path, snow, copy):
     assert said in output
     recovered = [line for line in status.splitlines() if line.startswith("recovered")]
     assert recovered and said in recovered[0], status
+
+
+def _simulate(*args, timeout=120.0):
+    done = subprocess.run(
+        EDGE_AGENT + ["simulate", "--fast", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_run_again_with_the_state_dir_delivers_what_an_outage_left(tmp_path):
+    """simulate --fast with ServiceNow down past the run's end: exit 1 and "deliver them
+    with: edge-agent simulate --state-dir ...". Doing that delivers. Before, the outbox
+    kept the next try in virtual time, an hour and more ahead of the real clock, and the
+    second run delivered nothing."""
+    state = str(tmp_path / "state")
+    code, output = _simulate(
+        "--scenario", "heat-spike", "--outage", "60:10000", "--state-dir", state
+    )
+    assert code == 1, output
+    assert "deliver them with: edge-agent simulate --state-dir {}".format(state) in output
+    code, again = _simulate("--scenario", "steady", "--duration", "120", "--state-dir", state)
+    assert code == 0, again
+    assert "1 incidents opened, 0 updated, 1 resolved; 0 actions left" in again
+
+
+def test_a_run_ending_mid_episode_keeps_its_folder_and_says_how_to_finish_it():
+    """simulate --fast ends inside a humid spell: the temporary folder holding the episode
+    is kept, the console names the incident that stays open and how to resolve it; doing
+    so resolves it. Before, the folder was removed and nothing was said."""
+    code, output = _simulate("--scenario", "humid-spell", "--duration", "200")
+    assert code == 0, output
+    (line,) = [line for line in output.splitlines() if " stays open " in line]
+    folder = line.split("--state-dir ", 1)[1].split(" ", 1)[0]
+    try:
+        assert "INC0010001 stays open (humidity" in line
+        assert "kept {}: it still holds open episodes".format(folder) in output
+        assert os.path.isdir(folder)
+        code, again = _simulate("--scenario", "steady", "--duration", "60", "--state-dir", folder)
+        assert code == 0, again
+        assert "0 incidents opened, 0 updated, 1 resolved" in again
+        assert " stays open " not in again
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)

@@ -149,8 +149,8 @@ class Deliverer:
         moved = self.outbox.rebase_after_clock_step(now)
         if moved:
             log.warning(
-                "the wall clock is earlier than when %d queued actions were scheduled (it was"
-                " stepped back): each waits its own back-off from now, not the step as well",
+                "%d queued actions were scheduled at a later time than the clock says now (it"
+                " was stepped back): each waits its own back-off from now, not the step too",
                 moved,
             )
 
