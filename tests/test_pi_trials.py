@@ -136,20 +136,24 @@ def _simulate(*args, timeout=120.0):
     return done.returncode, done.stdout + done.stderr
 
 
-def test_run_again_with_the_state_dir_delivers_what_an_outage_left(tmp_path):
-    """simulate --fast with ServiceNow down past the run's end: exit 1 and "deliver them
-    with: edge-agent simulate --state-dir ...". Doing that delivers. Before, the outbox
-    kept the next try in virtual time, an hour and more ahead of the real clock, and the
-    second run delivered nothing."""
-    state = str(tmp_path / "state")
-    code, output = _simulate(
-        "--scenario", "heat-spike", "--outage", "60:10000", "--state-dir", state
-    )
+def test_run_again_with_the_state_dir_delivers_what_an_outage_left():
+    """simulate --fast with ServiceNow down past the run's end: exit 1, the temporary folder
+    kept and "deliver them with: edge-agent simulate --state-dir ...". Doing that delivers.
+    Before, the outbox kept the next try in virtual time, an hour and more ahead of the real
+    clock, and the second run delivered nothing."""
+    code, output = _simulate("--scenario", "heat-spike", "--outage", "60:10000")
     assert code == 1, output
-    assert "deliver them with: edge-agent simulate --state-dir {}".format(state) in output
-    code, again = _simulate("--scenario", "steady", "--duration", "120", "--state-dir", state)
-    assert code == 0, again
-    assert "1 incidents opened, 0 updated, 1 resolved; 0 actions left" in again
+    hint = "deliver them with: edge-agent simulate --state-dir "
+    (line,) = [line for line in output.splitlines() if hint in line]
+    state = line.split(hint, 1)[1].split(" ", 1)[0]
+    try:
+        code, again = _simulate("--scenario", "steady", "--duration", "120", "--state-dir", state)
+        assert code == 0, again
+        assert "1 incidents opened, 0 updated, 1 resolved; 0 actions left" in again
+    finally:
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_a_run_ending_mid_episode_keeps_its_folder_and_says_how_to_finish_it():
