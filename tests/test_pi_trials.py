@@ -149,7 +149,7 @@ def test_run_again_with_the_state_dir_delivers_what_an_outage_left():
     try:
         code, again = _simulate("--scenario", "steady", "--duration", "120", "--state-dir", state)
         assert code == 0, again
-        assert "1 incidents opened, 0 updated, 1 resolved; 0 actions left" in again
+        assert "1 incident opened, 0 updated, 1 resolved; 0 actions left" in again
     finally:
         import shutil
 
