@@ -83,6 +83,11 @@ FIELDS: Tuple[Field, ...] = (
     Field("interrupted", "true after Ctrl-C"),
     Field("state_dir", "the state folder"),
     Field("state_dir_removed", "true when the temporary state folder was removed"),
+    Field(
+        "open_episodes",
+        "the episodes still open at the end (`episode_id`, `metric`, `incident`: its number, or"
+        " null before it was opened); the temporary state folder is kept while any is",
+    ),
     Field("exit_code", "the exit code (docs/cli.md's table)"),
 )
 
