@@ -73,6 +73,7 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_disk_full.py",
         "tests/test_pacing.py",
         "tests/test_password_rotation.py",
+        "tests/test_rate_budget.py",
     ],
     "agent/servicenow/actions.py": [
         "tests/test_actions.py",
@@ -82,6 +83,7 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_hung_servicenow.py",
         "tests/test_delivery_records.py",
         "tests/test_slow_create_crash.py",
+        "tests/test_event_sink.py",
     ],
     "agent/servicenow/auth_recovery.py": [
         "tests/test_auth_recovery.py",
