@@ -167,6 +167,7 @@ class AnomalySettings(Record):
     cmdb_ci: str = ""
     business_service: str = ""
     contact_type: str = ""
+    readings_topic: str = "IoTBlog/sensorData"  # where a gateway hears its devices
 
     @classmethod
     def from_mapping(cls, source: Mapping[str, str]) -> AnomalySettings:
@@ -209,6 +210,7 @@ class AnomalySettings(Record):
             cmdb_ci=values["snowCmdbCi"].strip(),
             business_service=values["snowBusinessService"].strip(),
             contact_type=values["snowContactType"].strip(),
+            readings_topic=values["readingsTopic"],
         )
 
 

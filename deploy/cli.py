@@ -263,6 +263,25 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_site_options(p: argparse.ArgumentParser, v2: bool) -> None:
+    g = p.add_argument_group("a site of many Pis (docs/site.md)")
+    g.add_argument("--site", default="", help="plan a site gateway for this site's Pis")
+    g.add_argument("--devices", type=int, default=0, help="how many Pis the site has")
+    if v2:
+        g.add_argument(
+            "--rollout-per-minute",
+            type=int,
+            default=10,
+            help="gateways the deployment reaches per minute (default 10)",
+        )
+        g.add_argument(
+            "--abort-threshold",
+            type=float,
+            default=10.0,
+            help="cancel the deployment when more than this %% of gateways failed (default 10)",
+        )
+
+
 def _add_v2_parsers(sub: Any) -> None:
     for name, text in (
         ("plan", "write the recipes, the deployment and the core's identity documents (offline)"),
@@ -278,6 +297,7 @@ def _add_v2_parsers(sub: Any) -> None:
             p.add_argument("--out", type=Path, default=Path("out") / "v2-plan")
             p.add_argument("--region", default="")
             p.add_argument("--secret-arn", default="")
+            _add_site_options(p, v2=True)
             continue
         _add_aws_options(p)
         _add_wait_options(p, timeout=600.0)
@@ -320,6 +340,7 @@ def _add_v1_parsers(sub: Any) -> None:
     p.add_argument("--certificate-arn", default="")
     p.add_argument("--secret-arn", default="")
     p.add_argument("--group-id", default="")
+    _add_site_options(p, v2=False)
 
     p = sub.add_parser("up", help="create or update everything and deploy")
     _add_topology_options(p)

@@ -55,10 +55,29 @@ def _load_topology(spec: str) -> GroupTopology:
     return obj
 
 
+def _site_topology(
+    args: argparse.Namespace,
+    environment: Dict[str, Dict[str, str]],
+    topology: Optional[GroupTopology],
+) -> GroupTopology:
+    """``--site NAME --devices N``: the site's group (agent/site/topology.py)."""
+    from agent.site.topology import site_topology
+
+    from .site import device_names
+
+    if topology is not None or args.topology:
+        raise DeployError("--site builds the site's own group; it does not take --topology")
+    if any((args.secret_name, args.framebuffer, args.joystick)):
+        raise DeployError("--secret-name/--framebuffer/--joystick do not apply with --site")
+    return site_topology(args.site, device_names(args.site, args.devices), environment=environment)
+
+
 def build_topology(
     args: argparse.Namespace, topology: Optional[GroupTopology] = None
 ) -> GroupTopology:
     environment = parse_env(args.env)
+    if getattr(args, "site", ""):
+        topology = _site_topology(args, environment, topology)
     if topology is None and not args.topology:
         kwargs: Dict[str, Any] = {"environment": environment}
         if args.secret_name:
@@ -176,12 +195,42 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
         secret_arn_value=args.secret_arn,
         run_as_root=args.run_as_root,
     )
+    site = getattr(args, "site", "")
     if args.target == "v2":
         from .v2.plan import v2_plan
 
-        plan = v2_plan(topology, target, _v2_options(args), out=out)
+        options = _v2_options(args)
+        if site and not options.thing_group:
+            options.thing_group = "{}-gateways".format(site)  # a site deploys to a group
+        plan = v2_plan(topology, target, options, out=out)
+        if site:
+            from .naming import Names
+            from .site import add_v2_site, device_names
+
+            add_v2_site(
+                plan,
+                topology,
+                site,
+                device_names(site, args.devices),
+                region=target.region,
+                account=target.account,
+                thing_group=options.thing_group,
+                core_thing=Names.for_topology(topology, target.thing_name).thing,
+                per_minute=args.rollout_per_minute,
+                abort_percent=args.abort_threshold,
+            )
     else:
         plan = v1_plan(topology, target)
+        if site:
+            from .site import add_v1_site, device_names
+
+            add_v1_site(
+                plan,
+                topology,
+                device_names(site, args.devices),
+                region=target.region,
+                account=target.account,
+            )
         if args.run_as_root:
             from .v1 import ROOT_CONFIG_NOTE
 

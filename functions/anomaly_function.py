@@ -73,6 +73,8 @@ def main() -> int:
 
     start_if_enabled(service, ANOMALY_FUNCTION_ID)
     service.runtime.subscribe(service.settings.anomaly_topic, service.handle)
+    if service.settings.site:  # a site gateway also hears its devices' readings (silence)
+        service.runtime.subscribe(service.settings.readings_topic, service.handle)
     service.start()
     threading.Event().wait()
     return 0

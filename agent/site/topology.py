@@ -38,9 +38,11 @@ def site_topology(
     anomaly_env["site"] = site
     anomaly_env["siteDevices"] = ",".join(devices)
     topology = default_topology(environment=environment)
-    period = topology.function(SENSOR_FUNCTION_ID).environment["period"]
-    topology = topology.with_environment(ANOMALY_FUNCTION_ID, period=period)
-    readings = topology.function(SENSOR_FUNCTION_ID).environment["readingsTopic"]
+    sensor = topology.function(SENSOR_FUNCTION_ID).environment
+    readings = sensor["readingsTopic"]
+    topology = topology.with_environment(
+        ANOMALY_FUNCTION_ID, period=sensor["period"], readingsTopic=readings
+    )
     subscriptions = tuple(s for s in topology.subscriptions if s.id != "readings-to-cloud") + (
         Subscription(
             "readings-to-gateway",
