@@ -234,3 +234,20 @@ def test_grouper_state_rows_rebuild_the_same_groups():
     again.load(rows)
     assert again.next_due_at() == grouper.next_due_at() == T0 + 30
     assert [a.key for a in again.due(T0 + 30)] == [a.key for a in grouper.due(T0 + 30)]
+
+
+def test_a_group_incident_carries_the_sites_service_fields(standin, core, clock, tmp_path):
+    service = gateway(
+        standin,
+        core,
+        clock,
+        tmp_path,
+        groupWaitSeconds="0",
+        snowBusinessService="Building services",
+        snowContactType="monitoring",
+    )
+    service.handle(breach("pi-a", clock.time()))
+    service.pump()
+    (incident,) = standin.incidents()
+    assert incident["business_service"] == "Building services"
+    assert incident["contact_type"] == "monitoring"

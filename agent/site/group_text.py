@@ -79,6 +79,10 @@ def open_fields(
         fields["assignment_group"] = settings.assignment_group
     if settings.caller_id:
         fields["caller_id"] = settings.caller_id
+    if settings.business_service:
+        fields["business_service"] = settings.business_service
+    if settings.contact_type:
+        fields["contact_type"] = settings.contact_type
     return fields
 
 

@@ -205,6 +205,10 @@ class SilenceWatch:
             fields["assignment_group"] = self.settings.assignment_group
         if self.settings.caller_id:
             fields["caller_id"] = self.settings.caller_id
+        if self.settings.business_service:
+            fields["business_service"] = self.settings.business_service
+        if self.settings.contact_type:
+            fields["contact_type"] = self.settings.contact_type
         return _action(group, "open", fields, None)
 
     def _note(self, group: Group, now: float) -> Action:
