@@ -46,11 +46,6 @@ OTHER_CALIBRATION = {
 
 
 @pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
 def pi(tmp_path, clock):
     bus = PiBus(tmp_path, clock)
     yield bus

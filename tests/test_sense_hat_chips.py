@@ -16,14 +16,7 @@ import json
 import pytest
 from i2c_world import FAKE_SMBUS2_DIR, PiBus, chip_model
 
-from agent.clock import VirtualClock
-
 HTS, LPS = 0x5F, 0x5C
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
 
 
 @pytest.fixture

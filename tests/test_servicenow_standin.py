@@ -44,16 +44,16 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock():
+def standin_clock():
     return FakeClock()
 
 
 @pytest.fixture
-def standin(clock):
+def standin(standin_clock):
     server = ServiceNowStandIn(
         users={"admin": "admin", "agent": PASSWORD},
         oauth_clients={"edge": CLIENT_SECRET},
-        clock=clock,
+        clock=standin_clock,
     ).start()
     yield server
     server.stop()
@@ -209,7 +209,7 @@ def token(standin, **form):
     return requests.post(standin.url + "/oauth_token.do", data=form, timeout=5)
 
 
-def test_oauth_password_grant_and_bearer(standin, clock):
+def test_oauth_password_grant_and_bearer(standin, standin_clock):
     response = token(
         standin,
         grant_type="password",
@@ -229,7 +229,7 @@ def test_oauth_password_grant_and_bearer(standin, clock):
     assert created.status_code == 201
     assert created.json()["result"]["sys_created_by"] == "agent"
 
-    clock.now += 1799
+    standin_clock.now += 1799
     before = standin.auth_failures
     expired = requests.get(standin.url + V2, headers=bearer, timeout=5)
     assert expired.status_code == 401
@@ -390,10 +390,10 @@ def test_get_one_record(standin, http):
 
 
 # -- update ---------------------------------------------------------------------------
-def test_patch_appends_journal_and_recomputes_priority(standin, http, clock):
+def test_patch_appends_journal_and_recomputes_priority(standin, http, standin_clock):
     record = create(http, standin, impact="3", urgency="3", work_notes="opened")
     url = f"{standin.url}{V1}/{record['sys_id']}"
-    clock.now += 60
+    standin_clock.now += 60
     first = http.patch(url, json={"work_notes": "still high", "impact": "1"}, timeout=5)
     assert first.status_code == 200
     result = first.json()["result"]
@@ -513,13 +513,13 @@ def test_concurrent_creates_get_unique_numbers(standin):
 
 
 # -- faults ---------------------------------------------------------------------------
-def test_rate_limit_answers_429_with_retry_after(standin, http, clock):
+def test_rate_limit_answers_429_with_retry_after(standin, http, standin_clock):
     standin.faults.rate_limit_next(1, retry_after=7)
     response = http.post(standin.url + V1, json={}, timeout=5)
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "7"
     assert int(response.headers["X-RateLimit-Limit"]) > 0
-    assert int(response.headers["X-RateLimit-Reset"]) == int(clock.now) + 7
+    assert int(response.headers["X-RateLimit-Reset"]) == int(standin_clock.now) + 7
     assert "X-RateLimit-Remaining" not in response.headers
     assert response.json()["status"] == "failure"
     assert standin.incidents() == []
@@ -636,13 +636,13 @@ def test_faults_configure_by_name_and_refuse_unknown_knobs():
         faults.configure({"fail_rate": 2})
 
 
-def test_the_request_log_has_the_time_of_each_request(standin, http, clock):
+def test_the_request_log_has_the_time_of_each_request(standin, http, standin_clock):
     standin.reset_stats()
     http.get(standin.url + V2, timeout=5)
-    clock.now += 30
+    standin_clock.now += 30
     http.get(standin.url + V2, timeout=5)
     times = [entry[0] for entry in standin.timed_request_log]
-    assert times == [clock.now - 30, clock.now]
+    assert times == [standin_clock.now - 30, standin_clock.now]
 
 
 # -- control API and the stand-in as a process -----------------------------------------
@@ -651,8 +651,10 @@ def test_the_control_api_is_off_by_default(standin):
     assert response.status_code == 404  # an unknown path, as on an instance
 
 
-def test_the_control_api_needs_its_token_and_bypasses_faults(clock):
-    with ServiceNowStandIn(users={"agent": PASSWORD}, clock=clock, admin_token="tok-1") as server:
+def test_the_control_api_needs_its_token_and_bypasses_faults(standin_clock):
+    with ServiceNowStandIn(
+        users={"agent": PASSWORD}, clock=standin_clock, admin_token="tok-1"
+    ) as server:
         url = server.url + "/__standin/"
         assert requests.get(url + "state", timeout=5).status_code == 403
         wrong = {"X-Standin-Admin": "tok-2"}
