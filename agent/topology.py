@@ -263,6 +263,34 @@ TOPIC_VARIABLES = ("readingsTopic", "anomalyTopic")
 # so a Pi with another framebuffer first may number them differently: the sensor
 # names the node it found at start (``agent.sensors.sensehat_devices``), and
 # ``deploy --framebuffer/--joystick`` maps the right ones.
+# Memory limits (V1 MemorySize, V2 systemResourceLimits.memory; a core enforces them with a
+# memory cgroup, which kills a function over it) come from measurement: the peak RSS
+# (VmHWM) of each function doing its full cycle as its runtime runs it, with the real
+# backends (tests/test_function_memory.py prints them; measured 2026-12-07, x86_64):
+#   sensor,  V1 (greengrasssdk), i2c:           19.8 MB on Python 3.8, 22.9 MB on 3.11
+#   sensor,  V1, sense_hat (numpy, Pillow):      40.6 MB on 3.8,        41.8 MB on 3.11
+#   sensor,  V2 (awsiotsdk, awscrt), i2c:        21.8 MB on 3.8,        26.2 MB on 3.11
+#   sensor,  V2, sense_hat (numpy, Pillow):      46.5 MB on 3.8,        44.3 MB on 3.11
+#   anomaly, V1, one incident opened:            29.4 MB on 3.8,        31.0 MB on 3.11
+#   anomaly, V2, one incident opened:            38.2 MB on 3.8,        40.1 MB on 3.11
+# In a Pi's userland (Debian 12 arm64, Python 3.11) under qemu-user the V2 sensor with i2c
+# peaks at 62.1-64.5 MB, of which a bare interpreter under the emulator is 30.8-31.3 MB
+# (10.6-10.9 MB natively): the emulator's own memory and translated code, not the Pi's
+# figure; what the component adds there plus a native interpreter is 41.9-44.1 MB.
+# Limit: the highest peak plus MEMORY_HEADROOM (35 %: another libc, allocator or page size
+# on the Pi, a longer run's fragmentation), rounded up to 4 MB.
+MEMORY_HEADROOM = 0.35
+SENSOR_PEAK_MB = 46.5
+ANOMALY_PEAK_MB = 40.1
+
+
+def memory_limit_kb(peak_mb: float, headroom: float = MEMORY_HEADROOM) -> int:
+    """A memory limit in KB (Greengrass's unit): ``peak_mb`` plus ``headroom``, rounded up
+    to a multiple of 4 MB."""
+    megabytes = peak_mb * (1.0 + headroom)
+    return int(-(-megabytes // 4) * 4) * 1024
+
+
 DEFAULT_FRAMEBUFFER = "/dev/fb1"
 DEFAULT_JOYSTICK = "/dev/input/event0"
 
@@ -316,7 +344,7 @@ def default_topology(
                 module="functions.sensor_function",
                 pinned=True,
                 timeout_s=10,
-                memory_kb=48 * 1024,
+                memory_kb=memory_limit_kb(SENSOR_PEAK_MB),
                 environment=sensor_env,
                 resource_access=tuple(ResourceAccess(d.id, "rw") for d in devices)
                 + (ResourceAccess(STATE_VOLUME_ID, "rw"),),
@@ -329,7 +357,7 @@ def default_topology(
                 module="functions.anomaly_function",
                 pinned=True,
                 timeout_s=30,
-                memory_kb=64 * 1024,
+                memory_kb=memory_limit_kb(ANOMALY_PEAK_MB),
                 environment=anomaly_env,
                 resource_access=(
                     ResourceAccess(SNOW_SECRET_RESOURCE_ID, "ro"),

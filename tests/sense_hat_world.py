@@ -94,6 +94,39 @@ class HatWorld:
 
     def run(self, *actions: Dict[str, Any]) -> Dict[str, Any]:
         """Build the world, run ``actions`` as the user, return the child's report."""
+        spec, env = self._spec(actions)
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", sys.executable, CHILD],
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def start(self, function: Dict[str, Any], environ: Dict[str, str]) -> subprocess.Popen:
+        """Build the world and run a deployed function there as the user, as its runtime
+        runs it (``function_child``: ``{"module", "runtime", "events", "subject"}``), with
+        ``environ`` added; it runs until killed. Its stderr is a pipe."""
+        spec, env = self._spec([{"do": "function", "function": function, "environ": environ}])
+        child = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", sys.executable, CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(spec).encode())
+        child.stdin.close()
+        child.stdin = None  # written and closed: communicate() has nothing to send
+        return child
+
+    def _spec(self, actions: Any) -> Any:
         scratch = tempfile.mkdtemp(prefix="world-", dir=str(self.tmp_path))
         spec = {
             "scratch": scratch,
@@ -120,17 +153,7 @@ class HatWorld:
         paths = [ROOT, STAND_INS] + ([FAKE_SMBUS2] if self.smbus2 == "model" else [])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env.pop("EDGE_AGENT_SENSOR", None)
-        done = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", sys.executable, CHILD],
-            input=json.dumps(spec),
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return spec, env
 
     def open(self, backend: str = "sensehat", **options: Any) -> Dict[str, Any]:
         """Open a Sense HAT backend and read ``reads`` times, ``interval`` s apart; the result."""

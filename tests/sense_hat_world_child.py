@@ -123,6 +123,14 @@ def build(spec):
 
 
 def run(actions, environ_home):
+    if actions and actions[0]["do"] == "function":
+        # A deployed function, until the parent kills it; nothing else loaded: its peak
+        # memory is measured.
+        import function_child
+
+        os.environ.update(actions[0]["environ"])
+        function_child.run(actions[0]["function"])
+        return {"results": [], "warnings": [], "environ_home_files": []}
     # Everything is imported as root: the user may not read the interpreter's files.
     import logging
 
@@ -268,12 +276,15 @@ def main():
     os.makedirs(environ_home)
     os.chown(environ_home, user["uid"], user["gid"])
     os.environ["HOME"] = environ_home
-    import sense_hat  # noqa: F401
-    import sense_hat_chips  # noqa: F401
+    backends = {a.get("environ", {}).get("EDGE_AGENT_SENSOR") for a in spec["actions"]}
+    if any(a["do"] != "function" for a in spec["actions"]) or "sensehat" in backends:
+        # A function loads only what its backend needs: its peak memory is measured.
+        import sense_hat  # noqa: F401
+        import sense_hat_chips  # noqa: F401
 
-    import agent.sensors.i2c  # noqa: F401  before the privileges go
-    import agent.sensors.sensehat  # noqa: F401
-    import agent.sensors.sensehat_devices  # noqa: F401
+        import agent.sensors.i2c  # noqa: F401  before the privileges go
+        import agent.sensors.sensehat  # noqa: F401
+        import agent.sensors.sensehat_devices  # noqa: F401
 
     os.setgroups(user["groups"])
     os.setgid(user["gid"])

@@ -170,6 +170,7 @@ def test_armv7l_install_in_the_userland_is_one_line_naming_cause_and_remedy(user
 def test_the_installed_sensor_component_publishes_a_full_first_reading(
     userland, plan, device, installed
 ):
+    from function_child import peak_rss_kb
     from v2_nucleus import FakeNucleus
 
     recipes, deployment = load_plan(plan)
@@ -215,6 +216,7 @@ def test_the_installed_sensor_component_publishes_a_full_first_reading(
                 ),
                 timeout=120,
             )
+            peak = peak_rss_kb(component.pid)
         finally:
             stderr = pi_userland.stop(component)
         readings = [p.json() for p in nucleus.iot_core["IoTBlog/sensorData"]]
@@ -227,3 +229,33 @@ def test_the_installed_sensor_component_publishes_a_full_first_reading(
         "humidity": pytest.approx(ENVIRONMENT["humidity"], abs=0.01),
         "pressure": pytest.approx(ENVIRONMENT["pressure"], abs=0.001),
     }, first
+    _check_memory(userland, layout, peak)
+
+
+def _check_memory(userland, layout, peak_kb):
+    """The component's peak RSS here is qemu's: the emulator's memory and translated code
+    come on top of the aarch64 process. What the component adds to a bare interpreter under
+    the same emulator, plus a bare interpreter's size run natively, is an upper bound of its
+    figure on a Pi: that must be under its limit, with the memory tests' margin."""
+    import subprocess
+    import sys
+
+    from test_function_memory import MARGIN
+
+    from agent.topology import SENSOR_FUNCTION_ID, default_topology
+
+    hwm = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    venv = layout.paths["work:path"] + "/venv/bin/python"
+    bare_emulated = int(pi_userland.run(userland, [venv, "-c", hwm]).stdout)
+    bare_native = int(subprocess.run([sys.executable, "-c", hwm], capture_output=True).stdout)
+    estimate = peak_kb - bare_emulated + bare_native
+    limit = default_topology().function(SENSOR_FUNCTION_ID).memory_kb
+    print(
+        "sensor component, aarch64 under qemu, i2c: peak RSS {:.1f} MB, a bare interpreter "
+        "{:.1f} MB there, {:.1f} MB natively: {:.1f} MB at most on a Pi".format(
+            *(kb / 1024 for kb in (peak_kb, bare_emulated, bare_native, estimate))
+        )
+    )
+    assert estimate * MARGIN < limit, "{:.1f} MB, over {:.1f} MB / {}".format(
+        estimate / 1024, limit / 1024, MARGIN
+    )

@@ -209,7 +209,7 @@ def test_the_deployment_carries_the_values_and_ipc_access():
     }
     assert params["components"]["com.edgeagent.sensor"]["runWith"] == {
         "posixUser": "1000:1000",
-        "systemResourceLimits": {"memory": 48 * 1024},
+        "systemResourceLimits": {"memory": default_topology().function("sensor").memory_kb},
     }
 
 
