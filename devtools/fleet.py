@@ -30,6 +30,7 @@ from agent.site.topology import site_topology
 from devtools.console import Console
 from devtools.fleet_stories import DURATION, STORIES, Story
 from devtools.simulation_loop import clock_text, deliver_until, round_start
+from devtools.summary_fields import FLEET_SUMMARY_SCHEMA
 
 DRAIN_S = 3600.0
 MAX_FLEET = 5000
@@ -299,6 +300,7 @@ def _run(
         device_states = site.device_states() if site is not None else {}
         gateway.close()
     return {
+        "schema": FLEET_SUMMARY_SCHEMA,  # its fields: devtools/summary_fields.py
         "site": options.site,
         "scenario": options.replay or options.scenario,
         "fast": options.fast,

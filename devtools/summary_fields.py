@@ -92,9 +92,44 @@ FIELDS: Tuple[Field, ...] = (
 )
 
 
-def markdown_table() -> str:
-    """docs/cli.md's list of the ``--json`` summary's fields."""
+FLEET_SUMMARY_SCHEMA = "edge-agent/fleet-summary/1"
+
+# ``simulate --fleet N --json``: a site's run has another shape (its groups are the incidents),
+# so it has its own schema name; docs/site.md lists these fields.
+FLEET_FIELDS: Tuple[Field, ...] = (
+    Field("schema", f'`"{FLEET_SUMMARY_SCHEMA}"`: the format of this summary'),
+    Field("site", "the site's name"),
+    Field("scenario", "the site story's name, or the replayed file's path"),
+    Field("fast", "true when the run was in virtual time (`--fast`)"),
+    Field("simulated_seconds", "how much simulated time the run covered"),
+    Field("wall_seconds", "how long the run took on the wall clock"),
+    Field("devices.count", "sensor functions (Pis) in the run"),
+    Field("devices.by_state", "devices by state at the end: `normal`, `breach`, `silent`"),
+    Field("readings", "readings the gateway received"),
+    Field("episodes.breach", "device episodes that breached a limit"),
+    Field("episodes.update", "updates sent for open device episodes"),
+    Field("episodes.recovered", "device episodes that recovered"),
+    Field(
+        "groups",
+        "one per site event: `correlation_id`, `number`, `members`, `actions`, "
+        "`servicenow_calls`, and `state` in the local stand-in",
+    ),
+    Field("servicenow_calls", "calls to ServiceNow in all"),
+    Field("breaching_readings", "readings beyond a limit, across all devices"),
+    Field("drained", "true when nothing was left to deliver at the end"),
+    Field("incidents_opened", "incidents ServiceNow created"),
+    Field("incidents_updated", "work notes added"),
+    Field("incidents_resolved", "incidents resolved"),
+    Field("actions_pending", "actions still in the outbox at the end; exit code 1"),
+    Field("actions_dead_lettered", "actions ServiceNow refused for good"),
+    Field("incidents_in_standin", "incidents in the local stand-in at the end", "no --snow-url"),
+    Field("exit_code", "0 when everything was delivered, else 1"),
+)
+
+
+def markdown_table(fields: Tuple[Field, ...] = FIELDS) -> str:
+    """The list of a ``--json`` summary's fields: docs/cli.md's, or docs/site.md's (fleet)."""
     rows = ["| field | meaning | only with |", "| --- | --- | --- |"]
-    for field in FIELDS:
+    for field in fields:
         rows.append("| `{}` | {} | {} |".format(field.name, field.meaning, field.only))
     return "\n".join(rows)

@@ -100,6 +100,16 @@ def test_the_command_groups_its_lines_by_incident_and_says_what_each_cost(tmp_pa
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["devices"]["count"] == 12
+    # The documented shape, each field once, under its own schema name.
+    from devtools.summary_fields import FLEET_FIELDS, FLEET_SUMMARY_SCHEMA, markdown_table
+
+    assert summary["schema"] == FLEET_SUMMARY_SCHEMA
+    found = {k for k in summary if k not in ("devices", "episodes")}
+    found |= {"{}.{}".format(k, inner) for k in ("devices", "episodes") for inner in summary[k]}
+    assert found == {f.name for f in FLEET_FIELDS}
+    with open(os.path.join(REPO, "docs", "site.md"), encoding="utf-8") as handle:
+        docs = handle.read()
+    assert markdown_table(FLEET_FIELDS) in docs
     (group,) = summary["groups"]
     assert group["servicenow_calls"] > 0 and group["actions"][0] == "opened"
     number = group["number"]
