@@ -414,3 +414,27 @@ def test_episodes_started_in_the_same_second_after_reboots_have_different_ids():
         ids.add(event.episode_id)
     assert len(ids) == 50
     assert all(len(i) <= 89 for i in ids)
+
+
+def test_an_episode_begun_on_an_unset_clock_says_so_after_a_restart_too():
+    # A Pi without an RTC breaches before NTP: its incident must not state a 1970 start,
+    # also when the sensor function restarted mid-episode and the recovery comes later.
+    first = Judge("pi", [HUMID], debounce_samples=1)
+    (breach,) = first.observe(Reading(ts=60.0, temperature=None, humidity=55), clock_unsynced=True)
+    assert breach.start_clock_unsynced is True
+    second = Judge("pi", [HUMID], debounce_samples=1)
+    second.restore(first.snapshot())
+    (recovered,) = second.observe(
+        Reading(ts=1_790_000_000.0, temperature=None, humidity=40), now=120.0
+    )
+    assert recovered.event == "recovered" and recovered.start_clock_unsynced is True
+
+
+def test_the_state_file_keeps_the_last_notification_as_a_wall_time():
+    # The state file is read by people and by the previous release (after a rollback), which
+    # take last_notified as a wall time; ages on the monotonic clock are kept beside it.
+    judge = Judge("pi", [HUMID], debounce_samples=1)
+    judge.observe(Reading(ts=1000.0, temperature=None, humidity=55), now=50.0)
+    saved = judge.snapshot(now=80.0, wall=1_790_000_030.0)["humidity"]
+    assert saved["last_notified"] == 1_790_000_000.0
+    assert saved["since_notified"] == 30.0 and saved["saved_at"] == 1_790_000_030.0
