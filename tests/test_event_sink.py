@@ -56,6 +56,20 @@ def test_an_episode_is_an_event_an_update_and_a_clear_on_one_alert(
     assert alert["state"] == "Closed" and alert["events"] == 3
 
 
+def test_an_event_from_a_clock_not_yet_set_states_no_1970_date(
+    standin, anomaly_settings, core, clock
+):
+    # A Pi without a real-time clock, before NTP: Event Management gets no 1970 start.
+    service = event_service(anomaly_settings, core, clock)
+    episode = "pi-test:humidity:upper:35-0badc0de"
+    service.handle(anomaly(episode=episode, started_at=35.0, ts=95.0, start_clock_unsynced=True))
+    assert service.pump() == 1
+    (sent,) = standin.events.events
+    info = json.loads(sent["additional_info"])
+    assert info["episode_started"] == "not known (the device's clock was not set yet)"
+    assert "1970" not in json.dumps(sent)
+
+
 def test_severity_follows_the_metrics_impact(standin, anomaly_settings, core, clock):
     service = event_service(anomaly_settings, core, clock, tempImpact="1", humidImpact="2")
     service.handle(anomaly(episode="pi-test:temperature:upper:1790000000", metric="temperature"))

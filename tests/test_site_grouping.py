@@ -174,6 +174,28 @@ def test_a_repeated_or_stale_event_changes_nothing(standin, core, clock, tmp_pat
     assert incident["state"] == "6"
 
 
+def test_a_pi_rebooted_at_1970_is_heard_and_its_incident_states_no_1970_date(
+    standin, core, clock, tmp_path
+):
+    # A Pi without a real-time clock reboots near 1970 until NTP sets it: its next episode
+    # starts "before" the last one by wall time, and must open a group all the same.
+    service = gateway(standin, core, clock, tmp_path, groupWaitSeconds="0")
+    first = breach("pi-a", clock.time())
+    service.handle(first)
+    service.handle(recovered("pi-a", clock.time() + 60, started=clock.time()))
+    clock.advance(120)
+    service.pump()
+    after_reboot = breach("pi-a", 95.0, started=35.0)
+    assert service.handle(after_reboot) is True
+    service.pump()
+    opened = [i for i in standin.incidents() if i["state"] == "1"]
+    assert len(opened) == 1
+    assert "1970" not in opened[0]["description"]
+    assert "not known (the device's clock was not set yet)" in opened[0]["description"]
+    # A late copy of the episode it moved past changes nothing.
+    assert service.handle(first) is False
+
+
 def test_a_restarted_gateway_continues_its_groups(standin, core, clock, tmp_path):
     service = gateway(standin, core, clock, tmp_path)
     service.handle(breach("pi-a", clock.time()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 
+from ..clock import PLAUSIBLE_WALL_TIME
 from ..sensors.base import UNITS
 from .text import clean_name
 
@@ -47,8 +48,10 @@ def event_record(
     description: str,
     info: Mapping[str, Any],
 ) -> Dict[str, str]:
-    """One event as Event Management takes it: every value a string."""
-    return {
+    """One event as Event Management takes it: every value a string. A ``when`` from a
+    clock not set yet (a Pi before NTP) is left out, and the instance stamps the event
+    when it takes it, rather than file it in 1970."""
+    record = {
         "source": SOURCE,
         "node": node,
         "type": EVENT_TYPE,
@@ -60,6 +63,9 @@ def event_record(
         "description": description[:4000],
         "additional_info": json.dumps({str(k): str(v) for k, v in info.items()}, sort_keys=True),
     }
+    if when < PLAUSIBLE_WALL_TIME:
+        del record["time_of_event"]
+    return record
 
 
 def severity_for(metric: str, settings: AnomalySettings) -> str:
@@ -79,7 +85,11 @@ def episode_event(
         "bound": event["bound"],
         "peak": "{:g} {}".format(event["peak"], unit),
         "reading": "{:g} {}".format(event["value"], unit),
-        "episode_started": gmt(event["started_at"]),
+        "episode_started": (
+            gmt(event["started_at"])
+            if event["started_at"] >= PLAUSIBLE_WALL_TIME
+            else "not known (the device's clock was not set yet)"
+        ),
         "episode": clean_name(event["episode_id"]),
         "event": event["event"],
     }

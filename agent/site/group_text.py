@@ -7,8 +7,9 @@ from the metric, never from a device.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..clock import PLAUSIBLE_WALL_TIME
 from ..config import AnomalySettings
 from ..sensors.base import UNITS
 from ..servicenow.text import clean_name
@@ -45,7 +46,7 @@ def open_fields(
         "Metric: {}".format(group.metric),
         "Limit: {:g} {} ({} limit)".format(limit, unit, group.bound),
         "Peak so far: {:g} {} on {}".format(peak, unit, clean_name(worst)),
-        "First breach: {}".format(iso(min(m["started_at"] for m in group.members.values()))),
+        "First breach: {}".format(iso(_first([m["started_at"] for m in group.members.values()]))),
         "Devices in breach: {}".format(_names(breaching) or "none"),
     ]
     recovered = sorted(set(group.members) - set(breaching))
@@ -137,7 +138,16 @@ def resolve_note(group: Group, now: float) -> str:
 
 
 def iso(ts: float) -> str:
+    """A device's wall time for people: never a 1970 date from a clock not set yet."""
+    if ts < PLAUSIBLE_WALL_TIME:
+        return "not known (the device's clock was not set yet)"
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _first(starts: List[float]) -> float:
+    """The earliest start that a set clock gave, else any (it then reads as not known)."""
+    plausible = [ts for ts in starts if ts >= PLAUSIBLE_WALL_TIME]
+    return min(plausible or starts)
 
 
 def _names(devices: Iterable[str]) -> str:

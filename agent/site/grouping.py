@@ -66,7 +66,11 @@ class Grouper:
         seen = self.seen.get(seen_name)
         if seen is not None and _stale(seen, event):
             return []
+        ended = list(seen.get("ended", [])) if seen is not None else []
+        if seen is not None and seen["episode_id"] != event["episode_id"]:
+            ended = (ended + [seen["episode_id"]])[-ENDED_KEPT:]
         self.seen[seen_name] = seen = {k: event[k] for k in ("episode_id", "seq", "started_at")}
+        seen["ended"] = ended
         self._changes["seen/" + seen_name] = json.dumps(seen)
         group = self.groups.get(key)
         member = group.members.get(device) if group is not None else None
@@ -252,11 +256,19 @@ def _member(event: Mapping[str, Any], state: str) -> Member:
     }
 
 
+# Episodes of one device, metric and bound that a later one replaced, kept to refuse their
+# late events; a Pi opens a few a day at most.
+ENDED_KEPT = 16
+
+
 def _stale(seen: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-    """A repeat, or older than the last event taken from this device for this metric."""
+    """A repeat, or an event of an episode this device has already moved past.
+
+    Never by comparing wall times: a Pi without a real-time clock restarts near 1970 until
+    NTP sets it, so a newer episode may carry an older ``started_at``."""
     if seen["episode_id"] == event["episode_id"]:
         return bool(event["seq"] <= seen["seq"])
-    return bool(event["started_at"] <= seen["started_at"])
+    return event["episode_id"] in seen.get("ended", [])
 
 
 def _further(bound: str, peak: float, before: float) -> bool:
