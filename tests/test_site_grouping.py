@@ -273,3 +273,20 @@ def test_a_group_incident_carries_the_sites_service_fields(standin, core, clock,
     (incident,) = standin.incidents()
     assert incident["business_service"] == "Building services"
     assert incident["contact_type"] == "monitoring"
+
+
+def test_groups_started_in_one_second_each_get_their_own_incident():
+    # Three site events in one second of the gateway's clock (a flapping metric, a clock
+    # set back): each group needs its own correlation id, or the third would find the
+    # first's incident and one site event would go unreported.
+    settings = AnomalySettings.from_mapping(
+        {"snowUrl": "https://dev1.service-now.com", "site": "lab"}
+    )
+    grouper = Grouper("lab", settings.group_by, 0.0, 300.0, settings)
+    opened = []
+    for n in range(3):
+        started = T0 + n * 0.1
+        actions = grouper.on_event(breach("pi-a", started, started=T0 + n), started)
+        opened += [a.correlation_id for a in actions if a.kind == "open"]
+        grouper.on_event(recovered("pi-a", started + 0.05, started=T0 + n), started + 0.05)
+    assert len(opened) == 3 and len(set(opened)) == 3, opened

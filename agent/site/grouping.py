@@ -21,10 +21,11 @@ Keys of actions count per group, so the same state always makes the same keys.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..config import AnomalySettings
-from ..servicenow.incidents import Action, correlation_id
+from ..servicenow.incidents import Action
 from . import group_text
 from .group import Group, Member
 
@@ -40,6 +41,7 @@ class Grouper:
         interval: float,
         settings: AnomalySettings,
         incident_number: Optional[Callable[[str], Optional[str]]] = None,
+        unique: Optional[Callable[[], str]] = None,
     ) -> None:
         self.site = site
         self.group_by = group_by
@@ -48,6 +50,10 @@ class Grouper:
         self.settings = settings
         # The number of a known incident by correlation id, to name a previous group's.
         self.incident_number = incident_number or (lambda corr: None)
+        # A group's id ends in a random part, as an episode's does: ids from the gateway's
+        # wall clock alone repeat (groups started in one second, a clock set back, a gateway
+        # rebooted before NTP), and a repeated id finds the older group's incident.
+        self._unique = unique or _random_hex
         self.groups: Dict[str, Group] = {}
         self.previous: Dict[str, str] = {}  # group key → its last resolved group's correlation id
         # The last event taken per device, metric and bound, kept after its group ends:
@@ -127,9 +133,7 @@ class Grouper:
         self, key: str, labels: Dict[str, str], event: Mapping[str, Any], now: float
     ) -> Group:
         parts = [labels[label] for label in self.group_by]
-        group_id = ":".join(parts + ["{:d}".format(int(now))])
-        while correlation_id(group_id) == self.previous.get(key):
-            group_id += "b"  # a new group in the second its predecessor ended
+        group_id = ":".join(parts + ["{:d}-{}".format(int(now), self._unique())])
         group = Group(key, group_id, event["metric"], event["bound"], now)
         group.previous = self.previous.get(key)
         self.groups[key] = group
@@ -280,3 +284,7 @@ def _note_change(group: Group, change: str, device: str) -> None:
         if device in names:
             names.remove(device)  # only its latest change counts
     group.changes[change].append(device)
+
+
+def _random_hex() -> str:
+    return os.urandom(4).hex()
