@@ -265,7 +265,11 @@ def _add_v2_options(p: argparse.ArgumentParser) -> None:
 
 def _add_site_options(p: argparse.ArgumentParser, v2: bool) -> None:
     g = p.add_argument_group("a site of many Pis (docs/site.md)")
-    g.add_argument("--site", default="", help="plan a site gateway for this site's Pis")
+    g.add_argument(
+        "--site",
+        default="",
+        help="a site gateway for this site's Pis (their things, the association)",
+    )
     g.add_argument("--devices", type=int, default=0, help="how many Pis the site has")
     if v2:
         g.add_argument(
@@ -304,6 +308,7 @@ def _add_v2_parsers(sub: Any) -> None:
         if name == "up":
             p.add_argument("--force-deploy", action="store_true")
             _add_secret_options(p)
+            _add_site_options(p, v2=True)
         if name == "destroy":
             p.add_argument(
                 "--force",

@@ -200,8 +200,6 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
         from .v2.plan import v2_plan
 
         options = _v2_options(args)
-        if site and not options.thing_group:
-            options.thing_group = "{}-gateways".format(site)  # a site deploys to a group
         plan = v2_plan(topology, target, options, out=out)
         if site:
             from .naming import Names
@@ -383,7 +381,7 @@ def _v2_options(args: argparse.Namespace):
     from .v2 import V2Options
     from .wheels import DEFAULT_ARCHITECTURES
 
-    return V2Options(
+    options = V2Options(
         bucket=args.bucket,
         prefix=args.component_prefix,
         artifact_prefix=args.artifact_prefix,
@@ -406,7 +404,14 @@ def _v2_options(args: argparse.Namespace):
         wait=getattr(args, "wait", True),
         timeout=getattr(args, "timeout", 600.0),
         poll_interval=getattr(args, "poll_interval", 10.0),
+        site=getattr(args, "site", ""),
+        devices=getattr(args, "devices", 0),
+        rollout_per_minute=getattr(args, "rollout_per_minute", 10),
+        abort_threshold=getattr(args, "abort_threshold", 10.0),
     )
+    if options.site and not options.thing_group:
+        options.thing_group = "{}-gateways".format(options.site)  # a site deploys to a group
+    return options
 
 
 def _v2_deployer(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> Any:

@@ -129,6 +129,30 @@ def rollout(per_minute: int, abort_percent: float) -> Dict[str, Any]:
     }
 
 
+def device_policy(region: str, account: str) -> Dict[str, Any]:
+    """The Pis' IoT policy: connect as their own thing, Greengrass discovery (no site in it)."""
+    partition = partition_for(region)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": "arn:{}:iot:{}:{}:client/${{iot:Connection.Thing.ThingName}}".format(
+                    partition, region, account
+                ),
+            },
+            {
+                "Effect": "Allow",
+                "Action": "greengrass:Discover",
+                "Resource": "arn:{}:iot:{}:{}:thing/${{iot:Connection.Thing.ThingName}}".format(
+                    partition, region, account
+                ),
+            },
+        ],
+    }
+
+
 def add_v2_site(
     plan: Plan,
     topology: GroupTopology,
@@ -158,26 +182,7 @@ def add_v2_site(
     }
     validate_params("iot", "CreateThingGroup", group)
     plan.files["thing-group.json"] = group
-    partition = partition_for(region)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "iot:Connect",
-                "Resource": "arn:{}:iot:{}:{}:client/${{iot:Connection.Thing.ThingName}}".format(
-                    partition, region, account
-                ),
-            },
-            {
-                "Effect": "Allow",
-                "Action": "greengrass:Discover",
-                "Resource": "arn:{}:iot:{}:{}:thing/${{iot:Connection.Thing.ThingName}}".format(
-                    partition, region, account
-                ),
-            },
-        ],
-    }
+    policy = device_policy(region, account)
     validate_params(
         "iot",
         "CreatePolicy",

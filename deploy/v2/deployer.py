@@ -22,6 +22,7 @@ from ..context import RunContext, section, state_entry
 from ..definitions import content_hash
 from ..errors import DeployError, DeploymentFailed, DeploymentTimedOut
 from ..naming import Names
+from ..site import device_names
 from ..state import State
 from ..things import write_private
 from ..v1.secrets import Secrets, read_secret_value
@@ -36,6 +37,7 @@ from .deployments import FAILED, DeploymentWatcher
 from .identity import CoreDevice, CoreIdentity
 from .plan import CHECK_SERVICENOW_NOTE, V2Options, build_v2_plan
 from .recipes import SECRET_MANAGER, SHADOW_MANAGER
+from .site_up import SitePis, site_deployment
 
 CONFIG_FILE = "config.yaml"
 INSTALL_SCRIPT = "install-on-pi.sh"
@@ -94,6 +96,20 @@ class V2Deployer:
             ),
             out=ctx.out,
         )
+        if opts.site:
+            plan.deployment = site_deployment(
+                plan.deployment,
+                opts.site,
+                self.topology,
+                per_minute=opts.rollout_per_minute,
+                abort_percent=opts.abort_threshold,
+                resolve=self.components.public_component_version,
+            )
+            pis = SitePis(
+                ctx, self.record, opts.site, device_names(opts.site, opts.devices), opts.certs_dir
+            )
+            pis.ensure()
+            pis.associate(device.thing)
         for spec in self.topology.functions:
             name = next(n for n in plan.recipes if n.endswith("." + spec.id))
             self.components.ensure(name, plan.recipes[name], plan.artifacts[name], opts.bucket)

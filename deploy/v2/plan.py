@@ -78,6 +78,10 @@ class V2Options:
     wait: bool = True
     timeout: float = 600.0
     poll_interval: float = 10.0
+    site: str = ""  # v2 up --site: the site's Pis as client devices (deploy/v2/site_up.py)
+    devices: int = 0
+    rollout_per_minute: int = 10
+    abort_threshold: float = 10.0
 
     def run_as(self, topology: GroupTopology) -> str:
         """``runWith.posixUser``: ``--posix-user``, else the topology's uid:gid."""
