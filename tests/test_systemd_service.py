@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -41,7 +42,8 @@ def system_image(root: Path) -> Path:
     nologin.write_text("#!/bin/sh\nexit 1\n")
     nologin.chmod(0o755)
     key = root / "etc" / "edge-agent" / "private.pem.key"
-    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    # Stand-in content made at test time: the script only sets the mode and owner of *.key.
+    key.write_text(secrets.token_hex(32) + "\n")
     key.chmod(0o644)
     return root
 
