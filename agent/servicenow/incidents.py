@@ -158,15 +158,20 @@ def open_fields(event: Mapping[str, Any], settings: AnomalySettings) -> Dict[str
         "correlation_id": correlation_id(event["episode_id"]),
         "correlation_display": "edge-agent",
     }
-    if settings.assignment_group:
-        fields["assignment_group"] = settings.assignment_group
-    if settings.caller_id:
-        fields["caller_id"] = settings.caller_id
-    if settings.business_service:
-        fields["business_service"] = settings.business_service
-    if settings.contact_type:
-        fields["contact_type"] = settings.contact_type
+    fields.update(routing_fields(settings))
     return fields
+
+
+def routing_fields(settings: AnomalySettings) -> Dict[str, str]:
+    """The optional fields that route an incident (group, caller, service, channel): only
+    those set, so an instance's own defaults apply to the rest."""
+    named = (
+        ("assignment_group", settings.assignment_group),
+        ("caller_id", settings.caller_id),
+        ("business_service", settings.business_service),
+        ("contact_type", settings.contact_type),
+    )
+    return {field: value for field, value in named if value}
 
 
 def update_note(event: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from ..clock import PLAUSIBLE_WALL_TIME
 from ..config import AnomalySettings
 from ..sensors.base import UNITS
+from ..servicenow.incidents import routing_fields
 from ..servicenow.text import clean_name
 from .group import Group
 
@@ -76,14 +77,7 @@ def open_fields(
         "correlation_id": group.correlation_id,
         "correlation_display": "edge-agent",
     }
-    if settings.assignment_group:
-        fields["assignment_group"] = settings.assignment_group
-    if settings.caller_id:
-        fields["caller_id"] = settings.caller_id
-    if settings.business_service:
-        fields["business_service"] = settings.business_service
-    if settings.contact_type:
-        fields["contact_type"] = settings.contact_type
+    fields.update(routing_fields(settings))
     return fields
 
 
