@@ -34,10 +34,24 @@ def test_any_device_gives_a_safe_distinct_stable_correlation_id(device):
 
 def test_safe_ids_are_unchanged_and_unsafe_ones_keep_their_readable_part():
     assert correlation_id("pi-7:humidity:upper:1") == "edge-agent:pi-7:humidity:upper:1"
-    assert query_safe("lab^pi") == "lab_pi-" + _sha1("lab^pi")
+    assert query_safe("lab^pi", 100) == "lab_pi-" + _sha1("lab^pi")
     # Two ids that differ only in unsafe characters stay apart.
-    assert query_safe("lab^pi") != query_safe("lab=pi") != query_safe("lab_pi")
+    assert query_safe("lab^pi", 100) != query_safe("lab=pi", 100) != query_safe("lab_pi", 100)
     assert is_query_safe("lab_pi") and not is_query_safe("lab^pi")
+
+
+def test_a_long_id_keeps_as_much_of_itself_as_the_100_character_column_holds():
+    # A safe episode id that just fits stays readable as it is.
+    fits = "p" * 63 + ":humidity:upper:1790000000"
+    assert correlation_id(fits) == "edge-agent:" + fits
+    assert len(correlation_id(fits)) == 100
+    # An unsafe one of the same length (the longest an anomaly message carries) is cut to
+    # the column's size exactly: the readable start, "-", then the hash that keeps it unique.
+    unsafe = "lab^" + fits[4:]
+    corr = correlation_id(unsafe)
+    assert len(corr) == 100 and SAFE.fullmatch(corr)
+    assert corr.startswith("edge-agent:lab_" + "p" * 59)
+    assert corr.endswith("-" + _sha1(unsafe))
 
 
 def test_a_correlation_id_queued_by_an_older_version_is_made_safe_the_same_way():
@@ -97,7 +111,10 @@ def test_odd_device_ids_against_a_servicenow_slower_than_the_timeout_make_one_in
         },
         runtime=core.runtime_for(ANOMALY_FUNCTION_ID),
     )
-    devices = ["lab^pi", "a=b"]
+    # Also a device id long enough to need the hashed correlation id, and one whose
+    # correlation id fills the column exactly: an id over 100 characters would be cut by
+    # ServiceNow, the lookup by the uncut one would miss, and each retry would create again.
+    devices = ["lab^pi", "a=b", "lab^" + "p" * 59, "p" * 63]
     for device in devices:
         episode = "{}:humidity:upper:1790000000".format(device)
         service.handle(anomaly("breach", 0, episode))
@@ -113,11 +130,15 @@ def test_odd_device_ids_against_a_servicenow_slower_than_the_timeout_make_one_in
     # commit, answered or not): a duplicate would be there now.
     assert wait_until(lambda: _posts(standin) >= service.client.calls["POST"])
     incidents = standin.incidents()
-    assert len(incidents) == 2, [i["short_description"] for i in incidents]
+    assert len(incidents) == 4, [i["correlation_id"] for i in incidents]
     for device in devices:
-        (incident,) = [i for i in incidents if device in i["short_description"]]
+        corr = correlation_id("{}:humidity:upper:1790000000".format(device))
+        (incident,) = [i for i in incidents if i["correlation_id"] == corr]
         assert incident["state"] == "6"
         assert "Device: {}".format(device) in incident["description"]
+    assert "edge-agent:{}:humidity:upper:1790000000".format("p" * 63) in [
+        i["correlation_id"] for i in incidents
+    ]
     for _method, path, _status in standin.request_log:
         query, values = _query_values(path)
         assert all(SAFE.fullmatch(v) for v in values), query

@@ -360,6 +360,20 @@ def test_query_by_correlation_id_with_fields_and_limit(standin, http):
     assert [r["correlation_id"] for r in others.json()["result"]] == ["b"]
 
 
+def test_a_correlation_id_longer_than_its_column_is_cut_and_the_uncut_query_misses(standin, http):
+    long_id = "c" * 101
+    created = create(http, standin, correlation_id=long_id)
+    assert created["correlation_id"] == "c" * 100  # cut silently to the column's 100
+    uncut = http.get(
+        standin.url + V2, params={"sysparm_query": "correlation_id=" + long_id}, timeout=5
+    )
+    cut = http.get(
+        standin.url + V2, params={"sysparm_query": "correlation_id=" + "c" * 100}, timeout=5
+    )
+    assert uncut.json()["result"] == []
+    assert [r["sys_id"] for r in cut.json()["result"]] == [created["sys_id"]]
+
+
 def test_unknown_query_fields_are_silently_ignored(standin, http):
     create(http, standin, correlation_id="a")
     create(http, standin, correlation_id="b")

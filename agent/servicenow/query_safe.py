@@ -29,12 +29,13 @@ def is_query_safe(text: str) -> bool:
     return _SAFE.fullmatch(text) is not None
 
 
-def query_safe(text: str, max_length: int = 100) -> str:
-    """``text`` itself if it is safe and fits ``max_length``, else its safe, short form."""
+def query_safe(text: str, max_length: int) -> str:
+    """``text`` itself if it is safe and fits ``max_length``, else its safe form of exactly
+    ``max_length`` characters (or shorter, when the text is); ``max_length`` > ``HASH_CHARS``."""
     if is_query_safe(text) and len(text) <= max_length:
         return text
     import hashlib  # only for unusual ids: it loads OpenSSL
 
     digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
     mapped = _UNSAFE.sub("_", text)
-    return mapped[: max(0, max_length - HASH_CHARS - 1)] + "-" + digest
+    return mapped[: max_length - HASH_CHARS - 1] + "-" + digest

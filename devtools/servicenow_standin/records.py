@@ -46,6 +46,9 @@ SYSTEM_FIELDS = frozenset(
         "closed_at",
     }
 )
+# String columns' sizes (the dictionary's max_length): a longer value is cut to it on
+# write, silently, as an instance does; a query by the uncut value then finds nothing.
+MAX_LENGTHS = {"correlation_id": 100, "correlation_display": 100}
 # The incident table's schema as far as queries are concerned: a query term on
 # any other field is ignored, as ServiceNow does. Custom ``u_`` fields are known.
 INCIDENT_FIELDS = frozenset(

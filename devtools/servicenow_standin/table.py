@@ -20,6 +20,7 @@ from .records import (
     DEFAULT_FIELDS,
     INACTIVE_STATES,
     JOURNAL_FIELDS,
+    MAX_LENGTHS,
     RESOLVED_STATE,
     SYSTEM_FIELDS,
     TABLE,
@@ -194,7 +195,7 @@ def _apply(
             if text.strip():
                 entries.append({"field": key, "value": text, "at": now, "by": user})
             continue
-        record[key] = text
+        record[key] = text[: MAX_LENGTHS.get(key, len(text))]
     return entries
 
 
