@@ -94,7 +94,15 @@ class SensorService:
         self._layers: Optional[Dict[str, Any]] = None
         self._pending: Optional[Tuple[SensorSettings, Optional[Dict[str, Any]]]] = None
         self._pending_lock = threading.Lock()
+        self._first_reading: Optional[Callable[[], None]] = None
         self._load_state()
+
+    def after_first_reading(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, on the loop's thread, as soon as the first reading is
+        published (or its read failed), before that reading is judged: the work the first
+        publish need not wait for (following the shadow, health reports). Settings it offers
+        judge that first reading."""
+        self._first_reading = callback
 
     def tick(self) -> List[EpisodeEvent]:
         """One sample: read, publish, judge, publish events. Never raises for bad input."""
@@ -112,6 +120,8 @@ class SensorService:
         except SensorError as exc:
             self.counts["sensor_errors"] += 1
             log.warning("sensor read failed: %s", exc)
+            if self._first_reading is not None:
+                self._first_reading_out()
             return []
         self.seq += 1
         # Read once a reading: NTP may set the clock at any time.
@@ -121,6 +131,8 @@ class SensorService:
             message["clock_unsynced"] = True
             self.counts["readings_clock_unsynced"] += 1
         self._publish(self.settings.readings_topic, message, "readings")
+        if self._first_reading is not None:
+            self._first_reading_out()
         for callback in self.on_reading:
             callback(reading)
         events = self.judge.observe(reading, self.clock.monotonic(), unsynced)
@@ -135,6 +147,16 @@ class SensorService:
             self._save_state()
             self._flush_events()
         return events
+
+    def _first_reading_out(self) -> None:
+        callback, self._first_reading = self._first_reading, None
+        try:
+            if callback is not None:
+                callback()
+        except Exception:  # the readings go on without what it starts
+            log.exception("starting what follows the first reading failed")
+        if self._pending is not None:
+            self._apply_pending()
 
     def offer_settings(
         self, settings: SensorSettings, layers: Optional[Dict[str, Any]] = None

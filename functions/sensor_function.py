@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 
 from agent.clock import Clock, VirtualClock
+from agent.config import SensorSettings
 from agent.errors import AgentError, BadSensorBackend, GreengrassError, SensorError
 from agent.greengrass import detect_backend, open_runtime
 from agent.greengrass.base import Runtime
-from agent.live_config import LiveConfig, thing_name
-from agent.live_settings import CONFIGURATION, LiveSettings
-from agent.names import SENSOR_FUNCTION_ID
+from agent.names import SENSOR_FUNCTION_ID, STATUS_SWITCH
 from agent.sensor_service import SensorService
 from agent.sensors import open_sensor
 from agent.sensors.base import Sensor
@@ -27,7 +26,9 @@ from agent.startup import start_on_core
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Mapping, Optional
+    from typing import Any, Callable, Mapping, Optional, Tuple
+
+    from agent.live_settings import LiveSettings
 
 log = logging.getLogger("edge_agent.sensor_function")
 
@@ -49,24 +50,31 @@ def create_app(
     import os
 
     environ = os.environ if environ is None else environ
-    layers = LiveSettings(environ)  # the environment's check first, before anything opens
+    service, layers = _build(environ, runtime, sensor, clock)
+    attach_live_config(service, environ, layers)
+    return service
+
+
+def _build(
+    environ: Mapping[str, str],
+    runtime: Optional[Runtime],
+    sensor: Optional[Sensor],
+    clock: Optional[Clock],
+) -> Tuple[SensorService, Optional[LiveSettings]]:
+    """The service without its live configuration: what the first reading needs. The
+    layers too where the component configuration gave values (V2), else None."""
+    # The environment's check first, before anything opens.
+    settings = SensorSettings.from_mapping(environ)
     runtime = runtime or open_runtime(SENSOR_FUNCTION_ID)
     try:
         configuration = runtime.component_configuration()  # V2: read over IPC, not Setenv
     except GreengrassError as exc:  # read again when the subscription to changes starts
         log.warning("starting with the environment's values: %s", exc)
         configuration = None
+    layers = None
     if configuration:
-        # As for a change while running: a value the check refuses is rejected (logged, and
-        # reported once the shadow is reached), the environment's or the default stays.
-        for change in layers.propose(CONFIGURATION, configuration, replace=True).rejected:
-            log.warning(
-                "sensor variable from the component configuration rejected: %s; %s stays %s",
-                change.describe(),
-                change.name,
-                change.old if change.old is not None else "unset",
-            )
-    settings = layers.settings
+        layers = _with_configuration(environ, configuration)
+        settings = layers.settings
     if sensor is None:
         sensor = open_sensor(
             clock=clock,
@@ -77,20 +85,47 @@ def create_app(
     runtime.route_topics(
         {"readingsTopic": settings.readings_topic, "anomalyTopic": settings.anomaly_topic}
     )
-    service = SensorService(sensor, runtime, settings, clock=clock)
-    if runtime.shadow_supported:
-        live_config = LiveConfig(
-            service,
-            runtime,
-            layers,
-            thing_name(environ, settings.device_id),
-            # In virtual time (simulate --fast, tests) a worker's waits would be real:
-            # the requests are made inline then, on the local core that never blocks.
-            background=not isinstance(service.clock, VirtualClock),
+    return SensorService(sensor, runtime, settings, clock=clock), layers
+
+
+def _with_configuration(environ: Mapping[str, str], configuration: Any) -> LiveSettings:
+    """The layers with the V2 component configuration's values, as for a change while
+    running: a value the check refuses is rejected (logged, and reported once the shadow
+    is reached), the environment's or the default stays."""
+    from agent.live_settings import CONFIGURATION, LiveSettings
+
+    layers = LiveSettings(environ)
+    for change in layers.propose(CONFIGURATION, configuration, replace=True).rejected:
+        log.warning(
+            "sensor variable from the component configuration rejected: %s; %s stays %s",
+            change.describe(),
+            change.name,
+            change.old if change.old is not None else "unset",
         )
-        live_config.restore(service.saved_layers)  # the values in force before a restart
-        service.live_config = live_config
-    return service
+    return layers
+
+
+def attach_live_config(
+    service: SensorService, environ: Mapping[str, str], layers: Optional[LiveSettings]
+) -> None:
+    """Give ``service`` the live configuration that follows its shadow, where the runtime
+    has one, with the shadow values saved before a restart back in force."""
+    if not service.runtime.shadow_supported:
+        return
+    from agent.live_config import LiveConfig, thing_name
+    from agent.live_settings import LiveSettings
+
+    live_config = LiveConfig(
+        service,
+        service.runtime,
+        layers or LiveSettings(environ),
+        thing_name(environ, service.settings.device_id),
+        # In virtual time (simulate --fast, tests) a worker's waits would be real:
+        # the requests are made inline then, on the local core that never blocks.
+        background=not isinstance(service.clock, VirtualClock),
+    )
+    live_config.restore(service.saved_layers)  # the values in force before a restart
+    service.live_config = live_config
 
 
 def start_live_config(service: SensorService) -> None:
@@ -118,14 +153,33 @@ def function_handler(event: Any, context: Any) -> None:
         handler_for(app)(event, context)
 
 
+def _build_on_core() -> SensorService:
+    """The service a V1 core's function runs: its live configuration and health reports
+    start once its first reading is out (that reading needs neither)."""
+    import os
+
+    service, layers = _build(os.environ, None, None, None)
+    service.after_first_reading(lambda: _follow(service, os.environ, layers))
+    return service
+
+
+def _follow(
+    service: SensorService, environ: Mapping[str, str], layers: Optional[LiveSettings]
+) -> None:
+    """Follow the shadow (the values saved before a restart judge the first reading too)
+    and report health for a status function, if the group has one."""
+    attach_live_config(service, environ, layers)
+    start_live_config(service)
+    if environ.get(STATUS_SWITCH) == "on":
+        from agent.status.health import start_if_enabled
+
+        start_if_enabled(service, SENSOR_FUNCTION_ID)
+
+
 def _install_app(service: Any) -> None:
-    """Make ``service`` the ``app`` the V1 handler serves; start its live configuration and health reports."""
+    """Make ``service`` the ``app`` the V1 handler serves."""
     global app
     app = service
-    start_live_config(service)
-    from agent.status.health import start_if_enabled  # reports for a status function, if any
-
-    start_if_enabled(service, SENSOR_FUNCTION_ID)
 
 
 def main() -> int:
@@ -155,4 +209,4 @@ def main() -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 elif detect_backend() == "v1":
-    start_on_core(create_app, _install_app, "sensor")
+    start_on_core(_build_on_core, _install_app, "sensor")

@@ -52,7 +52,9 @@ def v1_sensor(monkeypatch, tmp_path):
                 core.subscribe_function(sub.subject, invoke)
         sys.modules.pop("functions.sensor_function", None)
         holder["module"] = module = importlib.import_module("functions.sensor_function")
-        assert module.app is not None and module.app.live_config is not None
+        assert module.app is not None
+        # It follows its shadow once its first reading is out.
+        assert wait_until(lambda: module.app.live_config is not None)
         try:
             yield core, module.app
         finally:

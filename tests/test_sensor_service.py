@@ -167,3 +167,30 @@ def test_without_a_good_copy_the_outboxs_open_incident_is_continued_and_resolved
     assert recovered["episode_id"] == breach["episode_id"]
     assert "no good copy" in again.recovered["what"]
     assert breach["episode_id"] in again.recovered["what"]
+
+
+def test_settings_offered_once_the_first_reading_is_out_judge_that_reading(tmp_path):
+    """On a V1 core the shadow is followed after the first publish: the values saved before
+    a restart, offered then, still judge the first reading (and the next)."""
+    service, received, core, clock = make(tmp_path, [45.0, 45.0])
+    lower = SensorSettings.from_mapping(
+        {"stateDir": str(tmp_path), "deviceId": "pi", "debounceSamples": "2", "humidLimit": "40"}
+    )
+    published_before = []
+
+    def follow():
+        published_before.append(len(core.cloud_messages))
+        service.offer_settings(lower)
+
+    service.after_first_reading(follow)
+    run_ticks(service, clock, 2)
+    assert published_before == [1]  # the first reading was out when it ran, once
+    assert [m["event"] for m in received] == ["breach"]  # 45 %RH beyond 40 at both readings
+
+
+def test_what_follows_the_first_reading_starts_even_when_that_read_fails(tmp_path):
+    service, _, _, clock = make(tmp_path, ["err", 40.0])
+    started = []
+    service.after_first_reading(lambda: started.append(service.counts["sensor_errors"]))
+    run_ticks(service, clock, 2)
+    assert started == [1]
