@@ -184,24 +184,12 @@ def vendor_directory(
             ", ".join(requirements), resolver.target, resolver.describe()
         )
     )
-    env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore", PIP_NO_INPUT="1")
-    try:
-        done = subprocess.run(
-            _pip_command(resolver, staging, requirements),
-            capture_output=True,
-            text=True,
-            timeout=PIP_TIMEOUT_S,
-            env=env,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DeployError(
-            "pip could not resolve {} for Python {}: {}".format(
-                ", ".join(requirements), resolver.target, exc
-            ),
-            hint=_offline_hint(root),
-        )
+    done = run_pip(
+        _pip_command(resolver, staging, requirements),
+        staging,
+        "pip could not resolve {} for Python {}".format(", ".join(requirements), resolver.target),
+        _offline_hint(root),
+    )
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         reasons = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
@@ -231,3 +219,23 @@ def _offline_hint(cache: Path) -> str:
         "pip needs PyPI the first time (later runs use the cache in {}); or vendor from a "
         "directory you prepared for the device's Python: --site-packages DIR".format(cache)
     )
+
+
+def run_pip(
+    command: Sequence[str], staging: Path, failure: str, hint: str
+) -> subprocess.CompletedProcess[str]:
+    """Run pip without a prompt; when it cannot run or hangs past PIP_TIMEOUT_S, remove the
+    half-filled ``staging`` folder and raise ``failure: cause`` (its output is the caller's)."""
+    env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore", PIP_NO_INPUT="1")
+    try:
+        return subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT_S,
+            env=env,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DeployError("{}: {}".format(failure, exc), hint=hint)

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 import zipfile
@@ -39,8 +38,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DeployError
+from .vendoring import cache_root, run_pip
 
-PIP_TIMEOUT_S = 900
 # Device architecture -> (Greengrass's manifest "architecture", the wheels' machine name).
 ARCHITECTURES: Dict[str, Tuple[str, str]] = {
     "aarch64": ("aarch64", "aarch64"),
@@ -166,7 +165,6 @@ def resolve_wheels(
     PyPI lacks wheels for gets a :class:`WheelSet` with ``missing`` set instead of an
     error; for aarch64 and amd64 a failure is a :class:`DeployError`.
     """
-    from .vendoring import cache_root
 
     requirements = sorted(dict.fromkeys(requirements))
     if wheelhouse is not None and not Path(wheelhouse).is_dir():
@@ -200,23 +198,13 @@ def resolve_wheels(
             " from {}".format(wheelhouse) if offline else "",
         )
     )
-    env = dict(os.environ, PIP_NO_INPUT="1", PIP_ROOT_USER_ACTION="ignore")
     command = _pip_download(requirements, architecture, python, staging, wheelhouse, offline)
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=PIP_TIMEOUT_S,
-            env=env,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DeployError(
-            "pip could not download wheels for {}: {}".format(architecture, exc),
-            hint=_hint(root),
-        )
+    done = run_pip(
+        command,
+        staging,
+        "pip could not download wheels for {}".format(architecture),
+        _hint(root),
+    )
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         reasons = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
