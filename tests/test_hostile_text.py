@@ -102,6 +102,20 @@ def test_clean_text_on_the_reported_examples():
     assert clean_text("pi\x7f\x85one\u2028two\u2029three") == "pi one two three"
     assert clean_text("pi-\u202ekitchen\u202c") == "pi-kitchen"
     assert clean_text("Küche-Pi °C") == "Küche-Pi °C"  # ordinary text is left alone
+    # Cut to the limit, the cut marked: text that just fits is whole.
+    assert clean_text("pi-kitchen", 10) == "pi-kitchen"
+    assert clean_text("pi-kitchens", 10) == "pi-kitche…"
+    assert clean_text("pi kitchens", 10) == "pi kitche…"
+    assert clean_text("pi  kitchen", 10) == "pi kitchen"  # once its spaces are collapsed
+    assert clean_text("") == ""
+
+
+def test_a_long_hostile_topic_is_named_in_the_log_cut_to_200_characters(fuzz_service, caplog):
+    topic = "lab/<b>" + "t" * 300
+    assert fuzz_service.handle({"schema": "nonsense"}, topic) is False
+    (line,) = [r.getMessage() for r in caplog.records if "rejected a message on" in r.getMessage()]
+    named = line.split("rejected a message on ", 1)[1].split(": ", 1)[0]
+    assert named == "lab/" + "t" * 195 + "…"
 
 
 @pytest.fixture(scope="module")

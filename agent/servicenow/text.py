@@ -37,25 +37,23 @@ EMPTY = "(unnamed)"
 
 def clean_text(value: str, limit: int = 200) -> str:
     """``value`` without markup, tags, control, format or bidi characters; see the module doc."""
-    if not value:
-        return ""
-    if len(value) <= limit and not _NEEDS_WORK.search(value):
-        return value
-    text = "".join(_clean_char(c) for c in value)
-    previous = None
-    while previous != text:  # "[co[code]de]" is "[code]" once the inner one is gone
-        previous = text
-        text = _CODE_MARKUP.sub("", _TAG.sub("", text))
-    text = text.replace("<", "").replace(">", "")
-    text = _WHITESPACE.sub(" ", text).strip()
+    text = value
+    if _NEEDS_WORK.search(text):
+        text = "".join(_clean_char(c) for c in text)
+        previous = None
+        while previous != text:  # "[co[code]de]" is "[code]" once the inner one is gone
+            previous = text
+            text = _CODE_MARKUP.sub("", _TAG.sub("", text))
+        text = text.replace("<", "").replace(">", "")
+        text = _WHITESPACE.sub(" ", text).strip()
     if len(text) > limit:
         text = text[: max(0, limit - 1)].rstrip() + "…"
     return text
 
 
-def clean_name(value: str, limit: int = 200) -> str:
+def clean_name(value: str) -> str:
     """:func:`clean_text`, with a placeholder when nothing printable is left."""
-    return clean_text(value, limit) or EMPTY
+    return clean_text(value) or EMPTY
 
 
 def _clean_char(char: str) -> str:
