@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from devtools import mutate_report, mutate_select
+
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_FILE = ROOT / "devtools" / "mutate_skip.txt"
 
@@ -169,6 +171,12 @@ class Mutant:
     variant: int  # which change at that point (a Compare may hold several operators)
     source: str = ""  # the text of the line it changes, stripped (its key in the skip list)
     occurrence: int = 1  # the same change to the same text, counted from the top of the module
+    end_line: int = 0  # the last line of the changed code (a call may span several)
+
+    @property
+    def span(self) -> List[int]:
+        """The lines the change touches: the tests that run any of them are the ones to run."""
+        return list(range(self.line, max(self.line, self.end_line) + 1))
 
     @property
     def where(self) -> str:
@@ -301,9 +309,10 @@ def mutants_of(path: str) -> List[Mutant]:
     points = sorted(enumerate(_points(tree)), key=lambda p: getattr(p[1][0], "lineno", 0))
     for index, (node, variant, change) in points:
         line = getattr(node, "lineno", 0)
+        end_line = getattr(node, "end_lineno", None) or line
         source = lines[line - 1].strip() if 0 < line <= len(lines) else ""
         occurrence = seen[(source, change)] = seen.get((source, change), 0) + 1
-        found.append(Mutant(path, line, change, index, variant, source, occurrence))
+        found.append(Mutant(path, line, change, index, variant, source, occurrence, end_line))
     return sorted(found, key=lambda m: m.index)
 
 
@@ -355,7 +364,16 @@ def sample(plan: List[Mutant], size: int, seed: int) -> List[Mutant]:
 
 
 # -- running ----------------------------------------------------------------------
-IGNORED = (".git", ".venv", ".venv38", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
+IGNORED = (
+    ".git",
+    ".mutate-cache",
+    ".venv",
+    ".venv38",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+)
 
 
 def make_copy(base: str) -> Path:
@@ -366,11 +384,11 @@ def make_copy(base: str) -> Path:
 
 
 def run_tests(repo: Path, tests: Sequence[str], timeout: float) -> Tuple[str, float]:
-    """``killed``, ``survived`` or ``timeout`` for the tests in ``repo``; and the seconds taken."""
+    """``killed``, ``survived`` or ``timeout`` for the tests in ``repo`` (test files or node
+    ids); ``error`` when pytest ran none (an unknown node id, no tests); and the seconds taken."""
     env = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-    command += ["-m", "not slow", "--no-header", "-o", "addopts="]
-    command += [t for t in tests if (repo / t).exists()]
+    command = [sys.executable, *mutate_select.PYTEST, "-x", "--rootdir", str(repo)]
+    command += [t for t in tests if (repo / t.partition("::")[0]).exists()]
     started = time.monotonic()
     try:
         proc = subprocess.run(
@@ -387,9 +405,35 @@ def run_tests(repo: Path, tests: Sequence[str], timeout: float) -> Tuple[str, fl
     took = time.monotonic() - started
     if proc.returncode == 0:
         return "survived", took
-    if proc.returncode == 5:
-        return "error", took  # no tests ran
+    if proc.returncode in (4, 5):
+        return "error", took  # a usage error (a node id not found) or no tests ran
     return "killed", took
+
+
+@dataclass
+class Plan:
+    """How one module's mutants are tested: its test files, and (with selection) which
+    tests reach each line, with each test's time for the per-mutant timeout."""
+
+    module: str
+    files: List[str]
+    timeout: float
+    lines: Optional[mutate_select.LineMap] = None  # None: no selection, whole files
+    times: Optional[mutate_select.Times] = None
+    at_import: Optional[set] = None
+
+    def tests_for(self, mutant: Mutant) -> Tuple[Optional[List[str]], float]:
+        """The node ids to run (None: the whole files; []: none reaches the line), and the
+        timeout for them."""
+        if self.lines is None or self.times is None or self.at_import is None:
+            return None, self.timeout
+        chosen = mutate_select.select(self.lines, mutant.span, self.at_import, self.times)
+        if not chosen:
+            return chosen, self.timeout
+        # Four times what the chosen tests took, plus pytest's start-up: a hang is told
+        # from a slow run without waiting for the whole files' limit.
+        took = sum(self.times.get(node, 0.0) for node in chosen)
+        return chosen, min(self.timeout, max(20.0, 4 * took + 10.0))
 
 
 class Worker:
@@ -398,21 +442,38 @@ class Worker:
     def __init__(self, base: str) -> None:
         self.repo = make_copy(base)
 
-    def try_mutant(self, mutant: Mutant, timeout: float) -> Tuple[Mutant, str, float]:
+    def try_mutant(self, mutant: Mutant, plan: Plan) -> Tuple[Mutant, str, float]:
+        chosen, timeout = plan.tests_for(mutant)
+        if chosen is not None and not chosen:
+            return mutant, NOT_COVERED, 0.0
         target = self.repo / mutant.path
         original = (ROOT / mutant.path).read_text()
         target.write_text(mutated_source(mutant))
         try:
-            result, took = run_tests(self.repo, tests_for(mutant.path), timeout)
+            result, took = run_tests(self.repo, chosen or plan.files, timeout)
+            if chosen and result == "error":
+                # A node id pytest does not find (an id it spells differently): the files.
+                result, more = run_tests(self.repo, plan.files, plan.timeout)
+                took += more
         finally:
             target.write_text(original)
         return mutant, result, took
+
+
+NOT_COVERED = "survived (not covered)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev mutate", description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help="paths such as agent/judge.py (default: core)")
     parser.add_argument("--all", action="store_true", help="every module of agent/ and functions/")
+    parser.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="every module under DIR (such as agent/servicenow), for --all in batches",
+    )
     parser.add_argument(
         "--sample", type=int, default=0, metavar="N", help="run a reproducible sample of N mutants"
     )
@@ -429,12 +490,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=0.0, help="per mutant (default: 4× baseline)"
     )
+    parser.add_argument(
+        "--no-select",
+        action="store_true",
+        help="run every mutant on the module's whole test files (no coverage map)",
+    )
+    parser.add_argument("--json-out", metavar="PATH", help="write the figures and survivors here")
+    parser.add_argument(
+        "--write-docs",
+        nargs="+",
+        metavar="JSON",
+        help="no run: rewrite the generated table of docs/testing.md from these results "
+        "(later files win for a module measured twice) and keep them as docs/mutation.json",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
 
-    if args.all and args.modules:
-        parser.error("name modules or give --all, not both")
-    modules = all_modules() if args.all else [m.lstrip("./") for m in args.modules]
+    if args.write_docs:
+        try:
+            written = mutate_report.write_docs(args.write_docs)
+        except (OSError, ValueError, KeyError) as error:
+            print("cannot write the docs: {}".format(error), file=sys.stderr)
+            return 2
+        print("wrote " + ", ".join(written))
+        return 0
+    if args.all and (args.modules or args.package):
+        parser.error("name modules or packages, or give --all, not both")
+    modules = [m.lstrip("./") for m in args.modules]
+    if args.all or args.package:
+        everything = all_modules()
+        prefixes = [p.strip("/").lstrip("./") + "/" for p in args.package]
+        chosen = [m for m in everything if not prefixes or any(m.startswith(p) for p in prefixes)]
+        if not chosen:
+            parser.error("no module with mutants under {}".format(", ".join(args.package)))
+        modules += chosen
     modules = modules or DEFAULT_MODULES
     for module in modules:
         if not (ROOT / module).is_file():
@@ -465,31 +554,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("{}: {}".format(mutant.where, mutant.change))
         return 0
 
+    started = time.monotonic()
     base = tempfile.mkdtemp(prefix="edge-agent-mutate-")
     try:
         jobs = max(1, args.jobs)
         workers = [Worker(base) for _ in range(jobs)]
-        # The unmutated tests must pass, and tell how long a run takes.
-        timeouts: Dict[str, float] = {}
+        plans: Dict[str, Plan] = {}
         for module in modules:
-            result, took = run_tests(workers[0].repo, tests_for(module), 600)
-            if result != "survived":
-                print("the tests of {} fail without any mutant ({})".format(module, result))
+            found = _plan(workers[0].repo, module, args)
+            if isinstance(found, str):
+                print("the tests of {} fail without any mutant ({})".format(module, found))
                 return 2
-            timeouts[module] = args.timeout or max(20.0, 4 * took)
-            print("{}: {} mutants, tests take {:.1f}s".format(module, count(plan, module), took))
-        results = _run_all(workers, plan, timeouts)
+            plans[module] = found
+        results = _run_all(workers, plan, plans)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return report(modules, results, skipped, args.min_score, overall=args.sample > 0)
+    if args.json_out:
+        figures = mutate_report.figures(modules, results, skipped)
+        mutate_report.save(args.json_out, figures, time.monotonic() - started, args)
+    return mutate_report.report(modules, results, skipped, args.min_score, overall=args.sample > 0)
 
 
-def count(plan: Sequence[Mutant], module: str) -> int:
-    return sum(1 for m in plan if m.path == module)
+def _plan(repo: Path, module: str, args: argparse.Namespace) -> Plan | str:
+    """The module's plan; the unmutated tests must pass (else why, as a string). With
+    selection, the map comes from the cache or from one run under coverage."""
+    files = tests_for(module)
+    if args.no_select:
+        result, took = run_tests(repo, files, 1800)
+        if result != "survived":
+            return result
+        print("{}: tests take {:.1f}s".format(module, took))
+        return Plan(module, files, args.timeout or max(20.0, 4 * took))
+    key = mutate_select.cache_key(ROOT, module, files)
+    cached = mutate_select.load(ROOT, key)
+    if cached is None:
+        result, took, lines, times = mutate_select.measure(repo, module, files, 1800)
+        if result != "survived":
+            return result
+        mutate_select.save(ROOT, key, took, lines, times)
+        how = "measured"
+    else:
+        took, lines, times = cached
+        how = "cached"
+    print(
+        "{}: tests take {:.1f}s under coverage ({}), {} tests".format(module, took, how, len(times))
+    )
+    at_import = mutate_select.import_time_lines((ROOT / module).read_text())
+    return Plan(module, files, args.timeout or max(20.0, 4 * took), lines, times, at_import)
 
 
 def _run_all(
-    workers: List[Worker], plan: List[Mutant], timeouts: Dict[str, float]
+    workers: List[Worker], plan: List[Mutant], plans: Dict[str, Plan]
 ) -> List[Tuple[Mutant, str]]:
     results: List[Tuple[Mutant, str]] = []
     queue = list(plan)
@@ -500,7 +615,7 @@ def _run_all(
         while queue or running:
             while queue and free:
                 worker, mutant = free.pop(), queue.pop(0)
-                running[pool.submit(worker.try_mutant, mutant, timeouts[mutant.path])] = worker
+                running[pool.submit(worker.try_mutant, mutant, plans[mutant.path])] = worker
             done, _ = concurrent.futures.wait(
                 running, return_when=concurrent.futures.FIRST_COMPLETED
             )
@@ -516,54 +631,6 @@ def _run_all(
                 )
     print("{} mutants in {:.0f}s".format(len(plan), time.monotonic() - started))
     return results
-
-
-def report(
-    modules: Sequence[str],
-    results: List[Tuple[Mutant, str]],
-    skipped: List[Tuple[Mutant, str]],
-    min_score: float = 100.0,
-    overall: bool = False,
-) -> int:
-    """Print the table and the survivors; 1 when the score is under ``min_score``: per module,
-    or over the whole run with ``overall`` (a sample holds too few mutants of a module)."""
-    print()
-    print(
-        "{:40s} {:>7s} {:>8s} {:>7s} {:>7s} {:>6s}".format(
-            "module", "killed", "survived", "timeout", "skipped", "score"
-        )
-    )
-    below = []
-    for module in modules:
-        mine = [r for m, r in results if m.path == module]
-        killed = mine.count("killed")
-        timeout = mine.count("timeout")
-        survived = mine.count("survived") + mine.count("error")
-        skip = sum(1 for m, _ in skipped if m.path == module)
-        total = killed + timeout + survived
-        score = 100.0 * (killed + timeout) / total if total else 100.0
-        if score < min_score:
-            below.append(module)
-        print(
-            "{:40s} {:7d} {:8d} {:7d} {:7d} {:5.1f}%".format(
-                module, killed, survived, timeout, skip, score
-            )
-        )
-    survivors = sorted(
-        (m for m, r in results if r in ("survived", "error")), key=lambda m: (m.path, m.line)
-    )
-    if survivors:
-        print("\nsurviving mutants:")
-        for mutant in survivors:
-            print("  {}: {}".format(mutant.where, mutant.skip_entry().split(": ", 1)[1]))
-    if overall:
-        detected = sum(1 for _, r in results if r in ("killed", "timeout"))
-        score = 100.0 * detected / len(results) if results else 100.0
-        print("\n{} of {} mutants detected: {:.1f} %".format(detected, len(results), score))
-        below = ["the sample"] if score < min_score else []
-    if below:
-        print("\nbelow {:g} % killed: {}".format(min_score, ", ".join(below)))
-    return 1 if below else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ kept. ``--all`` must cover every module of the device code, each with tests to r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from devtools import mutate
+from devtools import mutate, mutate_report, mutate_select
 
 MODULE = "pkg/limits.py"
 SOURCE = '''"""A module to mutate."""
@@ -98,3 +100,165 @@ def test_the_committed_skip_list_parses_and_names_only_live_mutants():
     assert skips, "the skip list is empty"
     modules = sorted({key[0] for key in skips})
     assert mutate.stale_skips(skips, modules) == []
+
+
+# -- test selection: each mutant runs the tests that reach its line ------------------------
+SELECTED = '''"""A module whose lines are reached in different ways."""
+
+LIMIT = 10
+
+
+def over(value):
+    return value > LIMIT
+
+
+def unused(value):
+    return value + 1
+
+
+def in_a_child(value):
+    return value - 1
+'''
+SELECTED_TESTS = """import subprocess
+import sys
+
+from pkg.limits import over
+
+
+def test_over():
+    assert over(11) and not over(10)
+
+
+def test_nothing_of_the_module():
+    assert sorted([2, 1]) == [1, 2]
+
+
+def test_in_a_child():
+    code = "from pkg.limits import in_a_child; print(in_a_child(3))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2"
+"""
+
+
+@pytest.fixture
+def measured_repo(tmp_path, monkeypatch):
+    """A repository with one module, its tests (one of them runs it in a child process), and
+    the runner's coverage plugin, as the runner's private copies have."""
+    for folder in ("pkg", "tests", "devtools", "docs"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / MODULE).write_text(SELECTED)
+    (tmp_path / "tests" / "test_limits.py").write_text(SELECTED_TESTS)
+    (tmp_path / "devtools" / "__init__.py").write_text("")
+    plugin = mutate.ROOT / "devtools" / "mutate_select.py"
+    (tmp_path / "devtools" / "mutate_select.py").write_text(plugin.read_text())
+    monkeypatch.setattr(mutate, "ROOT", tmp_path)
+    monkeypatch.setattr(mutate_report, "ROOT", tmp_path)
+    return tmp_path
+
+
+def _mutant(source, change):
+    (found,) = [m for m in mutate.mutants_of(MODULE) if m.source == source and m.change == change]
+    return found
+
+
+def test_a_mutant_runs_only_the_tests_that_reach_its_line(measured_repo):
+    tests = ["tests/test_limits.py"]
+    result, _, lines, times = mutate_select.measure(measured_repo, MODULE, tests, 120)
+    assert result == "survived"
+    assert list(times) == [
+        "tests/test_limits.py::test_over",
+        "tests/test_limits.py::test_nothing_of_the_module",
+        "tests/test_limits.py::test_in_a_child",
+    ]
+    at_import = mutate_select.import_time_lines(SELECTED)
+
+    def chosen(source, change):
+        return mutate_select.select(lines, _mutant(source, change).span, at_import, times)
+
+    assert chosen("return value > LIMIT", "> -> >=") == ["tests/test_limits.py::test_over"]
+    # Nothing runs `unused`: its mutants survive without a run.
+    assert chosen("return value + 1", "+ -> -") == []
+    # A constant is read by every test that imports the module; a line that only a child
+    # process runs carries no test's name: both run the whole files.
+    assert chosen("LIMIT = 10", "10 -> 11") is None
+    assert chosen("return value - 1", "- -> +") is None
+
+
+def test_a_run_reports_each_mutant_and_writes_the_results(measured_repo, tmp_path_factory, capsys):
+    out = tmp_path_factory.mktemp("out") / "results.json"
+    code = mutate.main([MODULE, "-j", "1", "--min-score", "0", "--json-out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "return value + 1`: + -> - (no test runs this line)" in printed
+    results = json.loads(out.read_text())
+    assert results["runs"][0]["selection"] is True
+    figures = results["modules"][MODULE]
+    assert (figures["mutants"], figures["skipped"]) == (6, 0)
+    assert (figures["killed"], figures["survived"]) == (4, 2)
+    assert figures["survivors"] == [
+        {"line": 11, "source": "return value + 1", "change": "+ -> -", "covered": False},
+        {"line": 11, "source": "return value + 1", "change": "1 -> 2", "covered": False},
+    ]
+    # A second run takes the map from the cache.
+    assert mutate.main([MODULE, "-j", "1", "--min-score", "0", "--sample", "1"]) == 0
+    assert "(cached)" in capsys.readouterr().out
+
+
+def _results(path, modules, sample=0):
+    run = {"commit": "abc1234", "date": "2026-12-07", "seconds": 60, "jobs": 2}
+    run.update(sample=sample, selection=True)
+    path.write_text(json.dumps({"runs": [run], "modules": modules}))
+    return str(path)
+
+
+FIGURES = {
+    "mutants": 5,
+    "skipped": 1,
+    "killed": 2,
+    "timeout": 1,
+    "survived": 1,
+    "survivors": [
+        {"line": 7, "source": "return value > LIMIT", "change": "> -> >=", "covered": True}
+    ],
+}
+
+
+def test_write_docs_rewrites_the_table_from_the_results(tmp_path):
+    docs = tmp_path / "testing.md"
+    start, end = mutate_report.MARKERS
+    docs.write_text("# Testing\n\n{}\nold table\n{}\n\nafter\n".format(start, end))
+    first = _results(tmp_path / "a.json", {"agent/a.py": FIGURES, "agent/b.py": FIGURES})
+    second = _results(
+        tmp_path / "b.json", {"agent/b.py": dict(FIGURES, killed=3, survived=0, survivors=[])}
+    )
+    written = mutate_report.write_docs([first, second], docs, tmp_path / "mutation.json")
+    text = docs.read_text()
+    assert written == [str(tmp_path / "mutation.json"), str(docs)]
+    assert "old table" not in text and text.endswith("{}\n\nafter\n".format(end))
+    assert "| `agent/a.py` | 5 (1) | 3 of 4 (75 %) | 1 |" in text
+    # The later file wins for a module measured twice.
+    assert "| `agent/b.py` | 5 (1) | 4 of 4 (100 %) | — |" in text
+    assert "- 7: `return value > LIMIT`: > -> >=" in text
+    assert mutate_report.docs_block(mutate_report.load(tmp_path / "mutation.json")) in text
+
+
+def test_write_docs_refuses_a_sample_and_a_docs_file_without_the_block(tmp_path):
+    docs = tmp_path / "testing.md"
+    docs.write_text("# Testing\n")
+    whole = _results(tmp_path / "a.json", {"agent/a.py": FIGURES})
+    with pytest.raises(ValueError, match="no <!-- mutation table"):
+        mutate_report.write_docs([whole], docs, tmp_path / "mutation.json")
+    sampled = _results(tmp_path / "s.json", {"agent/a.py": FIGURES}, sample=24)
+    with pytest.raises(ValueError, match="s.json holds a sample run"):
+        mutate_report.write_docs([sampled], docs, tmp_path / "mutation.json")
+    assert mutate.main(["--write-docs", str(tmp_path / "none.json")]) == 2
+
+
+def test_the_docs_show_the_table_generated_from_the_committed_results():
+    committed = mutate_report.load()
+    assert mutate_report.DOCS.read_text(encoding="utf-8").count(mutate_report.MARKERS[0]) == 1
+    block = mutate_report.docs_block(committed)
+    assert block in mutate_report.DOCS.read_text(encoding="utf-8"), (
+        "regenerate: ./dev mutate --write-docs docs/mutation.json"
+    )
