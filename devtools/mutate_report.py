@@ -9,10 +9,25 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Protocol, Sequence, Tuple
 
-if TYPE_CHECKING:
-    from devtools.mutate import Mutant
+
+class Mutant(Protocol):
+    """What the report reads of a mutant (devtools.mutate.Mutant; not imported: it imports this)."""
+
+    path: str
+    line: int
+    index: int
+    source: str
+
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def key(self) -> Tuple[str, str, str]: ...
+
+    def skip_entry(self) -> str: ...
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "testing.md"
