@@ -26,7 +26,7 @@ Requests to the shadow service (the ``get`` at start, the reports) run on a
 worker thread that retries with backoff (the core may be busy or restarting),
 or, in virtual time (``simulate --fast``, tests: the local core, whose shadow
 service is in this process and never blocks), inline, so runs stay
-deterministic; a request that failed there is made again at the next change.
+deterministic; a request that failed there is made again at the next reading.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         """What the live configuration needs of the sensor service: a one-way hook."""
 
         on_settings: List[Callable[[SensorSettings], None]]
+        on_reading: List[Callable[[Any], None]]
 
         def offer_settings(
             self, settings: SensorSettings, layers: Optional[Dict[str, Any]] = None
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
-# (kind, change): kind is "rejected", "accepted" (decided, in force at the next reading) or "applied"
+# (kind, change): kind is "rejected" or "applied" (in force from this reading on)
 if TYPE_CHECKING:
     ChangeObserver = Callable[[str, Change], None]
 else:  # only annotations use it
@@ -85,7 +86,7 @@ class LiveConfig:
         runtime: Runtime,
         layers: LiveSettings,
         thing: str,
-        background: bool = True,
+        background: bool,
     ) -> None:
         self.service = service
         self.runtime = runtime
@@ -108,12 +109,16 @@ class LiveConfig:
         self._rejected_names: Set[str] = set()
         self._failures = 0
         service.on_settings.append(self._applied)
+        if not background:
+            # No worker waits to try again in virtual time: a request that failed (a
+            # throttled report) is made again at the next reading, not only at a change.
+            service.on_reading.append(self._retry)
 
     # -- start and stop ------------------------------------------------------------------
     def restore(self, saved: Optional[Mapping[str, Any]]) -> None:
         """Put the shadow values saved before a restart back in force (at the first reading)."""
         layer = (saved or {}).get(SHADOW)
-        if not isinstance(layer, dict) or not layer:
+        if not isinstance(layer, dict):
             return
         with self._lock:
             decision = self.layers.propose(SHADOW, layer, replace=True)
@@ -136,7 +141,7 @@ class LiveConfig:
         else:
             self._drain()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -247,7 +252,6 @@ class LiveConfig:
                 where,
                 change.describe(),
             )
-            self._notify("accepted", change)
         if decision.settings is not None:
             snapshot = {"sensor": self.layers.reported(), "layers": self.layers.snapshot()}
             self._offers.append((decision.settings, list(decision.applied), snapshot))
@@ -304,10 +308,13 @@ class LiveConfig:
             return  # this thread (re-entered through the core) or another one is at it
         try:
             for _ in range(10):  # each pass may queue a little more (an answer, a report)
-                if not self._work() or not self._has_work():
+                if not self._has_work() or not self._work():
                     break
         finally:
             self._work_lock.release()
+
+    def _retry(self, _reading: Any) -> None:
+        self._drain()
 
     def _has_work(self) -> bool:
         return self._need_config or self._need_get or self._report is not None
@@ -391,7 +398,6 @@ class LiveConfig:
         except GreengrassError as exc:
             self._failed("report the values in force", exc)
             return False
-        self.counts["reports"] += 1
         self._sent(document)
         if self._failures:
             log.info("reported the values in force to the shadow of %s again", self.thing)

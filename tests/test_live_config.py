@@ -15,11 +15,16 @@ import pytest
 from conftest import SNOW_USER, secret_json
 
 from agent.clock import VirtualClock
+from agent.greengrass.local import LambdaContext
+from agent.greengrass.shadow_document import MAX_STATE_BYTES
 from agent.sensors.base import Reading, Sensor
 from agent.standalone.group import LocalGroup, function_environments
-from agent.topology import default_topology
+from agent.topology import SHADOW_SERVICE, default_topology
+from devtools.simulation_changes import config_line
+from functions.sensor_function import handler_for
 
 THING = "pi-kitchen"
+DELTA = "$aws/things/{}/shadow/update/delta"
 
 
 class Humidity(Sensor):
@@ -223,3 +228,111 @@ def test_removing_the_override_from_desired_gives_the_deployments_value_back(gro
     assert state["reported"]["sensor"]["humidLimit"] == 50  # the function's environment
     assert state["reported"]["sensor"]["tempLimit"] == 25  # still overridden
     assert group.sensor.settings.limits[1].upper == 50.0
+
+
+def test_a_stale_delta_arriving_late_does_not_revert_a_limit(group):
+    first = group.desire(humidLimit=60)
+    group.desire(humidLimit=65)
+    group.readings(1)
+    # The first change's delta again, late (a core redelivering, pub/sub out of order).
+    late = {"state": {"sensor": {"humidLimit": 60}}, "version": first["version"]}
+    group.core.publish(SHADOW_SERVICE, DELTA.format(THING), late)
+    group.readings(2)
+    assert group.shadow()["reported"]["sensor"]["humidLimit"] == 65
+    assert group.sensor.settings.limits[1].upper == 65.0
+
+
+def test_one_update_that_changes_a_value_and_removes_another_does_both(group):
+    group.desire(humidLimit=60, tempLimit=25)
+    group.readings(1)
+    group.desire(humidLimit=None, tempLimit=26)  # a delta for tempLimit; only documents has both
+    group.readings(1)
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 50 and "delta" not in state
+    assert state["reported"]["sensor"]["tempLimit"] == 26
+
+
+def test_a_report_the_shadow_service_throttled_is_sent_again_at_a_later_reading(group):
+    group.readings(1)
+    group.core.shadows.max_requests_per_second = 1  # the change below takes this second's one
+    group.desire(humidLimit=60)
+    group.readings(1)  # applied; its report is refused with 429 Too Many Requests
+    assert group.shadow()["reported"]["sensor"]["humidLimit"] == 50
+    assert group.shadow()["delta"] == {"sensor": {"humidLimit": 60}}
+    group.readings(1)  # no new change: the report is made again all the same
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 60 and "delta" not in state
+
+
+def test_a_report_too_large_for_the_shadow_is_refused_once_and_logged(group, caplog):
+    group.readings(1)
+    # Another application's desired state fills the shadow to 100 bytes below its 8 KB.
+    state = group.shadow()
+    used = sum(len(json.dumps(state[s], separators=(",", ":"))) for s in ("reported",))
+    notes = "x" * (MAX_STATE_BYTES - used - len('{"notes":""}') - 100)
+    group.core.update_shadow_from_cloud(THING, {"state": {"desired": {"notes": notes}}})
+    refused = group.core.shadows.counts["rejected"]
+    group.desire(humidLimit="y" * 40)  # fits; its rejection, reported with its reason, does not
+    group.readings(3)
+    assert "the shadow service refused the report for {}".format(THING) in caplog.text
+    assert "413" in caplog.text
+    assert group.core.shadows.counts["rejected"] == refused + 1  # not sent again and again
+    assert group.sensor.settings.limits[1].upper == 50.0
+
+
+def test_a_thing_without_a_shadow_gets_one_from_the_first_report_without_a_warning(group, caplog):
+    group.readings(1)
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 50 and "desired" not in state
+    assert "refused" not in caplog.text and "could not" not in caplog.text
+
+
+def test_a_refused_request_on_the_shadow_topics_is_logged_with_its_reason(group, caplog):
+    group.readings(1)
+    error = {"code": 500, "message": "Internal service failure", "timestamp": 1}
+    group.core.publish(SHADOW_SERVICE, "$aws/things/{}/shadow/get/rejected".format(THING), error)
+    assert (
+        "the shadow service refused a get for {}: 500 Internal service failure".format(THING)
+        in caplog.text
+    )
+
+
+def test_another_things_shadow_changes_nothing(group):
+    # A handler subscribed with a wildcard sees every thing's deltas.
+    handle = handler_for(group.sensor)
+    other = {"state": {"sensor": {"humidLimit": 30}}, "version": 99}
+    handle(other, LambdaContext("sensor", DELTA.format("pi-hall"), SHADOW_SERVICE))
+    group.readings(1)
+    assert group.sensor.settings.limits[1].upper == 50.0
+    assert group.shadow()["reported"]["sensor"]["humidLimit"] == 50
+
+
+def test_a_malformed_shadow_layer_in_the_state_file_is_ignored(tmp_path, standin, password):
+    first = Group(tmp_path, standin.url, password, level=45.0)
+    first.desire(humidLimit=40)
+    first.readings(1)
+    first.close()
+    path = tmp_path / "sensor-state-{}.json".format(THING)
+    saved = json.loads(path.read_text())
+    saved["live"] = {"shadow": ["humidLimit", 40]}
+    path.write_text(json.dumps(saved))
+    (tmp_path / "shadows.json").unlink()  # and the core lost its shadows: nothing says 40
+    again = Group(tmp_path, standin.url, password, level=45.0, clock=first.clock)
+    try:
+        again.readings(3)
+        assert again.events() == []  # 45 %RH is within the deployment's 50
+        assert again.shadow()["reported"]["sensor"]["humidLimit"] == 50
+    finally:
+        again.close()
+
+
+def test_the_simulation_console_shows_each_change_applied_or_rejected(group):
+    lines = []
+    group.sensor.live_config.on_change.append(config_line(lambda tag, text: lines.append(text)))
+    group.desire(humidLimit=-5, tempLimit=25)
+    assert lines == [
+        "rejected humidLimit=-5: humidLimit must be between 0 and 100 %RH (what a humidity "
+        "reading can be), got -5; humidLimit stays 50"
+    ]
+    group.readings(1)
+    assert lines[1:] == ["applied tempLimit=25 (was 30)"]

@@ -59,7 +59,6 @@ def v1_sensor(monkeypatch, tmp_path):
             yield core, module.app
         finally:
             module.app.stop()
-            module.app.live_config.stop()
             core.wait_deliveries()
 
 
@@ -119,7 +118,7 @@ def test_an_invalid_value_is_rejected_and_reported_with_its_reason(v1_sensor):
     )  # the delta after each report is not decided again
 
 
-def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_path):
+def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr("agent.live_config.FIRST_RETRY_S", 0.05)
     for name, value in {
         "stateDir": str(tmp_path),
@@ -136,11 +135,27 @@ def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_pa
         module = importlib.import_module("functions.sensor_function")
         try:
             assert wait_until(lambda: len(core.shadow_requests) >= 3)  # retried, not given up
+            # ...after waits that double (0.05 s, 0.1 s, 0.2 s...): a restarting core is not
+            # flooded with requests.
+            assert len(core.shadow_requests) < 6
+            could_not = [r for r in caplog.records if "could not read the shadow" in r.message]
+            assert [r.levelname for r in could_not[:2]] == ["WARNING", "DEBUG"]  # said once
             assert module.app.settings.limits[1].upper == 50.0
             core.shadow_reachable = True
             assert wait_until(lambda: "delta" not in sensor_state(core), timeout=15)
             assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 45
         finally:
             module.app.stop()
-            module.app.live_config.stop()
     assert os.path.exists(module.app.state_path)
+
+
+def test_a_report_made_while_the_shadow_service_restarts_is_made_again(v1_sensor, caplog):
+    core, _ = v1_sensor
+    assert wait_until(lambda: "reported" in sensor_state(core))
+    core.shadow_reachable = False  # GGShadowService restarting: 500 to the function's requests
+    core.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 45}}}})
+    assert wait_until(lambda: "could not report the values in force" in caplog.text)
+    core.shadow_reachable = True
+    assert wait_until(lambda: "delta" not in sensor_state(core)), sensor_state(core)
+    assert sensor_state(core)["reported"]["sensor"]["humidLimit"] == 45
+    assert "reported the values in force to the shadow of {} again".format(THING) in caplog.text

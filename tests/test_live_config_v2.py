@@ -36,7 +36,7 @@ COMPONENT = component_name(v2_plan(thing=THING), SENSOR_FUNCTION_ID)
 class Component:
     """The sensor component started by the nucleus: its configuration, then the process."""
 
-    def __init__(self, nucleus, tmp_path, configuration=DEPLOYED, without=()):
+    def __init__(self, nucleus, tmp_path, configuration=DEPLOYED, without=(), device=None):
         nucleus.deploy(v2_plan(environment={SENSOR_FUNCTION_ID: configuration}, thing=THING))
         if without:  # a deployment that leaves these IPC services out
             acl = nucleus.configurations[COMPONENT]["accessControl"]
@@ -48,6 +48,8 @@ class Component:
         clock = Clock()
         # What Setenv gives it: the variables that do not change at run time.
         environ = {"stateDir": str(tmp_path), "AWS_IOT_THING_NAME": THING}
+        if device is not None:
+            environ["deviceId"] = device
         self.app = sensor_function.create_app(
             environ=environ,
             runtime=self.runtime,
@@ -62,7 +64,6 @@ class Component:
 
     def stop(self):
         self.app.stop()
-        self.app.live_config.stop()
         self.runtime.close()
 
 
@@ -159,5 +160,30 @@ def test_a_bad_value_in_the_configuration_at_start_is_rejected_not_fatal(nucleus
         assert wait_until(lambda: "sensorRejected" in reported(nucleus))
         assert reported(nucleus)["sensorRejected"]["debounceSamples"]["source"] == "configuration"
         assert wait_until(lambda: len(nucleus.iot_core_messages("IoTBlog/sensorData")) > 3)
+    finally:
+        started.stop()
+
+
+def test_a_thing_named_unlike_the_device_is_the_shadow_followed(nucleus, tmp_path):
+    nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
+    started = Component(nucleus, tmp_path, device="kitchen-sensor")
+    try:
+        assert wait_until(lambda: started.humid_limit() == 35.0)
+        assert wait_until(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 35)
+        assert nucleus.shadows.document("kitchen-sensor") is None
+        assert wait_until(lambda: nucleus.iot_core_messages("IoTBlog/sensorData"))
+        assert nucleus.iot_core_messages("IoTBlog/sensorData")[0]["device"] == "kitchen-sensor"
+    finally:
+        started.stop()
+
+
+def test_a_throttled_report_is_sent_again_until_desired_and_reported_agree(nucleus, tmp_path):
+    nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
+    nucleus.shadows.max_requests_per_second = 1  # the get at start takes the second's one
+    started = Component(nucleus, tmp_path)
+    try:
+        assert wait_until(lambda: nucleus.shadows.counts["rejected"] >= 1)  # 429 to the report
+        assert wait_until(lambda: "delta" not in nucleus.shadows.document(THING)["state"])
+        assert reported(nucleus)["sensor"]["humidLimit"] == 35
     finally:
         started.stop()
