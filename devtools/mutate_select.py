@@ -43,6 +43,11 @@ PYTEST += ["-o", "addopts="]
 
 ORDER_ENV = "EDGE_AGENT_MUTATE_TIMES"  # where this module, as a pytest plugin, writes its times
 
+# The map's entry for line 0 (no line has it) holds the tests that fail under measurement:
+# those that check what a child process imports see coverage's own modules. They pass
+# without it (the runner checks), their map is not to be trusted, so every mutant runs them.
+UNMEASURED = 0
+
 LineMap = Dict[int, FrozenSet[str]]
 Times = Dict[str, float]  # node id → seconds (setup, call, teardown), in the order they ran
 
@@ -53,13 +58,17 @@ class Plugin:
 
     def __init__(self) -> None:
         self.times: Times = {}
+        self.failed: List[str] = []
 
     def pytest_runtest_logreport(self, report: object) -> None:
         node = getattr(report, "nodeid", "")
         self.times[node] = self.times.get(node, 0.0) + float(getattr(report, "duration", 0.0))
+        if getattr(report, "failed", False) and node not in self.failed:
+            self.failed.append(node)
 
     def pytest_sessionfinish(self) -> None:
-        Path(os.environ[ORDER_ENV]).write_text(json.dumps(self.times))
+        stored = {"times": self.times, "failed": self.failed}
+        Path(os.environ[ORDER_ENV]).write_text(json.dumps(stored))
 
 
 def pytest_configure(config: object) -> None:
@@ -111,26 +120,46 @@ def _read_map(data_file: Path, filename: Path) -> LineMap:
     return found
 
 
+def _of(node: str, files: Set[str]) -> bool:
+    """Whether a context belongs to a test of ``files`` (or to no test: import, a child)."""
+    return node == OUTSIDE or node.partition("::")[0] in files
+
+
 def measure(
     repo: Path, module: str, tests: Sequence[str], timeout: float
 ) -> Tuple[str, float, LineMap, Times]:
     """Run ``tests`` in ``repo`` under coverage: ``survived`` (they pass) or why not, the
     seconds taken, the line → node ids map of ``module`` and each test's time."""
+    result, took, found = measure_many(repo, {module: list(tests)}, timeout)
+    lines, times = found.get(module, ({}, {}))
+    return result, took, lines, times
+
+
+def measure_many(
+    repo: Path, modules: Dict[str, List[str]], timeout: float
+) -> Tuple[str, float, Dict[str, Tuple[LineMap, Times]]]:
+    """One run under coverage for several modules (module → its test files) over all their
+    test files; each module's map keeps only the tests of its own files, as its own run
+    would have. ``survived`` (the tests pass) or why not, the seconds taken, the maps."""
     work = Path(tempfile.mkdtemp(prefix="mutate-cov-"))
     try:
         rcfile = work / "coveragerc"
         rcfile.write_text(
-            "[run]\ndata_file = {}\ninclude = {}\nparallel = true\npatch = subprocess\n"
-            "sigterm = true\n".format(work / ".coverage", repo / module)
+            "[run]\ndata_file = {}\ninclude =\n    {}\nparallel = true\npatch = subprocess\n"
+            "sigterm = true\n".format(
+                work / ".coverage", "\n    ".join(str(repo / m) for m in modules)
+            )
         )
         env = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
         env.pop("COVERAGE_PROCESS_START", None)
         env[ORDER_ENV] = str(work / "times.json")
-        command = [sys.executable, *PYTEST, "-x", "--rootdir", str(repo)]
+        # Not -x: a test that fails only under measurement is noted, and the rest go on.
+        command = [sys.executable, *PYTEST, "--rootdir", str(repo)]
         command += ["-p", "devtools.mutate_select"]
         command += ["--cov", "--cov-config", str(rcfile)]
         command += ["--cov-context=test", "--cov-report="]
-        command += [t for t in tests if (repo / t).exists()]
+        files = sorted({t for tests in modules.values() for t in tests if (repo / t).exists()})
+        command += files
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -143,12 +172,23 @@ def measure(
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired:
-            return "timeout", time.monotonic() - started, {}, {}
+            return "timeout", time.monotonic() - started, {}
         took = time.monotonic() - started
-        if proc.returncode != 0:
-            return "failed (exit {})".format(proc.returncode), took, {}, {}
-        times = json.loads((work / "times.json").read_text())
-        return "survived", took, _read_map(work / ".coverage", repo / module), times
+        if proc.returncode not in (0, 1):
+            return "failed (exit {})".format(proc.returncode), took, {}
+        stored = json.loads((work / "times.json").read_text())
+        times: Times = stored["times"]
+        found: Dict[str, Tuple[LineMap, Times]] = {}
+        for module, tests in modules.items():
+            mine = set(tests)
+            lines = _read_map(work / ".coverage", repo / module)
+            lines[UNMEASURED] = frozenset(stored["failed"])
+            kept = {n: frozenset(i for i in ids if _of(i, mine)) for n, ids in lines.items()}
+            found[module] = (
+                {n: ids for n, ids in kept.items() if ids},
+                {node: t for node, t in times.items() if _of(node, mine)},
+            )
+        return "survived", took, found
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -189,6 +229,7 @@ def select(
     """The node ids to run for a mutant on the lines ``span``, in the order they ran: ``None``
     for the whole test files (a line run at import or in a child), ``[]`` when no test
     reaches it."""
+    always = lines.get(UNMEASURED, frozenset())
     chosen: Set[str] = set()
     for line in span:
         if line in at_import:
@@ -197,5 +238,7 @@ def select(
         if OUTSIDE in found:
             return None
         chosen.update(found)
+    # Where no measured test reaches the line, the unmeasured ones still may.
+    chosen.update(always)
     order = {node: n for n, node in enumerate(times)}
     return sorted(chosen, key=lambda node: (order.get(node, len(order)), node))

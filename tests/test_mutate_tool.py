@@ -262,3 +262,41 @@ def test_the_docs_show_the_table_generated_from_the_committed_results():
     assert block in mutate_report.DOCS.read_text(encoding="utf-8"), (
         "regenerate: ./dev mutate --write-docs docs/mutation.json"
     )
+
+
+def test_modules_mapped_in_one_run_keep_only_their_own_tests(measured_repo):
+    (measured_repo / "pkg" / "other.py").write_text("def twice(value):\n    return 2 * value\n")
+    (measured_repo / "tests" / "test_other.py").write_text(
+        "from pkg.limits import over\nfrom pkg.other import twice\n\n\n"
+        "def test_twice():\n    assert twice(3) == 6 and over(12)\n"
+    )
+    # A test that looks at what a child process imports sees coverage's own modules there:
+    # it fails under measurement only, and is then run with every mutant of the module.
+    (measured_repo / "tests" / "test_child_imports.py").write_text(
+        "import subprocess, sys\n\n\ndef test_a_child_loads_no_coverage():\n"
+        "    code = 'import sys; print(\"coverage\" in sys.modules)'\n"
+        "    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n"
+        "    assert out.stdout.strip() == 'False'\n"
+    )
+    other_tests = ["tests/test_other.py", "tests/test_child_imports.py"]
+    modules = {MODULE: ["tests/test_limits.py"], "pkg/other.py": other_tests}
+    result, _, found = mutate_select.measure_many(measured_repo, modules, 120)
+    assert result == "survived"
+    lines, times = found[MODULE]
+    # test_other runs `over` too, but it is not one of this module's test files.
+    assert lines[7] == {"tests/test_limits.py::test_over"}
+    assert "tests/test_other.py::test_twice" not in times
+    other_lines, other_times = found["pkg/other.py"]
+    assert other_lines[2] == {"tests/test_other.py::test_twice"}
+    assert list(other_times) == [
+        "tests/test_child_imports.py::test_a_child_loads_no_coverage",
+        "tests/test_other.py::test_twice",
+    ]
+    unmeasured = "tests/test_child_imports.py::test_a_child_loads_no_coverage"
+    assert other_lines[mutate_select.UNMEASURED] == {unmeasured}
+    assert mutate_select.UNMEASURED not in lines
+    at_import = mutate_select.import_time_lines("def twice(value):\n    return 2 * value\n")
+    assert mutate_select.select(other_lines, [2], at_import, other_times) == [
+        unmeasured,
+        "tests/test_other.py::test_twice",
+    ]
