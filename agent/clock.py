@@ -17,7 +17,48 @@ import time
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Optional, Union
+
+    Stoppable = Union[threading.Event, "StopSignal"]
+
+
+class StopSignal:
+    """A stop flag that a waiting loop wakes for at once, cheaply.
+
+    ``threading.Event.wait`` builds a condition's waiter (a new lock, a list entry)
+    on every call: 116 µs of CPU per 5 ms wait against 62.5 µs for ``time.sleep``
+    (issue 24's figures). Here a loop waits on one lock held until :meth:`set`: a
+    single acquire with a timeout, which costs what a sleep does and ends the
+    moment the signal is set.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released by set(): from then on every wait returns at once
+        self._set = False
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        try:
+            self._lock.release()
+        except RuntimeError:  # set by two threads at once: released already
+            pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until set or ``timeout`` seconds (None: no limit); return whether set."""
+        if self._set:
+            return True
+        if self._lock.acquire(True, -1 if timeout is None else timeout):
+            self._lock.release()  # stays free for every other waiter
+            return True
+        return self._set
 
 
 class Clock:
@@ -35,7 +76,7 @@ class Clock:
         if seconds > 0:
             time.sleep(seconds)
 
-    def wait(self, event: threading.Event, seconds: float) -> bool:
+    def wait(self, event: Stoppable, seconds: float) -> bool:
         """Wait for ``event`` or ``seconds``; return whether the event was set."""
         return event.wait(max(0.0, seconds))
 
@@ -68,7 +109,7 @@ class VirtualClock(Clock):
     def sleep(self, seconds: float) -> None:
         self.advance(seconds)
 
-    def wait(self, event: threading.Event, seconds: float) -> bool:
+    def wait(self, event: Stoppable, seconds: float) -> bool:
         if event.is_set():
             return True
         self.advance(seconds)
@@ -108,7 +149,7 @@ class SteadyClock(Clock):
     def sleep(self, seconds: float) -> None:
         self.base.sleep(seconds)
 
-    def wait(self, event: threading.Event, seconds: float) -> bool:
+    def wait(self, event: Stoppable, seconds: float) -> bool:
         return self.base.wait(event, seconds)
 
     def unsynchronised(self, now: float) -> bool:
@@ -145,17 +186,15 @@ def _kernel_says_unsynchronised() -> bool:
         _adjtimex = _find_adjtimex()
     if _adjtimex is False:
         return False
-    import ctypes  # loaded by _find_adjtimex already
-
-    buffer = ctypes.create_string_buffer(512)  # larger than any struct timex; modes 0: read only
+    buffer, modes, status = _timex
+    modes.value = 0  # read only
     try:
         state = _adjtimex(buffer)
     except Exception:  # fail safe: an unknown state is not reported as unset
         return False
     if state < 0:
         return False
-    status = ctypes.c_int.from_buffer(buffer, _STATUS_OFFSET).value
-    return bool(status & STA_UNSYNC) or state == TIME_ERROR
+    return bool(status.value & STA_UNSYNC) or state == TIME_ERROR
 
 
 def _find_adjtimex() -> Any:
@@ -172,14 +211,22 @@ def _find_adjtimex() -> Any:
         return False
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_char_p]
-    global _STATUS_OFFSET
+    global _timex
     # struct timex: unsigned int modes; then long offset, freq, maxerror, esterror; int status.
     long_size = ctypes.sizeof(ctypes.c_long)
-    _STATUS_OFFSET = long_size + 4 * long_size  # modes padded to a long, then four longs
+    status_offset = long_size + 4 * long_size  # modes padded to a long, then four longs
+    # One buffer, larger than any struct timex, with views of its two fields: asked once a
+    # reading (by the sensor loop's thread), it is not made anew each time.
+    buffer = ctypes.create_string_buffer(512)
+    _timex = (
+        buffer,
+        ctypes.c_uint.from_buffer(buffer, 0),
+        ctypes.c_int.from_buffer(buffer, status_offset),
+    )
     return function
 
 
-_STATUS_OFFSET = 0
+_timex: Any = None  # (buffer, its modes field, its status field) once adjtimex is found
 
 
 SYSTEM_CLOCK = Clock()

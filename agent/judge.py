@@ -200,12 +200,16 @@ class Judge:
         mono = reading.ts if now is None else now
         self._last_now = mono
         self._clock_unsynced = clock_unsynced
+        ts, states = reading.ts, self._states
         for metric, limits in self.limits.items():
-            value = reading.value(metric)
+            value = getattr(reading, metric)
             if value is None:
                 continue
-            state = self._states[metric]
-            event = self._observe_metric(state, limits, value, mono, reading.ts)
+            state = states[metric]
+            if state.episode_id is None:
+                event = self._watch_for_breach(state, limits, value, mono, ts)
+            else:
+                event = self._watch_episode(state, limits, value, mono, ts)
             if event is not None:
                 events.append(event)
         return events
@@ -247,13 +251,6 @@ class Judge:
     def open_episodes(self) -> Dict[str, str]:
         """metric → episode id, for every metric currently in an episode."""
         return {m: s.episode_id for m, s in self._states.items() if s.episode_id}
-
-    def _observe_metric(
-        self, state: _MetricState, limits: MetricLimits, value: float, now: float, ts: float
-    ) -> Optional[EpisodeEvent]:
-        if state.episode_id is None:
-            return self._watch_for_breach(state, limits, value, now, ts)
-        return self._watch_episode(state, limits, value, now, ts)
 
     def _watch_for_breach(
         self, state: _MetricState, limits: MetricLimits, value: float, now: float, ts: float

@@ -133,10 +133,8 @@ class LiveSettings:
         return merged
 
     def in_force(self, name: str) -> Optional[str]:
-        value = self.mapping().get(name)
-        if value is None or (not value.strip() and _KINDS.get(name) != "str"):
-            return _DEFAULTS.get(name)
-        return value
+        """The value in force as the validator reads it (unset or blank: the default)."""
+        return _shown_text(self.mapping(), name)
 
     # -- deciding --------------------------------------------------------------------
     def propose(self, source: str, values: Mapping[str, Any], replace: bool = False) -> Decision:
@@ -284,7 +282,7 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
-def _value_problem(name: str, value: Any, blank_ok: bool = False) -> str:
+def _value_problem(name: str, value: Any, blank_ok: bool) -> str:
     """Why ``value`` cannot even be offered to the validator for ``name``, or ''.
 
     A blank string is "unset" in a component configuration (the recipe's default for a
@@ -312,7 +310,7 @@ def _text(name: str, value: Any) -> str:
         return value
     if isinstance(value, float) and value.is_integer() and _KINDS.get(name) == "int":
         return str(int(value))
-    return json.dumps(value) if not isinstance(value, float) else repr(value)
+    return json.dumps(value)  # a float as repr() writes it: 55.5, 1e-05
 
 
 def _json(name: str, text: Optional[str]) -> Any:
@@ -323,15 +321,13 @@ def _json(name: str, text: Optional[str]) -> Any:
         number = float(text)
     except ValueError:
         return text
-    if _KINDS.get(name) == "int" or number.is_integer():
-        return int(number)
-    return number
+    return int(number) if number.is_integer() else number  # an int variable is whole
 
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return a == b and (a is None) == (b is None)
+        return a is b
+    return bool(a == b)
 
 
 def _shown(value: Any) -> str:

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 
-from .clock import Clock
+from .clock import Clock, StopSignal
 from .config import SensorSettings
 from .errors import SensorError
 from .greengrass.base import Runtime
@@ -79,7 +79,7 @@ class SensorService:
         self.seq = 0
         self.counts: Dict[str, int] = collections.Counter()
         self._held: Deque[Dict[str, Any]] = collections.deque(maxlen=MAX_HELD_EVENTS)
-        self._stop = threading.Event()
+        self._stop = StopSignal()  # a loop waiting on it costs what a sleep does
         self._thread: Optional[threading.Thread] = None
         # Observers (the simulation's console) see readings and events as they happen.
         self.on_reading: List[Callable[[Reading], None]] = []
@@ -303,22 +303,24 @@ class SensorService:
         return True
 
     def _reading_message(self, reading: Reading) -> Dict[str, Any]:
+        t, h, p = reading.temperature, reading.humidity, reading.pressure
         return {
             "schema": READING_SCHEMA,
             "device": self.settings.device_id,
             "seq": self.seq,
             "ts": reading.ts,
-            "temperature": _round(reading.temperature),
-            "humidity": _round(reading.humidity),
-            "pressure": _round(reading.pressure),
+            "temperature": None if t is None else round(t, 2),
+            "humidity": None if h is None else round(h, 2),
+            "pressure": None if p is None else round(p, 2),
         }
 
     # -- the loop -------------------------------------------------------------
     def run(self, max_ticks: Optional[int] = None) -> None:
         """Tick every ``period`` seconds on the clock until stopped or the sensor runs out."""
-        next_at = self.clock.monotonic()
+        clock, stop = self.clock, self._stop
+        next_at = clock.monotonic()
         ticks = 0
-        while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
+        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
             try:
                 self.tick()
             except EOFError:
@@ -328,11 +330,11 @@ class SensorService:
                 log.exception("unexpected error in a sensor tick")
             ticks += 1
             next_at += self.settings.period  # it may have changed in this tick
-            delay = next_at - self.clock.monotonic()
+            now = clock.monotonic()
+            delay = next_at - now
             if delay < 0:  # fell behind (slow read): skip, don't burst
-                next_at = self.clock.monotonic()
-                delay = 0
-            if self.clock.wait(self._stop, delay):
+                next_at, delay = now, 0.0
+            if clock.wait(stop, delay):
                 return
 
     def start(self) -> threading.Thread:
@@ -351,10 +353,6 @@ class SensorService:
     def close(self) -> None:
         """Release the state directory's lock (after :meth:`stop`)."""
         self._lock.release()
-
-
-def _round(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(value, 2)
 
 
 def _safe(name: str) -> str:

@@ -18,6 +18,17 @@ runtime has loaded before any function code: ``json``, ``logging``,
   and creates it (POST): stamped when the 201 has been read. The seed's module
   loads (imports ``requests``) and its handler fetches the secret and POSTs.
 
+* **without .pyc** (``*_nopyc``): both sensor kinds again, from a copy of the
+  code with no ``__pycache__`` and ``PYTHONDONTWRITEBYTECODE=1``, as a V1 device
+  runs them (its zip ships no ``.pyc`` and the function's user cannot write the
+  code folder): every start compiles the function's modules, the project's and
+  the seed's alike. The headline cold-start row.
+* **real backends, peak RSS**: the project with its deployed ``i2c`` backend
+  (``smbus2``, here the chip model of ``tests/stand_ins/i2c_bus``), the seed
+  with what the real ``sense_hat`` library imports (numpy, ``PIL.Image``) loaded
+  before its stand-in (the library itself cannot be constructed without a
+  Pi's framebuffer).
+
 Every kind runs ``repeats`` times, interleaved (project, seed, project, ...)
 so load on the machine falls on both alike, after one unrecorded round that
 fills ``__pycache__``. Medians are reported.
@@ -25,12 +36,14 @@ fills ``__pycache__``. Medians are reported.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import children, device
 from .common import REPO_ROOT, anomaly_message, percentile, unique_device_id
@@ -61,6 +74,12 @@ if not _core.first_publish.wait(60):
 _stamps["first_work"] = _core.first_publish_ns
 """
 BARE = 'sys.modules["boto3"] = type(sys)("boto3")  # the unused import, satisfied by nothing'
+# What the real sense_hat library imports before a SenseHat can be made (numpy for the LED
+# matrix, Pillow for its images); its RTIMU C extension is left out (a few hundred KB).
+SENSE_HAT_LIBRARY = "import numpy, PIL.Image  # what the real sense_hat imports"
+TESTS_STAND_INS = os.path.join(REPO_ROOT, "tests", "stand_ins")
+# Copied for the runs without .pyc: what a V1 zip holds, and the harness.
+CODE_FOLDERS = ("agent", "functions", "benchmarks")
 
 PROJECT_ANOMALY = """
 import threading
@@ -109,7 +128,10 @@ if "[201]" not in _out.text:
 SEED_MESSAGE = {"title": "Temperature breach", "dt": "2026-12-01 09:00:00", "ts": 0, "t": 38.0}
 
 
-def child_kinds(server: Optional[Server], secret_file: str) -> Dict[str, Callable[[str, int], Any]]:
+Kind = Callable[[str, int], Tuple[str, Dict[str, str]]]
+
+
+def child_kinds(server: Optional[Server], secret_file: str) -> Dict[str, Kind]:
     """Each kind: (state dir, run number) → (code, environment)."""
     device_id = unique_device_id()
 
@@ -117,9 +139,25 @@ def child_kinds(server: Optional[Server], secret_file: str) -> Dict[str, Callabl
         env = device.function_env("sensor", stateDir=state_dir, deviceId=device_id)
         return PROJECT_SENSOR, env
 
-    def seed_sensor(bare: bool) -> Callable[[str, int], Any]:
+    def project_sensor_i2c(state_dir: str, i: int) -> Any:
+        """The deployed backend: I2C, over the chip model's smbus2."""
+        dev = os.path.join(state_dir, "dev")
+        os.makedirs(dev, exist_ok=True)
+        open(os.path.join(dev, "i2c-1"), "wb").close()
+        env = device.function_env(
+            "sensor",
+            stateDir=state_dir,
+            deviceId=device_id,
+            EDGE_AGENT_SENSOR="i2c",
+            EDGE_AGENT_TEST_I2C=json.dumps({"dev": dev}),
+        )
+        env["EDGE_BENCH_PATH_FIRST"] = os.path.join(TESTS_STAND_INS, "i2c_bus")
+        return PROJECT_SENSOR, env
+
+    def seed_sensor(bare: bool, library: bool = False) -> Kind:
         def build(state_dir: str, i: int) -> Any:
-            code = SEED_SENSOR.replace("__BARE__", BARE if bare else "")
+            first = (BARE if bare else "") + ("\n" + SENSE_HAT_LIBRARY if library else "")
+            code = SEED_SENSOR.replace("__BARE__", first)
             return code, device.function_env("seed-sensor", **SEED_LIMITS)
 
         return build
@@ -144,15 +182,55 @@ def child_kinds(server: Optional[Server], secret_file: str) -> Dict[str, Callabl
         )
         return SEED_ANOMALY.replace("__MESSAGE__", repr(SEED_MESSAGE)), env
 
-    kinds: Dict[str, Callable[[str, int], Any]] = {
+    def no_pyc(build: Kind) -> Kind:
+        def built(state_dir: str, i: int) -> Any:
+            code, env = build(state_dir, i)
+            return code, dict(env, EDGE_BENCH_NO_PYC="1")
+
+        return built
+
+    kinds: Dict[str, Kind] = {
         "runtime": lambda state_dir, i: ("", {"MY_FUNCTION_ARN": device.FUNCTION_ARNS["sensor"]}),
         "project_sensor": project_sensor,
         "seed_sensor": seed_sensor(bare=False),
         "seed_sensor_bare": seed_sensor(bare=True),
+        "project_sensor_nopyc": no_pyc(project_sensor),
+        "seed_sensor_bare_nopyc": no_pyc(seed_sensor(bare=True)),
+        "project_sensor_i2c": project_sensor_i2c,
+        "seed_sensor_library": seed_sensor(bare=True, library=True),
     }
     if server is not None:
         kinds.update(project_anomaly=project_anomaly, seed_anomaly=seed_anomaly)
     return kinds
+
+
+def spawn_kind(code: str, env: Dict[str, str], code_copy: str) -> Dict[str, Any]:
+    """One child of a kind: from ``code_copy`` without .pyc where the kind asks for it."""
+    env = dict(env)
+    first = env.pop("EDGE_BENCH_PATH_FIRST", None)
+    child = children.child_env(env)
+    cwd = REPO_ROOT
+    if env.pop("EDGE_BENCH_NO_PYC", None):
+        child.pop("EDGE_BENCH_NO_PYC", None)
+        cwd = code_copy
+        child["PYTHONPATH"] = os.pathsep.join(
+            (os.path.join(code_copy, "benchmarks", "stand_ins"), code_copy)
+        )
+        child["PYTHONDONTWRITEBYTECODE"] = "1"
+    if first:
+        child["PYTHONPATH"] = os.pathsep.join((first, child["PYTHONPATH"]))
+    return children.spawn(children.PREAMBLE + code, child, cwd=cwd)
+
+
+def copy_without_pyc(target: str) -> str:
+    """The code folders copied to ``target`` without any ``__pycache__``."""
+    for folder in CODE_FOLDERS:
+        shutil.copytree(
+            os.path.join(REPO_ROOT, folder),
+            os.path.join(target, folder),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    return target
 
 
 def _median(values: List[float]) -> float:
@@ -199,13 +277,14 @@ def measure(repeats: int, server: Optional[Server]) -> Dict[str, Any]:
         if server is not None:
             with open(os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
                 handle.write(server.secret)
+        code_copy = copy_without_pyc(os.path.join(scratch, "code"))
         kinds = child_kinds(server, secret_file)
         runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in kinds}
         for i in range(repeats + 1):
             for name, build in kinds.items():
                 with tempfile.TemporaryDirectory(prefix=f"bench-cold-{name}-") as state_dir:
                     code, env = build(state_dir, i)
-                    run = children.spawn(children.PREAMBLE + code, children.child_env(env))
+                    run = spawn_kind(code, env, code_copy)
                 if i:
                     runs[name].append(run)
     for name, kind_runs in runs.items():

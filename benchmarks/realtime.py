@@ -57,9 +57,11 @@ RUNS: Tuple[Tuple[str, str, float, bool], ...] = (
     ("project 12.5 Hz held", "project", 12.5, True),
     ("project 1 Hz", "project", 1.0, False),
     ("project 0.2 Hz", "project", 0.2, False),
+    ("project 200 Hz", "project", 200.0, False),
     ("seed 12.5 Hz", "seed", 12.5, False),
     ("seed 12.5 Hz held", "seed", 12.5, True),
     ("seed 0.2 Hz", "seed", 0.2, False),
+    ("seed 200 Hz", "seed", 200.0, False),
 )
 
 

@@ -15,7 +15,11 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from .common import REPO_ROOT
-from .rows import Row, comparison_rows, get
+from .rows import Row, comparison_rows, get, row_keys
+
+# A row whose figure (its ratio where it has one) differs more than this between two runs
+# says so: it does not reproduce to the precision it shows.
+SPREAD_LIMIT_PERCENT = 15.0
 
 TABLE_MARKERS = ("<!-- bench:table:start -->", "<!-- bench:table:end -->")
 SUMMARY_MARKERS = ("<!-- bench:summary:start -->", "<!-- bench:summary:end -->")
@@ -66,56 +70,109 @@ def run_line(report: Dict[str, Any]) -> str:
             before=meta.get("load_before"),
             after=meta.get("load_after"),
         )
+        + (
+            " Run {} times: the figures are the first run's, the spread column compares the runs"
+            " (VARIES: more than ±{:g} %).".format(
+                len(report.get("repeat_results", [])) + 1, SPREAD_LIMIT_PERCENT
+            )
+            if "spread" in report
+            else ""
+        )
     )
+
+
+def spread(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per row (:func:`row_keys`), its figures in each run and their spread: ± half the range
+    as a percentage of the middle, of the ratio where the row has one, else of the project's
+    figure; ``varies`` when that is more than :data:`SPREAD_LIMIT_PERCENT`."""
+    runs = [dict(zip(row_keys(rs), rs)) for rs in (comparison_rows(r) for r in reports)]
+    out: Dict[str, Any] = {}
+    for key, first in runs[0].items():
+        rows = [run[key] for run in runs if key in run]
+        judged = [r.ratio if first.seed is not None else r.project for r in rows]
+        values = [v for v in judged if v is not None]
+        if len(values) < 2:
+            continue
+        low, high = min(values), max(values)
+        percent = 0.0 if high + low == 0 else 100.0 * (high - low) / abs(high + low)
+        out[key] = {
+            "project": [r.project for r in rows],
+            "seed": [r.seed for r in rows],
+            "ratio": [r.ratio for r in rows],
+            "spread_percent": round(percent, 1),
+            "varies": percent > SPREAD_LIMIT_PERCENT,
+        }
+    return out
+
+
+def _spread_cell(figures: Optional[Dict[str, Any]]) -> str:
+    if figures is None:
+        return "-"
+    text = f"±{figures['spread_percent']:.0f} %"
+    return text + " VARIES" if figures["varies"] else text
 
 
 def comparison_table(report: Dict[str, Any]) -> str:
     header = ["figure", "project", "seed", "project ÷ seed", "server", "target", "measures"]
-    rows = [
-        [
+    spreads = report.get("spread")
+    if spreads is not None:
+        header.insert(4, f"spread ({len(report.get('repeat_results', [])) + 1} runs)")
+    all_rows = comparison_rows(report)
+    rows = []
+    for key, row in zip(row_keys(all_rows), all_rows):
+        if row.project is None and row.seed is None:
+            continue
+        cells = [
             row.figure,
             _fmt(row.project, row.unit, row.digits),
             _fmt(row.seed, row.unit, row.digits),
             _ratio(row),
             row.server,
             row.verdict(),
-            row.measures,
+            row.measures + (f". Pays: {row.pays}" if row.pays else ""),
         ]
-        for row in comparison_rows(report)
-        if row.project is not None or row.seed is not None
-    ]
+        if spreads is not None:
+            cells.insert(4, _spread_cell(spreads.get(key)))
+        rows.append(cells)
     return markdown_table(header, rows)
 
 
 SUMMARY = (
-    "sensor loop at 12.5 Hz: CPU per reading",
-    "sensor loop at 12.5 Hz: share of a core",
+    "sensor cold start to first publish, no .pyc (a V1 device)",
     "sensor cold start to first publish",
+    "sensor loop at 12.5 Hz: CPU per reading",
+    "sensor loop at 200 Hz: CPU per reading",
+    "sensor function peak RSS, real backends",
     "anomaly cold start to first 201",
-    "sensor function peak RSS",
     "10-minute humid spell: ServiceNow calls",
     "10-minute humid spell: secret fetches",
     "breach → incident 201, p50",
-    "outbox drain: actions/s",
-    "outbox drain: ServiceNow calls/s",
 )
 
 
 def summary_table(report: Dict[str, Any]) -> str:
-    """The README's short version: a few rows of the same table."""
+    """The README's short version: the rows of the same table that compare with the seed,
+    each with what both sides pay in it and what only the project pays."""
     rows = []
+    primary = get(report, "meta", "primary_server") or "-"
     for row in comparison_rows(report):
-        if row.figure in SUMMARY and (row.project is not None):
-            rows.append(
-                [
-                    row.figure,
-                    _fmt(row.project, row.unit, row.digits),
-                    _fmt(row.seed, row.unit, row.digits),
-                    _ratio(row),
-                    row.server,
-                ]
-            )
-    return markdown_table(["what", "project", "seed blog", "project ÷ seed", "server"], rows)
+        if row.figure not in SUMMARY or row.ratio is None:
+            continue
+        if row.server not in ("none", primary):
+            continue  # the primary server's figures only
+        rows.append(
+            [
+                row.figure,
+                _fmt(row.project, row.unit, row.digits),
+                _fmt(row.seed, row.unit, row.digits),
+                _ratio(row),
+                row.pays or row.measures,
+            ]
+        )
+    return markdown_table(
+        ["what", "project", "seed blog", "project ÷ seed", "what both pay; what only one pays"],
+        rows,
+    )
 
 
 def servers_table(report: Dict[str, Any]) -> str:
@@ -137,7 +194,9 @@ STATUS_ROWS = (
     # (figure, path under results.status, unit, digits)
     ("sensor path per reading, status off, median", ("sensor_path", "median_us", "off"), "µs", 2),
     ("sensor path per reading, status on, median", ("sensor_path", "median_us", "on"), "µs", 2),
-    ("sensor path slower with status on", ("sensor_path", "median_us", "overhead_percent"), "%", 1),
+    # The difference the status service makes to the same loop in the same run (CPU, not one
+    # tick's latency, which drifts more between rounds than the difference it would show).
+    ("sensor path CPU, status on − off", ("sensor_path", "cpu_us", "overhead_percent"), "%", 1),
     ("sensor path CPU per reading, status off", ("sensor_path", "cpu_us", "off"), "µs", 2),
     ("sensor path CPU per reading, status on", ("sensor_path", "cpu_us", "on"), "µs", 2),
     ("status function CPU per reading it takes", ("handle", "cpu_us_per_reading"), "µs", 2),

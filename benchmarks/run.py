@@ -3,6 +3,8 @@
 Prints one table of measured figures, the project beside the seed blog's
 functions (``benchmarks/seed/``) with ``project ÷ seed`` ratios from the same
 run, and writes every figure as JSON (default ``out/benchmarks.json``).
+``--repeat 2`` runs it all twice and adds each row's spread between the runs
+(``spread`` in the JSON, a column in the table; over ±15 %: ``VARIES``).
 ``--markdown JSON`` prints the table from a JSON written earlier and
 ``--write-docs JSON`` puts it into docs/benchmarks.md and the README.
 
@@ -62,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure what the edge agent costs, beside the seed blog's functions.",
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts (CI, under a minute)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run everything N times; the first run's figures are reported, with each row's"
+        " spread over the N runs (a row varying more than ±15%% says so)",
+    )
     parser.add_argument(
         "--json-out",
         default=os.path.join("out", "benchmarks.json"),
@@ -311,7 +321,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         agent_log.addHandler(logging.FileHandler(os.devnull))
         agent_log.setLevel(args.agent_log_level.upper())
 
-    report = run(args, argv)
+    if args.repeat < 1:
+        print("--repeat must be 1 or more", file=sys.stderr)
+        return 2
+    reports = []
+    for number in range(args.repeat):
+        if args.repeat > 1:
+            print(f"run {number + 1} of {args.repeat}", file=sys.stderr, flush=True)
+        reports.append(run(args, argv))
+    report = reports[0]
+    if args.repeat > 1:
+        # Every run's results are kept; the table shows the first run's and each row's spread.
+        report["repeat_results"] = [r["results"] for r in reports[1:]]
+        report["repeat_errors"] = [r["errors"] for r in reports[1:]]
+        report["spread"] = reporting.spread(reports)
+        report["meta"]["run_seconds"] = [
+            sum(r["meta"]["section_seconds"].values()) for r in reports
+        ]
     print(reporting.render_console(report))
     if args.json_out and args.json_out != "-":
         os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
@@ -319,7 +345,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump(report, handle, indent=2, sort_keys=True, ensure_ascii=False)
             handle.write("\n")
         print(f"\nwrote {args.json_out}")
-    return 1 if report["errors"] else 0
+    return 1 if report["errors"] or any(report.get("repeat_errors", [])) else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ runtime and IPC client load before any function code (``json``, ``logging``,
 
 It answers in-process, without the loopback HTTP round trip a core's IPC
 makes per call (it builds the request the real client would send): a publish is counted per topic (the first one stamped
-with ``time.monotonic_ns()``), a secret is read from the file named by
+with ``time.monotonic_ns()``), the local shadow service answers a get (no shadow
+yet, then the last update) and accepts each update, a secret is read from the file named by
 ``EDGE_BENCH_SECRET_FILE`` (the value as Secrets Manager holds it) under the
 name ``EDGE_BENCH_SECRET_NAME``. Like a current core's IPC client, it accepts
 a ``str`` payload. Swap it for the wire-level IPC stand-in when that exists.
@@ -49,6 +50,9 @@ class ChildCore:
         self.first_publish_ns = None
         self.first_publish = threading.Event()
         self.secret_requests = 0
+        self.shadow_requests = 0
+        self.shadow_version = 0
+        self.shadow_state = {}
         self._results = {}
         self._ids = itertools.count(1)
 
@@ -74,15 +78,39 @@ class ChildCore:
                 self.first_publish.set()
         elif function_arn == SECRETS_MANAGER_FUNCTION_ARN:
             self._results[invocation_id] = self._secret(json.loads(input_bytes.decode("utf-8")))
+        elif function_arn == SHADOW_FUNCTION_ARN:
+            custom = json.loads(base64.b64decode(client_context).decode("utf-8"))["custom"]
+            self._results[invocation_id] = self._shadow(custom["subject"], input_bytes)
         else:
             raise IPCException("HTTP Error 404: Not Found")
         return invocation_id
 
     def get_work_result(self, function_arn, invocation_id):
         try:
-            return GetWorkResultOutput(self._results.pop(invocation_id), None)
+            # A core answers with an empty X-Amz-Function-Error (tests/v1_core.py too).
+            return GetWorkResultOutput(self._results.pop(invocation_id), "")
         except KeyError:
             raise IPCException("HTTP Error 404: Not Found") from None
+
+    def _shadow(self, subject, payload):
+        """What a core's local shadow service answers a function that follows its shadow:
+        no shadow yet at the first get, then each update accepted (a core answers both at
+        once, so the function's live configuration settles as on a device)."""
+        self.shadow_requests += 1
+        thing = subject.split("/")[2]
+        if subject.endswith("/get"):
+            if self.shadow_version == 0:
+                answer = {"code": 404, "message": "No shadow exists with name: '%s'" % thing}
+            else:
+                answer = {"state": self.shadow_state, "version": self.shadow_version}
+        elif subject.endswith("/update"):
+            self.shadow_version += 1
+            self.shadow_state = json.loads(payload.decode("utf-8")).get("state", {})
+            answer = {"state": self.shadow_state, "version": self.shadow_version}
+        else:
+            answer = {"code": 400, "message": "unknown shadow operation"}
+        answer["timestamp"] = int(time.time())
+        return json.dumps(answer).encode("utf-8")
 
     def _secret(self, request):
         self.secret_requests += 1

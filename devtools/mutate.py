@@ -94,7 +94,11 @@ TESTS: Dict[str, List[str]] = {
     ],
     # Modules no test imports by name, reached through the ones that use them.
     "agent/sensors/st_chips.py": ["tests/test_i2c_sensor.py", "tests/test_sense_hat_chips.py"],
-    "agent/sensors/heat.py": ["tests/test_i2c_sensor.py", "tests/test_sensors.py"],
+    "agent/sensors/heat.py": [
+        "tests/test_i2c_sensor.py",
+        "tests/test_sensors.py",
+        "tests/test_cold_start_imports.py",
+    ],
     "agent/variables.py": ["tests/test_config.py", "tests/test_cli_errors.py"],
     "agent/state_file.py": ["tests/test_state_dir.py", "tests/test_sensor_service.py"],
     "agent/standalone/arguments.py": ["tests/test_mqtt_runs.py", "tests/test_cli_errors.py"],

@@ -58,6 +58,13 @@ def pytest_pycollect_makemodule(module_path, parent):  # noqa: ANN001 (pytest ho
     return None
 
 
+def pytest_sessionstart(session):  # noqa: ANN001 (pytest hook)
+    # The processes the tests start load the project from bytecode (tests/project_bytecode.py).
+    from project_bytecode import compile_project
+
+    compile_project()
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001 (pytest hook)
     for item in items:
         if not is_tooling_test(item.path):

@@ -122,6 +122,31 @@ def test_cold_start_child_publishes_through_the_sdk(kind, tmp_path):
         assert not {"requests", "sqlite3", "boto3", "botocore"} & set(run_["modules"])
 
 
+@pytest.fixture(scope="module")
+def code_copy(tmp_path_factory):
+    return cold_start.copy_without_pyc(str(tmp_path_factory.mktemp("code") / "code"))
+
+
+@pytest.mark.parametrize("kind", ["project_sensor_nopyc", "seed_sensor_bare_nopyc"])
+def test_cold_start_without_pyc_compiles_and_writes_none(kind, code_copy, tmp_path):
+    code, env = cold_start.child_kinds(None, "")[kind](str(tmp_path), 1)
+    run_ = cold_start.spawn_kind(code, env, code_copy)
+    assert run_["ms"]["first_work"] > run_["ms"]["core_ready"]
+    written = [d for d, _, _ in os.walk(code_copy) if d.endswith("__pycache__")]
+    assert written == [], "a V1 device cannot write .pyc next to the code"
+
+
+def test_peak_rss_children_load_each_real_backend(code_copy, tmp_path):
+    kinds = cold_start.child_kinds(None, "")
+    code, env = kinds["project_sensor_i2c"](str(tmp_path / "i2c"), 1)
+    project = cold_start.spawn_kind(code, env, code_copy)
+    code, env = kinds["seed_sensor_library"](str(tmp_path / "seed"), 1)
+    seed = cold_start.spawn_kind(code, env, code_copy)
+    assert not {"sense_hat", "numpy"} & set(project["modules"])  # read over I2C, no library
+    assert "numpy" in seed["modules"]
+    assert project["ms"]["first_work"] > 0 and seed["ms"]["first_work"] > 0
+
+
 def test_cold_start_anomaly_children_reach_the_server(server, standin, tmp_path):
     secret_file = tmp_path / "secret.json"
     secret_file.write_text(server.secret)
@@ -259,9 +284,34 @@ def test_every_ratio_is_project_over_seed_from_the_same_report():
     changed = copy.deepcopy(base)
     cold = changed["results"]["cold_start"]["seed_sensor_bare"]
     cold["to_first_work_ms"] *= 2
-    (row,) = [r for r in report.comparison_rows(changed) if r.figure.startswith("sensor cold")]
-    (old,) = [r for r in rows if r.figure.startswith("sensor cold")]
+    headline = "sensor cold start to first publish"
+    (row,) = [r for r in report.comparison_rows(changed) if r.figure == headline]
+    (old,) = [r for r in rows if r.figure == headline]
     assert row.ratio == pytest.approx(old.ratio / 2)
+
+
+def test_a_row_that_differs_more_than_15_percent_between_two_runs_says_so():
+    first = _committed_report()
+    second = copy.deepcopy(first)
+    second["results"]["cold_start"]["seed_sensor_bare"]["to_first_work_ms"] *= 1.4
+    second["results"]["cold_start"]["seed_anomaly"]["to_first_work_ms"] *= 1.1
+    combined = dict(first, spread=report.spread([first, second]), repeat_results=[{}])
+    spreads = combined["spread"]
+    sensor = spreads["sensor cold start to first publish [none]"]
+    assert sensor["varies"] and sensor["ratio"][1] == pytest.approx(sensor["ratio"][0] / 1.4)
+    anomaly = [v for k, v in spreads.items() if k.startswith("anomaly cold start to first 201")]
+    assert anomaly and not anomaly[0]["varies"]  # ±5 %: within the limit
+    table = report.comparison_table(combined)
+    (line,) = [
+        x for x in table.splitlines() if x.startswith("| sensor cold start to first publish ")
+    ]
+    assert "VARIES" in line and "spread (2 runs)" in table
+    assert "VARIES" not in [x for x in table.splitlines() if "anomaly cold start" in x][0]
+
+
+def test_repeat_must_be_at_least_one(capsys):
+    assert run.main(["--repeat", "0", "--only", "disk", "--json-out", "-"]) == 2
+    assert "--repeat" in capsys.readouterr().err
 
 
 def test_targets_are_judged_on_what_they_name():

@@ -227,6 +227,113 @@ def test_cpu_heat_compensation(pi, clock, tmp_path):
     assert sensor.read().temperature == approx(31.0 - (51.0 - 31.0) / 2.0, abs=0.01)
 
 
+def test_a_bogus_cpu_temperature_makes_the_temperature_missing_not_a_false_breach(
+    pi, clock, tmp_path, caplog
+):
+    thermal = tmp_path / "temp"
+    thermal.write_text("51000\n")
+    pi.board.environment.update(temperature=31.0, humidity=41.0)
+    sensor = open_sensor(
+        "i2c", clock=clock, environ={}, compensation_factor=2.0, cpu_temp_path=str(thermal)
+    )
+
+    def read_with_cpu(text):
+        thermal.write_text(text + "\n")
+        clock.advance(1.0)
+        return sensor.read()
+
+    with caplog.at_level(logging.WARNING, logger="agent.sensors"):
+        # A zone not ready (0), degrees written where millidegrees belong (51: 0.051 °C, which
+        # corrected 31 °C to 46.5 °C, over a 40 °C limit), a value no running Pi reaches.
+        bogus = [read_with_cpu(text) for text in ("0", "51", "150000")]
+        good = read_with_cpu("51000")
+        again = read_with_cpu("-5000")
+
+    assert [r.temperature for r in bogus] == [None, None, None]
+    assert all(r.humidity == approx(41.0, abs=0.01) for r in bogus)  # the rest still read
+    assert good.temperature == approx(21.0, abs=0.01)
+    assert again.temperature is None
+    warnings = [r.getMessage() for r in caplog.records if "not believable" in r.getMessage()]
+    assert len(warnings) == 2  # once per spell of bogus values, not once per reading
+    assert warnings[0].startswith(
+        "the CPU temperature from {} is 0 °C with the chip".format(thermal)
+    )
+
+
+def test_without_a_cpu_temperature_it_warns_once_and_reads_uncompensated(
+    pi, clock, tmp_path, caplog
+):
+    pi.board.environment.update(temperature=31.0)
+    sensor = open_sensor(
+        "i2c",
+        clock=clock,
+        environ={},
+        compensation_factor=2.0,
+        cpu_temp_path=str(tmp_path / "no-such-zone"),
+    )
+    with caplog.at_level(logging.WARNING, logger="agent.sensors"):
+        temperatures = []
+        for _ in range(3):
+            clock.advance(1.0)
+            temperatures.append(sensor.read().temperature)
+
+    assert temperatures == [approx(31.0, abs=0.01)] * 3
+    warnings = [r.getMessage() for r in caplog.records if "not compensated" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_cpu_as_warm_as_the_chip_or_at_100_degrees_is_believed(pi, clock, tmp_path):
+    # 32.375 °C is the chip's calibration point T0: read back exactly, so the edges are exact.
+    thermal = tmp_path / "temp"
+    pi.board.environment.update(temperature=32.375)
+    sensor = open_sensor(
+        "i2c", clock=clock, environ={}, compensation_factor=2.0, cpu_temp_path=str(thermal)
+    )
+    temperatures = []
+    for millidegrees in ("32375", "100000", "100001", "32374"):
+        thermal.write_text(millidegrees + "\n")
+        clock.advance(1.0)
+        temperatures.append(sensor.read().temperature)
+
+    assert temperatures == [32.375, 32.375 - (100.0 - 32.375) / 2.0, None, None]
+    # A factor of 1 (the whole difference) is a factor like any other.
+    sensor.close()
+    thermal.write_text("40000\n")
+    whole = open_sensor(
+        "i2c", clock=clock, environ={}, compensation_factor=1.0, cpu_temp_path=str(thermal)
+    )
+    assert whole.read().temperature == 32.375 - (40.0 - 32.375)
+
+
+def test_a_correction_to_exactly_minus_40_stands(pi, clock, tmp_path):
+    # 71.5 °C is the chip's calibration point T1, read back exactly; a factor of 0.25 and a
+    # CPU at 99.375 °C (chosen so the arithmetic is exact) correct it to -40 °C, the chip's
+    # bottom, which is a reading.
+    thermal = tmp_path / "temp"
+    thermal.write_text("99375\n")
+    pi.board.environment.update(temperature=71.5)
+    sensor = open_sensor(
+        "i2c", clock=clock, environ={}, compensation_factor=0.25, cpu_temp_path=str(thermal)
+    )
+    assert sensor.read().temperature == -40.0
+
+
+def test_a_correction_below_what_the_chip_can_measure_is_missing(pi, clock, tmp_path):
+    # Outdoors in winter: the chip at -20 °C, the CPU at 21 °C; corrected, -40.5 °C is below
+    # the -40 °C the chip can measure, so the formula is out of its depth: no reading.
+    thermal = tmp_path / "temp"
+    pi.board.environment.update(temperature=-20.0)
+    sensor = open_sensor(
+        "i2c", clock=clock, environ={}, compensation_factor=2.0, cpu_temp_path=str(thermal)
+    )
+    thermal.write_text("21000\n")
+    clock.advance(1.0)
+    assert sensor.read().temperature is None
+    thermal.write_text("19000\n")
+    clock.advance(1.0)
+    assert sensor.read().temperature == approx(-39.5, abs=0.01)
+
+
 # --- one-shot conversions and data-ready -----------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.errors import ConfigError
@@ -153,3 +155,94 @@ def test_a_blank_configuration_value_is_an_unset_limit():
     settings.propose(CONFIGURATION, {"humidLowLimit": ""}, replace=True)
     assert humidity(settings.settings).lower is None
     assert settings.reported()["humidLowLimit"] is None
+
+
+def test_a_start_configuration_keeps_to_the_run_time_variables_and_null_is_unset():
+    settings = live(readingsTopic="elsewhere", humidLowLimit=None, tempLimit=28)
+    assert settings.settings.readings_topic == "IoTBlog/sensorData"  # the deployment's, at start
+    assert humidity(settings.settings).lower == 20.0  # null: the environment's value stays
+    assert settings.reported()["tempLimit"] == 28
+
+
+def test_reported_gives_the_environments_values_where_no_layer_above_has_one():
+    settings = LiveSettings(dict(BASE, humidLimit="45", tempHysteresis="0.5", period="5"))
+    reported = settings.reported()
+    assert reported["humidLimit"] == 45 and reported["tempHysteresis"] == 0.5
+    assert json.dumps(reported["period"]) == "5"  # whole numbers without ".0"
+    [rejected] = settings.propose(SHADOW, {"humidLimit": "soggy"}).rejected
+    assert (
+        rejected.describe() == "humidLimit=soggy: humidLimit must be a finite number, got 'soggy'"
+    )
+    assert rejected.old == "45"
+
+
+def test_a_configuration_value_that_is_no_number_is_refused_as_it_came():
+    settings = live()
+    [rejected] = settings.propose(CONFIGURATION, {"humidLimit": True}, replace=True).rejected
+    assert settings.rejections()["humidLimit"] == {
+        "value": True,
+        "reason": "humidLimit must be a number, got true",
+        "source": "configuration",
+    }
+    assert humidity(settings.settings).upper == 50.0
+
+
+def test_a_valid_value_clears_its_own_rejection_but_not_the_deployments():
+    settings = live()
+    settings.propose(CONFIGURATION, {"debounceSamples": "0"}, replace=True)
+    settings.propose(SHADOW, {"humidLimit": -5})
+    assert set(settings.rejections()) == {"debounceSamples", "humidLimit"}
+    settings.propose(SHADOW, {"humidLimit": 55, "debounceSamples": 2})
+    assert settings.rejections() == {
+        "debounceSamples": {
+            "value": "0",
+            "reason": "debounceSamples must be 1 or more, got 0",
+            "source": "configuration",
+        }
+    }
+    assert settings.settings.debounce_samples == 2  # the shadow's, above the deployment
+
+
+def test_a_value_that_passes_once_another_is_in_is_applied_and_only_the_bad_one_refused():
+    settings = live()
+    # humidLimit 15 passes only with humidLowLimit 5 in (sorted, it is tried first, alone);
+    # tempLimit -100 never does.
+    decision = settings.propose(SHADOW, {"humidLimit": 15, "humidLowLimit": 5, "tempLimit": -100})
+    assert sorted(c.name for c in decision.applied) == ["humidLimit", "humidLowLimit"]
+    assert [c.name for c in decision.rejected] == ["tempLimit"]
+    assert set(settings.rejections()) == {"tempLimit"}
+    assert humidity(settings.settings).upper == 15.0
+
+
+def test_removing_an_override_is_checked_as_removed():
+    settings = live()
+    settings.propose(SHADOW, {"humidLowLimit": 40, "humidLimit": 60})
+    # Without the override the environment's low limit of 20 is below 30: together they pass.
+    decision = settings.propose(SHADOW, {"humidLowLimit": None, "humidLimit": 30})
+    assert not decision.rejected
+    assert (humidity(settings.settings).lower, humidity(settings.settings).upper) == (20.0, 30.0)
+
+
+def test_each_update_keeps_the_overrides_of_the_updates_before():
+    settings = live()
+    settings.propose(SHADOW, {"humidLimit": 60})
+    settings.propose(SHADOW, {"tempLimit": 25})
+    settings.propose(SHADOW, {"period": "bad"})  # a refused one changes nothing either
+    assert settings.reported()["humidLimit"] == 60 and settings.reported()["tempLimit"] == 25
+    assert humidity(settings.settings).upper == 60.0
+    assert settings.snapshot() == {"shadow": {"humidLimit": 60, "tempLimit": 25}}
+
+
+def test_a_whole_number_for_a_count_is_a_count():
+    settings = live()
+    decision = settings.propose(SHADOW, {"debounceSamples": 2.0})
+    assert not decision.rejected and settings.settings.debounce_samples == 2
+
+
+def test_a_refused_boolean_is_not_decided_again_and_the_number_after_it_is():
+    settings = live()
+    assert settings.propose(SHADOW, {"debounceSamples": True}).rejected
+    assert not settings.propose(SHADOW, {"debounceSamples": True}).changes_report
+    decision = settings.propose(SHADOW, {"debounceSamples": 1})
+    assert [c.name for c in decision.applied] == ["debounceSamples"]
+    assert settings.settings.debounce_samples == 1

@@ -194,3 +194,24 @@ def test_what_follows_the_first_reading_starts_even_when_that_read_fails(tmp_pat
     service.after_first_reading(lambda: started.append(service.counts["sensor_errors"]))
     run_ticks(service, clock, 2)
     assert started == [1]
+
+
+def test_a_stop_ends_the_loop_in_the_middle_of_a_long_wait(tmp_path):
+    """On the real clock, with ten minutes between readings: stop() does not wait them out."""
+    from helpers import wait_until
+
+    from agent.clock import Clock
+
+    core = LocalCore()
+    settings = SensorSettings.from_mapping(
+        {"stateDir": str(tmp_path), "deviceId": "pi", "period": "600"}
+    )
+    clock = Clock()
+    service = SensorService(
+        ScriptedSensor([40.0] * 3, clock), core.runtime_for("sensor"), settings, clock=clock
+    )
+    loop = service.start()
+    assert wait_until(lambda: len(core.cloud_messages) == 1)  # now in its 600 s wait
+    service.stop(timeout=30)
+    assert not loop.is_alive()
+    assert len(core.cloud_messages) == 1

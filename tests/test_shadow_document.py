@@ -290,3 +290,107 @@ def test_persisted_shadows_come_back_the_same():
 )
 def test_classic_shadow_topics_are_recognised(topic, parsed):
     assert parse_topic(topic) == parsed
+
+
+# -- the edges of the limits ------------------------------------------------------------------
+
+
+def _state_of_size(size, char="x"):
+    """A reported section whose JSON is ``size`` bytes of UTF-8 (``char`` 1 or 2 bytes)."""
+    room = size - len(json.dumps({"blob": ""}, separators=(",", ":")))
+    width = len(char.encode("utf-8"))
+    return {"blob": "x" * (room % width) + char * (room // width)}
+
+
+@pytest.mark.parametrize("char", ["x", "é"])
+def test_a_state_of_exactly_8_kb_is_accepted_and_one_byte_more_is_413(char):
+    shadow = ThingShadow("thing")
+    shadow.update({"state": {"reported": _state_of_size(MAX_STATE_BYTES, char)}}, NOW)
+    assert shadow.version == 1
+    width = len(char.encode("utf-8"))
+    big = _state_of_size(MAX_STATE_BYTES + width, char)
+    error = rejected(shadow, {"state": {"reported": big}})
+    assert (error.code, error.message) == (413, "The payload exceeds the maximum size allowed")
+    assert shadow.version == 1
+
+
+def test_a_request_of_exactly_128_kb_is_read():
+    request = b'{"state": {"desired": {"x": 1}}}'
+    padded = request + b" " * (128 * 1024 - len(request))
+    shadow = ThingShadow("thing")
+    shadow.update(padded, NOW)
+    assert shadow.desired == {"x": 1}
+
+
+def test_a_client_token_of_exactly_64_bytes_is_accepted():
+    token = "é" * 32  # 64 bytes of UTF-8
+    result = ThingShadow("thing").update({"state": {}, "clientToken": token}, NOW)
+    assert result.accepted["clientToken"] == token
+
+
+def test_version_0_is_the_version_of_a_shadow_never_updated():
+    shadow = ThingShadow("thing")
+    shadow.update({"state": {"desired": {"x": 1}}, "version": 0}, NOW)
+    assert shadow.version == 1
+
+
+@pytest.mark.parametrize("payload", [None, b"", ""])
+def test_an_update_without_a_body_is_invalid_json(payload):
+    error = rejected(ThingShadow("thing"), payload)
+    assert (error.code, error.message) == (400, "Invalid JSON")
+
+
+def test_a_refusal_reads_as_its_code_and_message():
+    with pytest.raises(ShadowRejected, match="^409 Version conflict$"):
+        ThingShadow("thing").update({"state": {}, "version": 3}, NOW)
+
+
+def test_an_empty_object_is_no_level_of_nesting():
+    shadow = ThingShadow("thing")
+    shadow.update({"state": {"desired": {"a": {"b": {"c": {"d": {"e": {"f": {}}}}}}}}}, NOW)
+    assert shadow.version == 1 and shadow.desired is None  # an empty object is no value
+
+
+# -- delta: what compares equal --------------------------------------------------------------
+
+
+def test_equal_strings_are_no_delta_and_a_string_is_not_the_array_of_its_letters():
+    shadow = shadow_with(desired={"a": "xy", "b": "on"}, reported={"a": ["x", "y"], "b": "on"})
+    assert shadow.delta() == {"a": "xy"}
+
+
+def test_objects_in_arrays_compare_field_by_field():
+    shadow = shadow_with(
+        desired={"same": [{"a": 1}], "value": [{"a": 1}], "keys": [{"a": 1}]},
+        reported={"same": [{"a": 1.0}], "value": [{"a": 2}], "keys": [{"b": 1}]},
+    )
+    assert shadow.delta() == {"value": [{"a": 1}], "keys": [{"a": 1}]}
+
+
+def test_an_object_against_a_value_is_a_delta_either_way():
+    shadow = shadow_with(desired={"a": {"b": 1}, "c": 5}, reported={"a": 5, "c": {"d": 1}})
+    assert shadow.delta() == {"a": {"b": 1}, "c": 5}
+
+
+def test_documents_current_holds_no_delta():
+    result = ThingShadow("thing").update({"state": {"desired": {"x": 1}}}, NOW)
+    assert result.documents["current"]["state"] == {"desired": {"x": 1}}
+    assert result.delta["state"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    "topic", ["$aws/things//shadow/update", "$aws/things//shadow/update/delta"]
+)
+def test_a_topic_without_a_thing_name_is_no_shadow_topic(topic):
+    assert parse_topic(topic) is None
+
+
+def test_a_saved_shadow_without_a_version_is_refused_as_malformed(tmp_path, caplog):
+    from agent.greengrass.local_shadow import LocalShadowService
+
+    path = tmp_path / "shadows.json"
+    saved = {"thing": "pi", "desired": {"x": 1}, "exists": True}
+    path.write_text(json.dumps({"version": 1, "shadows": [saved]}))
+    service = LocalShadowService(lambda: NOW, str(path))
+    assert service.document("pi") is None
+    assert "ignoring a malformed saved shadow" in caplog.text

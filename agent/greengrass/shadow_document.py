@@ -224,7 +224,7 @@ class ThingShadow:
         shadow.desired = data.get("desired") or None
         shadow.reported = data.get("reported") or None
         shadow.meta = dict(data.get("metadata") or {})
-        shadow.version = int(data.get("version") or 0)
+        shadow.version = int(data["version"])
         shadow.exists = bool(data.get("exists"))
         return shadow
 
@@ -384,14 +384,12 @@ def _merge(current: Optional[Dict[str, Any]], patch: Dict[str, Any]) -> Optional
 def _same(a: Any, b: Any) -> bool:
     """JSON equality with numbers compared by value (and booleans never equal to numbers)."""
     if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
+        return a is b
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
+    return bool(a == b)  # numbers by value (55 == 55.0); a string never equals a number
 
 
 def _delta(desired: Dict[str, Any], reported: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -426,7 +424,7 @@ def _merge_meta(
         old = (meta or {}).get(key)
         if not isinstance(patch, dict) or key not in patch:
             result[key] = old if old is not None else _stamp(value, ts)
-        elif isinstance(value, dict) and isinstance(patch[key], dict):
+        elif isinstance(value, dict):  # merged from an object in the patch
             keep = old if isinstance(old, dict) and "timestamp" not in old else None
             result[key] = _merge_meta(keep, patch[key], value, ts)
         else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from ..clock import SYSTEM_CLOCK, Clock
 from ..record import Record
 
@@ -42,18 +40,17 @@ class Reading(Record):
 
 
 def valid_or_none(value: object, low: float, high: float) -> Optional[float]:
-    """The value as a float when it is a finite number in ``[low, high]``, else ``None``.
+    """The value as a float when it is a number in ``[low, high]`` (finite bounds), else ``None``.
 
     The Sense HAT reports an invalid reading as exactly 0; callers pass a
     range that excludes it where 0 is impossible (pressure) and check the
-    chip's status themselves where it is not.
+    chip's status themselves where it is not. NaN and infinity fall outside any
+    finite range (every comparison with NaN is false).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
-    if not math.isfinite(value) or not low <= value <= high:
-        return None
-    return value
+    return value if low <= value <= high else None
 
 
 class Sensor:

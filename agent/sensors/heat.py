@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from ..errors import ConfigError
-from .base import valid_or_none
 
 TYPE_CHECKING = False  # the cold-start rule (agent/record.py): typing for mypy only
 if TYPE_CHECKING:
@@ -19,8 +18,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CPU_TEMP_PATH = "/sys/class/thermal/thermal_zone0/temp"
-# What the chips can physically report (HTS221 and LPS25H: -40 to +120 °C).
-TEMPERATURE_RANGE = (-40.0, 120.0)
+# The coldest the chips can report (HTS221 and LPS25H: -40 to +120 °C). A correction only
+# lowers a reading the chip made, so the top of the range needs no check here.
+TEMPERATURE_MIN = -40.0
+# A Pi's firmware throttles the SoC from 80-85 °C: a thermal zone above this is not the CPU.
+CPU_MAX = 100.0
 
 
 def check_factor(factor: Optional[float]) -> Optional[float]:
@@ -37,14 +39,34 @@ class CpuHeat:
         self.factor = factor
         self.cpu_temp_path = cpu_temp_path
         self._warned = False
+        self._bogus = False  # the last CPU value was not believable (warned once per spell)
 
     def correct(self, temperature: float) -> Optional[float]:
-        """The compensated temperature (``None`` if out of range); unchanged without a CPU reading."""
+        """The compensated temperature; unchanged without a CPU reading; ``None`` (missing)
+        when the result is out of range or the CPU's value is not believable.
+
+        The CPU heats the chips, so a CPU colder than the chip, or hotter than
+        :data:`CPU_MAX`, is a bogus thermal value (0 from a zone not ready, degrees written
+        as millidegrees): corrected with it, the reading would be an impossible temperature
+        or a false breach.
+        """
         cpu = self.cpu_temperature()
         if cpu is None:
             return temperature
-        low, high = TEMPERATURE_RANGE
-        return valid_or_none(temperature - (cpu - temperature) / self.factor, low, high)
+        if not temperature <= cpu <= CPU_MAX:
+            if not self._bogus:
+                log.warning(
+                    "the CPU temperature from %s is %g °C with the chip at %g °C: not believable; "
+                    "temperature readings are missing until it is",
+                    self.cpu_temp_path,
+                    cpu,
+                    temperature,
+                )
+            self._bogus = True
+            return None
+        self._bogus = False
+        corrected = temperature - (cpu - temperature) / self.factor
+        return corrected if corrected >= TEMPERATURE_MIN else None
 
     def cpu_temperature(self) -> Optional[float]:
         try:

@@ -208,12 +208,13 @@ class SenseHatSensor(Sensor):
             temperature = self._heat.correct(temperature)
         humidity = chip_value(raw_h, "humidity")
         pressure = chip_value(raw_p, "pressure") if self.with_pressure else None
-        for metric, raw, value in (
-            ("temperature", raw_t, temperature),
-            ("humidity", raw_h, humidity),
-        ):
-            if value is None:
-                log.debug("%s: %s reading %r is invalid", self.name, metric, raw)
+        if temperature is None or humidity is None:
+            for metric, raw, value in (
+                ("temperature", raw_t, temperature),
+                ("humidity", raw_h, humidity),
+            ):
+                if value is None:
+                    log.debug("%s: %s reading %r is invalid", self.name, metric, raw)
         return Reading(self.clock.time(), temperature, humidity, pressure)
 
     def close(self) -> None:
