@@ -6,7 +6,7 @@ import math
 
 import pytest
 from conftest import SNOW_USER, secret_json
-from helpers import anomaly
+from helpers import anomaly, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.clock import VirtualClock
@@ -378,3 +378,98 @@ def test_servicenow_calls_are_counted_by_method_and_outcome(standin, password):
     assert snapshot["last_error"]["code"] == "no_answer"
     assert client.calls == {"GET": 1, "POST": 1, "PATCH": 1, "TOKEN": 0}
     assert SNOW_USER not in repr(snapshot) and not math.isnan(snapshot["latency"]["sum"])
+
+
+def _status_of(messages, now):
+    model = StatusModel()
+    for message in messages:
+        model.handle(message)
+    return document.build(model, _views(), settings(), now)
+
+
+def _sensor_app(tmp_path, clock, core=None):
+    from functions import sensor_function
+
+    core = core or LocalCore(default_topology())
+    return sensor_function.create_app(
+        environ={"stateDir": str(tmp_path), "deviceId": "pi-h"},
+        runtime=core.runtime_for(SENSOR_FUNCTION_ID),
+        sensor=open_sensor("fake", clock=clock, scenario="steady", seed=1),
+        clock=clock,
+    )
+
+
+def test_a_stopped_function_shows_as_stopped_and_a_reporting_one_as_running(tmp_path):
+    clock = VirtualClock(T0)
+    sent = []
+    reporter = sensor_reporter(_sensor_app(tmp_path, clock), lambda t, m: sent.append(m))
+    reporter.start()  # a report at once, then every 15 s on its thread
+    assert wait_until(lambda: sent)
+    status = _status_of(sent, T0 + 1)
+    assert status["functions"]["sensor"]["state"] == "running"
+    reporter.stop()
+    assert sent[-1]["final"] is True and sent[-1]["seq"] == len(sent)
+    status = _status_of(sent, T0 + 1)
+    assert status["functions"]["sensor"]["state"] == "stopped"
+    assert "the sensor function stopped (final report sent)" in " ".join(
+        status["health"]["reasons"]
+    )
+
+
+def test_a_report_that_cannot_be_sent_is_warned_once_and_the_next_one_goes(tmp_path, caplog):
+    clock = VirtualClock(T0)
+    sent, broken = [], [True]
+
+    def publish(topic, message):
+        if broken[0]:
+            raise OSError("core restarting")
+        sent.append((topic, message))
+
+    reporter = sensor_reporter(_sensor_app(tmp_path, clock), publish)
+    assert reporter.report() is False and reporter.report() is False
+    warned = [r for r in caplog.records if "health report on" in r.message]
+    assert [r.levelname for r in warned] == ["WARNING", "DEBUG"]
+    assert "edge-agent/health/sensor not sent: OSError" in warned[0].message
+    broken[0] = False
+    assert reporter.report() is True
+    [(topic, message)] = sent
+    assert topic == "edge-agent/health/sensor" and message["seq"] == 3
+
+
+def test_health_reports_start_only_where_the_group_has_the_status_function(tmp_path, caplog):
+    from agent.status.health import start_if_enabled
+
+    clock = VirtualClock(T0)
+    app = _sensor_app(tmp_path, clock)
+    assert start_if_enabled(app, SENSOR_FUNCTION_ID, {}) is None
+    assert start_if_enabled(app, SENSOR_FUNCTION_ID, {STATUS_SWITCH: "off"}) is None
+    reporter = start_if_enabled(app, SENSOR_FUNCTION_ID, {STATUS_SWITCH: "on"})
+    try:
+        assert reporter is not None and reporter.function_id == "sensor"
+    finally:
+        reporter.stop(final=False)
+    broken = object()  # no settings, no runtime: the reporter cannot be built
+    assert start_if_enabled(broken, SENSOR_FUNCTION_ID, {STATUS_SWITCH: "on"}) is None
+    assert "health reports for the status function could not start" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "code, success", [("200", True), ("204", True), ("302", False), ("301", False), ("500", False)]
+)
+def test_only_a_2xx_answer_counts_as_a_servicenow_success(code, success):
+    calls = ServiceNowCalls(VirtualClock(T0))
+    calls.observe("POST", "/api/now/table/incident", code, 0.01)
+    snapshot = calls.snapshot()
+    assert (snapshot["last_success_at"] == T0) is success
+    assert (snapshot["last_error"] is None) is success
+
+
+def test_a_call_on_a_bucket_bound_counts_in_that_bucket():
+    calls = ServiceNowCalls(VirtualClock(T0))
+    for seconds in (0.005, 0.0051, 10.0, 10.5):
+        calls.observe("GET", "/api/now/table/incident", "200", seconds)
+    latency = calls.snapshot()["latency"]
+    assert latency["buckets"][0] == 0.005 and latency["buckets"][-1] == 10.0
+    assert latency["cumulative"][:2] == [1, 2]  # le=0.005 holds 0.005; 0.0051 is in le=0.01
+    assert latency["cumulative"][-2:] == [3, 4]  # le=10 holds 10.0; 10.5 only +Inf
+    assert latency["count"] == 4 and latency["sum"] == round(0.005 + 0.0051 + 10.0 + 10.5, 6)
