@@ -305,10 +305,10 @@ def _state_of_size(size, char="x"):
 @pytest.mark.parametrize("char", ["x", "é"])
 def test_a_state_of_exactly_8_kb_is_accepted_and_one_byte_more_is_413(char):
     shadow = ThingShadow("thing")
-    shadow.update({"state": {"reported": _state_of_size(MAX_STATE_BYTES, char)}}, NOW)
+    shadow.update({"state": {"reported": _state_of_size(8192, char)}}, NOW)  # ShadowManager's 8 KB
     assert shadow.version == 1
     width = len(char.encode("utf-8"))
-    big = _state_of_size(MAX_STATE_BYTES + width, char)
+    big = _state_of_size(8192 + width, char)
     error = rejected(shadow, {"state": {"reported": big}})
     assert (error.code, error.message) == (413, "The payload exceeds the maximum size allowed")
     assert shadow.version == 1
