@@ -120,7 +120,7 @@ def validate_anomaly(message: Mapping[str, Any]) -> Dict[str, Any]:
     out["unit"] = _text(message, "unit", limit=16)
     seq = message.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10**9:
-        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)!r}")
+        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)}")
     out["seq"] = seq
     low, high = METRIC_RANGES[out["metric"]]
     for key in ("limit", "value", "peak"):
@@ -151,7 +151,7 @@ def validate_reading(message: Mapping[str, Any]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"schema": READING_SCHEMA, "device": _text(message, "device")}
     seq = message.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)!r}")
+        raise MessageError(f"seq must be a whole number from 0, got {_short(seq)}")
     out["seq"] = seq
     out["ts"] = _number(message, "ts", 0.0, 1e11)
     for metric in METRICS:
