@@ -187,3 +187,20 @@ def test_a_throttled_report_is_sent_again_until_desired_and_reported_agree(nucle
         assert reported(nucleus)["sensor"]["humidLimit"] == 35
     finally:
         started.stop()
+
+
+def test_a_change_while_running_arrives_over_local_pubsub_and_is_reported_quietly(
+    nucleus, tmp_path, caplog
+):
+    started = Component(nucleus, tmp_path)
+    try:
+        assert wait_until(lambda: reported(nucleus).get("sensor", {}).get("humidLimit") == 50)
+        nucleus.cloud_update(THING, {"state": {"desired": {"sensor": {"humidLimit": 35}}}})
+        assert wait_until(lambda: started.humid_limit() == 35.0)
+        assert wait_until(lambda: "delta" not in nucleus.shadows.document(THING)["state"])
+    finally:
+        started.stop()  # joins the worker: everything it would log is logged
+    assert reported(nucleus)["sensor"]["humidLimit"] == 35
+    # Nothing failed, so nothing says it failed or that it worked "again".
+    quiet = [r.message for r in caplog.records if r.name == "agent.live_config"]
+    assert not [m for m in quiet if "could not" in m or "again" in m or "refused" in m], quiet
