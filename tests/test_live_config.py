@@ -336,3 +336,10 @@ def test_the_simulation_console_shows_each_change_applied_or_rejected(group):
     ]
     group.readings(1)
     assert lines[1:] == ["applied tempLimit=25 (was 30)"]
+
+
+def test_a_refused_value_is_reported_at_once_not_a_reading_later(group):
+    group.readings(1)
+    group.desire(humidLimit=-5)
+    rejected = group.shadow()["reported"]["sensorRejected"]["humidLimit"]
+    assert rejected["value"] == -5 and rejected["source"] == "shadow"
