@@ -99,6 +99,7 @@ TESTS: Dict[str, List[str]] = {
         "tests/test_sensors.py",
         "tests/test_cold_start_imports.py",
     ],
+    "agent/servicenow/pacing.py": ["tests/test_pacing.py", "tests/test_rate_budget.py"],
     "agent/variables.py": ["tests/test_config.py", "tests/test_cli_errors.py"],
     "agent/state_file.py": ["tests/test_state_dir.py", "tests/test_sensor_service.py"],
     "agent/standalone/arguments.py": ["tests/test_mqtt_runs.py", "tests/test_cli_errors.py"],

@@ -4,6 +4,8 @@ rate-limit rule counts requests per user per hour and answers 429 past the limit
 
 from __future__ import annotations
 
+import logging
+
 from helpers import anomaly
 from test_anomaly_function import make_service
 
@@ -65,3 +67,91 @@ def test_status_shows_the_budget_left(snow, tmp_path, core, clock):
         in text
     )
     assert "(rule edge-agent stand-in rule)" in text
+
+
+def test_a_spent_budget_waits_for_the_new_hour_which_brings_the_whole_budget_back(
+    snow, tmp_path, core, clock, caplog
+):
+    snow.rate_rule.limit = LIMIT
+    reset = (clock.time() // 3600 + 1) * 3600
+    clock.advance_to(reset - 600)  # ten minutes before the hour's window ends
+    settings = AnomalySettings.from_mapping({"snowUrl": snow.url, "stateDir": str(tmp_path)})
+    service = make_service(settings, core, clock, snowMaxRequestsPerSecond="0")  # no cap
+    for event in episodes(10):  # 20 requests: the first 16 go at once
+        service.handle(event)
+    with caplog.at_level(logging.INFO, logger="agent.servicenow"):
+        while service.pump():
+            pass
+    assert [t for t, _, _, _ in snow.timed_request_log] == [reset - 600] * 16
+    # The last fifth is spread over the ten minutes: the next one 2 minutes on, too long
+    # for the pacer to sleep, so delivery waits.
+    assert "4 of 20 requests left in ServiceNow's hourly rate limit; pacing: next in 120s" in (
+        caplog.text
+    )
+    assert service.servicenow_notices()["rate_limit"]["remaining"] == 4
+    # At the reset the budget is whole again, and no reset time is due.
+    clock.advance_to(reset)
+    assert service.servicenow_notices()["rate_limit"] == {
+        "limit": LIMIT,
+        "remaining": LIMIT,
+        "reset": None,
+        "rule": "edge-agent stand-in rule",
+    }
+    for event in episodes(16)[10:]:  # 12 requests, after the 4 put off: 16 of the new 20
+        service.handle(event)
+    while service.next_attempt_at() is not None and clock.time() < reset + 3600:
+        service.pump()
+        if service.next_attempt_at() is not None:
+            clock.advance_to(max(clock.time(), service.next_attempt_at()))
+    log = snow.timed_request_log
+    assert all(status != 429 for _, _, _, status in log), log
+    assert len(snow.incidents()) == 16
+    # The new hour's requests (the 4 put off, then 12 more) go out at once.
+    new_hour = [t for t, _, _, _ in log if t >= reset]
+    assert new_hour == [reset] * 16
+    budget = service.servicenow_notices()["rate_limit"]
+    assert budget["reset"] == reset + 3600 and budget["remaining"] == LIMIT - len(new_hour)
+
+
+def test_answers_without_a_rate_limit_rule_pace_nothing(snow, tmp_path, core, clock):
+    snow.rate_rule.limit = None  # no rule covers this user: the answers carry no headers
+    settings = AnomalySettings.from_mapping({"snowUrl": snow.url, "stateDir": str(tmp_path)})
+    service = make_service(settings, core, clock, snowMaxRequestsPerSecond="0")  # no cap
+    for event in episodes(15):
+        service.handle(event)
+    start = clock.time()
+    while service.pump():
+        pass
+    assert [t for t, _, _, _ in snow.timed_request_log] == [start] * 30
+    assert service.servicenow_notices()["rate_limit"] is None
+
+
+def test_a_small_budget_holds_back_only_its_last_request(snow, tmp_path, core, clock):
+    snow.rate_rule.limit = 5  # a fifth of 5 is 1: only the last request is spread out
+    clock.advance_to((clock.time() // 3600 + 1) * 3600)
+    settings = AnomalySettings.from_mapping({"snowUrl": snow.url, "stateDir": str(tmp_path)})
+    service = make_service(settings, core, clock, snowMaxRequestsPerSecond="0")
+    start = clock.time()
+    for event in episodes(2):
+        service.handle(event)
+    while service.pump():
+        pass
+    assert [t for t, _, _, _ in snow.timed_request_log] == [start] * 4
+    assert service.servicenow_notices()["rate_limit"]["remaining"] == 1
+
+
+def test_a_request_long_after_the_last_goes_at_once_in_the_last_fifth(snow, tmp_path, core, clock):
+    snow.rate_rule.limit = LIMIT
+    reset = (clock.time() // 3600 + 1) * 3600
+    clock.advance_to(reset - 3600)
+    settings = AnomalySettings.from_mapping({"snowUrl": snow.url, "stateDir": str(tmp_path)})
+    service = make_service(settings, core, clock, snowMaxRequestsPerSecond="0")
+    for event in episodes(8):  # 16 requests at once: 4 left, the last fifth
+        service.handle(event)
+    while service.pump():
+        pass
+    # Fifty minutes on, the slot the spread gives the next request is long past: it goes now.
+    clock.advance_to(reset - 600)
+    service.handle(episodes(9)[8])
+    service.pump()
+    assert [t for t, _, _, _ in snow.timed_request_log][16] == reset - 600

@@ -33,7 +33,7 @@ LONGEST_PACED_WAIT = 5.0  # seconds the pacer sleeps at most; longer waits go ba
 class BudgetSpent(Exception):
     """Too little of ServiceNow's hourly budget is left to send now: wait ``delay`` seconds."""
 
-    def __init__(self, delay: float, remaining: int, limit: int) -> None:
+    def __init__(self, delay: float, remaining: Optional[int], limit: int) -> None:
         super().__init__(
             "{} of {} requests left in ServiceNow's hourly rate limit; pacing: next in {:.0f}s".format(
                 remaining, limit, delay
@@ -46,8 +46,8 @@ class RateBudget:
     """What ``X-RateLimit-*`` announced, and this client's requests in the current window."""
 
     def __init__(self) -> None:
-        self.limit: Optional[int] = None
-        self.reset: Optional[float] = None
+        self.limit = 0  # requests per hour; read only once reset is set
+        self.reset: Optional[float] = None  # None: no answer announced a limit yet
         self.rule = ""
         self.used = 0
         self.last_start = float("-inf")  # wall time the last request started
@@ -55,44 +55,47 @@ class RateBudget:
     def observe(self, headers: Any) -> None:
         """Read an answer's headers (``headers.get``); answers without them change nothing."""
         try:
-            limit = int(str(headers.get("X-RateLimit-Limit") or "").strip())
-            reset = float(str(headers.get("X-RateLimit-Reset") or "").strip())
-        except ValueError:
-            return
-        if limit <= 0:
+            limit = int(headers.get("X-RateLimit-Limit"))  # int(None): TypeError
+            reset = float(headers.get("X-RateLimit-Reset"))
+        except (TypeError, ValueError):
             return
         if reset != self.reset:
             self.used = 0  # a new window (or the first answer that says so)
         self.limit, self.reset = limit, reset
-        self.rule = str(headers.get("X-RateLimit-Rule") or "")[:120]
+        self.rule = headers.get("X-RateLimit-Rule") or ""
         self.used += 1
 
     def remaining(self, now: float) -> Optional[int]:
-        if self.limit is None or self.reset is None:
-            return None
-        if now >= self.reset:
+        return None if self.reset is None else self._left(now, self.reset)
+
+    def _left(self, now: float, reset: float) -> int:
+        if now >= reset:
             return self.limit  # the window ended: a new budget
         return max(0, self.limit - self.used)
 
     def delay(self, now: float) -> float:
         """Seconds to wait before the next request so the rest lasts until the reset."""
-        remaining = self.remaining(now)
-        if remaining is None or self.limit is None or self.reset is None or now >= self.reset:
+        reset = self.reset
+        if reset is None:
             return 0.0
+        remaining = self._left(now, reset)
         if remaining > max(1, int(self.limit * RESERVE_SHARE)):
             return 0.0
         if remaining <= 0:
-            return self.reset - now
+            return reset - now
         # Evenly spaced, the last one still inside the window.
-        return max(0.0, self.last_start + (self.reset - now) / (remaining + 1) - now)
+        return max(0.0, self.last_start + (reset - now) / (remaining + 1) - now)
 
     def snapshot(self, now: float) -> Optional[Dict[str, Any]]:
         """``{"limit", "remaining", "reset", "rule"}`` for ``status``; ``None`` before any."""
-        remaining = self.remaining(now)
-        if remaining is None:
+        if self.reset is None:
             return None
-        reset = self.reset if self.reset is not None and now < self.reset else None
-        return {"limit": self.limit, "remaining": remaining, "reset": reset, "rule": self.rule}
+        return {
+            "limit": self.limit,
+            "remaining": self._left(now, self.reset),
+            "reset": self.reset if now < self.reset else None,
+            "rule": self.rule,
+        }
 
 
 class RequestPacer:
@@ -105,7 +108,6 @@ class RequestPacer:
         self.clock = clock or SYSTEM_CLOCK
         self.budget = RateBudget()
         self._burst = max(1, int(per_second))
-        self._window = self._burst / per_second if per_second else 0.0
         self._started: Deque[float] = collections.deque(maxlen=self._burst)
         self._lock = threading.Lock()
 
@@ -117,15 +119,13 @@ class RequestPacer:
             wall = self.clock.time()
             spread = self.budget.delay(wall)
             if spread > LONGEST_PACED_WAIT:
-                limit = self.budget.limit or 0
-                raise BudgetSpent(spread, self.budget.remaining(wall) or 0, limit)
+                raise BudgetSpent(spread, self.budget.remaining(wall), self.budget.limit)
             delay = spread
             if self.per_second and len(self._started) == self._burst:
-                delay = max(delay, self._started[0] + self._window - now)
+                delay = max(delay, self._started[0] + self._burst / self.per_second - now)
             # Claim the slot before sleeping: another thread queues behind it.
             if self.per_second:
                 self._started.append(now + delay)
             self.budget.last_start = wall + delay
-        if delay > 0:
-            self.clock.sleep(delay)
+        self.clock.sleep(delay)  # 0: no wait (both clocks)
         return delay

@@ -22,15 +22,17 @@ DEFAULT_LIMIT = 100000  # the stand-in's default never bites; tests lower it
 class RateRule:
     """Requests per user in the current hour, against ``limit``."""
 
-    def __init__(self, clock: Callable[[], float], limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, clock: Callable[[], float], limit: Optional[int] = DEFAULT_LIMIT) -> None:
         self._clock = clock
-        self.limit = limit
+        self.limit = limit  # None: no rule covers the user, and answers carry no X-RateLimit-*
         self.name = DEFAULT_RULE
         self._lock = threading.Lock()
         self._used: Dict[Tuple[str, int], int] = {}
 
     def take(self, user: str) -> Tuple[Optional[Response], Dict[str, str]]:
         """Count one request by ``user``: (the 429 if over the limit, else None; the headers)."""
+        if self.limit is None:
+            return None, {}
         now = self._clock()
         window = int(now // WINDOW)
         reset = (window + 1) * WINDOW
