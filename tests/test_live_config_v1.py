@@ -136,7 +136,10 @@ def test_a_shadow_service_that_fails_at_start_is_asked_again(monkeypatch, tmp_pa
         try:
             assert wait_until(lambda: len(core.shadow_requests) >= 3)  # retried, not given up
             # ...after waits that double (0.1 s, 0.2 s, 0.4 s...; the sixth request is 3.1 s
-            # in): a restarting core is not flooded with requests.
+            # in): a restarting core is not flooded with requests. Six readings (0.05 s apart)
+            # show time went by.
+            readings = module.app.counts["readings"]
+            assert wait_until(lambda: module.app.counts["readings"] >= readings + 6)
             assert len(core.shadow_requests) < 6
             could_not = [r for r in caplog.records if "could not read the shadow" in r.message]
             assert [r.levelname for r in could_not[:2]] == ["WARNING", "DEBUG"]  # said once

@@ -469,7 +469,23 @@ def test_a_call_on_a_bucket_bound_counts_in_that_bucket():
     for seconds in (0.005, 0.0051, 10.0, 10.5):
         calls.observe("GET", "/api/now/table/incident", "200", seconds)
     latency = calls.snapshot()["latency"]
-    assert latency["buckets"][0] == 0.005 and latency["buckets"][-1] == 10.0
+    # Prometheus' default buckets: the le labels /metrics shows.
+    assert latency["buckets"] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
     assert latency["cumulative"][:2] == [1, 2]  # le=0.005 holds 0.005; 0.0051 is in le=0.01
     assert latency["cumulative"][-2:] == [3, 4]  # le=10 holds 10.0; 10.5 only +Inf
     assert latency["count"] == 4 and latency["sum"] == round(0.005 + 0.0051 + 10.0 + 10.5, 6)
+
+
+def test_a_started_reporter_reports_every_interval_until_it_stops():
+    from agent.clock import Clock
+    from agent.status.health import HealthReporter
+
+    sent = []
+    reporter = HealthReporter(
+        "sensor", "pi-h", lambda t, m: sent.append(m), lambda: {"counters": {}}, Clock(), 0.05
+    )
+    reporter.start()
+    assert wait_until(lambda: len(sent) >= 3)  # at start, then every 0.05 s
+    reporter.stop()
+    assert [m["seq"] for m in sent] == list(range(1, len(sent) + 1))
+    assert [m["final"] for m in sent] == [False] * (len(sent) - 1) + [True]
