@@ -454,7 +454,8 @@ def test_health_reports_start_only_where_the_group_has_the_status_function(tmp_p
 
 
 @pytest.mark.parametrize(
-    "code, success", [("200", True), ("204", True), ("302", False), ("301", False), ("500", False)]
+    "code, success",
+    [("200", True), ("204", True), ("300", False), ("301", False), ("302", False), ("500", False)],
 )
 def test_only_a_2xx_answer_counts_as_a_servicenow_success(code, success):
     calls = ServiceNowCalls(VirtualClock(T0))
@@ -466,14 +467,14 @@ def test_only_a_2xx_answer_counts_as_a_servicenow_success(code, success):
 
 def test_a_call_on_a_bucket_bound_counts_in_that_bucket():
     calls = ServiceNowCalls(VirtualClock(T0))
-    for seconds in (0.005, 0.0051, 10.0, 10.5):
+    for seconds in (0.005, 0.0051, 10.0, 10.5, 0.0000004):
         calls.observe("GET", "/api/now/table/incident", "200", seconds)
     latency = calls.snapshot()["latency"]
     # Prometheus' default buckets: the le labels /metrics shows.
     assert latency["buckets"] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
-    assert latency["cumulative"][:2] == [1, 2]  # le=0.005 holds 0.005; 0.0051 is in le=0.01
-    assert latency["cumulative"][-2:] == [3, 4]  # le=10 holds 10.0; 10.5 only +Inf
-    assert latency["count"] == 4 and latency["sum"] == round(0.005 + 0.0051 + 10.0 + 10.5, 6)
+    assert latency["cumulative"][:2] == [2, 3]  # le=0.005 holds 0.005; 0.0051 is in le=0.01
+    assert latency["cumulative"][-2:] == [4, 5]  # le=10 holds 10.0; 10.5 only +Inf
+    assert latency["count"] == 5 and latency["sum"] == 20.5101  # to the microsecond
 
 
 def test_a_started_reporter_reports_every_interval_until_it_stops():

@@ -140,7 +140,7 @@ class HealthReporter:
         self._thread: Optional[threading.Thread] = None
         self._warned = False
 
-    def message(self, final: bool = False) -> Dict[str, Any]:
+    def message(self, final: bool) -> Dict[str, Any]:
         message: Dict[str, Any] = {
             "schema": HEALTH_SCHEMA,
             "function": self.function_id,
