@@ -121,7 +121,7 @@ class LiveConfig:
         if not isinstance(layer, dict):
             return
         with self._lock:
-            decision = self.layers.propose(SHADOW, layer, replace=True)
+            decision = self.layers.propose(SHADOW, layer)  # the shadow layer is empty yet
             self._decided(decision, "the state file")
 
     def start(self) -> None:

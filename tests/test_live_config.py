@@ -343,3 +343,13 @@ def test_a_refused_value_is_reported_at_once_not_a_reading_later(group):
     group.desire(humidLimit=-5)
     rejected = group.shadow()["reported"]["sensorRejected"]["humidLimit"]
     assert rejected["value"] == -5 and rejected["source"] == "shadow"
+
+
+def test_removing_the_only_override_gives_the_deployments_value_back(group):
+    group.desire(humidLimit=60)
+    group.readings(1)
+    group.desire(humidLimit=None)  # desired.sensor is gone: only documents shows the removal
+    group.readings(1)
+    state = group.shadow()
+    assert state["reported"]["sensor"]["humidLimit"] == 50 and "delta" not in state
+    assert group.sensor.settings.limits[1].upper == 50.0
