@@ -117,7 +117,9 @@ VARIABLES: List[Variable] = [
         "float",
         None,
         "sensor",
-        "CPU-heat compensation factor (1.5 to 2.25 typical); off if unset.",
+        "CPU-heat compensation factor (1.5 to 2.25 typical); off if unset. A CPU temperature"
+        " colder than the chip or above 100 °C is not believed: the temperature reading is"
+        " missing (logged once per spell) rather than corrected with it.",
     ),
     Variable(
         "i2cBus",
