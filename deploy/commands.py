@@ -180,11 +180,26 @@ def _api(args: argparse.Namespace, state: State, out: Callable[[str], None]):  #
 def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> int:
     """``v1 plan`` (definitions and IoT policy) and ``v2 plan`` (recipes, deployment,
     artifacts): offline."""
-    from .plans import v1_plan, write_plan
+    from .plans import write_plan
 
     # An unusable --out fails here, before the function packages are built (20-70 s on a
-    # busy machine), not after.
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    # busy machine), not after; a plan refused later leaves no empty folder behind.
+    folder = Path(args.out)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        plan = _build_plan(args, topology, out)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    write_plan(folder, plan, out)
+    return 0
+
+
+def _build_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -> Any:
+    from .plans import v1_plan
+
     state = State.load(args.state, dry_run=True)
     target = target_from(
         topology,
@@ -236,8 +251,7 @@ def cmd_plan(args: argparse.Namespace, topology: GroupTopology, out: Callable) -
             from .v1 import ROOT_CONFIG_NOTE
 
             plan.notes.append("note: " + ROOT_CONFIG_NOTE)
-    write_plan(Path(args.out), plan, out)
-    return 0
+    return plan
 
 
 def package_options(args: argparse.Namespace) -> Any:  # -> PackageOptions
