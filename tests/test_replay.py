@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, SensorError
 from agent.sensors.base import Reading
 from agent.sensors.replay import ReplayFinished, ReplaySensor
 
@@ -77,9 +79,19 @@ def test_every_unusable_row_and_cell_is_counted_by_reason(tmp_path):
     assert report["rows_skipped"]["short_row"] == 1 and report["cells_missing"]["nan"] == 1
 
 
-def test_iso_times_are_read_with_their_zone_and_without_one_as_utc(tmp_path):
-    # Rows play at the instants their text names, whatever zone the machine runs in (CI runs this
-    # module under TZ=Asia/Tokyo as well: a zone-less time read as local time is 9 h off).
+@pytest.fixture(params=["UTC", "Asia/Tokyo", "America/St_Johns"])
+def machine_zone(request, monkeypatch):
+    """The machine's local time zone for one test, whatever zone the test machine runs in."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_iso_times_are_read_with_their_zone_and_without_one_as_utc(tmp_path, machine_zone):
+    # Rows play at the instants their text names, whatever zone the machine runs in: a
+    # zone-less time read as local time is 9 h off in Tokyo, 3.5 h in Newfoundland.
     from datetime import datetime, timezone
 
     noon = datetime(2026, 9, 21, 12, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -119,26 +131,113 @@ def test_a_newest_first_log_is_played_oldest_first_with_a_warning(tmp_path, capl
     assert [r.ts for r in readings] == [T0 + 5 * i for i in range(30)]
     assert [r.humidity for r in readings] == [40 + i for i in range(30)]
     assert sensor.stats.span == 145 and sensor.period_hint == 5
+    assert sensor.stats.describe() == (
+        "30 of 30 rows played; not in time order (29 rows earlier than the one before)"
+    )
 
 
-@pytest.mark.parametrize("chunk_rows", [2, 7, 50_000])
+def test_a_reason_seen_on_many_lines_names_the_first_three(tmp_path):
+    rows = [f"{T0 + 5 * i},{'x' if i in (1, 3, 4, 6) else 22.0},40" for i in range(8)]
+    path = write(tmp_path, "timestamp,temperature,humidity\n" + "\n".join(rows))
+    described = ReplaySensor(path).stats.describe()
+    assert (
+        described
+        == "8 of 8 rows played; 4 cells read as missing (4 not a number (lines 3, 5, 6, …))"
+    )
+    exactly_three = write(
+        tmp_path, "timestamp,temperature,humidity\n" + "\n".join(rows[:6]), "3.csv"
+    )
+    assert ReplaySensor(exactly_three).stats.describe() == (
+        "6 of 6 rows played; 3 cells read as missing (3 not a number (lines 3, 5, 6))"
+    )
+
+
+def test_values_at_the_edges_of_what_a_metric_can_be_are_played(tmp_path):
+    path = write(
+        tmp_path,
+        f"""
+        timestamp,temperature,humidity,pressure
+        {T0},-60,0,200
+        {T0 + 5},150,100,1300
+        {T0 + 10},-60.1,-0.1,199.9
+        {T0 + 15},150.1,100.1,1300.1
+        """,
+    )
+    sensor = ReplaySensor(path)
+    assert [(r.temperature, r.humidity, r.pressure) for r in play(sensor)] == [
+        (-60, 0, 200),
+        (150, 100, 1300),
+        (None, None, None),
+        (None, None, None),
+    ]
+    assert sensor.stats.missing_cells["out_of_range"] == 6
+
+
+def test_a_row_with_cells_but_no_timestamp_is_counted_not_taken_for_a_blank_line(tmp_path):
+    path = write(tmp_path, f"timestamp,temperature,humidity\n{T0},21,40\n,22,41\n , , \n")
+    stats = ReplaySensor(path).stats
+    assert stats.rows == 2 and stats.skipped_rows["unreadable_timestamp"] == 1
+
+
+def test_a_log_with_repeated_timestamps_is_in_time_order_and_paced_by_its_period(tmp_path):
+    # Two sensors logged into one file: each time twice, every 5 s.
+    rows = [f"{T0 + 5 * (i // 2)},{21 + i % 2},40" for i in range(20)]
+    sensor = ReplaySensor(write(tmp_path, "timestamp,temperature,humidity\n" + "\n".join(rows)))
+    assert sensor.stats.in_order and sensor.period_hint == 5
+    assert sensor.stats.describe() == "20 of 20 rows played"
+
+
+def test_a_file_with_no_playable_row_and_some_readable_timestamps_says_why(tmp_path):
+    path = write(tmp_path, f"timestamp,temperature,humidity\nyesterday,21,40\n{T0},21\n")
+    with pytest.raises(ConfigError) as info:
+        ReplaySensor(path)
+    assert str(info.value).endswith(
+        "none of its rows can be played: 0 of 2 rows played; 2 rows skipped "
+        "(1 unreadable timestamp (line 2), 1 short row (line 3))"
+    )
+
+
+def test_a_closed_replay_holds_its_file_no_longer(tmp_path):
+    path = write(tmp_path, "timestamp,temperature,humidity\n" + f"{T0},21,40\n{T0 + 5},21,40\n")
+    sensor = ReplaySensor(path)
+    sensor.read()  # the file is open, streaming the rest
+
+    def open_on_log():
+        fds = os.listdir("/proc/self/fd")
+        return [fd for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == str(path)]
+
+    assert open_on_log()
+    sensor.close()
+    assert open_on_log() == []
+    with pytest.raises(SensorError, match="closed"):
+        sensor.read()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 299, 300, 50_000])
 def test_sorting_in_runs_on_disk_gives_the_same_order_and_cleans_up(tmp_path, chunk_rows):
     rng = random.Random(7)
     times = [T0 + rng.randrange(0, 5000) for _ in range(300)]  # duplicates included
-    rows = [(t, round(20 + i / 100, 2), None if i % 11 == 0 else 40.0) for i, t in enumerate(times)]
-    text = "timestamp,temperature,humidity\n" + "".join(
-        "{},{},{}\n".format(t, temp, "" if hum is None else hum) for t, temp, hum in rows
+    rows = [
+        (t, round(20 + i / 100, 2), None if i % 11 == 0 else 40.0, None if i % 7 else 1000.0)
+        for i, t in enumerate(times)
+    ]
+    text = "timestamp,temperature,humidity,pressure\n" + "".join(
+        "{},{},{},{}\n".format(t, temp, "" if hum is None else hum, "" if p is None else p)
+        for t, temp, hum, p in rows
     )
     path = write(tmp_path, text)
     sensor = ReplaySensor(path, chunk_rows=chunk_rows)
     readings = play(sensor)
     # Stable: rows with the same timestamp keep their order in the file.
     expected = sorted(enumerate(rows), key=lambda item: (item[1][0], item[0]))
-    assert [(r.ts, r.temperature, r.humidity) for r in readings] == [
-        (float(t), temp, hum) for _, (t, temp, hum) in expected
+    assert [(r.ts, r.temperature, r.humidity, r.pressure) for r in readings] == [
+        (float(t), temp, hum, p) for _, (t, temp, hum, p) in expected
     ]
+    # Sorted in memory when the file fits in one chunk; else runs in a temporary folder.
     tmpdir = sensor._tmpdir
     assert (tmpdir is not None) == (chunk_rows < 300)
+    if tmpdir is not None and chunk_rows == 7:
+        shutil.rmtree(tmpdir)  # a cleaner of /tmp got there first: closing still works
     sensor.close()
     assert tmpdir is None or not os.path.exists(tmpdir)
 

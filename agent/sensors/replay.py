@@ -299,8 +299,9 @@ def scan(path: str) -> ReplayStats:
     if stats.rows == 0:
         raise ConfigError(f"replay file {path} has no data rows")
     if stats.used == 0:
-        if stats.skipped_rows["unreadable_timestamp"] == stats.rows:
-            line, text = stats.first_bad_timestamp or (0, "")
+        bad = stats.first_bad_timestamp
+        if bad is not None and stats.skipped_rows["unreadable_timestamp"] == stats.rows:
+            line, text = bad
             raise ConfigError(
                 "replay file {}: none of its {} data rows has a readable timestamp (epoch "
                 "seconds or ISO-8601 such as 2026-09-21T12:00:00Z); line {} has {!r}".format(
@@ -336,7 +337,7 @@ class ReplaySensor(Sensor):
         super().__init__(clock)
         self.path = os.fspath(path)
         self.loop = loop
-        self.chunk_rows = max(2, int(chunk_rows))
+        self.chunk_rows = int(chunk_rows)
         self.stats = scan(self.path)
         self.metrics = self.stats.metrics
         self.period_hint = self.stats.period_hint
@@ -388,11 +389,13 @@ class ReplaySensor(Sensor):
     def _peek(self) -> Optional[Reading]:
         if self._next is None and not self._closed:
             reading = next(self._source, None)
-            if reading is None and self.loop:
+            if reading is None:
+                if not self.loop:
+                    return None
                 self._laps += 1
                 self._source = self._play()
-                reading = next(self._source, None)
-            if reading is not None and self._laps:
+                reading = next(self._source)  # every lap has rows: scan refuses a file without
+            if self._laps:
                 reading = reading.with_changes(ts=reading.ts + self._laps * self._lap)
             self._next = reading
         return self._next
@@ -403,7 +406,7 @@ class ReplaySensor(Sensor):
         return self._play_sorted()
 
     def _play_sorted(self) -> Iterator[Reading]:
-        if self._runs is None and self._sorted_in_memory is None:
+        if self._runs is None:  # sorted once, for every lap
             self._sort()
         if self._sorted_in_memory is not None:
             rows: Iterable[Tuple[float, int, Any, Any, Any]] = iter(self._sorted_in_memory)
@@ -417,15 +420,14 @@ class ReplaySensor(Sensor):
         chunk: List[Tuple[float, int, Any, Any, Any]] = []
         runs: List[str] = []
         for row, r in enumerate(_readings(self.path, ReplayStats(self.path))):
-            # The row number keeps rows with equal timestamps in file order.
-            chunk.append((r.ts, row, r.temperature, r.humidity, r.pressure))
-            if len(chunk) >= self.chunk_rows:
+            if len(chunk) >= self.chunk_rows:  # full, and one more row: the chunk goes to disk
                 runs.append(self._write_run(sorted(chunk)))
                 chunk = []
+            # The row number keeps rows with equal timestamps in file order.
+            chunk.append((r.ts, row, r.temperature, r.humidity, r.pressure))
         if not runs:
             self._sorted_in_memory = sorted(chunk)
-            return
-        if chunk:
+        else:
             runs.append(self._write_run(sorted(chunk)))
         self._runs = runs
 
