@@ -6,8 +6,10 @@ The agent is a real process; ServiceNow is the stand-in in its own process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import pytest
 from conftest import SNOW_USER, secret_json
 from helpers import wait_until
 
+from agent.servicenow.outbox_guard import OUTBOX_FILE
 from devtools.servicenow_standin import StandInProcess
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,9 @@ def test_a_state_file_torn_mid_episode_loses_no_incident(tmp_path, snow, copy):
     try:
         assert wait_until(lambda: snow.incidents() and state.exists(), 30)
         assert wait_until(lambda: b'held_events": []' in state.read_bytes(), 10)
+        # The power goes once the agent has recorded the incident it opened: a kill between
+        # ServiceNow's 201 and that record is the ambiguous create, which another test covers.
+        assert wait_until(lambda: _recorded_incidents(tmp_path / "state") == 1, 10)
     finally:
         first.kill()
         first.wait(10)
@@ -123,6 +129,16 @@ def test_a_state_file_torn_mid_episode_loses_no_incident(tmp_path, snow, copy):
     assert said in output
     recovered = [line for line in status.splitlines() if line.startswith("recovered")]
     assert recovered and said in recovered[0], status
+
+
+def _recorded_incidents(state_dir):
+    """How many incidents the agent's outbox has recorded (read-only, beside the agent)."""
+    path = state_dir / OUTBOX_FILE
+    try:
+        with contextlib.closing(sqlite3.connect("file:{}?mode=ro".format(path), uri=True)) as db:
+            return db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+    except sqlite3.Error:
+        return 0  # not made yet
 
 
 def _simulate(*args, timeout=120.0):
