@@ -19,7 +19,7 @@ pytest.importorskip("awsiot.greengrasscoreipc.clientv2")
 
 from generated_group import component_name, v2_plan  # noqa: E402
 from helpers import wait_until  # noqa: E402
-from nucleus_services import GET_THING_SHADOW, SHADOW_MANAGER  # noqa: E402
+from nucleus_services import GET_THING_SHADOW, SHADOW_MANAGER, UPDATE_THING_SHADOW  # noqa: E402
 from v2_nucleus import FakeNucleus  # noqa: E402
 
 from agent.clock import Clock  # noqa: E402
@@ -204,3 +204,21 @@ def test_a_change_while_running_arrives_over_local_pubsub_and_is_reported_quietl
     # Nothing failed, so nothing says it failed or that it worked "again".
     quiet = [r.message for r in caplog.records if r.name == "agent.live_config"]
     assert not [m for m in quiet if "could not" in m or "again" in m or "refused" in m], quiet
+
+
+def test_a_report_shadowmanager_refuses_as_invalid_is_not_sent_again(nucleus, tmp_path, caplog):
+    # Another application's desired state leaves no room for the report (ShadowManager
+    # answers InvalidArgumentsError: 400 to the component).
+    notes = "x" * (8192 - len('{"notes":""}') - 100)
+    nucleus.cloud_update(THING, {"state": {"desired": {"notes": notes}}})
+    started = Component(nucleus, tmp_path)
+    try:
+        refused = "the shadow service refused the report for {}".format(THING)
+        assert wait_until(lambda: refused in caplog.text)
+        nucleus.set_configuration(COMPONENT, {"humidLimit": "45"})  # a later change: one more
+        assert wait_until(lambda: started.humid_limit() == 45.0)
+        assert wait_until(lambda: caplog.text.count(refused) == 2)
+    finally:
+        started.stop()  # joins the worker: every request it made is counted
+    updates = [r for r in nucleus.requests if r[1] == UPDATE_THING_SHADOW]
+    assert len(updates) == 2  # each report once: sending it again would be refused again
