@@ -193,3 +193,10 @@ def test_a_valid_reading_comes_back_with_floats_and_only_its_fields(change):
 )
 def test_a_malformed_reading_is_refused_with_its_reason(change, reason):
     assert refused(validate_reading, reading(**change)).startswith(reason)
+
+
+def test_a_refused_value_is_named_whole_up_to_60_characters_then_cut():
+    whole = "x" * 58  # its repr, quotes included, is 60 characters
+    assert refused(validate_anomaly, dict(anomaly(), event=whole)).endswith("got '" + whole + "'")
+    cut = refused(validate_anomaly, dict(anomaly(), event=whole + "y"))
+    assert cut.endswith("got '" + "x" * 56 + "...")
