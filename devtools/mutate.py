@@ -560,6 +560,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     started = time.monotonic()
+    at = mutate_report.commit()  # the copies are made now, from this commit
     base = tempfile.mkdtemp(prefix="edge-agent-mutate-")
     try:
         jobs = max(1, args.jobs)
@@ -580,7 +581,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.json_out:
                 done = [m for m in modules if count(results, m) == count(plan, m)]
                 figures = mutate_report.figures(done, results, skipped)
-                mutate_report.save(args.json_out, figures, time.monotonic() - started, args)
+                seconds = time.monotonic() - started
+                mutate_report.save(args.json_out, figures, seconds, args, at)
 
         results = _run_all(workers, plan, plans, finished)
         finished(results)  # modules with every mutant skipped, too

@@ -119,7 +119,8 @@ def figures(
     return out
 
 
-def _commit() -> str:
+def commit() -> str:
+    """The commit the working tree is at (the run's copies are made from it at the start)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -133,10 +134,10 @@ def _commit() -> str:
     return out.stdout.strip()
 
 
-def save(path: str, modules: Dict[str, Dict[str, Any]], seconds: float, args: Any) -> None:
+def save(path: str, modules: Dict[str, Dict[str, Any]], seconds: float, args: Any, at: str) -> None:
     """Write one run's results (``--json-out``)."""
     run = {
-        "commit": _commit(),
+        "commit": at,
         "date": datetime.date.today().isoformat(),
         "seconds": round(seconds),
         "jobs": args.jobs,
