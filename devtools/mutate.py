@@ -568,12 +568,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         plans: Dict[str, Plan] = {}
         if not args.no_select:
             _measure_together(workers[0].repo, modules)
+        broken = []
         for module in modules:
             found = _plan(workers[0].repo, module, args)
             if isinstance(found, str):
-                print("the tests of {} fail without any mutant ({})".format(module, found))
-                return 2
-            plans[module] = found
+                # Its figures would mean nothing; the other modules are still measured.
+                print(
+                    "the tests of {} fail without any mutant ({}): not measured".format(
+                        module, found
+                    )
+                )
+                broken.append(module)
+            else:
+                plans[module] = found
+        if broken and len(broken) == len(modules):
+            return 2
+        modules = [m for m in modules if m not in broken]
+        plan = [m for m in plan if m.path not in broken]
 
         def finished(results: List[Tuple[Mutant, str]]) -> None:
             # Each module's figures are written as soon as its last mutant is done: a long
@@ -588,7 +599,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finished(results)  # modules with every mutant skipped, too
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return mutate_report.report(modules, results, skipped, args.min_score, overall=args.sample > 0)
+    code = mutate_report.report(modules, results, skipped, args.min_score, overall=args.sample > 0)
+    if broken:
+        print("not measured, their tests fail without any mutant: " + ", ".join(broken))
+        return 2
+    return code
 
 
 def _measure_together(repo: Path, modules: Sequence[str]) -> None:

@@ -300,3 +300,12 @@ def test_modules_mapped_in_one_run_keep_only_their_own_tests(measured_repo):
         unmeasured,
         "tests/test_other.py::test_twice",
     ]
+
+
+def test_a_module_whose_tests_fail_unmutated_is_named_and_not_measured(measured_repo, capsys):
+    (measured_repo / "pkg" / "broken.py").write_text("def one():\n    return 1\n")
+    (measured_repo / "tests" / "test_broken.py").write_text(
+        "from pkg.broken import one\n\n\ndef test_one():\n    assert one() == 2\n"
+    )
+    assert mutate.main(["pkg/broken.py", "-j", "1"]) == 2
+    assert "the tests of pkg/broken.py fail without any mutant" in capsys.readouterr().out
