@@ -186,6 +186,8 @@ def test_a_valid_reading_comes_back_with_floats_and_only_its_fields(change):
         ({"ts": -0.5}, "ts must be between 0.0 and 100000000000.0, got -0.5"),
         ({"ts": 1e11 * 2}, "ts must be between 0.0 and 100000000000.0"),
         ({"humidity": 100.5}, "humidity must be between 0.0 and 100.0, got 100.5"),
+        ({"temperature": None, "pressure": None, "humidity": -0.5}, "humidity must be between"),
+        ({"ts": 1e11 + 0.5}, "ts must be between 0.0 and 100000000000.0"),
         ({"pressure": 199.0}, "pressure must be between 200.0 and 1300.0, got 199.0"),
         ({"temperature": float("inf")}, "temperature must be between -60.0 and 150.0, got inf"),
         ({"temperature": "22"}, "temperature must be a number, got '22'"),
