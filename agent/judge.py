@@ -71,8 +71,8 @@ class EpisodeEvent(Record):
     started_at: float
     ts: float
     duration: float  # seconds since the episode started, on the monotonic clock
-    clock_unsynced: bool = False  # ts was read while the wall clock was not synchronised
-    start_clock_unsynced: bool = False  # the same for started_at
+    clock_unsynced: bool  # ts was read while the wall clock was not synchronised
+    start_clock_unsynced: bool  # the same for started_at
 
     @property
     def title(self) -> str:

@@ -438,3 +438,126 @@ def test_the_state_file_keeps_the_last_notification_as_a_wall_time():
     saved = judge.snapshot(now=80.0, wall=1_790_000_030.0)["humidity"]
     assert saved["last_notified"] == 1_790_000_000.0
     assert saved["since_notified"] == 30.0 and saved["saved_at"] == 1_790_000_030.0
+
+
+def _restored_from(saved, now, wall, renotify=0):
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=renotify)
+    judge.restore(saved, now=now, wall=wall)
+    return judge
+
+
+def test_a_restored_episode_counts_the_time_the_device_was_down():
+    # Power off for ten minutes mid-episode: the incident's duration says how long the
+    # humidity was out of range as far as anyone knows, watched or not.
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    saved = judge.snapshot(now=160.0, wall=1_790_000_060.0)
+    again = _restored_from(saved, now=3.0, wall=1_790_000_060.0 + 600.0)
+    (recovered,) = again.observe(Reading(1_790_000_670.0, None, 40.0), now=13.0)
+    assert recovered.duration == 670.0  # 60 s before, 600 s down, 10 s after
+
+
+def test_a_gap_of_a_month_or_more_between_save_and_restart_counts_as_a_clock_step():
+    # A Pi without an RTC that booted at 1970 and then got NTP time can see any gap; a
+    # month or more is not believed as downtime. Just under a month is.
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    saved = judge.snapshot(now=160.0, wall=1_790_000_060.0)
+    month = 30 * 24 * 3600.0
+    for gap, duration in ((month, 70.0), (month - 1.0, month - 1.0 + 70.0)):
+        again = _restored_from(saved, now=3.0, wall=1_790_000_060.0 + gap)
+        (recovered,) = again.observe(Reading(1_790_000_070.0 + gap, None, 40.0), now=13.0)
+        assert recovered.duration == duration, gap
+
+
+def test_a_restart_within_the_same_wall_second_adds_no_downtime():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    saved = judge.snapshot(now=160.0, wall=1_790_000_060.0)
+    again = _restored_from(saved, now=3.0, wall=1_790_000_060.0)
+    (recovered,) = again.observe(Reading(1_790_000_070.0, None, 40.0), now=13.0)
+    assert recovered.duration == 70.0
+
+
+def test_an_episode_saved_the_moment_it_opened_keeps_its_true_age_and_renotify_time():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=60)
+    (breach,) = judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    assert breach.duration == 0.0  # the first breaching reading opens it: no time has passed
+    saved = judge.snapshot(now=100.0, wall=1_790_000_000.0)
+    again = _restored_from(saved, now=5.0, wall=1_790_000_000.0, renotify=60)
+    updates = []
+    for second in range(0, 70, 5):
+        updates += again.observe(Reading(1_790_000_000.0 + second, None, 60.0), now=5.0 + second)
+    assert [(e.event, e.ts, e.duration) for e in updates] == [("update", 1_790_000_060.0, 60.0)]
+
+
+def test_a_state_file_of_the_previous_release_continues_with_its_age_from_wall_times():
+    # The previous release saved no ages (nor, before it, the save's time): the age and the
+    # time since the last notification then come from the wall times it did save.
+    previous = {
+        "humidity": {
+            "episode_id": "pi:humidity:upper:1000-0a1b2c3d",
+            "bound": "upper",
+            "seq": 2,
+            "started_at": 1000.0,
+            "peak": 61.0,
+            "last_notified": 1040.0,
+            "saved_at": 1060.0,
+        }
+    }
+    judge = _restored_from(previous, now=None, wall=None, renotify=30)
+    (update,) = judge.observe(Reading(1070.0, None, 60.0))
+    assert (update.event, update.seq, update.duration) == ("update", 3, 70.0)
+    without_save_time = {"humidity": dict(previous["humidity"])}
+    del without_save_time["humidity"]["saved_at"]
+    judge = _restored_from(without_save_time, now=None, wall=None, renotify=30)
+    assert judge.observe(Reading(1050.0, None, 60.0)) == []  # 10 s after the last notice
+    (update,) = judge.observe(Reading(1070.0, None, 60.0))
+    assert update.duration == 70.0
+
+
+def test_a_saved_start_later_than_the_last_notice_gives_no_negative_age():
+    # The wall clock was set back between the breach and its last notice: the age from the
+    # wall times would be negative; it counts as none.
+    saved = {
+        "humidity": {
+            "episode_id": "pi:humidity:upper:2000-0a1b2c3d",
+            "bound": "upper",
+            "seq": 1,
+            "started_at": 2000.0,
+            "peak": 61.0,
+            "last_notified": 1000.0,
+        }
+    }
+    judge = _restored_from(saved, now=None, wall=None)
+    (recovered,) = judge.observe(Reading(1010.0, None, 40.0))
+    assert recovered.duration == 10.0
+
+
+def test_durations_are_rounded_to_milliseconds():
+    judge = Judge("pi", [HUMID], debounce_samples=1, renotify_seconds=0)
+    judge.observe(Reading(1_790_000_000.0, None, 60.0), now=100.0)
+    (recovered,) = judge.observe(Reading(1_790_000_001.0, None, 40.0), now=100.12345)
+    assert recovered.duration == 0.123
+
+
+def test_the_clock_flags_are_in_a_message_only_when_true():
+    # Consumers of the anomaly topic that predate the flags see the same messages as before.
+    synced = Judge("pi", [HUMID], debounce_samples=1)
+    (breach,) = synced.observe(Reading(1_790_000_000.0, None, 60.0))
+    message = breach.to_message()
+    assert "clock_unsynced" not in message and "start_clock_unsynced" not in message
+    unsynced = Judge("pi", [HUMID], debounce_samples=1)
+    (breach,) = unsynced.observe(Reading(60.0, None, 60.0), clock_unsynced=True)
+    message = breach.to_message()
+    assert message["clock_unsynced"] is True and message["start_clock_unsynced"] is True
+
+
+def test_episode_ids_begin_with_the_prefix_the_outbox_is_searched_for():
+    # After a torn state file the sensor function finds its open incidents in the outbox by
+    # this prefix: it must be how its own episode ids begin, and no other device's.
+    judge = Judge("pi-kitchen", [HUMID], debounce_samples=1)
+    (breach,) = judge.observe(Reading(1_790_000_000.0, None, 60.0))
+    assert judge.episode_prefix() == "pi-kitchen:"
+    assert breach.episode_id.startswith(judge.episode_prefix())
+    assert not breach.episode_id.startswith(Judge("pi", [HUMID]).episode_prefix())
