@@ -60,6 +60,25 @@ def test_a_429_waits_as_retry_after_asks_within_bounds(
     assert deliverer.pump() == 1 and len(snow.incidents()) == 1
 
 
+def test_a_429_without_retry_after_backs_off_as_a_first_failure_does(
+    snow, password, clock, tmp_path
+):
+    # A proxy or gateway in front of the instance may answer 429 without Retry-After: the
+    # agent then backs off as after any first failure, from the first step, not a later one.
+    waits = []
+    for seed, fault in ((1, "rate_limit"), (2, "fail")):
+        deliverer = make_deliverer(snow, password, clock, tmp_path, seed=seed, retry_base=8.0)
+        deliverer.rng = random.Random(7)  # the same jitter for both
+        queue(deliverer, clock, episode="pi-test:humidity:upper:179000000{}".format(seed))
+        if fault == "rate_limit":
+            snow.faults.rate_limit_next(1, retry_after=None)
+        else:
+            snow.faults.fail_next(1, status=503)
+        assert deliverer.pump() == 0
+        waits.append(wait_of(deliverer, clock))
+    assert waits[0] == waits[1] and 4.0 <= waits[0] <= 8.0, waits
+
+
 def test_while_servicenow_fails_every_action_waits_not_only_the_failed_one(
     snow, password, clock, tmp_path
 ):

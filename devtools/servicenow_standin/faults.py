@@ -83,7 +83,7 @@ class Faults:
         self._commit_delay = 0.0
         self._down = False
         self._fail: Deque[int] = collections.deque()
-        self._rate_limit: Deque[int] = collections.deque()
+        self._rate_limit: Deque[Optional[int]] = collections.deque()
         self._drop = 0
         self._commit_then_drop = 0
         self._trickle: Deque[float] = collections.deque()
@@ -156,10 +156,11 @@ class Faults:
         with self._lock:
             self._fail.extend([status] * n)
 
-    def rate_limit_next(self, n: int = 1, retry_after: int = 30) -> None:
-        """Answer the next ``n`` requests with 429 and ``Retry-After: retry_after``."""
+    def rate_limit_next(self, n: int = 1, retry_after: Optional[int] = 30) -> None:
+        """Answer the next ``n`` requests with 429 and ``Retry-After: retry_after`` (``None``:
+        no Retry-After, as a proxy or gateway in front of an instance may answer)."""
         with self._lock:
-            self._rate_limit.extend([int(retry_after)] * n)
+            self._rate_limit.extend([None if retry_after is None else int(retry_after)] * n)
 
     def drop_next(self, n: int = 1) -> None:
         """Close the connection of the next ``n`` requests without answering."""
@@ -260,7 +261,8 @@ class Faults:
             self.fail_next(int(spec.get("n", 1)), int(spec.get("status", 503)))
         if "rate_limit_next" in settings:
             spec = dict(settings["rate_limit_next"])
-            self.rate_limit_next(int(spec.get("n", 1)), int(spec.get("retry_after", 30)))
+            after = spec.get("retry_after", 30)
+            self.rate_limit_next(int(spec.get("n", 1)), None if after is None else int(after))
         if "drop_next" in settings:
             self.drop_next(int(settings["drop_next"]))
         if "fail_after_commit_next" in settings:

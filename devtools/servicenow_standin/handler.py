@@ -169,13 +169,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if kind == "rate_limit":
             standin.count("rate_limited")
             limit = standin.faults.rate_limit_limit
+            envelope = error_envelope(
+                "Too Many Requests",
+                f"Rate limit of {limit} requests per hour exceeded (servicenow stand-in)",
+            )
+            if arg is None:  # a proxy's 429: no Retry-After, no rate-limit headers
+                self._respond(429, envelope, {})
+                return
             reset = int(standin.clock()) + arg
             self._respond(
                 429,
-                error_envelope(
-                    "Too Many Requests",
-                    f"Rate limit of {limit} requests per hour exceeded (servicenow stand-in)",
-                ),
+                envelope,
                 {
                     "Retry-After": str(arg),
                     "X-RateLimit-Limit": str(limit),

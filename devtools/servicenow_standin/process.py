@@ -83,7 +83,7 @@ class RemoteFaults:
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         self._process.configure_faults(fail_next={"n": n, "status": status})
 
-    def rate_limit_next(self, n: int = 1, retry_after: int = 30) -> None:
+    def rate_limit_next(self, n: int = 1, retry_after: Optional[int] = 30) -> None:
         self._process.configure_faults(rate_limit_next={"n": n, "retry_after": retry_after})
 
     def drop_next(self, n: int = 1) -> None:

@@ -194,7 +194,7 @@ class ServiceNowStandIn:
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         self.faults.fail_next(n, status)
 
-    def rate_limit_next(self, n: int = 1, retry_after: int = 30) -> None:
+    def rate_limit_next(self, n: int = 1, retry_after: Optional[int] = 30) -> None:
         self.faults.rate_limit_next(n, retry_after)
 
     def drop_next(self, n: int = 1) -> None:
