@@ -39,7 +39,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -394,23 +393,12 @@ def run_tests(repo: Path, tests: Sequence[str], timeout: float) -> Tuple[str, fl
     env = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
     command = [sys.executable, *mutate_select.PYTEST, "-x", "--rootdir", str(repo)]
     command += [t for t in tests if (repo / t.partition("::")[0]).exists()]
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            command,
-            cwd=str(repo),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=timeout,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - started
-    took = time.monotonic() - started
-    if proc.returncode == 0:
+    returncode, took = mutate_select.run_pytest(command, repo, env, timeout)
+    if returncode is None:
+        return "timeout", took
+    if returncode == 0:
         return "survived", took
-    if proc.returncode in (4, 5):
+    if returncode in (4, 5):
         return "error", took  # a usage error (a node id not found) or no tests ran
     return "killed", took
 

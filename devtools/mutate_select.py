@@ -160,22 +160,11 @@ def measure_many(
         command += ["--cov-context=test", "--cov-report="]
         files = sorted({t for tests in modules.values() for t in tests if (repo / t).exists()})
         command += files
-        started = time.monotonic()
-        try:
-            proc = subprocess.run(
-                command,
-                cwd=str(repo),
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=timeout,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired:
-            return "timeout", time.monotonic() - started, {}
-        took = time.monotonic() - started
-        if proc.returncode not in (0, 1):
-            return "failed (exit {})".format(proc.returncode), took, {}
+        returncode, took = run_pytest(command, repo, env, timeout)
+        if returncode is None:
+            return "timeout", took, {}
+        if returncode not in (0, 1):
+            return "failed (exit {})".format(returncode), took, {}
         stored = json.loads((work / "times.json").read_text())
         times: Times = stored["times"]
         found: Dict[str, Tuple[LineMap, Times]] = {}
@@ -242,3 +231,24 @@ def select(
     chosen.update(always)
     order = {node: n for n, node in enumerate(times)}
     return sorted(chosen, key=lambda node: (order.get(node, len(order)), node))
+
+
+def run_pytest(
+    command: Sequence[str], repo: Path, env: Dict[str, str], timeout: float
+) -> Tuple[Optional[int], float]:
+    """Run a pytest ``command`` in ``repo``, quiet, in its own session (so a hung test's
+    children go with it); its exit status (``None`` past ``timeout``) and the seconds taken."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            list(command),
+            cwd=str(repo),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started
+    return proc.returncode, time.monotonic() - started
